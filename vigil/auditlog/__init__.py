@@ -1,0 +1,45 @@
+"""The flight recorder: sealed binary audit records in a crash-safe, wear-levelled mmap ring.
+
+Write with :class:`FlightRecorder`, read and verify with :class:`LogReader`. The byte-level
+format is specified in ``docs/FORMAT.md``.
+"""
+
+from vigil.auditlog._crc import BACKEND as CRC_BACKEND
+from vigil.auditlog._crc import crc32c
+from vigil.auditlog._format import Geometry, SegmentInfo, genesis_chain
+from vigil.auditlog._powercut import PowerCutDisk
+from vigil.auditlog._reader import LogReader, LogRecord, SegmentSummary, decode_body
+from vigil.auditlog._storage import FileStorage, Storage
+from vigil.auditlog._verify import EXPECTED_KINDS, Finding, VerifyReport
+from vigil.auditlog._writer import (
+    Clock,
+    FlightRecorder,
+    RingConfig,
+    SystemClock,
+    WriterStatistics,
+    format_image,
+)
+
+__all__ = [
+    "CRC_BACKEND",
+    "EXPECTED_KINDS",
+    "Clock",
+    "FileStorage",
+    "Finding",
+    "FlightRecorder",
+    "Geometry",
+    "LogReader",
+    "LogRecord",
+    "PowerCutDisk",
+    "RingConfig",
+    "SegmentInfo",
+    "SegmentSummary",
+    "Storage",
+    "SystemClock",
+    "VerifyReport",
+    "WriterStatistics",
+    "crc32c",
+    "decode_body",
+    "format_image",
+    "genesis_chain",
+]

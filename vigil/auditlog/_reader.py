@@ -1,0 +1,367 @@
+"""Reading a flight log: records in sequence order, geometry, and verification.
+
+The reader never writes and takes no lock, so it can open a log a writer is appending to. It
+reads with ``pread`` rather than a mapping: a file truncated underneath a mapping turns reads
+into SIGBUS, which no Python code can catch, while a short ``pread`` is just data the
+verifier reports. Memory stays bounded by one segment.
+
+Contract: for any bytes at all, :class:`LogReader` returns records or a report, or raises a
+:class:`~vigil.errors.VigilError` subclass -- never anything else.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import statistics
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from vigil.auditlog import _format as F
+from vigil.auditlog._storage import is_locked
+from vigil.auditlog._verify import FindingSink, VerifyReport, Walker
+from vigil.errors import InvalidArgument, LogIOError
+from vigil.schemas import _records as R
+from vigil.schemas._enums import RecordType, coerce
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One record of the log, decoded.
+
+    Attributes:
+        seq: sequence number (1, 2, ...).
+        type: the record type (an int when unknown to this version).
+        body: decoded body fields; for an unknown type or version ``{"raw": bytes}``, for a
+            body that does not decode ``{"raw": bytes, "undecodable": reason}``.
+        segment, offset: where the record lies (file offset).
+        lap, boot_id, mono_ns, real_ns: header fields (see docs/FORMAT.md).
+        chain: the record's SHA-256 chain digest.
+    """
+
+    seq: int
+    type: RecordType | int
+    body: dict[str, Any]
+    segment: int
+    offset: int
+    lap: int
+    boot_id: int
+    mono_ns: int
+    real_ns: int
+    chain: bytes
+
+    @property
+    def type_name(self) -> str:
+        return self.type.name if isinstance(self.type, RecordType) else f"TYPE_{self.type}"
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict: bytes as hex, enums by name."""
+        return {
+            "seq": self.seq,
+            "type": self.type_name,
+            "real_ns": self.real_ns,
+            "mono_ns": self.mono_ns,
+            "boot_id": f"{self.boot_id:016x}",
+            "lap": self.lap,
+            "segment": self.segment,
+            "offset": self.offset,
+            "chain": self.chain.hex(),
+            **{k: _jsonable(v) for k, v in self.body.items()},
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, enum.Enum):
+        return value.name
+    return value
+
+
+def decode_body(rtype: int, version: int, body: bytes) -> dict[str, Any]:
+    """Decode a record body; never raises (see :class:`LogRecord` ``body``)."""
+    kind = coerce(RecordType, rtype)
+    layout = R.BODIES.get(kind) if isinstance(kind, RecordType) else None
+    if layout is None or version != R.BODY_VERSION:
+        return {"raw": body}
+    try:
+        return layout.unpack(body)
+    except InvalidArgument as exc:
+        return {"raw": body, "undecodable": exc.message}
+
+
+@dataclass(frozen=True)
+class SegmentSummary:
+    """Inspection data for one segment."""
+
+    index: int
+    status: str
+    generation: int
+    wear: int
+    first_seq: int
+    frozen: bool
+
+
+class LogReader:
+    """A read-only view of a flight log file.
+
+    Raises (from the constructor):
+        LogIOError: the file cannot be opened or read.
+        NotAVigilLog, SuperblockCorrupt, LogVersionError, LogGeometryError: see
+            :mod:`vigil.errors`; the message says what to do.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise LogIOError(
+                f"{self.path}: cannot open: {exc.strerror}", path=self.path, errno=exc.errno
+            ) from exc
+        try:
+            self.live = is_locked(self.path)
+            size = os.fstat(self._fd).st_size
+            head = self._pread(R.SUPERBLOCK_AREA, 0)
+            self.geometry, self._sb_problems = F.read_superblock(
+                head, size, self.path, allow_short=True
+            )
+            self.file_size = size
+            self._sb_spare_dirty = any(
+                head[R.SUPERBLOCK.fixed_size : R.SUPERBLOCK_SLOTS[1]]
+            ) or any(head[R.SUPERBLOCK_SLOTS[1] + R.SUPERBLOCK.fixed_size :])
+            self.segments = [self._read_info(i) for i in range(self.geometry.segment_count)]
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def _pread(self, n: int, offset: int) -> bytes:
+        try:
+            return os.pread(self._fd, n, offset)
+        except OSError as exc:
+            raise LogIOError(
+                f"{self.path}: read of {n} bytes at {offset} failed: {exc.strerror}",
+                path=self.path,
+                errno=exc.errno,
+            ) from exc
+
+    def _read_info(self, index: int) -> F.SegmentInfo:
+        geo = self.geometry
+        off = geo.segment_offset(index)
+        raw = self._pread(geo.header_area + F.PAGE, off)
+        if len(raw) < geo.header_area:
+            return F.SegmentInfo(index=index, status="missing")
+        at = geo.header_area
+        if len(raw) >= at + F.HDR_SIZE:
+            length = int.from_bytes(raw[at : at + 4], "little")
+            if F.PAGE < length <= geo.max_record:
+                raw = self._pread(geo.header_area + length, off)
+        return F.read_segment_info(raw, 0, min(geo.segment_size, len(raw)), index, geo)
+
+    def _load(self, info: F.SegmentInfo) -> tuple[bytes, int, F.SegmentInfo] | None:
+        geo = self.geometry
+        raw = self._pread(geo.segment_size, geo.segment_offset(info.index))
+        fresh = F.read_segment_info(raw, 0, len(raw), info.index, geo)
+        if fresh.generation != info.generation or fresh.status != info.status:
+            return None
+        return raw, 0, fresh
+
+    # --- public API ---------------------------------------------------------------------
+
+    def records(
+        self,
+        *,
+        since_seq: int | None = None,
+        until_seq: int | None = None,
+        types: Iterable[RecordType] | None = None,
+    ) -> Iterator[LogRecord]:
+        """Yield the log's records in sequence order, decoded.
+
+        Damaged bytes are skipped (run :meth:`verify` to learn why); a torn tail is never
+        returned.
+
+        Args:
+            since_seq, until_seq: inclusive bounds on the sequence number.
+            types: only these record types.
+        """
+        wanted = {int(t) for t in types} if types is not None else None
+        walker = Walker(self.geometry, self.segments, self._load, FindingSink(0))
+        for raw in walker.walk():
+            if since_seq is not None and raw.seq < since_seq:
+                continue
+            if until_seq is not None and raw.seq > until_seq:
+                break
+            if wanted is not None and raw.type not in wanted:
+                continue
+            seg, buf = walker.current_segment, walker.current_buffer
+            body_at = walker.current_base + raw.offset + R.HEADER_SIZE
+            yield LogRecord(
+                seq=raw.seq,
+                type=coerce(RecordType, raw.type),
+                body=decode_body(raw.type, raw.body_version, buf[body_at : body_at + raw.body_len]),
+                segment=seg,
+                offset=self.geometry.segment_offset(seg) + raw.offset,
+                lap=raw.lap,
+                boot_id=raw.boot_id,
+                mono_ns=raw.mono_ns,
+                real_ns=raw.real_ns,
+                chain=raw.chain,
+            )
+
+    def verify(self, max_findings: int = 1000) -> VerifyReport:
+        """Check every CRC, chain link, sequence number, timestamp and header.
+
+        Args:
+            max_findings: findings kept in the report; the rest are only counted.
+
+        Returns:
+            A :class:`~vigil.auditlog.VerifyReport`; ``intact`` is False on any finding that
+            normal operation (crash, wrap-around) does not explain.
+        """
+        start = time.perf_counter()
+        sink = FindingSink(max_findings)
+        for p in self._sb_problems:
+            sink.add("MEDIA_CORRUPTION", f"superblock copy {p.slot}: {p.reason}", offset=p.offset)
+        if self._sb_spare_dirty:
+            sink.add("MEDIA_CORRUPTION", "non-zero bytes in the superblock's unused area")
+        if self.file_size < self.geometry.file_size:
+            sink.add(
+                "TRUNCATED",
+                f"the file is {self.file_size} bytes but its geometry needs "
+                f"{self.geometry.file_size}: it was truncated; segments from "
+                f"{(self.file_size - self.geometry.segments_offset) // self.geometry.segment_size}"
+                " on are partial or missing",
+                offset=self.file_size,
+            )
+        walker = Walker(self.geometry, self.segments, self._load_checked(sink), sink)
+        for _ in walker.walk():
+            pass
+        geo = self.geometry
+        return VerifyReport(
+            path=self.path,
+            log_id=geo.log_id.hex(),
+            live=self.live,
+            intact=sink.intact,
+            records=walker.records,
+            bytes=walker.bytes,
+            segments=walker.segments_scanned,
+            first_seq=walker.first_seq,
+            last_seq=walker.last_seq,
+            findings=tuple(sink.kept),
+            counts=dict(sink.counts),
+            findings_dropped=sink.dropped,
+            seconds=time.perf_counter() - start,
+        )
+
+    def _load_checked(self, sink: FindingSink) -> Any:
+        def load(info: F.SegmentInfo) -> tuple[bytes, int, F.SegmentInfo] | None:
+            out = self._load(info)
+            if out is not None:
+                raw = out[0]
+                n = R.SEGMENT_HEADER.fixed_size
+                spare = (
+                    raw[n : R.SEGMENT_SLOTS[1]]
+                    + raw[R.SEGMENT_SLOTS[1] + n : self.geometry.header_area]
+                )
+                if any(spare):
+                    sink.add(
+                        "MEDIA_CORRUPTION",
+                        f"segment {info.index}: non-zero bytes in the header area's unused space",
+                        segment=info.index,
+                        offset=self.geometry.segment_offset(info.index),
+                    )
+            return out
+
+        return load
+
+    def inspect(self) -> dict[str, Any]:
+        """Geometry, head, retained range, segment states and wear, as a JSON-ready dict.
+
+        Cheap: reads the segment headers and scans only the head segment.
+        """
+        geo = self.geometry
+        live = sorted((s for s in self.segments if s.live), key=lambda s: s.generation)
+        head: dict[str, Any] | None = None
+        if live:
+            h = live[-1]
+            loaded = self._load(h)
+            if loaded is not None:
+                raw, base, fresh = loaded
+                tail = F.scan_tail(raw, base, len(raw), fresh, geo.header_area)
+                after = None
+                if isinstance(tail.stopped_on, F.Damage):
+                    after = f"{tail.stopped_on.end - tail.stopped_on.offset} damaged bytes"
+                elif tail.stopped_on is not None:
+                    after = f"record {tail.stopped_on.seq} out of sequence"
+                head = {
+                    "segment": h.index,
+                    "generation": h.generation,
+                    "last_seq": tail.last_seq,
+                    "end_offset": geo.segment_offset(h.index) + tail.end,
+                    "retained_from": h.retained_from,
+                    "after": after,
+                }
+        counts = Counter(s.status for s in self.segments)
+        frozen = [s.index for s in self.segments if s.frozen]
+        used = [s for s in self.segments if s.status != "missing"]
+        return {
+            "path": self.path,
+            "log_id": geo.log_id.hex(),
+            "live": self.live,
+            "format": f"{R.FORMAT_MAJOR}.{geo.minor}",
+            "created_ns": geo.created_ns,
+            "geometry": {
+                "file_size": geo.file_size,
+                "segments_offset": geo.segments_offset,
+                "segment_size": geo.segment_size,
+                "segment_count": geo.segment_count,
+                "frozen_quota": geo.frozen_quota,
+                "truncated": self.file_size < geo.file_size,
+            },
+            "head": head,
+            "first_seq": live[0].first_seq if live else None,
+            "segments": {
+                "counts": dict(sorted(counts.items())),
+                "frozen": frozen,
+                "wear": _wear([s.wear for s in used]),
+                "wear_unfrozen": _wear([s.wear for s in used if not s.frozen]),
+                "table": [
+                    {
+                        "index": s.index,
+                        "status": s.status,
+                        "generation": s.generation,
+                        "wear": s.wear,
+                        "first_seq": s.first_seq,
+                        "frozen": s.frozen,
+                    }
+                    for s in self.segments
+                ],
+            },
+        }
+
+    def summary(self) -> list[SegmentSummary]:
+        """Per-segment status, generation, wear, first seq and frozen flag."""
+        return [
+            SegmentSummary(s.index, s.status, s.generation, s.wear, s.first_seq, s.frozen)
+            for s in self.segments
+        ]
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> LogReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _wear(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {"min": 0, "mean": 0.0, "max": 0}
+    return {"min": min(values), "mean": statistics.fmean(values), "max": max(values)}

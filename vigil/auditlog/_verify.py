@@ -1,0 +1,515 @@
+"""Walking the whole log in sequence order, and classifying what is wrong with it.
+
+Theory of operation
+-------------------
+The walk visits live segments in generation order and scans each one
+(:func:`~vigil.auditlog._format.scan_segment`). A record belongs to the log when its CRC and
+lap are valid, it is not *superseded* (a later segment starts at or before its seq, which is
+what crash recovery does when it leaves damaged bytes behind), and, in the head segment, it
+precedes the first damage (recovery will discard what follows). Everything the walk sees is
+checked against what must hold for a log written by vigil:
+
+* within a segment, seqs go up by one and every chain digest follows from its predecessor;
+* a segment's ``first_seq`` and ``start_chain`` continue the previous segment;
+* record 1 chains from the genesis digest of the log id;
+* within one boot id, monotonic time never goes backwards.
+
+Each violation becomes a :class:`Finding` whose kind says what an auditor needs to know:
+
+======================  ======================================================================
+TORN_TAIL (expected)    unfinished bytes at the end of the head segment, or at the end of a
+                        segment that recovery left behind: a crash, never a returned record
+SUPERSEDED (expected)   valid records after such a tear, replaced by recovery's resumption
+EVICTED (expected)      records older than the ring keeps (below the head's ``retained_from``)
+HEADER_COPY (expected)  one copy of a redundant segment header is torn; the other is in force
+MEDIA_CORRUPTION        stored bytes fail their CRC where a crash cannot explain it
+TAMPERING               CRC-valid bytes that break the chain, the order or the log's identity
+GAP                     records missing inside the range the log guarantees to retain
+CLOCK                   monotonic time ran backwards within one boot session
+TRUNCATED               the file is shorter than its geometry (its end was cut off)
+======================  ======================================================================
+
+What cannot be told apart, and is reported as the more benign kind: media damage to the last
+records of the head segment looks like a torn tail; deleting the oldest segment looks like
+eviction; truncating the newest records looks like a crash. Signed checkpoints and external
+anchors (a later format revision) close those gaps.
+
+Memory is bounded: one segment buffer at a time and at most ``max_findings`` findings kept
+(the rest are counted).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from vigil import _diagnostics as D
+from vigil.auditlog import _format as F
+
+EXPECTED_KINDS = frozenset({"TORN_TAIL", "SUPERSEDED", "EVICTED", "HEADER_COPY"})
+_CODES = {
+    "TORN_TAIL": D.TORN_TAIL,
+    "MEDIA_CORRUPTION": D.MEDIA_CORRUPTION,
+    "TAMPERING": D.TAMPERING,
+    "GAP": D.GAP,
+    "EVICTED": D.EVICTED,
+    "CLOCK": D.CLOCK,
+    "SUPERSEDED": D.SUPERSEDED,
+    "HEADER_COPY": D.HEADER_COPY,
+    "TRUNCATED": D.LOG_GEOMETRY,
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing the verifier found.
+
+    Attributes:
+        kind: see the module docstring.
+        code: the diagnostic code for the kind.
+        message: what was found, in words.
+        segment: segment index, when the finding is inside one.
+        offset: file offset of the first byte concerned, when known.
+        seq: first sequence number concerned, when known.
+        last_seq: last sequence number concerned (for ranges).
+        expected: True for what normal operation produces (crash, wrap-around).
+    """
+
+    kind: str
+    code: str
+    message: str
+    segment: int | None = None
+    offset: int | None = None
+    seq: int | None = None
+    last_seq: int | None = None
+    expected: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The result of :meth:`~vigil.auditlog.LogReader.verify`.
+
+    ``intact`` is True when every finding is an expected one (torn tail, superseded,
+    evicted, torn header copy): such a log holds exactly what its writer acknowledged.
+    """
+
+    path: str
+    log_id: str
+    live: bool
+    intact: bool
+    records: int
+    bytes: int
+    segments: int
+    first_seq: int | None
+    last_seq: int | None
+    findings: tuple[Finding, ...]
+    counts: dict[str, int]
+    findings_dropped: int
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["findings"] = [f.to_json() for f in self.findings]
+        return out
+
+
+class FindingSink:
+    """Bounded storage for findings; counts every one, keeps the first ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.kept: list[Finding] = []
+        self.counts: Counter[str] = Counter()
+
+    def add(self, kind: str, message: str, **where: Any) -> None:
+        self.counts[kind] += 1
+        if len(self.kept) < self.limit:
+            diag = _CODES[kind]
+            self.kept.append(
+                Finding(kind, diag.code, message, expected=kind in EXPECTED_KINDS, **where)
+            )
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.counts.values()) - len(self.kept)
+
+    @property
+    def intact(self) -> bool:
+        return all(kind in EXPECTED_KINDS for kind in self.counts)
+
+
+SegmentLoader = Callable[[F.SegmentInfo], tuple[Any, int, F.SegmentInfo] | None]
+"""Returns ``(buffer, base, fresh_info)`` for a segment, or None if it changed while reading."""
+
+
+class Walker:
+    """Walks a log's segments in order; yields the log's records, collects findings.
+
+    Args:
+        geometry: from the superblock.
+        segments: every segment's :class:`~vigil.auditlog._format.SegmentInfo`.
+        load: reads one segment's bytes.
+        sink: where findings go.
+    """
+
+    def __init__(
+        self,
+        geometry: F.Geometry,
+        segments: list[F.SegmentInfo],
+        load: SegmentLoader,
+        sink: FindingSink,
+    ) -> None:
+        self.geo = geometry
+        self.segments = segments
+        self.load = load
+        self.sink = sink
+        self.records = 0
+        self.bytes = 0
+        self.segments_scanned = 0
+        self.first_seq: int | None = None
+        self.last_seq: int | None = None
+        self.current_segment = -1
+        self.current_buffer: Any = b""
+        self.current_base = 0
+
+    def _segment_findings(self) -> None:
+        for s in self.segments:
+            where = {"segment": s.index, "offset": self.geo.segment_offset(s.index)}
+            if s.status == "unreadable":
+                why = "; ".join(p.reason for p in s.problems) or "damaged"
+                self.sink.add(
+                    "MEDIA_CORRUPTION",
+                    f"segment {s.index}: header unreadable ({why}); its records are lost",
+                    **where,
+                )
+            elif s.status == "salvaged":
+                self.sink.add(
+                    "MEDIA_CORRUPTION",
+                    f"segment {s.index}: header damaged; records read from lap "
+                    f"{s.generation} without the segment's chain anchor",
+                    seq=s.first_seq,
+                    **where,
+                )
+            elif s.status in ("valid", "empty"):
+                in_force = (
+                    f"copy {s.slot} is in force"
+                    if s.status == "valid"
+                    else ("the segment was never started")
+                )
+                for p in s.problems:
+                    self.sink.add(
+                        "HEADER_COPY",
+                        f"segment {s.index}: header copy {p.slot}: {p.reason}; {in_force}",
+                        segment=s.index,
+                        offset=p.offset,
+                    )
+
+    def walk(self) -> Iterator[F.RawRecord]:
+        """Yield every record that belongs to the log, in sequence order.
+
+        Each yielded record has ``offset`` relative to its segment; while it is being yielded
+        :attr:`current_segment`, :attr:`current_buffer` and :attr:`current_base` say where its
+        bytes are.
+        """
+        self._segment_findings()
+        live = sorted((s for s in self.segments if s.live), key=lambda s: s.generation)
+        if not live:
+            return
+        head = live[-1]
+        retained_from = head.retained_from if head.status == "valid" else 0
+        genesis = F.genesis_chain(self.geo.log_id)
+        expected = 0  # next seq the log should hold; 0 = nothing seen yet
+        prev_chain: bytes | None = None
+        prev_boot = prev_mono = -1
+        covered = 0  # seqs up to here are already explained by a finding
+        for i, listed in enumerate(live):
+            is_head = i == len(live) - 1
+            nxt_first = None if is_head else live[i + 1].first_seq
+            base_off = self.geo.segment_offset(listed.index)
+            loaded = self.load(listed)
+            if loaded is None:
+                continue  # reused by a live writer while we read: not a finding
+            buf, base, seg = loaded  # re-read with its records; same generation
+            seg_len = min(self.geo.segment_size, len(buf) - base)
+            self.current_segment, self.current_buffer, self.current_base = seg.index, buf, base
+            self.segments_scanned += 1
+            where = {"segment": seg.index, "offset": base_off}
+            # -- where this segment joins the log ------------------------------------------
+            if expected == 0:
+                if seg.first_seq > 1:
+                    self.sink.add(
+                        "EVICTED",
+                        f"records 1..{seg.first_seq - 1} were overwritten by the ring",
+                        seq=1,
+                        last_seq=seg.first_seq - 1,
+                        **where,
+                    )
+                elif seg.start_chain is not None and seg.start_chain != genesis:
+                    self.sink.add(
+                        "TAMPERING",
+                        f"segment {seg.index} starts the log but does not chain from the "
+                        "log's genesis digest (records from another log?)",
+                        seq=1,
+                        **where,
+                    )
+            elif seg.first_seq > expected:
+                lo = max(expected, covered + 1)
+                if lo < seg.first_seq:
+                    self._hole(lo, seg.first_seq - 1, retained_from, where)
+            elif (
+                seg.first_seq == expected
+                and seg.start_chain is not None
+                and prev_chain is not None
+                and seg.start_chain != prev_chain
+            ):
+                self.sink.add(
+                    "TAMPERING",
+                    f"segment {seg.index} does not chain from record {expected - 1}",
+                    seq=seg.first_seq,
+                    **where,
+                )
+            expected = seg.first_seq
+            prev_chain = seg.start_chain
+            # -- the segment's records -----------------------------------------------------
+            # ``gap`` is the first damaged span since the last record of the log; it is
+            # classified when we learn what follows it: a record of the log (damage inside
+            # the log), or only superseded records / orphans / the segment end (a tear).
+            gap: F.Damage | None = None
+            gap_end = 0
+            foreign = False
+            after_tear: list[int] = []
+            for item in F.scan_segment(buf, base, seg_len, seg, self.geo.header_area):
+                if isinstance(item, F.Damage):
+                    if gap is None:
+                        gap = item
+                    foreign |= item.foreign
+                    gap_end = item.end
+                    continue
+                self.bytes += item.length
+                beyond = nxt_first is not None and item.seq >= nxt_first
+                if gap is not None and (beyond or is_head):
+                    after_tear.append(item.seq)  # recovery resumed (or will) before it
+                    continue
+                at = {"segment": seg.index, "offset": base_off + item.offset}
+                if beyond:
+                    self.sink.add(
+                        "TAMPERING",
+                        f"record {item.seq} in segment {seg.index} overlaps the segment "
+                        f"starting at {nxt_first}",
+                        seq=item.seq,
+                        **at,
+                    )
+                    continue
+                if gap is not None:
+                    self._damage_inside(
+                        gap=gap,
+                        gap_end=gap_end,
+                        foreign=foreign,
+                        expected=expected,
+                        after=item,
+                        segment=seg.index,
+                        base_off=base_off,
+                    )
+                    gap, foreign, after_tear = None, False, []
+                elif item.seq != expected:
+                    if item.seq > expected:
+                        self.sink.add(
+                            "TAMPERING",
+                            f"records {expected}..{item.seq - 1} are missing between two "
+                            "valid records (deleted)",
+                            seq=expected,
+                            last_seq=item.seq - 1,
+                            **at,
+                        )
+                    else:
+                        self.sink.add(
+                            "TAMPERING",
+                            f"record {item.seq} is out of order (expected {expected}): "
+                            "reordered or duplicated",
+                            seq=item.seq,
+                            **at,
+                        )
+                elif item.link is False:
+                    self.sink.add(
+                        "TAMPERING",
+                        f"record {item.seq} does not chain from record {item.seq - 1}: "
+                        "its bytes were changed and its CRC recomputed, or it was inserted",
+                        seq=item.seq,
+                        **at,
+                    )
+                if item.boot_id == prev_boot and item.mono_ns < prev_mono:
+                    self.sink.add(
+                        "CLOCK",
+                        f"record {item.seq}: monotonic time {item.mono_ns} is before the "
+                        f"previous record's {prev_mono} in the same boot session",
+                        seq=item.seq,
+                        **at,
+                    )
+                prev_boot, prev_mono = item.boot_id, item.mono_ns
+                prev_chain = item.chain
+                expected = item.seq + 1
+                self.records += 1
+                if self.first_seq is None:
+                    self.first_seq = item.seq
+                self.last_seq = item.seq
+                yield item
+            if gap is not None:
+                self._damage_at_end(
+                    gap=gap,
+                    gap_end=gap_end,
+                    foreign=foreign,
+                    seg=seg,
+                    is_head=is_head,
+                    nxt_first=nxt_first,
+                    expected=expected,
+                    base_off=base_off,
+                )
+                if nxt_first is not None and nxt_first > expected:
+                    covered = nxt_first - 1
+            if after_tear:
+                self.sink.add(
+                    "SUPERSEDED",
+                    f"segment {seg.index}: {len(after_tear)} record(s) {after_tear[0]}.."
+                    f"{after_tear[-1]} lie after the tear; "
+                    + (
+                        "recovery will not include them"
+                        if is_head
+                        else f"recovery resumed at {nxt_first} in a later segment"
+                    ),
+                    seq=after_tear[0],
+                    last_seq=after_tear[-1],
+                    segment=seg.index,
+                    offset=base_off + gap.offset if gap is not None else base_off,
+                )
+            if expected > covered:
+                covered = expected - 1
+
+    def _hole(self, lo: int, hi: int, retained_from: int, where: dict[str, Any]) -> None:
+        if hi < retained_from:
+            self.sink.add(
+                "EVICTED",
+                f"records {lo}..{hi} were overwritten by the ring",
+                seq=lo,
+                last_seq=hi,
+                **where,
+            )
+            return
+        if lo < retained_from:
+            self.sink.add(
+                "EVICTED",
+                f"records {lo}..{retained_from - 1} were overwritten by the ring",
+                seq=lo,
+                last_seq=retained_from - 1,
+                **where,
+            )
+            lo = retained_from
+        self.sink.add(
+            "GAP",
+            f"records {lo}..{hi} are missing although the log guarantees to retain every "
+            f"record from {retained_from}",
+            seq=lo,
+            last_seq=hi,
+            **where,
+        )
+
+    def _damage_inside(
+        self,
+        *,
+        gap: F.Damage,
+        gap_end: int,
+        foreign: bool,
+        expected: int,
+        after: F.RawRecord,
+        segment: int,
+        base_off: int,
+    ) -> None:
+        """Damage between two records of the log: media damage, or bytes that were moved."""
+        where = {"segment": segment, "offset": base_off + gap.offset}
+        size = after.offset - gap.offset
+        if foreign:
+            self.sink.add(
+                "TAMPERING",
+                f"a well-formed record that is not part of this segment's lap sits where "
+                f"record {expected} should be: spliced or moved",
+                seq=expected,
+                **where,
+            )
+        elif after.seq <= expected:
+            self.sink.add(
+                "TAMPERING",
+                f"{size} unexpected bytes before record {after.seq}",
+                seq=after.seq,
+                **where,
+            )
+        elif after.seq == expected + 1:
+            self.sink.add(
+                "MEDIA_CORRUPTION",
+                f"record {expected} fails its CRC ({size} bytes damaged)",
+                seq=expected,
+                **where,
+            )
+        else:
+            self.sink.add(
+                "MEDIA_CORRUPTION",
+                f"records {expected}..{after.seq - 1} fail their CRC ({size} bytes damaged)",
+                seq=expected,
+                last_seq=after.seq - 1,
+                **where,
+            )
+
+    def _damage_at_end(
+        self,
+        *,
+        gap: F.Damage,
+        gap_end: int,
+        foreign: bool,
+        seg: F.SegmentInfo,
+        is_head: bool,
+        nxt_first: int | None,
+        expected: int,
+        base_off: int,
+    ) -> None:
+        """Damage after the segment's last record of the log: usually a crash's tear."""
+        at = {"seq": expected, "segment": seg.index, "offset": base_off + gap.offset}
+        size = gap_end - gap.offset
+        if foreign:
+            self.sink.add(
+                "TAMPERING",
+                f"segment {seg.index}: a well-formed record that is not part of this "
+                f"segment's lap follows record {expected - 1}: spliced or moved",
+                **at,
+            )
+        elif is_head:
+            self.sink.add(
+                "TORN_TAIL",
+                f"segment {seg.index}: {size} bytes after record {expected - 1} are an "
+                "unfinished write (crash, or a live writer); never returned as records",
+                **at,
+            )
+        elif nxt_first == expected:
+            self.sink.add(
+                "TORN_TAIL",
+                f"segment {seg.index}: an unfinished write after record {expected - 1}; "
+                f"the writer resumed at {expected} in a later segment",
+                **at,
+            )
+        elif nxt_first is not None and nxt_first > expected:
+            self.sink.add(
+                "MEDIA_CORRUPTION",
+                f"records {expected}..{nxt_first - 1} at the end of segment {seg.index} fail "
+                "their CRC",
+                last_seq=nxt_first - 1,
+                **at,
+            )
+        else:
+            self.sink.add(
+                "TAMPERING",
+                f"segment {seg.index}: damaged bytes after record {expected - 1}, and the next "
+                f"segment restarts at {nxt_first}",
+                **at,
+            )

@@ -1,0 +1,983 @@
+"""The flight recorder's writer.
+
+Theory of operation
+-------------------
+Appending a record packs its header and body straight into the mapped file at the head
+position, chains it (``chain = SHA-256(previous chain || record bytes up to the chain)``),
+seals it (CRC32C over everything before the CRC) and zeroes the next 24 bytes as an end
+marker, which the next record overwrites (without it, the end of the records in a reused
+segment would be the middle of an older lap's record, indistinguishable from a torn write).
+No other byte of the file changes per record: there is no index, no head pointer and no
+counter page to wear the flash out. The head is rediscovered at open from the segment headers
+(highest generation) and a scan of that one segment.
+
+When a record does not fit in the head segment, the writer *switches*: it syncs the head
+segment (``batch`` and ``always``), picks the next segment (a free one -- never used or
+unreadable -- with the least wear, else the oldest unfrozen one, which evicts its records),
+writes that segment's new
+header (generation + 1, wear + 1, first seq, chain so far) into its non-winning slot, syncs
+the header, and only then writes records into it. Hence, under ``batch`` and ``always``:
+
+* a segment header on disk never describes records that are not yet durable elsewhere, and a
+  torn header write leaves the previous header (and its records) in force;
+* a torn tail can only be at the end of the head segment;
+* ``retained_from`` in each header states which records the writer still held, so the
+  verifier can tell ring eviction (expected) from a gap.
+
+Recovery at open scans the head segment to the last record that continues the chain. If
+nothing valid of the current lap follows, the torn bytes (if any) are zeroed and the writer
+resumes in place; if valid records follow a damaged one (out-of-order writeback, or media
+damage), they are left untouched as evidence and the writer resumes in a fresh segment.
+Either way the recovered log is a prefix of what was appended, and a LIFECYCLE record says
+what recovery found.
+
+Durability: ``none`` never syncs on its own (only ``flush()``, ``close()`` and open do): it
+survives a process crash, because the page cache does, but after a power cut anything since
+the last flush may be torn anywhere, segment boundaries included. ``batch`` adds a background
+group commit every ``batch_interval`` seconds, bounding the records at risk to that window,
+and makes the segment-switch syncs described above; ``always`` syncs before each append
+returns. ``durable_seq`` is the
+highest sequence number known to be on stable storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import vigil
+from vigil.auditlog import _format as F
+from vigil.auditlog._crc import crc32c
+from vigil.auditlog._storage import FileStorage, Storage
+from vigil.errors import (
+    ConfigError,
+    FreezeQuotaExceeded,
+    InvalidArgument,
+    LogClosed,
+    LogCorrupt,
+    LogGeometryError,
+    LogVersionError,
+    RecordTooLarge,
+)
+from vigil.schemas import _records as R
+from vigil.schemas._enums import (
+    ClockSource,
+    Durability,
+    LifecycleEvent,
+    Outcome,
+    RecordType,
+    ServedBy,
+    State,
+)
+
+_ZEROS = bytes(64 * 1024)
+_NO_DIGEST = bytes(32)
+_INFERENCE = R.BODIES[RecordType.INFERENCE]
+# Header, INFERENCE body fixed part and payload length prefix, packed in one call.
+_INFERENCE_HOT = struct.Struct("<" + R.RECORD_HEADER.format + _INFERENCE.format + "H").pack_into
+_INFERENCE_BODY = _INFERENCE.fixed_size + 2  # body bytes before the payload
+_INFERENCE_FIXED = R.HEADER_SIZE + _INFERENCE_BODY
+_HDR_PACK = F.HDR.pack_into
+# Plain ints for the hot path (module attribute and enum lookups cost ~50 ns each).
+_T_INFERENCE = int(RecordType.INFERENCE)
+_BODY_VERSION = R.BODY_VERSION
+_HEADER_SIZE = R.HEADER_SIZE
+_OVERHEAD = F.OVERHEAD
+_END_MARK = F.END_MARK
+_MARK = bytes(_END_MARK)
+_CRC_PACK = F.CRC.pack_into
+_sha256 = hashlib.sha256
+
+
+class Clock(Protocol):
+    """Where timestamps come from. ``boot_uuid`` scopes monotonic time (16 bytes)."""
+
+    source: ClockSource
+    boot_uuid: bytes
+
+    def realtime_ns(self) -> int: ...
+
+    def monotonic_ns(self) -> int: ...
+
+
+class SystemClock:
+    """CLOCK_REALTIME and CLOCK_MONOTONIC, scoped by the kernel's boot id."""
+
+    source = ClockSource.SYSTEM
+
+    def __init__(self) -> None:
+        self.boot_uuid, self.boot_from_kernel = _boot_uuid()
+        self.realtime_ns = time.time_ns
+        self.monotonic_ns = time.monotonic_ns
+
+
+def _boot_uuid() -> tuple[bytes, bool]:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return uuid.UUID(f.read().strip()).bytes, True
+    except (OSError, ValueError):
+        return uuid.uuid4().bytes, False  # no boot id: each writer is its own session
+
+
+@dataclass(frozen=True)
+class RingConfig:
+    """Geometry of a new log. Validated on construction (:class:`~vigil.errors.ConfigError`).
+
+    Attributes:
+        size: total file size in bytes; rounded down to whole segments.
+        segment_size: bytes per segment, a multiple of 4096 (8 KiB .. 1 GiB). Larger segments
+            mean fewer header writes and slower open (one segment is scanned at open).
+        frozen_quota: most segments that may be frozen at once; default a quarter.
+    """
+
+    size: int = 64 << 20
+    segment_size: int = 1 << 20
+    frozen_quota: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.segment_size % F.PAGE or not 2 * F.PAGE <= self.segment_size <= 1 << 30:
+            raise ConfigError(
+                f"segment_size={self.segment_size}: must be a multiple of 4096 in [8 KiB, 1 GiB]"
+            )
+        if self.segment_count < 2:
+            raise ConfigError(
+                f"size={self.size}: room for {self.segment_count} segment(s) of "
+                f"{self.segment_size} bytes; a ring needs at least 2"
+            )
+        if self.segment_count > 1 << 24:
+            raise ConfigError(f"size={self.size}: more than 2^24 segments; use larger segments")
+        if self.quota < 0 or self.quota > self.segment_count - 2:
+            raise ConfigError(
+                f"frozen_quota={self.frozen_quota}: must be in [0, {self.segment_count - 2}] "
+                "so that two segments always stay writable"
+            )
+
+    @property
+    def segment_count(self) -> int:
+        return (self.size - R.SUPERBLOCK_AREA) // self.segment_size
+
+    @property
+    def file_size(self) -> int:
+        """Bytes the log file occupies: the superblock area and whole segments."""
+        return R.SUPERBLOCK_AREA + self.segment_count * self.segment_size
+
+    @property
+    def quota(self) -> int:
+        return self.segment_count // 4 if self.frozen_quota is None else self.frozen_quota
+
+
+def superblock_area(config: RingConfig, created_ns: int) -> bytes:
+    """The first 4096 bytes of a new log with a fresh log id: two superblock copies."""
+    sb = F.encode_superblock(
+        {
+            "major": R.FORMAT_MAJOR,
+            "minor": R.FORMAT_MINOR,
+            "flags": 0,
+            "revision": 1,
+            "log_id": uuid.uuid4().bytes,
+            "created_ns": created_ns,
+            "sector_size": R.SECTOR,
+            "segment_size": config.segment_size,
+            "segment_count": config.segment_count,
+            "frozen_quota": config.quota,
+            "segments_offset": R.SUPERBLOCK_AREA,
+            "header_area": R.SEGMENT_HEADER_AREA,
+            "crc_alg": R.CRC_ALG_CRC32C,
+            "hash_alg": R.HASH_ALG_SHA256,
+            "key_id": bytes(32),
+        }
+    )
+    gap = bytes(R.SUPERBLOCK_SLOTS[1] - len(sb))
+    area = sb + gap + sb
+    return area + bytes(R.SUPERBLOCK_AREA - len(area))
+
+
+def format_image(config: RingConfig, created_ns: int | None = None) -> bytearray:
+    """A complete, empty log as bytes (for emulated storage and tests)."""
+    image = bytearray(config.file_size)
+    image[: R.SUPERBLOCK_AREA] = superblock_area(config, created_ns or time.time_ns())
+    return image
+
+
+_DURABILITY = {"none": Durability.NONE, "batch": Durability.BATCH, "always": Durability.ALWAYS}
+
+
+@dataclass(frozen=True)
+class WriterStatistics:
+    """A snapshot of the writer's counters (see :meth:`FlightRecorder.statistics`)."""
+
+    records: int  # appended since open, the OPENED record included
+    head_seq: int
+    durable_seq: int
+    head_segment: int
+    head_generation: int
+    segment_switches: int
+    syncs: int
+    frozen_segments: tuple[int, ...]
+    wear_min: int
+    wear_max: int
+
+
+class FlightRecorder:
+    """The single writer of a flight log. Thread-safe; one instance per file.
+
+    Create a log with :meth:`create`, open an existing one with :meth:`open`, and always
+    :meth:`close` it (or use it as a context manager): close appends a LIFECYCLE record and
+    makes everything durable.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        path: str = "<storage>",
+        durability: str = "batch",
+        batch_interval: float = 0.005,
+        clock: Clock | None = None,
+        policy_digest: bytes = _NO_DIGEST,
+        start_flusher: bool = True,
+    ) -> None:
+        """Attach to ``storage`` that already holds a formatted log and run recovery.
+
+        Most callers want :meth:`create` or :meth:`open`; this constructor is for custom
+        storage such as the power-cut emulator. ``start_flusher=False`` leaves ``batch``
+        commits to explicit :meth:`flush` calls (deterministic tests).
+
+        Raises:
+            ConfigError: unknown durability or a non-positive batch interval.
+            LogError: the storage does not hold a readable log (see the subclasses).
+        """
+        if durability not in _DURABILITY:
+            raise ConfigError(f"durability={durability!r}: choose one of none, batch, always")
+        if not 0 < batch_interval <= 10:
+            raise ConfigError(f"batch_interval={batch_interval}: must be in (0, 10] seconds")
+        if len(policy_digest) != 32:
+            raise InvalidArgument("policy_digest must be 32 bytes (a SHA-256 digest)")
+        self.path = path
+        self._storage = storage
+        self._buf = storage.buf
+        self._view = memoryview(storage.buf)
+        self._durability = _DURABILITY[durability]
+        self._interval = batch_interval
+        self._clock: Clock = clock or SystemClock()
+        self._boot = int.from_bytes(self._clock.boot_uuid[:8], "little")
+        self._mono = self._clock.monotonic_ns
+        self._real = self._clock.realtime_ns
+        self._always = self._durability is Durability.ALWAYS
+        self._lock = threading.Lock()
+        self._durable_cv = threading.Condition(threading.Lock())
+        self._closed = False
+        self._switched_unsynced = False
+        self._switches = 0
+        self._syncs = 0
+        self._durable_seq = 0
+        try:
+            recovery = self._recover()
+            self._opened_seq = self._next_seq
+            detail = {
+                "vigil": vigil.__version__,
+                "pid": os.getpid(),
+                "host": os.uname().nodename,
+                "boot_id_from_kernel": getattr(self._clock, "boot_from_kernel", False),
+                "recovery": recovery,
+            }
+            self._config_digest = hashlib.sha256(
+                json.dumps(
+                    {
+                        "geometry": asdict(self.geometry),
+                        "durability": durability,
+                        "batch_interval": batch_interval,
+                    },
+                    sort_keys=True,
+                    default=lambda b: b.hex(),
+                ).encode()
+            ).digest()
+            self._policy_digest = bytes(policy_digest)
+            self._lifecycle(LifecycleEvent.OPENED, detail)
+            self._sync_head()
+        except BaseException:
+            self._view.release()
+            raise
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        if self._durability is Durability.BATCH and start_flusher:
+            self._flusher = threading.Thread(
+                target=self._flush_loop,
+                name=f"vigil-flush:{os.path.basename(path)}",
+                daemon=True,
+            )
+            self._flusher.start()
+
+    # --- construction -------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, path: str | os.PathLike[str], config: RingConfig | None = None, **options: Any
+    ) -> FlightRecorder:
+        """Create a new log file at ``path`` and open it for writing.
+
+        The file is allocated and zero-filled to its final size now; it never grows.
+
+        Raises:
+            ConfigError: invalid geometry.
+            LogIOError: ``path`` exists, or the OS refused (message says which step).
+        """
+        config = config or RingConfig()
+        path = os.fspath(path)
+        clock = options.get("clock") or SystemClock()
+        options["clock"] = clock
+        header = superblock_area(config, clock.realtime_ns())
+        storage = FileStorage.create(path, config.file_size, header)
+        try:
+            return cls(storage, path=path, **options)
+        except BaseException:
+            storage.close()
+            raise
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], **options: Any) -> FlightRecorder:
+        """Open an existing log for writing; recovers from a crash if there was one.
+
+        Raises:
+            LogLocked: another writer has it open.
+            LogGeometryError: the file is truncated or its geometry is invalid.
+            LogError: other failures (subclass names the cause).
+        """
+        path = os.fspath(path)
+        storage = FileStorage.open(path)
+        try:
+            return cls(storage, path=path, **options)
+        except BaseException:
+            storage.close()
+            raise
+
+    # --- recovery -----------------------------------------------------------------------
+
+    def _recover(self) -> dict[str, Any]:
+        """Find the head, cut a torn tail, and prepare the append position."""
+        buf = self._buf
+        raw = bytes(buf[: R.SUPERBLOCK_AREA])
+        self.geometry, sb_problems = F.read_superblock(raw, len(buf), self.path)
+        geo = self.geometry
+        if geo.minor > R.FORMAT_MINOR:
+            raise LogVersionError(
+                f"{self.path}: written by a newer vigil (format {R.FORMAT_MAJOR}."
+                f"{geo.minor}); this one writes {R.FORMAT_MAJOR}.{R.FORMAT_MINOR} and would "
+                "drop what it does not know. Read it, or write with the newer vigil",
+                path=self.path,
+            )
+        if len(buf) != geo.file_size:
+            raise LogGeometryError(
+                f"{self.path}: file is {len(buf)} bytes, geometry says {geo.file_size}; "
+                "refusing to write to a resized log",
+                path=self.path,
+            )
+        self._genesis = F.genesis_chain(geo.log_id)
+        self._max_record = geo.max_record
+        self._max_body = min(R.MAX_BODY, geo.max_record - F.OVERHEAD)
+        self._segs = [
+            F.read_segment_info(buf, geo.segment_offset(i), geo.segment_size, i, geo)
+            for i in range(geo.segment_count)
+        ]
+        report: dict[str, Any] = {}
+        if sb_problems:
+            report["superblock"] = [p.reason for p in sb_problems]
+        damaged = {s.index: s.status for s in self._segs if s.status in ("salvaged", "unreadable")}
+        if damaged:
+            report["damaged_segments"] = damaged
+        live = [s for s in self._segs if s.live]
+        self._max_gen = max((s.generation for s in live), default=0)
+        if not live:
+            self._head: F.SegmentInfo | None = None
+            self._next_seq = 1
+            self._chain = self._genesis
+            self._pos = self._seg_end = self._seg_start = 0
+            self._lap = 0
+            return report
+        head = max(live, key=lambda s: (s.generation, s.index))
+        self._set_head(head)
+        tail = F.scan_tail(buf, self._seg_start, geo.segment_size, head, geo.header_area)
+        if tail.chain is None:  # a salvaged head always has a readable first record
+            raise LogCorrupt(f"{self.path}: head segment {head.index} has no chain anchor")
+        end = self._seg_start + tail.end
+        self._next_seq, self._chain, self._pos = tail.last_seq + 1, tail.chain, end
+        if tail.stopped_on is not None:
+            report.update(self._cut_tail(head, end, tail.stopped_on))
+        return report
+
+    def _cut_tail(
+        self, head: F.SegmentInfo, end: int, stopped_on: F.RawRecord | F.Damage
+    ) -> dict[str, Any]:
+        """Decide what to do with the bytes after the last good record of the head."""
+        view = self._view
+        where = {"segment": head.index, "offset": end - self._seg_start}
+        if isinstance(stopped_on, F.RawRecord) or not stopped_on.tail:
+            # Valid records follow the damage: keep them as evidence, continue elsewhere.
+            self._pos = self._seg_end
+            return {"abandoned_segment": where}
+        torn_len = max(stopped_on.end - stopped_on.offset, 0)
+        length = struct.unpack_from("<I", view, end)[0] if end + 4 <= self._seg_end else 0
+        stop = end + (length if 0 < length <= self._seg_end - end else 0)
+        page_end = (end // F.PAGE + 1) * F.PAGE
+        stop = min(max(stop, page_end), self._seg_end)
+        view[end:stop] = _ZEROS[: stop - end] if stop - end <= len(_ZEROS) else bytes(stop - end)
+        self._storage.sync(end, stop - end)
+        return {"torn_tail": {**where, "bytes_zeroed": stop - end, "span": torn_len}}
+
+    def _set_head(self, seg: F.SegmentInfo) -> None:
+        geo = self.geometry
+        self._head = seg
+        self._seg_start = geo.segment_offset(seg.index)
+        self._seg_end = self._seg_start + geo.segment_size
+        self._pos = self._seg_start + geo.header_area
+        self._lap = seg.generation
+
+    # --- appending ----------------------------------------------------------------------
+
+    def append(self, rtype: RecordType | int, body: bytes) -> int:
+        """Append one record with an already-encoded body; return its sequence number.
+
+        Raises:
+            RecordTooLarge: the body exceeds 65535 bytes or the segment's record space.
+            LogClosed: after :meth:`close`.
+        """
+        return self._commit(int(rtype), bytes(body))
+
+    def record_inference(
+        self,
+        *,
+        request_id: bytes,
+        model_digest: bytes,
+        input_digest: bytes,
+        output_digest: bytes,
+        state: State | int,
+        served_by: ServedBy | int,
+        outcome: Outcome | int,
+        latency_ns: int,
+        deadline_ns: int,
+        code: int = 0,
+        answer_age_ns: int = 0,
+        flags: int = 0,
+        payload: bytes = b"",
+    ) -> int:
+        """Append an INFERENCE record (the hot path: one pack, one hash, one CRC).
+
+        Args:
+            request_id: 16 bytes (a UUID or W3C trace id).
+            model_digest, input_digest, output_digest: 32-byte SHA-256 digests.
+            state, served_by, outcome: the call's routing and result.
+            latency_ns, deadline_ns, answer_age_ns: durations in nanoseconds.
+            code: diagnostic code number (2047 for DIA-2047), 0 for none.
+            flags: bit 0 recovery probe, bit 1 shadow run.
+            payload: optional small opaque payload (at most a few KiB is sensible).
+
+        Returns:
+            The record's sequence number.
+
+        Raises:
+            InvalidArgument: a digest or id has the wrong length, or a number is out of range.
+            RecordTooLarge: the payload does not fit.
+            LogClosed: after :meth:`close`.
+        """
+        if (
+            len(request_id) != 16
+            or len(model_digest) != 32
+            or len(input_digest) != 32
+            or len(output_digest) != 32
+        ):
+            raise InvalidArgument(
+                "request_id must be 16 bytes and each digest 32 bytes; got "
+                f"{len(request_id)}, {len(model_digest)}, {len(input_digest)}, "
+                f"{len(output_digest)}"
+            )
+        plen = len(payload)
+        body_len = _INFERENCE_BODY + plen
+        n = (_OVERHEAD + body_len + 7) & ~7
+        if n > self._max_record:
+            raise RecordTooLarge(
+                f"INFERENCE payload of {plen} bytes does not fit (limit "
+                f"{self._max_body - _INFERENCE_BODY})",
+                size=plen,
+                limit=self._max_body - _INFERENCE_BODY,
+            )
+        lock = self._lock
+        lock.acquire()
+        try:
+            pos = self._pos
+            if pos + n > self._seg_end:  # also taken after close: _seg_end is then -1
+                pos = self._reserve_slow(n)
+            seq = self._next_seq
+            try:
+                _INFERENCE_HOT(
+                    self._buf,
+                    pos,
+                    n,
+                    body_len,
+                    _T_INFERENCE,
+                    _BODY_VERSION,
+                    seq,
+                    self._lap,
+                    self._boot,
+                    self._mono(),
+                    self._real(),
+                    request_id,
+                    model_digest,
+                    input_digest,
+                    output_digest,
+                    state,
+                    served_by,
+                    outcome,
+                    flags,
+                    code,
+                    latency_ns,
+                    deadline_ns,
+                    answer_age_ns,
+                    plen,
+                )
+            except struct.error as exc:
+                raise InvalidArgument(f"INFERENCE field out of range: {exc}") from None
+            end = pos + _INFERENCE_FIXED
+            if plen:
+                self._view[end : end + plen] = payload
+                end += plen
+            return self._seal(pos, n, end, seq)
+        finally:
+            lock.release()
+
+    def _commit(self, rtype: int, body: bytes) -> int:
+        """Write one record with an encoded body; return its seq.
+
+        Raises:
+            RecordTooLarge: the body does not fit a record.
+            LogClosed: after :meth:`close`.
+        """
+        body_len = len(body)
+        n = (_OVERHEAD + body_len + 7) & ~7
+        if body_len > self._max_body:
+            raise RecordTooLarge(
+                f"record body of {body_len} bytes exceeds the limit ({self._max_body} bytes)",
+                size=body_len,
+                limit=self._max_body,
+            )
+        lock = self._lock
+        lock.acquire()
+        try:
+            pos = self._pos
+            if pos + n > self._seg_end:  # also taken after close: _seg_end is then -1
+                pos = self._reserve_slow(n)
+            seq = self._next_seq
+            _HDR_PACK(
+                self._buf,
+                pos,
+                n,
+                body_len,
+                rtype,
+                _BODY_VERSION,
+                seq,
+                self._lap,
+                self._boot,
+                self._mono(),
+                self._real(),
+            )
+            end = pos + _HEADER_SIZE + body_len
+            self._view[pos + _HEADER_SIZE : end] = body
+            return self._seal(pos, n, end, seq)
+        finally:
+            lock.release()
+
+    def _seal(self, pos: int, n: int, end: int, seq: int) -> int:
+        """Zero the padding from ``end``, write chain digest and CRC, end-mark, advance.
+
+        The single sealing path for every record type. Holds the lock.
+        """
+        view = self._view
+        chain_at = pos + n - 36
+        if end < chain_at:
+            view[end:chain_at] = _ZEROS[: chain_at - end]
+        h = _sha256(self._chain)
+        h.update(view[pos:chain_at])
+        chain = h.digest()
+        view[chain_at : chain_at + 32] = chain
+        _CRC_PACK(self._buf, chain_at + 32, crc32c(view[pos : chain_at + 32]))
+        end = pos + n
+        mark = end + _END_MARK
+        if mark <= self._seg_end:
+            view[end:mark] = _MARK
+        else:
+            mark = self._seg_end
+            view[end:mark] = _ZEROS[: mark - end]
+        self._chain = chain
+        self._pos = end
+        self._next_seq = seq + 1
+        if self._always:
+            self._sync(pos, mark - pos)
+            self._mark_durable(seq)
+        return seq
+
+    def record_transition(
+        self,
+        from_state: State | int,
+        to_state: State | int,
+        *,
+        code: int = 0,
+        cause_seq: int = 0,
+        reason: str = "",
+    ) -> int:
+        """Append a TRANSITION record; ``cause_seq`` names the record that caused it."""
+        return self._append_body(
+            RecordType.TRANSITION,
+            {
+                "from_state": from_state,
+                "to_state": to_state,
+                "code": code,
+                "cause_seq": cause_seq,
+                "reason": reason,
+            },
+        )
+
+    def record_rejected(
+        self, *, request_id: bytes, input_digest: bytes, code: int, reason: str
+    ) -> int:
+        """Append a REJECTED record for input refused before the model ran."""
+        if len(request_id) != 16 or len(input_digest) != 32:
+            raise InvalidArgument("request_id must be 16 bytes and input_digest 32 bytes")
+        return self._append_body(
+            RecordType.REJECTED,
+            {
+                "request_id": request_id,
+                "input_digest": input_digest,
+                "code": code,
+                "reason": reason,
+            },
+        )
+
+    def annotate(self, key: str, text: str) -> int:
+        """Append an ANNOTATION record (operator notes, incident markers)."""
+        return self._append_body(RecordType.ANNOTATION, {"key": key, "text": text})
+
+    def _lifecycle(self, event: LifecycleEvent, detail: dict[str, Any]) -> int:
+        return self._append_body(
+            RecordType.LIFECYCLE,
+            {
+                "event": event,
+                "clock": self._clock.source,
+                "durability": self._durability,
+                "pid": os.getpid() & 0xFFFFFFFF,
+                "boot_uuid": self._clock.boot_uuid,
+                "config_digest": self._config_digest,
+                "policy_digest": self._policy_digest,
+                "detail": json.dumps(detail, sort_keys=True, separators=(",", ":")),
+            },
+        )
+
+    def _append_body(self, rtype: RecordType, values: dict[str, Any]) -> int:
+        return self._commit(int(rtype), R.BODIES[rtype].pack(values))
+
+    def _reserve_slow(self, n: int) -> int:
+        """Position for an ``n``-byte record that does not fit the head. Holds the lock."""
+        if self._closed:
+            raise LogClosed(f"{self.path}: flight recorder is closed", path=self.path)
+        self._switch()
+        return self._pos
+
+    # --- segments -----------------------------------------------------------------------
+
+    def _switch(self) -> None:
+        """Start the next segment. Holds the lock; see the module docstring for the order."""
+        geo = self.geometry
+        ordered = self._durability is not Durability.NONE
+        if self._head is not None and ordered:
+            self._sync(self._seg_start, self._pos - self._seg_start)
+            self._mark_durable(self._next_seq - 1)
+        self._switched_unsynced = not ordered
+        nxt = self._choose_next()
+        gen = self._max_gen + 1
+        retained_from = self._retained_from(evicting=nxt, new_gen=gen)
+        slot = 1 - nxt.slot if nxt.status == "valid" else 0
+        now = self._clock.realtime_ns()
+        values = {
+            "version": R.FORMAT_MAJOR,
+            "flags": 0,
+            "index": nxt.index,
+            "generation": gen,
+            "revision": 0,
+            "wear": nxt.wear + 1,
+            "first_seq": self._next_seq,
+            "retained_from": retained_from,
+            "created_ns": now,
+            "log_id": geo.log_id,
+            "start_chain": self._chain,
+        }
+        off = geo.segment_offset(nxt.index) + R.SEGMENT_SLOTS[slot]
+        raw = F.encode_segment_header(values)
+        self._view[off : off + len(raw)] = raw
+        if ordered:
+            self._sync(off, len(raw))
+        nxt.status, nxt.generation, nxt.revision, nxt.wear = "valid", gen, 0, nxt.wear + 1
+        nxt.first_seq, nxt.retained_from, nxt.created_ns = self._next_seq, retained_from, now
+        nxt.start_chain, nxt.frozen, nxt.slot, nxt.problems = self._chain, False, slot, []
+        self._max_gen = gen
+        self._set_head(nxt)
+        self._switches += 1
+
+    def _choose_next(self) -> F.SegmentInfo:
+        head = self._head
+        free = [s for s in self._segs if s.status in ("empty", "unreadable") and s is not head]
+        if free:
+            return min(free, key=lambda s: (s.wear, s.index))
+        used = [s for s in self._segs if s.live and not s.frozen and s is not head]
+        if not used:  # cannot happen while frozen_quota <= segment_count - 2
+            raise FreezeQuotaExceeded(
+                f"{self.path}: every segment but the head is frozen; unfreeze one",
+                requested=0,
+                frozen=len(self._segs) - 1,
+                quota=self.geometry.frozen_quota,
+            )
+        return min(used, key=lambda s: (s.generation, s.index))
+
+    def _retained_from(self, evicting: F.SegmentInfo, new_gen: int) -> int:
+        """First seq of the contiguous run of generations that ends at the new segment."""
+        by_gen = {s.generation: s for s in self._segs if s.live and s is not evicting}
+        first = self._next_seq
+        g = new_gen - 1
+        while g in by_gen:
+            first = by_gen[g].first_seq
+            g -= 1
+        return first
+
+    def _segment_ranges(self) -> list[tuple[F.SegmentInfo, int, int]]:
+        """``(segment, first_seq, last_seq)`` for every live segment, oldest first."""
+        live = sorted((s for s in self._segs if s.live), key=lambda s: s.generation)
+        out = []
+        for i, s in enumerate(live):
+            last = live[i + 1].first_seq - 1 if i + 1 < len(live) else self._next_seq - 1
+            out.append((s, s.first_seq, last))
+        return out
+
+    def freeze(self, first_seq: int, last_seq: int | None = None) -> list[int]:
+        """Keep the segments holding records ``first_seq..last_seq`` from being overwritten.
+
+        The freeze is durable when this returns and is itself recorded as an ANNOTATION.
+
+        Returns:
+            The indexes of the segments newly frozen.
+
+        Raises:
+            FreezeQuotaExceeded: the quota would be exceeded (nothing is frozen then).
+            LogCorrupt: a segment in the range has no valid header to rewrite.
+        """
+        with self._lock:
+            if self._closed:
+                raise LogClosed(f"{self.path}: flight recorder is closed", path=self.path)
+            hi = self._next_seq - 1 if last_seq is None else last_seq
+            chosen = [s for s, a, b in self._segment_ranges() if a <= hi and b >= first_seq]
+            new = [s for s in chosen if not s.frozen]
+            frozen = sum(s.frozen for s in self._segs)
+            quota = self.geometry.frozen_quota
+            if frozen + len(new) > quota:
+                raise FreezeQuotaExceeded(
+                    f"{self.path}: freezing {len(new)} segment(s) would make "
+                    f"{frozen + len(new)} frozen, quota is {quota}",
+                    requested=len(new),
+                    frozen=frozen,
+                    quota=quota,
+                )
+            for s in new:
+                self._rewrite_header(s, frozen=True)
+        self.annotate(
+            "vigil.freeze",
+            json.dumps(
+                {
+                    "first_seq": first_seq,
+                    "last_seq": hi,
+                    "segments": [s.index for s in new],
+                }
+            ),
+        )
+        return [s.index for s in new]
+
+    def unfreeze(self, segments: list[int] | None = None) -> list[int]:
+        """Release frozen segments (all when ``segments`` is None); durable on return."""
+        with self._lock:
+            if self._closed:
+                raise LogClosed(f"{self.path}: flight recorder is closed", path=self.path)
+            chosen = [
+                s for s in self._segs if s.frozen and (segments is None or s.index in segments)
+            ]
+            for s in chosen:
+                self._rewrite_header(s, frozen=False)
+        self.annotate("vigil.unfreeze", json.dumps({"segments": [s.index for s in chosen]}))
+        return [s.index for s in chosen]
+
+    def _rewrite_header(self, seg: F.SegmentInfo, *, frozen: bool) -> None:
+        if seg.status != "valid" or seg.start_chain is None:
+            raise LogCorrupt(
+                f"{self.path}: segment {seg.index} has no valid header; it cannot be "
+                "frozen or unfrozen",
+                path=self.path,
+                segment=seg.index,
+            )
+        geo = self.geometry
+        slot = 1 - seg.slot
+        values = {
+            "version": R.FORMAT_MAJOR,
+            "flags": R.SEGMENT_FROZEN if frozen else 0,
+            "index": seg.index,
+            "generation": seg.generation,
+            "revision": seg.revision + 1,
+            "wear": seg.wear,
+            "first_seq": seg.first_seq,
+            "retained_from": seg.retained_from,
+            "created_ns": seg.created_ns,
+            "log_id": geo.log_id,
+            "start_chain": seg.start_chain,
+        }
+        off = geo.segment_offset(seg.index) + R.SEGMENT_SLOTS[slot]
+        raw = F.encode_segment_header(values)
+        self._view[off : off + len(raw)] = raw
+        self._sync(off, len(raw))
+        seg.slot, seg.revision, seg.frozen = slot, seg.revision + 1, frozen
+
+    # --- durability ---------------------------------------------------------------------
+
+    def _sync(self, offset: int, length: int) -> None:
+        self._storage.sync(offset, length)
+        self._syncs += 1
+
+    def _mark_durable(self, seq: int) -> None:
+        with self._durable_cv:
+            if seq > self._durable_seq:
+                self._durable_seq = seq
+                self._durable_cv.notify_all()
+
+    def _sync_head(self) -> None:
+        """Make every appended record durable.
+
+        Under ``batch`` and ``always`` older segments were synced when the writer left them,
+        so the head segment's records and end mark suffice; under ``none``, after a switch,
+        the whole file is synced (the segments written since are not in offset order).
+        """
+        with self._lock:
+            seq = self._next_seq - 1
+            if self._switched_unsynced:
+                lo, hi = 0, len(self._buf)
+                self._switched_unsynced = False
+            else:
+                lo, hi = self._seg_start, min(self._pos + _END_MARK, self._seg_end)
+        try:
+            if hi > lo:
+                self._sync(lo, hi - lo)
+        except BaseException:
+            if lo == 0:
+                self._switched_unsynced = True
+            raise
+        self._mark_durable(seq)
+
+    def flush(self) -> int:
+        """Make every record appended so far durable; return the durable sequence number."""
+        if self._closed:
+            raise LogClosed(f"{self.path}: flight recorder is closed", path=self.path)
+        self._sync_head()
+        return self._durable_seq
+
+    def wait_durable(self, seq: int, timeout: float | None = None) -> bool:
+        """Block until record ``seq`` is durable (or ``timeout`` seconds pass).
+
+        Returns:
+            True when ``seq`` is durable.
+        """
+        with self._durable_cv:
+            return self._durable_cv.wait_for(lambda: self._durable_seq >= seq, timeout)
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            if self._pos > self._seg_start and self._durable_seq < self._next_seq - 1:
+                try:
+                    self._sync_head()
+                except Exception:  # keep committing; flush() and close() raise it
+                    continue
+
+    @property
+    def durable_seq(self) -> int:
+        """Highest sequence number known to be on stable storage."""
+        return self._durable_seq
+
+    @property
+    def head_seq(self) -> int:
+        """Sequence number of the last record appended (0 when the log is empty)."""
+        return self._next_seq - 1
+
+    def statistics(self) -> WriterStatistics:
+        """A consistent snapshot of the writer's counters."""
+        with self._lock:
+            wear = [s.wear for s in self._segs]
+            head = self._head
+            return WriterStatistics(
+                records=self._next_seq - self._opened_seq,
+                head_seq=self._next_seq - 1,
+                durable_seq=self._durable_seq,
+                head_segment=head.index if head else -1,
+                head_generation=head.generation if head else 0,
+                segment_switches=self._switches,
+                syncs=self._syncs,
+                frozen_segments=tuple(s.index for s in self._segs if s.frozen),
+                wear_min=min(wear),
+                wear_max=max(wear),
+            )
+
+    def segment_wear(self) -> list[int]:
+        """Wear count of every segment, by index."""
+        with self._lock:
+            return [s.wear for s in self._segs]
+
+    # --- closing ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Append a LIFECYCLE record, make everything durable and release the file.
+
+        Safe to call twice; the second call does nothing.
+        """
+        if self._closed:
+            return
+        try:
+            self._lifecycle(LifecycleEvent.CLOSED, {"records": self._next_seq - self._opened_seq})
+            self._sync_head()
+        finally:
+            self._stop_flusher()
+            self._release()
+
+    def _drop(self) -> None:
+        """Release the file without a closing record or sync: what a crash leaves behind
+        (in-process recovery tests; real crash tests SIGKILL a writer process)."""
+        self._stop_flusher()
+        self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._seg_end = -1  # sends any late append to the slow path, which raises
+        self._view.release()
+        self._storage.close()
+
+    def _stop_flusher(self) -> None:
+        if self._flusher is not None:
+            self._stop.set()
+            self._flusher.join()
+            self._flusher = None
+
+    def __enter__(self) -> FlightRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+ClockFn = Callable[[], int]

@@ -1,0 +1,189 @@
+"""The ``vigil`` subcommands. Each takes the parsed arguments and returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+from vigil.auditlog import LogReader, LogRecord
+from vigil.cli import _demo
+from vigil.errors import UsageError
+from vigil.schemas import RecordType
+
+TYPE_NAMES = tuple(t.name.lower() for t in RecordType)
+
+
+def demo(args: argparse.Namespace) -> int:
+    if args.calls < 1 or args.calls > 10_000_000:
+        raise UsageError(f"--calls {args.calls}: must be in [1, 10000000]")
+    return _demo.run(args.out, args.calls, args.seed)
+
+
+def verify(args: argparse.Namespace) -> int:
+    if args.max_findings < 0:
+        raise UsageError(f"--max-findings {args.max_findings}: must be >= 0")
+    with LogReader(args.path) as reader:
+        report = reader.verify(max_findings=args.max_findings)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, sort_keys=True))
+        return 0 if report.intact else 1
+    verdict = "INTACT" if report.intact else "NOT INTACT"
+    span = (
+        f"records {report.first_seq}..{report.last_seq}"
+        if report.first_seq is not None
+        else "no records"
+    )
+    print(f"{report.path}: {verdict}")
+    print(
+        f"  checked {report.records} records ({span}), {report.bytes} bytes in "
+        f"{report.segments} segments, {report.seconds * 1000:.1f} ms"
+        + ("; a writer has it open" if report.live else "")
+    )
+    for kind, n in sorted(report.counts.items()):
+        print(f"  {kind}: {n}")
+    for f in report.findings:
+        where = " ".join(
+            f"{k}={v}"
+            for k, v in (("seq", f.seq), ("segment", f.segment), ("offset", f.offset))
+            if v is not None
+        )
+        tag = "expected" if f.expected else "FAILURE"
+        print(f"  [{f.code} {f.kind} {tag}] {where}: {f.message}")
+    if report.findings_dropped:
+        print(f"  ... {report.findings_dropped} more findings not listed (--max-findings)")
+    return 0 if report.intact else 1
+
+
+def _bound(text: str | None, flag: str) -> tuple[str, int] | None:
+    """Parse a --since/--until value: a sequence number or an ISO-8601 time."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return "seq", int(text)
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{flag} {text!r}: give a sequence number or an ISO-8601 time such as "
+            "2026-11-23T10:00:00Z"
+        ) from None
+    if when.tzinfo is None:
+        when = when.astimezone()  # local time, as a person typing it means it
+    return "time", int(when.timestamp() * 1e9)
+
+
+def dump(args: argparse.Namespace) -> int:
+    types = None
+    if args.types:
+        unknown = [t for t in args.types if t.lower() not in TYPE_NAMES]
+        if unknown:
+            raise UsageError(f"--type {unknown[0]!r}: choose from {', '.join(TYPE_NAMES)}")
+        types = [RecordType[t.upper()] for t in args.types]
+    since, until = _bound(args.since, "--since"), _bound(args.until, "--until")
+    out = sys.stdout
+    with LogReader(args.path) as reader:
+        records = reader.records(
+            since_seq=since[1] if since and since[0] == "seq" else None,
+            until_seq=until[1] if until and until[0] == "seq" else None,
+            types=types,
+        )
+        if args.format == "table":
+            out.write(f"{'SEQ':>10}  {'TIME (UTC)':<26}  {'TYPE':<10}  SUMMARY\n")
+        for rec in records:
+            if since and since[0] == "time" and rec.real_ns < since[1]:
+                continue
+            if until and until[0] == "time" and rec.real_ns > until[1]:
+                continue
+            if args.format == "jsonl":
+                out.write(json.dumps(rec.to_json(), sort_keys=True) + "\n")
+            else:
+                out.write(
+                    f"{rec.seq:>10}  {_utc(rec.real_ns):<26}  {rec.type_name:<10}  "
+                    f"{summarize(rec)}\n"
+                )
+    return 0
+
+
+def _utc(ns: int) -> str:
+    try:
+        when = dt.datetime.fromtimestamp(ns / 1e9, tz=dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return f"@{ns}ns"
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _name(value: Any) -> str:
+    return str(getattr(value, "name", value))
+
+
+def summarize(rec: LogRecord) -> str:
+    """A one-line, human summary of a record's body."""
+    b = rec.body
+    if "raw" in b:
+        why = b.get("undecodable", "unknown type or version")
+        return f"<{len(b['raw'])} bytes: {why}>"
+    t = rec.type
+    if t == RecordType.INFERENCE:
+        code = f" DIA-{b['code']:04d}" if b["code"] else ""
+        age = f" age={b['answer_age_ns'] / 1e6:.1f}ms" if b["answer_age_ns"] else ""
+        return (
+            f"{_name(b['state'])} {_name(b['served_by'])} {_name(b['outcome'])}{code} "
+            f"latency={b['latency_ns'] / 1e6:.3f}ms deadline={b['deadline_ns'] / 1e6:.1f}ms{age} "
+            f"req={b['request_id'].hex()[:8]} in={b['input_digest'].hex()[:8]} "
+            f"out={b['output_digest'].hex()[:8]}"
+        )
+    if t == RecordType.TRANSITION:
+        code = f" DIA-{b['code']:04d}" if b["code"] else ""
+        cause = f" (cause seq {b['cause_seq']})" if b["cause_seq"] else ""
+        return f"{_name(b['from_state'])} -> {_name(b['to_state'])}{code}{cause}: {b['reason']}"
+    if t == RecordType.REJECTED:
+        return f"DIA-{b['code']:04d} req={b['request_id'].hex()[:8]}: {b['reason']}"
+    if t == RecordType.ANNOTATION:
+        return f"{b['key']}: {b['text']}"
+    if t == RecordType.LIFECYCLE:
+        return (
+            f"{_name(b['event'])} pid={b['pid']} durability={_name(b['durability'])} {b['detail']}"
+        )
+    return f"<{len(b.get('opaque', b''))} bytes>"
+
+
+def inspect(args: argparse.Namespace) -> int:
+    with LogReader(args.path) as reader:
+        info = reader.inspect()
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+    g, h, s = info["geometry"], info["head"], info["segments"]
+    print(f"{info['path']}  (log {info['log_id']}, format {info['format']})")
+    print(
+        f"  geometry: {g['file_size']} bytes = superblock {g['segments_offset']} + "
+        f"{g['segment_count']} segments x {g['segment_size']}; frozen quota {g['frozen_quota']}"
+        + ("; TRUNCATED" if g["truncated"] else "")
+    )
+    print(f"  writer:   {'open (live)' if info['live'] else 'none'}")
+    if h is None:
+        print("  head:     empty log")
+    else:
+        print(
+            f"  head:     segment {h['segment']} (generation {h['generation']}), last seq "
+            f"{h['last_seq']} at offset {h['end_offset']}"
+            + (f", then {h['after']}" if h["after"] else "")
+        )
+        print(
+            f"  records:  seq {info['first_seq']}..{h['last_seq']} retained "
+            f"(guaranteed from {h['retained_from']})"
+        )
+    w = s["wear"]
+    print(
+        f"  segments: {s['counts']}; wear min/mean/max {w['min']}/{w['mean']:.2f}/{w['max']}"
+        f" (unfrozen: {s['wear_unfrozen']['min']}/{s['wear_unfrozen']['mean']:.2f}/"
+        f"{s['wear_unfrozen']['max']})"
+    )
+    print(f"  frozen:   {s['frozen'] or 'none'}")
+    return 0
+
+
+__all__ = ["TYPE_NAMES", "demo", "dump", "inspect", "summarize", "verify"]

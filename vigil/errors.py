@@ -1,0 +1,162 @@
+"""vigil's one error hierarchy.
+
+Every exception vigil raises derives from :class:`VigilError` and carries a stable diagnostic
+code (``DIA-xxxx``, registered in :mod:`vigil._diagnostics` and published by
+:mod:`vigil.schemas`) plus the structured facts of the failure as attributes, so that callers
+can branch on the class or the code and tools can log the fields without parsing the message.
+Messages say what was wrong, where, and what to do.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from vigil import _diagnostics as codes
+
+__all__ = [
+    "ChainBroken",
+    "ConfigError",
+    "FreezeQuotaExceeded",
+    "InvalidArgument",
+    "LogClosed",
+    "LogCorrupt",
+    "LogError",
+    "LogGeometryError",
+    "LogIOError",
+    "LogLocked",
+    "LogVersionError",
+    "NotAVigilLog",
+    "RecordTooLarge",
+    "SimulatedPowerCut",
+    "SuperblockCorrupt",
+    "UsageError",
+    "VigilError",
+]
+
+
+class VigilError(Exception):
+    """Base of every error vigil raises.
+
+    Attributes:
+        diagnostic: the registered :class:`~vigil.schemas.Diagnostic`.
+        code: its ``DIA-xxxx`` string.
+        context: the structured facts passed as keyword arguments (also set as attributes).
+    """
+
+    diagnostic: ClassVar[codes.Diagnostic]
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+        for key, value in context.items():
+            setattr(self, key, value)
+
+    @property
+    def code(self) -> str:
+        return self.diagnostic.code
+
+    def __str__(self) -> str:
+        return f"{self.diagnostic.code} {self.diagnostic.name}: {self.message}"
+
+
+class ConfigError(VigilError, ValueError):
+    """A configuration value is out of range or inconsistent."""
+
+    diagnostic = codes.CONFIG_INVALID
+
+
+class UsageError(VigilError):
+    """A command-line call with invalid arguments."""
+
+    diagnostic = codes.USAGE
+
+
+class InvalidArgument(VigilError, ValueError):
+    """An argument violates its declared contract (DIA-2047, as in the seed SOP)."""
+
+    diagnostic = codes.INVALID_ARGUMENT
+
+
+class LogError(VigilError):
+    """Base of the flight recorder's errors. Attribute ``path`` names the file when known."""
+
+    diagnostic = codes.LOG_IO
+
+
+class LogIOError(LogError):
+    """The operating system refused an open, read, write or sync; ``errno`` is kept."""
+
+    diagnostic = codes.LOG_IO
+
+
+class LogLocked(LogError):
+    """Another writer holds the exclusive lock on the log."""
+
+    diagnostic = codes.LOG_LOCKED
+
+
+class NotAVigilLog(LogError):
+    """Neither superblock copy carries the vigil magic."""
+
+    diagnostic = codes.NOT_A_LOG
+
+
+class LogVersionError(LogError):
+    """The superblock announces a format major version this code cannot read."""
+
+    diagnostic = codes.LOG_VERSION
+
+
+class LogGeometryError(LogError):
+    """File size or superblock geometry is inconsistent (e.g. a truncated file)."""
+
+    diagnostic = codes.LOG_GEOMETRY
+
+
+class SuperblockCorrupt(LogError):
+    """Both superblock copies carry the magic but fail their CRC."""
+
+    diagnostic = codes.SUPERBLOCK_CORRUPT
+
+
+class RecordTooLarge(LogError, InvalidArgument):
+    """A record exceeds the body-size or segment limits. Attributes ``size`` and ``limit``."""
+
+    diagnostic = codes.RECORD_TOO_LARGE
+
+
+class LogClosed(LogError):
+    """The recorder was used after :meth:`close`."""
+
+    diagnostic = codes.LOG_CLOSED
+
+
+class FreezeQuotaExceeded(LogError):
+    """Freezing would exceed the quota. Attributes ``requested``, ``frozen`` and ``quota``."""
+
+    diagnostic = codes.FREEZE_QUOTA
+
+
+class LogCorrupt(LogError):
+    """A record failed an integrity check in a strict read.
+
+    Attributes: ``seq``, ``segment``, ``offset``, ``expected`` and ``actual`` where known.
+    """
+
+    diagnostic = codes.LOG_CORRUPT
+
+
+class ChainBroken(LogCorrupt):
+    """A record's SHA-256 chain digest does not follow from its predecessor's."""
+
+    diagnostic = codes.TAMPERING
+
+
+class SimulatedPowerCut(BaseException):
+    """Raised by the power-cut emulator when the emulated power fails during a sync.
+
+    Deliberately *not* a :class:`VigilError` (nor an ``Exception``): nothing in the writer may
+    catch it, just as nothing runs after a real power cut. Tests catch it and recover from
+    the emulated disk image.
+    """

@@ -1,0 +1,97 @@
+"""Enumerations stored in flight-log records.
+
+Values are part of the on-disk format: never renumber a member. A reader meeting a value it
+does not know keeps the integer (see :func:`coerce`), so that a newer writer's records stay
+readable by an older ``vigil dump``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TypeVar
+
+
+@enum.unique
+class RecordType(enum.IntEnum):
+    """What a record body holds (record header byte 6)."""
+
+    LIFECYCLE = 1
+    INFERENCE = 2
+    TRANSITION = 3
+    REJECTED = 4
+    ANNOTATION = 5
+    CHECKPOINT = 6  # reserved: signed checkpoints arrive with the tamper-evidence work
+
+
+@enum.unique
+class State(enum.IntEnum):
+    """The safety state machine's states, as recorded."""
+
+    UNKNOWN = 0
+    NORMAL = 1
+    DEGRADED = 2
+    RECOVERING = 3
+    SAFE_STOP = 4
+
+
+@enum.unique
+class ServedBy(enum.IntEnum):
+    """Who produced the answer the caller received."""
+
+    NONE = 0  # no trustworthy answer: the caller was told so
+    PRIMARY = 1
+    FALLBACK = 2  # a fallback model or callable
+    LAST_GOOD = 3  # the last good output, within its maximum age
+    CONSTANT = 4  # a constant safe output
+
+
+@enum.unique
+class Outcome(enum.IntEnum):
+    """How the guarded call ended."""
+
+    OK = 0
+    SLOW = 1
+    TIMEOUT = 2
+    ERROR = 3
+    INVALID_OUTPUT = 4  # NaN/Inf or an output-contract violation
+    WORKER_LOST = 5
+    OUT_OF_MEMORY = 6
+    DEVICE_FATAL = 7  # a process-fatal device error (sticky CUDA error)
+    REJECTED = 8  # bad input, refused before the model ran
+    UNAVAILABLE = 9  # no primary and no fallback could answer
+
+
+@enum.unique
+class LifecycleEvent(enum.IntEnum):
+    """Writer lifecycle events."""
+
+    OPENED = 1
+    CLOSED = 2
+
+
+@enum.unique
+class ClockSource(enum.IntEnum):
+    """Where the writer's timestamps come from."""
+
+    SYSTEM = 1  # CLOCK_REALTIME and CLOCK_MONOTONIC
+    INJECTED = 2  # a clock supplied by the caller (tests, simulation, replay)
+
+
+@enum.unique
+class Durability(enum.IntEnum):
+    """The writer's sync policy, as recorded in LIFECYCLE records."""
+
+    NONE = 0
+    BATCH = 1
+    ALWAYS = 2
+
+
+E = TypeVar("E", bound=enum.IntEnum)
+
+
+def coerce(kind: type[E], value: int) -> E | int:
+    """Return ``kind(value)``, or the plain integer when ``value`` is not a member."""
+    try:
+        return kind(value)
+    except ValueError:
+        return value
