@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 from vigil import _diagnostics as codes
 
 __all__ = [
-    "ChainBroken",
     "ConfigError",
     "FreezeQuotaExceeded",
     "InvalidArgument",
@@ -145,12 +144,6 @@ class LogCorrupt(LogError):
     """
 
     diagnostic = codes.LOG_CORRUPT
-
-
-class ChainBroken(LogCorrupt):
-    """A record's SHA-256 chain digest does not follow from its predecessor's."""
-
-    diagnostic = codes.TAMPERING
 
 
 class SimulatedPowerCut(BaseException):

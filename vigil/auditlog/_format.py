@@ -350,6 +350,7 @@ class RawRecord(NamedTuple):
     body_version: int
     seq: int
     lap: int
+    durable_seq: int
     boot_id: int
     mono_ns: int
     real_ns: int
@@ -403,7 +404,7 @@ def scan_segment(
     min_len = R.MIN_RECORD
     try:
         while pos + HDR_SIZE <= end:
-            length, body_len, rtype, bver, seq, lap, boot, mono, real = unpack(buf, pos)
+            length, body_len, rtype, bver, seq, lap, durable, boot, mono, real = unpack(buf, pos)
             if (
                 lap == gen
                 and min_len <= length <= end - pos
@@ -430,6 +431,7 @@ def scan_segment(
                         bver,
                         seq,
                         lap,
+                        durable,
                         boot,
                         mono,
                         real,
@@ -481,32 +483,61 @@ def _resync(buf: Buffer, view: memoryview, pos: int, end: int, gen: int) -> int:
             return cand
 
 
+def tear_index(items: list[RawRecord | Damage], first_seq: int) -> int | None:
+    """Index of the damage where the segment was torn by a crash, or None.
+
+    Damage is a *tear* when no later record of the segment vouches for the records it lost:
+    every record carries ``durable_seq``, the highest seq its writer knew to be durable, so a
+    later record with ``durable_seq`` at or beyond the first lost seq proves those records
+    had been acknowledged -- their loss is media damage or tampering, and the records after
+    it belong to the log. Without such a voucher the damage is what a crash leaves (the lost
+    records were never acknowledged) and nothing after it is part of the log.
+    """
+    if not any(isinstance(item, Damage) for item in items):
+        return None
+    vouched = [0] * (len(items) + 1)  # vouched[i]: max durable_seq of records at i and after
+    for i in range(len(items) - 1, -1, -1):
+        item = items[i]
+        durable = item.durable_seq if isinstance(item, RawRecord) else 0
+        vouched[i] = max(vouched[i + 1], durable)
+    expected = first_seq
+    for i, item in enumerate(items):
+        if isinstance(item, Damage):
+            if vouched[i + 1] < expected:
+                return i
+        else:
+            expected = item.seq + 1
+    return None
+
+
 class Tail(NamedTuple):
     """Where the log ends in its head segment (what recovery resumes after).
 
     Attributes:
-        last_seq: the last record that continues the chain (``first_seq - 1`` if none).
+        last_seq: seq of the last record of the log in the segment (``first_seq - 1`` if
+            none).
         chain: its chain digest (the header's ``start_chain`` if none).
         end: offset just after it, relative to the segment start.
-        stopped_on: what the scan met next, when not a clean end: the damage, or a valid
-            record that does not continue the sequence or chain.
+        tear: the damage where a crash tore the segment, if any.
+        orphans: valid records lie after the tear (never acknowledged, not part of the log).
     """
 
     last_seq: int
     chain: bytes | None
     end: int
-    stopped_on: RawRecord | Damage | None
+    tear: Damage | None
+    orphans: bool
 
 
 def scan_tail(buf: Buffer, base: int, size: int, info: SegmentInfo, header_area: int) -> Tail:
-    """Scan a head segment up to the last record that continues its sequence and chain."""
-    last, chain, end = info.first_seq - 1, info.start_chain, header_area
-    scan = scan_segment(buf, base, size, info, header_area)
-    try:
-        for item in scan:
-            if isinstance(item, Damage) or item.seq != last + 1 or item.link is False:
-                return Tail(last, chain, end, item)
-            last, chain, end = item.seq, item.chain, item.offset + item.length
-    finally:
-        scan.close()
-    return Tail(last, chain, end, None)
+    """Scan a head segment and find where its part of the log ends (see :func:`tear_index`)."""
+    items = list(scan_segment(buf, base, size, info, header_area))
+    cut = tear_index(items, info.first_seq)
+    kept = items if cut is None else items[:cut]
+    last = next((i for i in reversed(kept) if isinstance(i, RawRecord)), None)
+    tear = items[cut] if cut is not None else None
+    assert tear is None or isinstance(tear, Damage)
+    orphans = cut is not None and any(isinstance(i, RawRecord) for i in items[cut:])
+    if last is None:
+        return Tail(info.first_seq - 1, info.start_chain, header_area, tear, orphans)
+    return Tail(last.seq, last.chain, last.offset + last.length, tear, orphans)

@@ -292,10 +292,10 @@ class LogReader:
                 raw, base, fresh = loaded
                 tail = F.scan_tail(raw, base, len(raw), fresh, geo.header_area)
                 after = None
-                if isinstance(tail.stopped_on, F.Damage):
-                    after = f"{tail.stopped_on.end - tail.stopped_on.offset} damaged bytes"
-                elif tail.stopped_on is not None:
-                    after = f"record {tail.stopped_on.seq} out of sequence"
+                if tail.orphans:
+                    after = "a tear followed by records the writer never acknowledged"
+                elif tail.tear is not None:
+                    after = f"a torn write of {tail.tear.end - tail.tear.offset} bytes"
                 head = {
                     "segment": h.index,
                     "generation": h.generation,

@@ -283,7 +283,9 @@ class Walker:
             gap_end = 0
             foreign = False
             after_tear: list[int] = []
-            for item in F.scan_segment(buf, base, seg_len, seg, self.geo.header_area):
+            items = list(F.scan_segment(buf, base, seg_len, seg, self.geo.header_area))
+            cut = F.tear_index(items, seg.first_seq)
+            for index, item in enumerate(items):
                 if isinstance(item, F.Damage):
                     if gap is None:
                         gap = item
@@ -291,12 +293,11 @@ class Walker:
                     gap_end = item.end
                     continue
                 self.bytes += item.length
-                beyond = nxt_first is not None and item.seq >= nxt_first
-                if gap is not None and (beyond or is_head):
+                if cut is not None and index > cut:
                     after_tear.append(item.seq)  # recovery resumed (or will) before it
                     continue
                 at = {"segment": seg.index, "offset": base_off + item.offset}
-                if beyond:
+                if nxt_first is not None and item.seq >= nxt_first:
                     self.sink.add(
                         "TAMPERING",
                         f"record {item.seq} in segment {seg.index} overlaps the segment "
@@ -315,7 +316,7 @@ class Walker:
                         segment=seg.index,
                         base_off=base_off,
                     )
-                    gap, foreign, after_tear = None, False, []
+                    gap, foreign = None, False
                 elif item.seq != expected:
                     if item.seq > expected:
                         self.sink.add(

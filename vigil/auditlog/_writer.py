@@ -174,15 +174,17 @@ class RingConfig:
         return self.segment_count // 4 if self.frozen_quota is None else self.frozen_quota
 
 
-def superblock_area(config: RingConfig, created_ns: int) -> bytes:
-    """The first 4096 bytes of a new log with a fresh log id: two superblock copies."""
+def superblock_area(config: RingConfig, created_ns: int, log_id: bytes | None = None) -> bytes:
+    """The first 4096 bytes of a new log: two superblock copies (fresh random log id)."""
+    if log_id is not None and len(log_id) != 16:
+        raise InvalidArgument(f"log_id must be 16 bytes, got {len(log_id)}")
     sb = F.encode_superblock(
         {
             "major": R.FORMAT_MAJOR,
             "minor": R.FORMAT_MINOR,
             "flags": 0,
             "revision": 1,
-            "log_id": uuid.uuid4().bytes,
+            "log_id": log_id or uuid.uuid4().bytes,
             "created_ns": created_ns,
             "sector_size": R.SECTOR,
             "segment_size": config.segment_size,
@@ -200,10 +202,12 @@ def superblock_area(config: RingConfig, created_ns: int) -> bytes:
     return area + bytes(R.SUPERBLOCK_AREA - len(area))
 
 
-def format_image(config: RingConfig, created_ns: int | None = None) -> bytearray:
-    """A complete, empty log as bytes (for emulated storage and tests)."""
+def format_image(
+    config: RingConfig, created_ns: int | None = None, log_id: bytes | None = None
+) -> bytearray:
+    """A complete, empty log as bytes (for emulated storage, golden files and tests)."""
     image = bytearray(config.file_size)
-    image[: R.SUPERBLOCK_AREA] = superblock_area(config, created_ns or time.time_ns())
+    image[: R.SUPERBLOCK_AREA] = superblock_area(config, created_ns or time.time_ns(), log_id)
     return image
 
 
@@ -301,6 +305,7 @@ class FlightRecorder:
                 ).encode()
             ).digest()
             self._policy_digest = bytes(policy_digest)
+            self._sync_head()  # the recovered records are durable before OPENED vouches for them
             self._lifecycle(LifecycleEvent.OPENED, detail)
             self._sync_head()
         except BaseException:
@@ -409,28 +414,25 @@ class FlightRecorder:
             raise LogCorrupt(f"{self.path}: head segment {head.index} has no chain anchor")
         end = self._seg_start + tail.end
         self._next_seq, self._chain, self._pos = tail.last_seq + 1, tail.chain, end
-        if tail.stopped_on is not None:
-            report.update(self._cut_tail(head, end, tail.stopped_on))
+        where = {"segment": head.index, "offset": tail.end}
+        if tail.orphans:
+            # Records the writer never acknowledged follow the tear: leave them as evidence
+            # and continue in a fresh segment.
+            self._pos = self._seg_end
+            report["abandoned_segment"] = where
+        elif tail.tear is not None:
+            report["torn_tail"] = {**where, "bytes_zeroed": self._zero_torn(end)}
         return report
 
-    def _cut_tail(
-        self, head: F.SegmentInfo, end: int, stopped_on: F.RawRecord | F.Damage
-    ) -> dict[str, Any]:
-        """Decide what to do with the bytes after the last good record of the head."""
-        view = self._view
-        where = {"segment": head.index, "offset": end - self._seg_start}
-        if isinstance(stopped_on, F.RawRecord) or not stopped_on.tail:
-            # Valid records follow the damage: keep them as evidence, continue elsewhere.
-            self._pos = self._seg_end
-            return {"abandoned_segment": where}
-        torn_len = max(stopped_on.end - stopped_on.offset, 0)
-        length = struct.unpack_from("<I", view, end)[0] if end + 4 <= self._seg_end else 0
+    def _zero_torn(self, end: int) -> int:
+        """Zero the torn bytes after ``end`` so that no fragment of them outlives the next
+        records: the torn record's declared span, at least to the end of its page."""
+        length = struct.unpack_from("<I", self._view, end)[0] if end + 4 <= self._seg_end else 0
         stop = end + (length if 0 < length <= self._seg_end - end else 0)
-        page_end = (end // F.PAGE + 1) * F.PAGE
-        stop = min(max(stop, page_end), self._seg_end)
-        view[end:stop] = _ZEROS[: stop - end] if stop - end <= len(_ZEROS) else bytes(stop - end)
+        stop = min(max(stop, (end // F.PAGE + 1) * F.PAGE), self._seg_end)
+        self._view[end:stop] = bytes(stop - end)
         self._storage.sync(end, stop - end)
-        return {"torn_tail": {**where, "bytes_zeroed": stop - end, "span": torn_len}}
+        return stop - end
 
     def _set_head(self, seg: F.SegmentInfo) -> None:
         geo = self.geometry
@@ -525,6 +527,7 @@ class FlightRecorder:
                     _BODY_VERSION,
                     seq,
                     self._lap,
+                    self._durable_seq,
                     self._boot,
                     self._mono(),
                     self._real(),
@@ -583,6 +586,7 @@ class FlightRecorder:
                 _BODY_VERSION,
                 seq,
                 self._lap,
+                self._durable_seq,
                 self._boot,
                 self._mono(),
                 self._real(),
@@ -941,13 +945,16 @@ class FlightRecorder:
     # --- closing ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Append a LIFECYCLE record, make everything durable and release the file.
+        """Make everything durable, append a CLOSED record, sync it and release the file.
 
         Safe to call twice; the second call does nothing.
         """
         if self._closed:
             return
         try:
+            # Sync first, so that the CLOSED record vouches (durable_seq) for every record
+            # before it: damage to any of them then reads as lost data, never as a tear.
+            self._sync_head()
             self._lifecycle(LifecycleEvent.CLOSED, {"records": self._next_seq - self._opened_seq})
             self._sync_head()
         finally:

@@ -94,7 +94,7 @@ class Layout:
         return self.fixed.size
 
     def pack(self, values: Mapping[str, Any]) -> bytes:
-        """Encode ``values`` (constants may be omitted) exactly as construct would.
+        """Encode ``values`` exactly as construct would. Every field but constants is required.
 
         Raises:
             InvalidArgument: a value is missing, has the wrong type or overflows its field.
@@ -109,9 +109,9 @@ class Layout:
             raise InvalidArgument(f"{self.name}: {exc}") from None
         parts = [fixed]
         for field in self.tail:
-            raw = _tail_bytes(
-                self.name, field, values.get(field.name, b"" if not field.text else "")
-            )
+            if field.name not in values:
+                raise InvalidArgument(f"{self.name}: missing field {field.name!r}")
+            raw = _tail_bytes(self.name, field, values[field.name])
             parts.append(field.prefix.pack(len(raw)))
             parts.append(raw)
         return b"".join(parts)

@@ -88,10 +88,11 @@ RecordHeader = cs.Struct(
     "body_version" / cs.Int8ul,  # 7
     "seq" / cs.Int64ul,  # 8    1, 2, 3, ... without gaps
     "lap" / cs.Int64ul,  # 16   = generation of the segment it was written in
-    "boot_id" / cs.Int64ul,  # 24   monotonic times compare only within one boot_id
-    "mono_ns" / cs.Int64ul,  # 32   CLOCK_MONOTONIC
-    "real_ns" / cs.Int64sl,  # 40   CLOCK_REALTIME, ns since the Unix epoch
-)  # 48 bytes, then body_len bytes of body, zero padding, and the trailer
+    "durable_seq" / cs.Int64ul,  # 24   highest seq known durable when this one was appended
+    "boot_id" / cs.Int64ul,  # 32   monotonic times compare only within one boot_id
+    "mono_ns" / cs.Int64ul,  # 40   CLOCK_MONOTONIC
+    "real_ns" / cs.Int64sl,  # 48   CLOCK_REALTIME, ns since the Unix epoch
+)  # 56 bytes, then body_len bytes of body, zero padding, and the trailer
 
 RecordTrailer = cs.Struct(
     "chain" / cs.Bytes(32),  # SHA-256(previous chain || record bytes 0..length-37)
@@ -105,11 +106,12 @@ Record = cs.Struct(
     "body_version" / cs.Int8ul,
     "seq" / cs.Int64ul,
     "lap" / cs.Int64ul,
+    "durable_seq" / cs.Int64ul,
     "boot_id" / cs.Int64ul,
     "mono_ns" / cs.Int64ul,
     "real_ns" / cs.Int64sl,
     "body" / cs.Bytes(cs.this.body_len),
-    "padding" / cs.Bytes(cs.this.length - 84 - cs.this.body_len),
+    "padding" / cs.Bytes(cs.this.length - 92 - cs.this.body_len),
     "chain" / cs.Bytes(32),
     "crc" / cs.Int32ul,
 )
@@ -187,11 +189,11 @@ BODIES: dict[RecordType, Layout] = {
 
 HEADER_SIZE = RECORD_HEADER.fixed_size
 TRAILER_SIZE = RECORD_TRAILER.fixed_size
-MIN_RECORD = HEADER_SIZE + TRAILER_SIZE + 4  # 88: an empty body, padded to 8
+MIN_RECORD = HEADER_SIZE + TRAILER_SIZE + 4  # 96: an empty body, padded to 8
 MAX_BODY = 0xFFFF
 
 # Every layout is checked against the byte offsets above when the module loads.
 assert SUPERBLOCK.fixed_size == 256
 assert SEGMENT_HEADER.fixed_size == 128
-assert HEADER_SIZE == 48
+assert HEADER_SIZE == 56
 assert TRAILER_SIZE == 36

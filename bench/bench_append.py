@@ -1,0 +1,278 @@
+"""Append throughput and per-call latency of the flight recorder, against baselines and peers.
+
+Every case writes one ~200-byte record per call:
+
+* ``vigil-none`` / ``vigil-batch`` / ``vigil-always``: ``FlightRecorder.record_inference``
+  (one sealed INFERENCE record, 240 bytes in format 1.0) under each durability mode; ``vigil-none-lap2`` is
+  ``none`` on a ring already written once in this process (pages mapped and dirty: no faults);
+* ``raw-mmap`` (baseline A, the floor): a record-sized slice assignment into a file-backed mmap;
+* ``pack+crc+sha`` (baseline B, what the writer aims to approach): ``struct.pack_into`` of the
+  same 23 fields, SHA-256 chain and CRC32C into a file-backed mmap; no lock, no checks;
+* ``sqlite-wal-many`` / ``sqlite-wal-row``: SQLite, WAL mode, synchronous=normal, one commit
+  per 1000 rows, via ``executemany`` or one ``execute`` per row;
+* ``logging-file``: a ``logging.FileHandler`` writing a 200-character line per record.
+
+Each case runs a warm-up, a throughput pass (untimed loop; records/s from the total) and a
+latency pass (each call timed with ``perf_counter_ns``, timer overhead included). Cases run
+round-robin over ``--repeats`` so drift hits them alike. The table shows medians over repeats;
+"x none" is the median of per-repeat ratios to ``vigil-none``: on a noisy machine trust the
+ratios, not the absolute numbers. Nothing here asserts on timing.
+
+    python bench/bench_append.py [--quick] [--repeats 5] [--records 200000] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import logging
+import mmap
+import os
+import shutil
+import sqlite3
+import statistics
+import struct
+import tempfile
+import time
+
+from vigil.auditlog import FlightRecorder, LogReader, RingConfig, crc32c
+
+RID, MD, IND, OUTD = bytes(range(16)), b"m" * 32, b"i" * 32, b"o" * 32
+# Record header (format 1.0 with durable_seq), INFERENCE body and payload length: the same 23
+# fields the writer packs. Baselines write records as long as vigil's (measured at start).
+PACK = struct.Struct("<LHBBQQQQQq" + "16s32s32s32sBBBBH2xQQQ" + "H")
+RECORD = (PACK.size + 36 + 7) & ~7
+
+
+def vigil_record_size(workdir: str) -> int:
+    """Bytes one INFERENCE record takes in vigil's log (offset difference of two records)."""
+    path = os.path.join(workdir, "probe")
+    with FlightRecorder.create(path, RingConfig(size=1 << 20, segment_size=64 << 10),
+                               durability="none") as w:
+        for _ in range(2):
+            w.record_inference(request_id=RID, model_digest=MD, input_digest=IND,
+                               output_digest=OUTD, state=1, served_by=1, outcome=0,
+                               latency_ns=1, deadline_ns=1)
+    with LogReader(path) as r:
+        a, b = [x.offset for x in r.records() if x.type_name == "INFERENCE"]
+    os.unlink(path)
+    return b - a
+
+
+def zero_file(path: str, size: int) -> tuple[int, mmap.mmap]:
+    """A zero-filled, fsynced, shared-mapped file, as ``FlightRecorder.create`` prepares it.
+
+    One byte per MiB is then read through the mapping, as the writer's open does when it reads
+    the segment headers. That maps the pages read-only, so every 4 KiB page later takes its own
+    write fault (about every 17th record), which is also the steady state whenever writeback or
+    a sync has cleaned the pages. Without it a first write maps a whole large folio at once
+    and the baselines would enjoy a fault regime the writer never sees.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    os.posix_fallocate(fd, 0, size)
+    zeros = bytes(1 << 20)
+    for off in range(0, size, len(zeros)):
+        os.pwrite(fd, zeros[: size - off], off)
+    os.fsync(fd)
+    mm = mmap.mmap(fd, size)
+    sum(mm[off] for off in range(0, size, 1 << 20))
+    return fd, mm
+
+
+def vigil_case(durability: str, laps: int = 0):
+    def setup(path: str, size: int):
+        w = FlightRecorder.create(path, RingConfig(size=size), durability=durability)
+
+        def call() -> None:
+            w.record_inference(request_id=RID, model_digest=MD, input_digest=IND,
+                               output_digest=OUTD, state=1, served_by=1, outcome=0,
+                               latency_ns=123_456, deadline_ns=10_000_000)
+        for _ in range(laps * size // RECORD):
+            call()
+        return call, w.close, 1
+    return setup
+
+
+def raw_mmap(path: str, size: int):
+    fd, mm = zero_file(path, size)
+    rec, cur, limit = bytes(range(256))[:RECORD], [4096], size - 2 * RECORD
+
+    def call() -> None:
+        pos = cur[0]
+        mm[pos : pos + RECORD] = rec
+        cur[0] = pos + RECORD if pos < limit else 4096
+    return call, lambda: (mm.close(), os.close(fd)), 1
+
+
+def pack_crc_sha(path: str, size: int):
+    fd, mm = zero_file(path, size)
+    view, pack, sha, crc_pack = memoryview(mm), PACK.pack_into, hashlib.sha256, struct.pack_into
+    cur, limit = [4096, 1, sha(b"genesis").digest()], size - 2 * RECORD  # pos, seq, chain
+    mono, real = time.monotonic_ns, time.time_ns
+
+    def append(*, request_id, model_digest, input_digest, output_digest, state, served_by,
+               outcome, latency_ns, deadline_ns) -> None:
+        pos, seq, chain = cur
+        pack(mm, pos, RECORD, 146, 2, 1, seq, 1, 0, 7, mono(), real(), request_id, model_digest,
+             input_digest, output_digest, state, served_by, outcome, 0, 0, latency_ns,
+             deadline_ns, 0, 0)
+        h = sha(chain)
+        h.update(view[pos : pos + RECORD - 36])
+        chain = h.digest()
+        view[pos + RECORD - 36 : pos + RECORD - 4] = chain
+        crc_pack("<I", mm, pos + RECORD - 4, crc32c(view[pos : pos + RECORD - 4]))
+        cur[:] = (pos + RECORD if pos < limit else 4096), seq + 1, chain
+
+    def call() -> None:
+        append(request_id=RID, model_digest=MD, input_digest=IND, output_digest=OUTD, state=1,
+               served_by=1, outcome=0, latency_ns=123_456, deadline_ns=10_000_000)
+    return call, lambda: (view.release(), mm.close(), os.close(fd)), 1
+
+
+def sqlite_case(batched: bool):
+    def setup(path: str, size: int):
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("pragma journal_mode=wal")
+        db.execute("pragma synchronous=normal")
+        db.execute("create table log (type integer, mono_ns integer, real_ns integer, body blob)")
+        blob, mono, real = bytes(200), time.monotonic_ns, time.time_ns
+        sql = "insert into log values (?, ?, ?, ?)"
+        if batched:
+            def call() -> None:
+                rows = [(2, mono(), real(), blob) for _ in range(1000)]
+                db.execute("begin")
+                db.executemany(sql, rows)
+                db.execute("commit")
+            return call, db.close, 1000
+        count = itertools.count()
+        db.execute("begin")
+
+        def call() -> None:
+            db.execute(sql, (2, mono(), real(), blob))
+            if next(count) % 1000 == 999:
+                db.execute("commit")
+                db.execute("begin")
+        return call, lambda: (db.execute("commit"), db.close()), 1
+    return setup
+
+
+def logging_file(path: str, size: int):
+    log = logging.getLogger("bench.append")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    log.addHandler(handler)
+    model, seq = MD.hex()[:32], itertools.count()
+
+    def call() -> None:  # a 200-character line with the asctime prefix
+        log.info("inference seq=%d req=%s model=%s state=%d served_by=%d outcome=%d "
+                 "latency_ns=%d deadline_ns=%d", next(seq), RID.hex(), model, 1, 1, 0,
+                 123_456, 10_000_000)
+    return call, lambda: (log.removeHandler(handler), handler.close()), 1
+
+
+def run_case(setup, workdir: str, name: str, n: int, size: int) -> dict[str, float]:
+    call, close, per_call = setup(os.path.join(workdir, name), size)
+    calls = max(n // per_call, 1)
+    try:
+        for _ in range(min(calls, 1000)):  # warm-up
+            call()
+        t0 = time.perf_counter()
+        for _ in itertools.repeat(None, calls):
+            call()
+        rate = calls * per_call / (time.perf_counter() - t0)
+        lat, clock = [0] * calls, time.perf_counter_ns
+        for i in range(calls):
+            t = clock()
+            call()
+            lat[i] = clock() - t
+    finally:
+        close()
+        for leftover in os.listdir(workdir):
+            os.unlink(os.path.join(workdir, leftover))
+    lat.sort()
+    pct = {q: lat[min(int(q / 100 * calls), calls - 1)] / 1000 for q in (50, 99, 99.9)}
+    return {"rate": rate, "p50": pct[50], "p99": pct[99], "p999": pct[99.9], "batch": per_call}
+
+
+CASES = {
+    "vigil-none": vigil_case("none"),
+    "vigil-none-lap2": vigil_case("none", laps=1),
+    "vigil-batch": vigil_case("batch"),
+    "raw-mmap": raw_mmap,
+    "pack+crc+sha": pack_crc_sha,
+    "sqlite-wal-many": sqlite_case(batched=True),
+    "sqlite-wal-row": sqlite_case(batched=False),
+    "logging-file": logging_file,
+    "vigil-always": vigil_case("always"),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: few records, 1 repeat")
+    ap.add_argument("--records", type=int, default=200_000, help="records per pass")
+    ap.add_argument("--always-records", type=int, default=2000, help="records per pass, always")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--ring", type=int, default=64 << 20, help="ring / mmap file size in bytes")
+    ap.add_argument("--dir", default=os.environ.get("VIGIL_BENCH_DIR"), help="scratch directory")
+    a = ap.parse_args()
+    if a.quick:
+        a.records, a.always_records, a.repeats, a.ring = 3000, 50, 1, 4 << 20
+    workdir = tempfile.mkdtemp(prefix="vigil-bench-append-", dir=a.dir)
+    global RECORD
+    own, RECORD = RECORD, vigil_record_size(workdir)
+    timer = min(-time.perf_counter_ns() + time.perf_counter_ns() for _ in range(10000))
+    print(f"append: {a.records} records per pass ({a.always_records} for vigil-always), "
+          f"{a.repeats} repeats, {a.ring >> 20} MiB ring, in {workdir}\nvigil INFERENCE "
+          f"record: {RECORD} bytes; baselines write {RECORD} (their own layout needs {own})")
+    print(f"back-to-back perf_counter_ns: {timer} ns (included in every latency below)")
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in CASES}
+    try:
+        for rep in range(a.repeats):
+            for name, setup in CASES.items():
+                n = a.always_records if name == "vigil-always" else a.records
+                results[name].append(run_case(setup, workdir, name, n, a.ring))
+            print(f"  repeat {rep + 1}/{a.repeats} done", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    def med(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[name])
+
+    def ratio(name: str, base: str = "vigil-none") -> float:
+        return statistics.median(
+            x["rate"] / y["rate"] for x, y in zip(results[name], results[base], strict=True))
+
+    print(f"\n{'case':<16} {'records/s':>10} {'spread':>7} {'x none':>7} "
+          f"{'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9}")
+    for name in CASES:
+        rates = [r["rate"] for r in results[name]]
+        spread = (max(rates) - min(rates)) / statistics.median(rates) * 100
+        lat = (f"  (one 1000-row call: p50 {med(name, 'p50'):.0f} us)"
+               if results[name][0]["batch"] > 1 else
+               f"{med(name, 'p50'):>8.2f} {med(name, 'p99'):>8.2f} {med(name, 'p999'):>9.2f}")
+        print(f"{name:<16} {med(name, 'rate'):>10,.0f} {spread:>6.0f}% {ratio(name):>7.3f} {lat}")
+    print("spread: (max - min) / median of records/s over the repeats; "
+          "x none: median of per-repeat ratios to vigil-none")
+
+    targets = [
+        ("vigil-none / sqlite-wal-many >= 1", 1 / ratio("sqlite-wal-many"), 1.0),
+        ("vigil-none / logging-file >= 5", 1 / ratio("logging-file"), 5.0),
+        ("vigil-batch / vigil-none >= 0.8", ratio("vigil-batch"), 0.8),
+        ("vigil-none p99 <= 10 us", med("vigil-none", "p99"), -10.0),
+    ]
+    print("\ntargets (ratios within this run):")
+    for label, value, goal in targets:
+        ok = value <= -goal if goal < 0 else value >= goal
+        print(f"  {'PASS' if ok else 'MISS'}  {label}: {value:.2f}")
+    print(f"  info  vigil-none / raw-mmap = {1 / ratio('raw-mmap'):.3f}; "
+          f"vigil-none / pack+crc+sha = {1 / ratio('pack+crc+sha'):.2f}; "
+          f"vigil-none / sqlite-wal-row = {1 / ratio('sqlite-wal-row'):.2f}; "
+          f"vigil-none-lap2 p99 = {med('vigil-none-lap2', 'p99'):.2f} us")
+
+
+if __name__ == "__main__":
+    main()

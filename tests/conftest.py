@@ -1,0 +1,113 @@
+"""Shared fixtures: small ring geometries, an injected clock, file and in-memory logs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from vigil.auditlog import FlightRecorder, LogReader, PowerCutDisk, RingConfig, format_image
+from vigil.schemas import ClockSource, Outcome, ServedBy, State
+
+SMALL = RingConfig(size=4096 + 8 * 8192, segment_size=8192, frozen_quota=2)
+"""8 segments of 8 KiB: ~30 INFERENCE records per segment, wraps after ~240."""
+
+
+class FakeClock:
+    """An injected clock: time moves only when a test moves it (``step_ns`` per reading)."""
+
+    source = ClockSource.INJECTED
+
+    def __init__(
+        self,
+        start_ns: int = 1_700_000_000_000_000_000,
+        step_ns: int = 1000,
+        boot: bytes = b"boot-0000-000000",
+    ) -> None:
+        self.real = start_ns
+        self.mono = 1_000_000
+        self.step_ns = step_ns
+        self.boot_uuid = boot
+
+    def realtime_ns(self) -> int:
+        self.real += self.step_ns
+        return self.real
+
+    def monotonic_ns(self) -> int:
+        self.mono += self.step_ns
+        return self.mono
+
+
+def digest(*parts: object) -> bytes:
+    return hashlib.sha256(repr(parts).encode()).digest()
+
+
+def infer(w: FlightRecorder, i: int, payload: bytes = b"") -> int:
+    """Append one deterministic INFERENCE record for call ``i``."""
+    return w.record_inference(
+        request_id=i.to_bytes(16, "little"),
+        model_digest=digest("model"),
+        input_digest=digest("in", i),
+        output_digest=digest("out", i),
+        state=State.NORMAL,
+        served_by=ServedBy.PRIMARY,
+        outcome=Outcome.OK,
+        latency_ns=1000 + i,
+        deadline_ns=10_000_000,
+        payload=payload,
+    )
+
+
+@pytest.fixture
+def log_path(tmp_path: Path) -> str:
+    return str(tmp_path / "flight.vigil")
+
+
+@pytest.fixture
+def make_log(log_path: str) -> Iterator[Callable[..., FlightRecorder]]:
+    """Create the log at ``log_path`` (small geometry by default); closes what is left open."""
+    opened: list[FlightRecorder] = []
+
+    def make(config: RingConfig = SMALL, **options: object) -> FlightRecorder:
+        options.setdefault("clock", FakeClock())
+        w = FlightRecorder.create(log_path, config, **options)
+        opened.append(w)
+        return w
+
+    yield make
+    for w in opened:
+        w.close()
+
+
+def verify(path: str) -> object:
+    with LogReader(path) as r:
+        return r.verify()
+
+
+def records(path: str) -> list:
+    with LogReader(path) as r:
+        return list(r.records())
+
+
+def image_reader(tmp_path: Path, image: bytes | bytearray, name: str = "img.vigil") -> LogReader:
+    p = tmp_path / name
+    p.write_bytes(bytes(image))
+    return LogReader(str(p))
+
+
+def memory_log(
+    config: RingConfig = SMALL, **options: object
+) -> tuple[FlightRecorder, PowerCutDisk]:
+    """A writer on an in-memory disk that never loses power (unless a test cuts it)."""
+    disk = PowerCutDisk(format_image(config))
+    options.setdefault("clock", FakeClock())
+    options.setdefault("start_flusher", False)
+    return FlightRecorder(disk, **options), disk
+
+
+def write_file(path: str | os.PathLike[str], data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
