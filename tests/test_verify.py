@@ -7,12 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SMALL, FakeClock, image_reader, infer, records, verify
 
 from vigil.auditlog import FlightRecorder, LogReader
 from vigil.auditlog import _format as F
 from vigil.errors import LogGeometryError, NotAVigilLog, SuperblockCorrupt
 from vigil.schemas import _records as R
+
+from conftest import SMALL, FakeClock, image_reader, infer, records, verify
 
 
 def _small_log(path: str, n: int = 10, clock: FakeClock | None = None) -> list:

@@ -8,7 +8,7 @@ from vigil.auditlog._crc import BACKEND as CRC_BACKEND
 from vigil.auditlog._crc import crc32c
 from vigil.auditlog._format import Geometry, SegmentInfo, genesis_chain
 from vigil.auditlog._powercut import PowerCutDisk
-from vigil.auditlog._reader import LogReader, LogRecord, SegmentSummary, decode_body
+from vigil.auditlog._reader import LogReader, LogRecord, decode_body
 from vigil.auditlog._storage import FileStorage, Storage
 from vigil.auditlog._verify import EXPECTED_KINDS, Finding, VerifyReport
 from vigil.auditlog._writer import (
@@ -33,7 +33,6 @@ __all__ = [
     "PowerCutDisk",
     "RingConfig",
     "SegmentInfo",
-    "SegmentSummary",
     "Storage",
     "SystemClock",
     "VerifyReport",

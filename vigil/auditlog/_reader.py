@@ -93,18 +93,6 @@ def decode_body(rtype: int, version: int, body: bytes) -> dict[str, Any]:
         return {"raw": body, "undecodable": exc.message}
 
 
-@dataclass(frozen=True)
-class SegmentSummary:
-    """Inspection data for one segment."""
-
-    index: int
-    status: str
-    generation: int
-    wear: int
-    first_seq: int
-    frozen: bool
-
-
 class LogReader:
     """A read-only view of a flight log file.
 
@@ -341,13 +329,6 @@ class LogReader:
                 ],
             },
         }
-
-    def summary(self) -> list[SegmentSummary]:
-        """Per-segment status, generation, wear, first seq and frozen flag."""
-        return [
-            SegmentSummary(s.index, s.status, s.generation, s.wear, s.first_seq, s.frozen)
-            for s in self.segments
-        ]
 
     def close(self) -> None:
         if self._fd >= 0:

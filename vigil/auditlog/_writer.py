@@ -49,7 +49,6 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -985,6 +984,3 @@ class FlightRecorder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-ClockFn = Callable[[], int]

@@ -1,0 +1,134 @@
+"""The `vigil` command: exit codes are an interface (0 intact, 1 integrity failure, 2 usage
+or I/O), output formats are stable, bad arguments get a diagnostic code."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vigil.auditlog import FlightRecorder
+from vigil.cli import main
+
+from conftest import SMALL, FakeClock, infer
+
+
+@pytest.fixture
+def demo_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--calls", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "verify: INTACT" in out and "1 rejected" in out and "3 transitions" in out
+    return str(tmp_path / "demo" / "flight.vigil")
+
+
+def test_demo_then_verify_json(demo_log: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", demo_log, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["intact"] is True and report["first_seq"] == 1
+    assert (
+        report["records"] == 300 - 1 + 1 + 3 + 2 + 2
+    )  # calls, rejected, transitions, notes, lifecycle
+    assert report["findings"] == []
+
+
+def test_verify_exit_codes(
+    demo_log: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["verify", demo_log]) == 0
+    assert "INTACT" in capsys.readouterr().out
+    bad = tmp_path / "bad.vigil"
+    data = bytearray(Path(demo_log).read_bytes())
+    data[4096 + 1024 + 300] ^= 0x40  # inside record 2
+    bad.write_bytes(data)
+    assert main(["verify", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "NOT INTACT" in out and "DIA-3102 MEDIA_CORRUPTION FAILURE" in out
+    assert main(["verify", str(tmp_path / "missing.vigil")]) == 2
+    assert "DIA-3001" in capsys.readouterr().err
+    (tmp_path / "text.txt").write_text("not a log\n" * 100)
+    assert main(["verify", str(tmp_path / "text.txt")]) == 2
+    assert "DIA-3003" in capsys.readouterr().err
+    data = bytearray(Path(demo_log).read_bytes())
+    data[20] ^= 1
+    data[512 + 20] ^= 1
+    bad.write_bytes(data)
+    assert main(["verify", str(bad)]) == 1
+    assert "DIA-3006" in capsys.readouterr().err
+    Path(bad).write_bytes(Path(demo_log).read_bytes()[: 4096 + 5000])
+    assert main(["verify", str(bad), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["counts"]["TRUNCATED"] == 1
+
+
+def test_usage_errors_exit_2_with_a_code(demo_log: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (
+        [],
+        ["frobnicate"],
+        ["dump", demo_log, "--type", "nonsense"],
+        ["dump", demo_log, "--since", "last tuesday"],
+        ["dump", demo_log, "--format", "xml"],
+        ["demo", "--calls", "0"],
+        ["verify", demo_log, "--max-findings", "-1"],
+    ):
+        assert main(argv) == 2, argv
+        assert "DIA-1002 USAGE" in capsys.readouterr().err, argv
+
+
+def test_dump_formats_and_filters(demo_log: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dump", demo_log, "--type", "transition"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["SEQ", "TIME", "(UTC)"]
+    assert [line.split()[2] for line in lines[1:]] == ["TRANSITION"] * 3
+    assert "NORMAL -> DEGRADED" in lines[1] and "cause seq" in lines[1]
+    assert main(["dump", demo_log, "--format", "jsonl", "--since", "10", "--until", "12"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["seq"] for r in rows] == [10, 11, 12]
+    assert len(rows[0]["input_digest"]) == 64 and rows[0]["state"] in ("NORMAL", "DEGRADED")
+    assert (
+        main(["dump", demo_log, "--type", "rejected", "--type", "lifecycle", "--format", "jsonl"])
+        == 0
+    )
+    types = [json.loads(x)["type"] for x in capsys.readouterr().out.splitlines()]
+    assert types == ["LIFECYCLE", "REJECTED", "LIFECYCLE"]
+
+
+def test_dump_by_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(tmp_path / "t.vigil")
+    clock = FakeClock(start_ns=1_800_000_000_000_000_000, step_ns=1_000_000_000)  # 1 s a reading
+    with FlightRecorder.create(path, SMALL, clock=clock) as w:
+        for i in range(10):
+            infer(w, i)
+    assert main(["dump", path, "--format", "jsonl"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    t5 = rows[5]["real_ns"]
+    import datetime as dt
+
+    iso = dt.datetime.fromtimestamp(t5 / 1e9, tz=dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    assert main(["dump", path, "--format", "jsonl", "--since", iso]) == 0
+    got = [json.loads(x)["seq"] for x in capsys.readouterr().out.splitlines()]
+    assert got[0] == rows[5]["seq"] and got[-1] == rows[-1]["seq"]
+
+
+def test_inspect(demo_log: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", demo_log, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["head"]["last_seq"] == 307 and info["first_seq"] == 1
+    assert info["geometry"]["segment_count"] == 63 and not info["live"]
+    assert info["segments"]["counts"] == {"empty": 62, "valid": 1}
+    assert main(["inspect", demo_log]) == 0
+    text = capsys.readouterr().out
+    assert "head:" in text and "wear min/mean/max" in text and "frozen:   none" in text
+
+
+def test_installed_console_script(demo_log: str) -> None:
+    exe = shutil.which("vigil")
+    assert exe, "the vigil console script is not installed"
+    ok = subprocess.run([exe, "verify", demo_log], capture_output=True, text=True, check=False)
+    assert ok.returncode == 0 and "INTACT" in ok.stdout
+    head = subprocess.run(
+        f"{exe} dump {demo_log} | head -2", shell=True, capture_output=True, text=True, check=False
+    )
+    assert head.returncode == 0 and len(head.stdout.splitlines()) == 2
+    assert "Traceback" not in head.stderr
