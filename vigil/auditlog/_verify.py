@@ -285,25 +285,25 @@ class Walker:
             after_tear: list[int] = []
             items = list(F.scan_segment(buf, base, seg_len, seg, self.geo.header_area))
             cut = F.tear_index(items, seg.first_seq)
-            for index, item in enumerate(items):
+            kept = items if cut is None else items[:cut]
+            limit = (1 << 64) if nxt_first is None else nxt_first
+            nbytes = count = 0
+            for item in kept:
                 if isinstance(item, F.Damage):
                     if gap is None:
                         gap = item
                     foreign |= item.foreign
                     gap_end = item.end
                     continue
-                self.bytes += item.length
-                if cut is not None and index > cut:
-                    after_tear.append(item.seq)  # recovery resumed (or will) before it
-                    continue
-                at = {"segment": seg.index, "offset": base_off + item.offset}
-                if nxt_first is not None and item.seq >= nxt_first:
+                nbytes += item.length
+                seq = item.seq
+                if seq >= limit:
                     self.sink.add(
                         "TAMPERING",
-                        f"record {item.seq} in segment {seg.index} overlaps the segment "
+                        f"record {seq} in segment {seg.index} overlaps the segment "
                         f"starting at {nxt_first}",
-                        seq=item.seq,
-                        **at,
+                        seq=seq,
+                        **self._at(seg.index, base_off + item.offset),
                     )
                     continue
                 if gap is not None:
@@ -317,48 +317,43 @@ class Walker:
                         base_off=base_off,
                     )
                     gap, foreign = None, False
-                elif item.seq != expected:
-                    if item.seq > expected:
-                        self.sink.add(
-                            "TAMPERING",
-                            f"records {expected}..{item.seq - 1} are missing between two "
-                            "valid records (deleted)",
-                            seq=expected,
-                            last_seq=item.seq - 1,
-                            **at,
-                        )
-                    else:
-                        self.sink.add(
-                            "TAMPERING",
-                            f"record {item.seq} is out of order (expected {expected}): "
-                            "reordered or duplicated",
-                            seq=item.seq,
-                            **at,
-                        )
+                elif seq != expected:
+                    self._out_of_sequence(item, expected, seg.index, base_off)
                 elif item.link is False:
                     self.sink.add(
                         "TAMPERING",
-                        f"record {item.seq} does not chain from record {item.seq - 1}: "
+                        f"record {seq} does not chain from record {seq - 1}: "
                         "its bytes were changed and its CRC recomputed, or it was inserted",
-                        seq=item.seq,
-                        **at,
+                        seq=seq,
+                        **self._at(seg.index, base_off + item.offset),
                     )
                 if item.boot_id == prev_boot and item.mono_ns < prev_mono:
                     self.sink.add(
                         "CLOCK",
-                        f"record {item.seq}: monotonic time {item.mono_ns} is before the "
+                        f"record {seq}: monotonic time {item.mono_ns} is before the "
                         f"previous record's {prev_mono} in the same boot session",
-                        seq=item.seq,
-                        **at,
+                        seq=seq,
+                        **self._at(seg.index, base_off + item.offset),
                     )
                 prev_boot, prev_mono = item.boot_id, item.mono_ns
                 prev_chain = item.chain
-                expected = item.seq + 1
-                self.records += 1
+                expected = seq + 1
+                count += 1
                 if self.first_seq is None:
-                    self.first_seq = item.seq
-                self.last_seq = item.seq
+                    self.first_seq = seq
+                self.last_seq = seq
                 yield item
+            for item in items[len(kept) :]:  # from the tear on: nothing belongs to the log
+                if isinstance(item, F.Damage):
+                    if gap is None:
+                        gap = item
+                    foreign |= item.foreign
+                    gap_end = item.end
+                else:
+                    nbytes += item.length
+                    after_tear.append(item.seq)  # recovery resumed (or will) before it
+            self.records += count
+            self.bytes += nbytes
             if gap is not None:
                 self._damage_at_end(
                     gap=gap,
@@ -389,6 +384,31 @@ class Walker:
                 )
             if expected > covered:
                 covered = expected - 1
+
+    @staticmethod
+    def _at(segment: int, offset: int) -> dict[str, int]:
+        return {"segment": segment, "offset": offset}
+
+    def _out_of_sequence(
+        self, item: F.RawRecord, expected: int, segment: int, base_off: int
+    ) -> None:
+        at = self._at(segment, base_off + item.offset)
+        if item.seq > expected:
+            self.sink.add(
+                "TAMPERING",
+                f"records {expected}..{item.seq - 1} are missing between two valid records "
+                "(deleted)",
+                seq=expected,
+                last_seq=item.seq - 1,
+                **at,
+            )
+        else:
+            self.sink.add(
+                "TAMPERING",
+                f"record {item.seq} is out of order (expected {expected}): reordered or duplicated",
+                seq=item.seq,
+                **at,
+            )
 
     def _hole(self, lo: int, hi: int, retained_from: int, where: dict[str, Any]) -> None:
         if hi < retained_from:
