@@ -59,7 +59,7 @@ def test_verify_exit_codes(
     assert "DIA-3006" in capsys.readouterr().err
     Path(bad).write_bytes(Path(demo_log).read_bytes()[: 4096 + 5000])
     assert main(["verify", str(bad), "--json"]) == 1
-    assert json.loads(capsys.readouterr().out)["counts"]["TRUNCATED"] == 1
+    assert json.loads(capsys.readouterr().out)["counts"]["FILE_SIZE"] == 1
 
 
 def test_usage_errors_exit_2_with_a_code(demo_log: str, capsys: pytest.CaptureFixture[str]) -> None:

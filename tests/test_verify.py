@@ -274,7 +274,7 @@ def test_truncation_at_every_record_boundary(tmp_path: Path) -> None:
             with LogReader(str(p)) as r:
                 got = list(r.records())
                 report = r.verify()
-            assert not report.intact and "TRUNCATED" in report.counts
+            assert not report.intact and "FILE_SIZE" in report.counts
             whole = [x.seq for x in recs if x.offset + _length(full, x.offset) <= cut]
             assert [x.seq for x in got] == whole
             for x in got:
@@ -323,3 +323,74 @@ def test_verify_reports_a_live_writer_and_stays_bounded(tmp_path: Path) -> None:
         report = r.verify(max_findings=3)
     assert len(report.findings) == 3 and report.findings_dropped > 0
     assert sum(report.counts.values()) == 3 + report.findings_dropped
+
+
+def test_a_tear_left_in_a_frozen_segment_stays_a_tear_after_the_ring_moves_on(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "log.vigil")
+    w = FlightRecorder.create(path, SMALL, durability="none", clock=FakeClock())
+    for i in range(20):
+        infer(w, i)
+    w._drop()  # a crash: nothing after the OPENED record was acknowledged durable
+    victim = records(path)[10]
+    image = bytearray(Path(path).read_bytes())
+    image[victim.offset + LATENCY] ^= 0xFF  # torn in the middle, later records intact
+    Path(path).write_bytes(image)
+    clock = FakeClock(boot=b"reboot01-0000-00")
+    w = FlightRecorder.open(path, clock=clock)  # recovery: superseded, fresh segment
+    w.freeze(1, 5)  # keep the torn segment
+    for i in range(1500):  # many laps: the segments after it leave the ring
+        infer(w, 100 + i)
+    w.close()
+    report = verify(path)
+    assert report.intact, report.findings
+    assert set(report.counts) == {"TORN_TAIL", "SUPERSEDED", "EVICTED"}
+    torn = next(f for f in report.findings if f.kind == "TORN_TAIL")
+    assert torn.seq == victim.seq and torn.segment == victim.segment
+
+
+def test_a_header_copy_with_a_foreign_identity_is_tampering(tmp_path: Path) -> None:
+    path = str(tmp_path / "log.vigil")
+    with FlightRecorder.create(path, SMALL, clock=FakeClock()) as w:
+        for i in range(60):
+            infer(w, i)
+    recs = records(path)
+    s0, s1 = recs[0].segment, recs[-1].segment
+    image = bytearray(Path(path).read_bytes())
+    src = R.SUPERBLOCK_AREA + s1 * 8192
+    dst = R.SUPERBLOCK_AREA + s0 * 8192 + 512
+    image[dst : dst + 128] = image[src : src + 128]  # a valid header, of another segment
+    with image_reader(tmp_path, image) as r:
+        report = r.verify()
+    assert report.counts == {"TAMPERING": 1}, report.findings
+    assert report.findings[0].segment == s0
+
+
+def test_two_segments_claiming_one_generation_is_tampering(tmp_path: Path) -> None:
+    path = str(tmp_path / "log.vigil")
+    with FlightRecorder.create(path, SMALL, clock=FakeClock()) as w:
+        for i in range(60):
+            infer(w, i)
+    image = bytearray(Path(path).read_bytes())
+    a, b = R.SUPERBLOCK_AREA, R.SUPERBLOCK_AREA + 7 * 8192  # segment 7 was never used
+    image[b : b + 8192] = image[a : a + 8192]
+    header = bytearray(image[b : b + 128])
+    header[12:16] = (7).to_bytes(4, "little")  # forge the index, recompute the CRC
+    header[124:128] = F.CRC.pack(F.crc32c(bytes(header[:124])))
+    image[b : b + 128] = header
+    with image_reader(tmp_path, image) as r:
+        report = r.verify()
+    assert not report.intact
+    assert any("both claim generation" in f.message for f in report.findings), report.findings
+
+
+def test_bytes_appended_to_the_file_are_reported(tmp_path: Path) -> None:
+    path = str(tmp_path / "log.vigil")
+    _small_log(path)
+    with open(path, "ab") as f:
+        f.write(b"appended")
+    report = verify(path)
+    assert report.counts == {"FILE_SIZE": 1} and not report.intact
+    with pytest.raises(LogGeometryError):
+        FlightRecorder.open(path)

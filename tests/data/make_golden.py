@@ -37,8 +37,10 @@ def h(*parts: object) -> bytes:
 
 
 def session(w: FlightRecorder, start: int, calls: int) -> None:
+    """Inference calls with a degraded stretch, and every other record type, each session
+    (the first session's are evicted by the wrap-around; the last session's stay)."""
     for i in range(start, start + calls):
-        failing = 40 <= i < 48
+        failing = start + 10 <= i < start + 18
         w.record_inference(
             request_id=i.to_bytes(16, "big"),
             model_digest=h("model", 1),
@@ -54,11 +56,11 @@ def session(w: FlightRecorder, start: int, calls: int) -> None:
             flags=0,
             payload=bytes([i % 256]) * (i % 7),
         )
-        if i == 40:
+        if i == start + 10:
             w.record_transition(State.NORMAL, State.DEGRADED, cause_seq=w.head_seq, reason="NaN")
-        if i == 48:
+        if i == start + 18:
             w.record_transition(State.DEGRADED, State.NORMAL, cause_seq=w.head_seq, reason="ok")
-        if i == 60:
+        if i == start + 25:
             w.record_rejected(
                 request_id=b"\x01" * 16,
                 input_digest=h("bad"),
@@ -67,7 +69,8 @@ def session(w: FlightRecorder, start: int, calls: int) -> None:
             )
             w.annotate("operator", "müller: brake test")
             w.append(
-                RecordType.CHECKPOINT, R.BODIES[RecordType.CHECKPOINT].pack({"opaque": b"\x00sig"})
+                RecordType.CHECKPOINT,
+                R.BODIES[RecordType.CHECKPOINT].pack({"opaque": b"\x00sig"}),
             )
 
 

@@ -256,7 +256,7 @@ def read_segment_info(buf: Buffer, base: int, size: int, index: int, geo: Geomet
         if values is not None and (
             values["index"] != index or values["log_id"] != geo.log_id or values["version"] != 1
         ):
-            values, why = None, "identity mismatch (index, log id or version)"
+            values, why = None, "identity mismatch: valid CRC but another index, log id or version"
         if values is None:
             if why != "blank":
                 problems.append(SlotProblem("segment", index, slot, base + off, why))

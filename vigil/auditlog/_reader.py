@@ -215,19 +215,25 @@ class LogReader:
             sink.add("MEDIA_CORRUPTION", f"superblock copy {p.slot}: {p.reason}", offset=p.offset)
         if self._sb_spare_dirty:
             sink.add("MEDIA_CORRUPTION", "non-zero bytes in the superblock's unused area")
-        if self.file_size < self.geometry.file_size:
+        geo = self.geometry
+        if self.file_size < geo.file_size:
+            first = (self.file_size - geo.segments_offset) // geo.segment_size
             sink.add(
-                "TRUNCATED",
-                f"the file is {self.file_size} bytes but its geometry needs "
-                f"{self.geometry.file_size}: it was truncated; segments from "
-                f"{(self.file_size - self.geometry.segments_offset) // self.geometry.segment_size}"
-                " on are partial or missing",
+                "FILE_SIZE",
+                f"the file is {self.file_size} bytes but its geometry needs {geo.file_size}: "
+                f"it was truncated; segments from {max(first, 0)} on are partial or missing",
                 offset=self.file_size,
+            )
+        elif self.file_size > geo.file_size:
+            sink.add(
+                "FILE_SIZE",
+                f"the file is {self.file_size} bytes, {self.file_size - geo.file_size} more than "
+                "its geometry: bytes were appended to it (they are not read)",
+                offset=geo.file_size,
             )
         walker = Walker(self.geometry, self.segments, self._load_checked(sink), sink)
         for _ in walker.walk():
             pass
-        geo = self.geometry
         return VerifyReport(
             path=self.path,
             log_id=geo.log_id.hex(),

@@ -26,7 +26,7 @@ MEDIA_CORRUPTION        stored bytes fail their CRC where a crash cannot explain
 TAMPERING               CRC-valid bytes that break the chain, the order or the log's identity
 GAP                     records missing inside the range the log guarantees to retain
 CLOCK                   monotonic time ran backwards within one boot session
-TRUNCATED               the file is shorter than its geometry (its end was cut off)
+FILE_SIZE               the file is shorter (truncated) or longer than its geometry
 ======================  ======================================================================
 
 What cannot be told apart, and is reported as the more benign kind: media damage to the last
@@ -40,6 +40,7 @@ Memory is bounded: one segment buffer at a time and at most ``max_findings`` fin
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ _CODES = {
     "CLOCK": D.CLOCK,
     "SUPERSEDED": D.SUPERSEDED,
     "HEADER_COPY": D.HEADER_COPY,
-    "TRUNCATED": D.LOG_GEOMETRY,
+    "FILE_SIZE": D.LOG_GEOMETRY,
 }
 
 
@@ -180,10 +181,11 @@ class Walker:
     def _segment_findings(self) -> None:
         for s in self.segments:
             where = {"segment": s.index, "offset": self.geo.segment_offset(s.index)}
+            forged = any(p.reason.startswith("identity") for p in s.problems)
             if s.status == "unreadable":
                 why = "; ".join(p.reason for p in s.problems) or "damaged"
                 self.sink.add(
-                    "MEDIA_CORRUPTION",
+                    "TAMPERING" if forged else "MEDIA_CORRUPTION",
                     f"segment {s.index}: header unreadable ({why}); its records are lost",
                     **where,
                 )
@@ -203,7 +205,8 @@ class Walker:
                 )
                 for p in s.problems:
                     self.sink.add(
-                        "HEADER_COPY",
+                        # a torn write never yields a valid CRC over someone else's identity
+                        "TAMPERING" if p.reason.startswith("identity") else "HEADER_COPY",
                         f"segment {s.index}: header copy {p.slot}: {p.reason}; {in_force}",
                         segment=s.index,
                         offset=p.offset,
@@ -217,9 +220,18 @@ class Walker:
         bytes are.
         """
         self._segment_findings()
-        live = sorted((s for s in self.segments if s.live), key=lambda s: s.generation)
+        live = sorted((s for s in self.segments if s.live), key=lambda s: (s.generation, s.index))
         if not live:
             return
+        for a, b in itertools.pairwise(live):
+            if a.generation == b.generation:
+                self.sink.add(
+                    "TAMPERING",
+                    f"segments {a.index} and {b.index} both claim generation {a.generation}: "
+                    "one was copied or its header forged",
+                    segment=b.index,
+                    offset=self.geo.segment_offset(b.index),
+                )
         head = live[-1]
         retained_from = head.retained_from if head.status == "valid" else 0
         genesis = F.genesis_chain(self.geo.log_id)
@@ -230,6 +242,7 @@ class Walker:
         for i, listed in enumerate(live):
             is_head = i == len(live) - 1
             nxt_first = None if is_head else live[i + 1].first_seq
+            adjacent = not is_head and live[i + 1].generation == listed.generation + 1
             base_off = self.geo.segment_offset(listed.index)
             loaded = self.load(listed)
             if loaded is None:
@@ -361,11 +374,12 @@ class Walker:
                     foreign=foreign,
                     seg=seg,
                     is_head=is_head,
+                    adjacent=adjacent,
                     nxt_first=nxt_first,
                     expected=expected,
                     base_off=base_off,
                 )
-                if nxt_first is not None and nxt_first > expected:
+                if adjacent and nxt_first is not None and nxt_first > expected:
                     covered = nxt_first - 1
             if after_tear:
                 self.sink.add(
@@ -491,11 +505,16 @@ class Walker:
         foreign: bool,
         seg: F.SegmentInfo,
         is_head: bool,
+        adjacent: bool,
         nxt_first: int | None,
         expected: int,
         base_off: int,
     ) -> None:
-        """Damage after the segment's last record of the log: usually a crash's tear."""
+        """Damage after the segment's last record of the log: usually a crash's tear.
+
+        ``adjacent``: the next live segment was started right after this one (generation
+        + 1), so whatever seqs lie between them were written into this segment.
+        """
         at = {"seq": expected, "segment": seg.index, "offset": base_off + gap.offset}
         size = gap_end - gap.offset
         if foreign:
@@ -517,6 +536,13 @@ class Walker:
                 "TORN_TAIL",
                 f"segment {seg.index}: an unfinished write after record {expected - 1}; "
                 f"the writer resumed at {expected} in a later segment",
+                **at,
+            )
+        elif not adjacent:
+            self.sink.add(
+                "TORN_TAIL",
+                f"segment {seg.index}: an unfinished write after record {expected - 1}; the "
+                "segments written after it have since left the ring",
                 **at,
             )
         elif nxt_first is not None and nxt_first > expected:
