@@ -40,9 +40,17 @@ def _read_everything(data: bytes) -> None:
         with LogReader(str(path)) as r:
             got = list(r.records())
             report = r.verify(max_findings=50)
+            slow = r.verify(max_findings=50, fast=False)
             r.inspect()
     except VigilError:
         return
+    assert (report.findings, report.counts, report.records, report.first_seq, report.last_seq) == (
+        slow.findings,
+        slow.counts,
+        slow.records,
+        slow.first_seq,
+        slow.last_seq,
+    )
     seqs = [x.seq for x in got]
     assert seqs == sorted(set(seqs))  # ascending, no duplicates
     assert report.records == len(got)

@@ -156,6 +156,8 @@ class Walker:
         segments: every segment's :class:`~vigil.auditlog._format.SegmentInfo`.
         load: reads one segment's bytes.
         sink: where findings go.
+        yield_records: False when only the findings matter (verification): clean segments
+            are then checked by a fast path that yields nothing.
     """
 
     def __init__(
@@ -164,11 +166,13 @@ class Walker:
         segments: list[F.SegmentInfo],
         load: SegmentLoader,
         sink: FindingSink,
+        yield_records: bool = True,
     ) -> None:
         self.geo = geometry
         self.segments = segments
         self.load = load
         self.sink = sink
+        self.yield_records = yield_records
         self.records = 0
         self.bytes = 0
         self.segments_scanned = 0
@@ -288,6 +292,28 @@ class Walker:
                 )
             expected = seg.first_seq
             prev_chain = seg.start_chain
+            if not self.yield_records and base == 0:
+                limit = (1 << 64) if nxt_first is None else nxt_first
+                run = F.check_clean_segment(
+                    buf,
+                    seg_len,
+                    info=seg,
+                    header_area=self.geo.header_area,
+                    limit=limit,
+                    boot_id=prev_boot,
+                    mono_ns=prev_mono,
+                )
+                if run is not None:  # nothing to report: the common case, in one tight loop
+                    self.records += run.records
+                    self.bytes += run.nbytes
+                    if run.records:
+                        if self.first_seq is None:
+                            self.first_seq = run.first_seq
+                        self.last_seq = run.last_seq
+                        expected, prev_chain = run.last_seq + 1, run.chain
+                        prev_boot, prev_mono = run.boot_id, run.mono_ns
+                    covered = max(covered, expected - 1)
+                    continue
             # -- the segment's records -----------------------------------------------------
             # ``gap`` is the first damaged span since the last record of the log; it is
             # classified when we learn what follows it: a record of the log (damage inside
@@ -516,7 +542,6 @@ class Walker:
         + 1), so whatever seqs lie between them were written into this segment.
         """
         at = {"seq": expected, "segment": seg.index, "offset": base_off + gap.offset}
-        size = gap_end - gap.offset
         if foreign:
             self.sink.add(
                 "TAMPERING",
@@ -527,8 +552,8 @@ class Walker:
         elif is_head:
             self.sink.add(
                 "TORN_TAIL",
-                f"segment {seg.index}: {size} bytes after record {expected - 1} are an "
-                "unfinished write (crash, or a live writer); never returned as records",
+                f"segment {seg.index}: the write after record {expected - 1} is unfinished "
+                "(a crash, or a writer still appending); its bytes are never returned",
                 **at,
             )
         elif nxt_first == expected:
