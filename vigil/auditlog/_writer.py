@@ -42,6 +42,7 @@ highest sequence number known to be on stable storage.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import mmap
@@ -368,16 +369,24 @@ class FlightRecorder:
     # --- recovery -----------------------------------------------------------------------
 
     def _recover_without_readahead(self) -> dict[str, Any]:
-        """Recovery touches one page per segment: with the kernel's readahead on, opening a
-        1 GiB ring with a cold page cache read the whole file (measured ~0.5 s)."""
-        advise = getattr(self._buf, "madvise", None)
-        if advise is not None and hasattr(mmap, "MADV_RANDOM"):
-            advise(mmap.MADV_RANDOM)
-            try:
-                return self._recover()
-            finally:
-                advise(mmap.MADV_NORMAL)
-        return self._recover()
+        """Recovery reads one page per segment and then the head segment. With the kernel's
+        readahead on, opening a 1 GiB ring with a cold page cache read the whole file (~0.5 s
+        here); with readahead off, one synchronous read per page (~0.13 s). So: readahead
+        off, and every page recovery will need requested up front, asynchronously."""
+        if not hasattr(self._buf, "madvise") or not hasattr(mmap, "MADV_WILLNEED"):
+            return self._recover()
+        self._advise(mmap.MADV_RANDOM, 0, len(self._buf))
+        try:
+            return self._recover()
+        finally:
+            self._advise(mmap.MADV_NORMAL, 0, len(self._buf))
+
+    def _advise(self, advice: int, start: int, length: int) -> None:
+        """``madvise`` on the mapping, when storage is a mapping (never fails recovery)."""
+        madvise = getattr(self._buf, "madvise", None)
+        if madvise is not None:
+            with contextlib.suppress(OSError, ValueError):
+                madvise(advice, start, length)
 
     def _recover(self) -> dict[str, Any]:
         """Find the head, cut a torn tail, and prepare the append position."""
@@ -399,6 +408,9 @@ class FlightRecorder:
                 path=self.path,
             )
         self._genesis = F.genesis_chain(geo.log_id)
+        if hasattr(mmap, "MADV_WILLNEED"):
+            for i in range(geo.segment_count):  # queue every header page read at once
+                self._advise(mmap.MADV_WILLNEED, geo.segment_offset(i), F.PAGE)
         self._max_record = geo.max_record
         self._max_body = min(R.MAX_BODY, geo.max_record - F.OVERHEAD)
         self._segs = [
@@ -422,6 +434,8 @@ class FlightRecorder:
             return report
         head = max(live, key=lambda s: (s.generation, s.index))
         self._set_head(head)
+        if hasattr(mmap, "MADV_WILLNEED"):
+            self._advise(mmap.MADV_WILLNEED, self._seg_start, geo.segment_size)
         tail = F.scan_tail(buf, self._seg_start, geo.segment_size, head, geo.header_area)
         if tail.chain is None:  # a salvaged head always has a readable first record
             raise LogCorrupt(f"{self.path}: head segment {head.index} has no chain anchor")
