@@ -1,16 +1,14 @@
 """Append throughput and per-call latency of the flight recorder, against baselines and peers.
 
-Every case writes one ~200-byte record per call:
-
-* ``vigil-none`` / ``vigil-batch`` / ``vigil-always``: ``FlightRecorder.record_inference``
-  (one sealed INFERENCE record, 240 bytes in format 1.0) under each durability mode; ``vigil-none-lap2`` is
-  ``none`` on a ring already written once in this process (pages mapped and dirty: no faults);
-* ``raw-mmap`` (baseline A, the floor): a record-sized slice assignment into a file-backed mmap;
-* ``pack+crc+sha`` (baseline B, what the writer aims to approach): ``struct.pack_into`` of the
-  same 23 fields, SHA-256 chain and CRC32C into a file-backed mmap; no lock, no checks;
-* ``sqlite-wal-many`` / ``sqlite-wal-row``: SQLite, WAL mode, synchronous=normal, one commit
-  per 1000 rows, via ``executemany`` or one ``execute`` per row;
-* ``logging-file``: a ``logging.FileHandler`` writing a 200-character line per record.
+Every case writes one ~200-byte record per call. ``vigil-none`` / ``-batch`` / ``-always``:
+``FlightRecorder.record_inference`` (one sealed INFERENCE record, 240 bytes) per durability
+mode; ``vigil-none-lap2``: ``none`` on a ring already written once by this process (pages
+mapped and dirty: no page faults). ``raw-mmap`` (baseline A, the floor): a record-sized slice
+assignment into a file-backed mmap. ``pack+crc+sha`` (baseline B, what the writer aims to
+approach): ``struct.pack_into`` of the same 23 fields, SHA-256 chain and CRC32C into a
+file-backed mmap, no lock, no checks. ``sqlite-wal-many`` / ``-row``: SQLite, WAL mode,
+synchronous=normal, a commit per 1000 rows, by ``executemany`` or an ``execute`` per row.
+``logging-file``: a ``logging.FileHandler`` writing a 200-character line per record.
 
 Each case runs a warm-up, a throughput pass (untimed loop; records/s from the total) and a
 latency pass (each call timed with ``perf_counter_ns``, timer overhead included). Cases run
@@ -48,12 +46,8 @@ RECORD = (PACK.size + 36 + 7) & ~7
 def vigil_record_size(workdir: str) -> int:
     """Bytes one INFERENCE record takes in vigil's log (offset difference of two records)."""
     path = os.path.join(workdir, "probe")
-    with FlightRecorder.create(path, RingConfig(size=1 << 20, segment_size=64 << 10),
-                               durability="none") as w:
-        for _ in range(2):
-            w.record_inference(request_id=RID, model_digest=MD, input_digest=IND,
-                               output_digest=OUTD, state=1, served_by=1, outcome=0,
-                               latency_ns=1, deadline_ns=1)
+    call, close, _ = vigil_case("none")(path, 4 << 20)
+    call(), call(), close()
     with LogReader(path) as r:
         a, b = [x.offset for x in r.records() if x.type_name == "INFERENCE"]
     os.unlink(path)
@@ -63,11 +57,9 @@ def vigil_record_size(workdir: str) -> int:
 def zero_file(path: str, size: int) -> tuple[int, mmap.mmap]:
     """A zero-filled, fsynced, shared-mapped file, as ``FlightRecorder.create`` prepares it.
 
-    One byte per MiB is then read through the mapping, as the writer's open does when it reads
-    the segment headers. That maps the pages read-only, so every 4 KiB page later takes its own
-    write fault (about every 17th record), which is also the steady state whenever writeback or
-    a sync has cleaned the pages. Without it a first write maps a whole large folio at once
-    and the baselines would enjoy a fault regime the writer never sees.
+    Then one byte per MiB is read through the mapping, as the writer's open reads the segment
+    headers: each 4 KiB page then takes its own write fault, as in vigil (and as after any
+    writeback). Unread, a first write would map a whole large folio at once.
     """
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     os.posix_fallocate(fd, 0, size)
@@ -80,6 +72,8 @@ def zero_file(path: str, size: int) -> tuple[int, mmap.mmap]:
     return fd, mm
 
 
+# fmt: off
+# (kept dense: the vigil call and baseline B pass the same keyword arguments)
 def vigil_case(durability: str, laps: int = 0):
     def setup(path: str, size: int):
         w = FlightRecorder.create(path, RingConfig(size=size), durability=durability)
@@ -164,13 +158,14 @@ def logging_file(path: str, size: int):
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     log.addHandler(handler)
-    model, seq = MD.hex()[:32], itertools.count()
+    rid, model, seq = RID.hex(), MD.hex()[:32], itertools.count()
 
     def call() -> None:  # a 200-character line with the asctime prefix
         log.info("inference seq=%d req=%s model=%s state=%d served_by=%d outcome=%d "
-                 "latency_ns=%d deadline_ns=%d", next(seq), RID.hex(), model, 1, 1, 0,
-                 123_456, 10_000_000)
+                 "latency_ns=%d deadline_ns=%d", next(seq), rid, model, 1, 1, 0, 123_456,
+                 10_000_000)
     return call, lambda: (log.removeHandler(handler), handler.close()), 1
+# fmt: on
 
 
 def run_case(setup, workdir: str, name: str, n: int, size: int) -> dict[str, float]:
@@ -193,8 +188,8 @@ def run_case(setup, workdir: str, name: str, n: int, size: int) -> dict[str, flo
         for leftover in os.listdir(workdir):
             os.unlink(os.path.join(workdir, leftover))
     lat.sort()
-    pct = {q: lat[min(int(q / 100 * calls), calls - 1)] / 1000 for q in (50, 99, 99.9)}
-    return {"rate": rate, "p50": pct[50], "p99": pct[99], "p999": pct[99.9], "batch": per_call}
+    pct = {f"p{q}": lat[min(int(q / 100 * calls), calls - 1)] / 1000 for q in (50, 99, 99.9)}
+    return {"rate": rate, "batch": per_call, **pct}
 
 
 CASES = {
@@ -226,8 +221,8 @@ def main() -> None:
     own, RECORD = RECORD, vigil_record_size(workdir)
     timer = min(-time.perf_counter_ns() + time.perf_counter_ns() for _ in range(10000))
     print(f"append: {a.records} records per pass ({a.always_records} for vigil-always), "
-          f"{a.repeats} repeats, {a.ring >> 20} MiB ring, in {workdir}\nvigil INFERENCE "
-          f"record: {RECORD} bytes; baselines write {RECORD} (their own layout needs {own})")
+          f"{a.repeats} repeats, {a.ring >> 20} MiB ring, in {workdir}")  # fmt: skip
+    print(f"vigil INFERENCE record: {RECORD} bytes; baselines write as many ({own} needed)")
     print(f"back-to-back perf_counter_ns: {timer} ns (included in every latency below)")
     results: dict[str, list[dict[str, float]]] = {name: [] for name in CASES}
     try:
@@ -243,20 +238,20 @@ def main() -> None:
         return statistics.median(r[key] for r in results[name])
 
     def ratio(name: str, base: str = "vigil-none") -> float:
-        return statistics.median(
-            x["rate"] / y["rate"] for x, y in zip(results[name], results[base], strict=True))
+        pairs = zip(results[name], results[base], strict=True)
+        return statistics.median(x["rate"] / y["rate"] for x, y in pairs)
 
-    print(f"\n{'case':<16} {'records/s':>10} {'spread':>7} {'x none':>7} "
-          f"{'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9}")
+    print(f"\n{'case':<16} {'records/s':>10} {'spread':>7} {'x none':>7} {'p50 us':>8} "
+          f"{'p99 us':>8} {'p99.9 us':>9}")  # fmt: skip
     for name in CASES:
         rates = [r["rate"] for r in results[name]]
         spread = (max(rates) - min(rates)) / statistics.median(rates) * 100
-        lat = (f"  (one 1000-row call: p50 {med(name, 'p50'):.0f} us)"
-               if results[name][0]["batch"] > 1 else
-               f"{med(name, 'p50'):>8.2f} {med(name, 'p99'):>8.2f} {med(name, 'p999'):>9.2f}")
+        lat = " ".join(f"{med(name, q):>{w}.2f}" for q, w in (("p50", 8), ("p99", 8), ("p99.9", 9)))
+        if results[name][0]["batch"] > 1:
+            lat = f"  (one 1000-row call: p50 {med(name, 'p50'):.0f} us)"
         print(f"{name:<16} {med(name, 'rate'):>10,.0f} {spread:>6.0f}% {ratio(name):>7.3f} {lat}")
     print("spread: (max - min) / median of records/s over the repeats; "
-          "x none: median of per-repeat ratios to vigil-none")
+          "x none: median of per-repeat ratios to vigil-none")  # fmt: skip
 
     targets = [
         ("vigil-none / sqlite-wal-many >= 1", 1 / ratio("sqlite-wal-many"), 1.0),
@@ -268,10 +263,9 @@ def main() -> None:
     for label, value, goal in targets:
         ok = value <= -goal if goal < 0 else value >= goal
         print(f"  {'PASS' if ok else 'MISS'}  {label}: {value:.2f}")
-    print(f"  info  vigil-none / raw-mmap = {1 / ratio('raw-mmap'):.3f}; "
-          f"vigil-none / pack+crc+sha = {1 / ratio('pack+crc+sha'):.2f}; "
-          f"vigil-none / sqlite-wal-row = {1 / ratio('sqlite-wal-row'):.2f}; "
-          f"vigil-none-lap2 p99 = {med('vigil-none-lap2', 'p99'):.2f} us")
+    for name in ("raw-mmap", "pack+crc+sha", "sqlite-wal-row"):
+        print(f"  info  vigil-none / {name} = {1 / ratio(name):.3f}")
+    print(f"  info  vigil-none-lap2 p99 = {med('vigil-none-lap2', 'p99'):.2f} us")
 
 
 if __name__ == "__main__":

@@ -55,8 +55,11 @@ def main() -> None:
 
     # Not timing assertions: all CRC32C rows must compute the same function.
     ref = crc32c(data)
-    for name, value in (("crc32c(memoryview)", crc32c(view[1000 : 1000 + SIZE])),
-                        ("crc32c_portable", crc32c_portable(data)), ("crcmod", crcmod_raw(data))):
+    for name, value in (
+        ("crc32c(memoryview)", crc32c(view[1000 : 1000 + SIZE])),
+        ("crc32c_portable", crc32c_portable(data)),
+        ("crcmod", crcmod_raw(data)),
+    ):
         if value != ref:
             raise SystemExit(f"{name} disagrees: {value:#010x} != {ref:#010x}")
     if crc32c(b"123456789") != 0xE3069283:
@@ -71,8 +74,10 @@ def main() -> None:
         "zlib.crc32 (other poly)": lambda: zlib.crc32(data),
         "len() (call overhead)": lambda: len(data),
     }
-    print(f"checksums of {SIZE}-byte buffers: {a.repeats} samples x {a.number} calls; "
-          f"vigil backend: {CRC_BACKEND}; crcmod C extension: {extension}")
+    print(
+        f"checksums of {SIZE}-byte buffers: {a.repeats} samples x {a.number} calls; "
+        f"vigil backend: {CRC_BACKEND}; crcmod C extension: {extension}"
+    )
     results: dict[str, list[float]] = {}
     for _ in range(a.repeats):  # interleave rows so that drift hits them alike
         for name, fn in rows.items():
@@ -88,8 +93,10 @@ def main() -> None:
     hw = base - lam
     port = statistics.median(results["crcmod (portable, vigil)"]) - lam
     sha = statistics.median(results["sha256 digest"]) - lam
-    print(f"\nnet of call overhead: vigil crc32c {hw:.0f} ns, crcmod portable {port:.0f} ns "
-          f"({port / max(hw, 1):.1f}x), sha256 {sha:.0f} ns ({sha / max(hw, 1):.1f}x)")
+    print(
+        f"\nnet of call overhead: vigil crc32c {hw:.0f} ns, crcmod portable {port:.0f} ns "
+        f"({port / max(hw, 1):.1f}x), sha256 {sha:.0f} ns ({sha / max(hw, 1):.1f}x)"
+    )
 
 
 if __name__ == "__main__":
