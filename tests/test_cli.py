@@ -4,8 +4,8 @@ or I/O), output formats are stable, bad arguments get a diagnostic code."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,8 +123,9 @@ def test_inspect(demo_log: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_installed_console_script(demo_log: str) -> None:
-    exe = shutil.which("vigil")
-    assert exe, "the vigil console script is not installed"
+    # pip puts console scripts beside the interpreter; the venv need not be activated
+    exe = str(Path(sys.executable).with_name("vigil"))
+    assert Path(exe).is_file(), f"the vigil console script is not installed at {exe}"
     ok = subprocess.run([exe, "verify", demo_log], capture_output=True, text=True, check=False)
     assert ok.returncode == 0 and "INTACT" in ok.stdout
     head = subprocess.run(
