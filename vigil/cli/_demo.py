@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
+import sys
 import time
 
 from vigil.auditlog import FlightRecorder, LogReader, RingConfig
@@ -20,6 +22,14 @@ from vigil.schemas import Outcome, ServedBy, State, lookup
 
 MODEL_DIGEST = hashlib.sha256(b"vigil synthetic reference workload v1").digest()
 DEADLINE_NS = 20_000_000
+
+
+def _command_name() -> str:
+    """``vigil`` when that is on PATH, else the path this command was started by."""
+    invoked = sys.argv[0]
+    if shutil.which("vigil") or not invoked.endswith("vigil"):
+        return "vigil"
+    return invoked
 
 
 def run(out: str, calls: int, seed: int) -> int:
@@ -99,8 +109,9 @@ def run(out: str, calls: int, seed: int) -> int:
         f"  verify: {'INTACT' if report.intact else 'NOT INTACT'} "
         f"({report.records} records, {report.seconds * 1000:.1f} ms)"
     )
+    vigil = _command_name()
     print("  next:")
-    print(f"    vigil verify {path}")
-    print(f"    vigil dump {path} --type transition")
-    print(f"    vigil inspect {path}")
+    print(f"    {vigil} verify {path}")
+    print(f"    {vigil} dump {path} --type transition")
+    print(f"    {vigil} inspect {path}")
     return 0 if report.intact else 1
