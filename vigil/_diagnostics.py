@@ -2,9 +2,11 @@
 
 Every error vigil raises and every finding its verifier reports carries one stable code
 ``DIA-xxxx``. Codes are never renumbered or reused; a retired code stays here, marked as such.
-Ranges: 1xxx configuration and usage, 2xxx caller input, 3xxx the flight recorder (3000-3099
-errors raised, 3100-3199 findings reported by ``vigil verify``). ``docs/DIAGNOSTICS.md``
-documents each one; a test keeps the two in step.
+Ranges: 1xxx configuration and usage; 2xxx caller input (2100-2199 tensor contracts); 3xxx
+the flight recorder (3000-3099 errors raised, 3100-3199 findings of ``vigil verify``,
+3200-3299 findings of ``vigil replay``); 4xxx the guarded model (4000-4099 call outcomes,
+4100-4199 state-machine transitions). ``docs/DIAGNOSTICS.md`` documents each one; a test
+keeps the two in step. Every ``Diagnostic`` defined here is registered.
 
 This module imports nothing from vigil, so that ``vigil.errors`` can depend on it; the public
 face of the registry is :mod:`vigil.schemas`.
@@ -168,31 +170,188 @@ HEADER_COPY = _d(
     "nothing after a crash; repeated findings suggest failing storage",
 )
 
+# --- contracts on tensors (2100-2199) --------------------------------------------------
+SHAPE_MISMATCH = _d(
+    "DIA-2101",
+    "SHAPE_MISMATCH",
+    "a tensor's shape does not match its contract",
+    "send a tensor of the declared shape; the message gives both shapes",
+)
+DTYPE_MISMATCH = _d(
+    "DIA-2102",
+    "DTYPE_MISMATCH",
+    "a tensor's dtype does not match its contract",
+    "convert the tensor to the declared dtype before the call",
+)
+DEVICE_MISMATCH = _d(
+    "DIA-2103",
+    "DEVICE_MISMATCH",
+    "a tensor is on another device than its contract declares",
+    "move the tensor to the declared device before the call",
+)
+OUT_OF_RANGE = _d(
+    "DIA-2104",
+    "OUT_OF_RANGE",
+    "tensor values lie outside the contract's range",
+    "check the producer of the values; the message gives the range and the extremes found",
+)
+NOT_FINITE = _d(
+    "DIA-2105",
+    "NOT_FINITE",
+    "a tensor holds NaN or infinite values where its contract forbids",
+    "find where the NaN/Inf comes from upstream; it was not passed on",
+)
+CONTRACT_VIOLATED = _d(
+    "DIA-2106",
+    "CONTRACT_VIOLATED",
+    "values break a semantic rule of their contract",
+    "the message names the rule (e.g. boxes outside the image, timestamps not increasing)",
+)
+# --- vigil replay (3200-3299) -----------------------------------------------------------
+REPLAY_DISAGREES = _d(
+    "DIA-3201",
+    "REPLAY_DISAGREES",
+    "a recorded transition is not what the recorded policy derives from the recorded calls",
+    "treat as a supervisor fault or an edited log; the report names both transitions",
+)
+REPLAY_INCOMPLETE = _d(
+    "DIA-3202",
+    "REPLAY_INCOMPLETE",
+    "the log lacks what replay needs (the policy record, or history the ring evicted)",
+    "replay covers what the ring still holds; the report says from which record",
+)
+# --- outcomes of guarded calls (4000-4099) ----------------------------------------------
+MODEL_ERROR = _d(
+    "DIA-4001",
+    "MODEL_ERROR",
+    "the primary model raised an exception",
+    "the fallback answered; the exception type and message are in the reason",
+)
+DEADLINE_MISSED = _d(
+    "DIA-4002",
+    "DEADLINE_MISSED",
+    "the primary did not answer within the call's deadline",
+    "the fallback answered at the deadline; the primary is marked hung until it returns",
+)
+SLOW_CALL = _d(
+    "DIA-4003",
+    "SLOW_CALL",
+    "the primary answered within its deadline but slower than the policy's slow threshold",
+    "the answer was served; slow calls count towards the slow-call rate",
+)
+INVALID_OUTPUT = _d(
+    "DIA-4004",
+    "INVALID_OUTPUT",
+    "the primary's output broke its contract (NaN/Inf, shape, dtype, range or a rule)",
+    "the fallback answered; treat as a model fault",
+)
+OUT_OF_MEMORY = _d(
+    "DIA-4005",
+    "OUT_OF_MEMORY",
+    "the primary ran out of device memory",
+    "the fallback answered; it counts as a failure; reduce batch size or free memory",
+)
+DEVICE_FATAL = _d(
+    "DIA-4006",
+    "DEVICE_FATAL",
+    "a process-fatal device error (a CUDA device-side assert): the device context is poisoned",
+    "the primary is not called again in this process; restart it in a fresh process",
+)
+WORKER_LOST = _d(
+    "DIA-4007",
+    "WORKER_LOST",
+    "the process running the primary died",
+    "the fallback answered; with process isolation the worker is replaced",
+)
+PRIMARY_BUSY = _d(
+    "DIA-4008",
+    "PRIMARY_BUSY",
+    "the primary is still running a call that missed its deadline",
+    "the fallback answers until the hung call returns",
+)
+UNAVAILABLE = _d(
+    "DIA-4009",
+    "UNAVAILABLE",
+    "no trustworthy answer exists for this call",
+    "handle the absence of an answer (the message says why); nothing was guessed",
+)
+WRONG_ANSWER = _d(
+    "DIA-4010",
+    "WRONG_ANSWER",
+    "a known-answer probe returned another answer than expected",
+    "the model answers, but wrongly: treated as a model fault",
+)
+FALLBACK_FAILED = _d(
+    "DIA-4011",
+    "FALLBACK_FAILED",
+    "a fallback could not answer (it raised, its answer was too "
+    "old, or its output broke the contract)",
+    "the next fallback in the chain was tried; see the reason",
+)
+# --- state-machine transitions (4100-4199) ----------------------------------------------
+TRIP_CONSECUTIVE = _d(
+    "DIA-4101",
+    "TRIP_CONSECUTIVE",
+    "consecutive failures reached the policy's threshold",
+    "the fallback answers while the primary cools down",
+)
+TRIP_FAILURE_RATE = _d(
+    "DIA-4102",
+    "TRIP_FAILURE_RATE",
+    "the failure rate over the sliding window reached the policy's threshold",
+    "the fallback answers while the primary cools down",
+)
+TRIP_SLOW_RATE = _d(
+    "DIA-4103",
+    "TRIP_SLOW_RATE",
+    "the slow-call rate over the sliding window reached the policy's threshold",
+    "the fallback answers while the primary cools down",
+)
+TRIP_FATAL = _d(
+    "DIA-4104",
+    "TRIP_FATAL",
+    "a fatal outcome (worker lost, process-fatal device error)",
+    "the fallback answers; a process-fatal primary is not probed again in this process",
+)
+COOLDOWN_ELAPSED = _d(
+    "DIA-4105",
+    "COOLDOWN_ELAPSED",
+    "the cooldown in DEGRADED elapsed: recovery probes begin",
+    "nothing; the probes are audited",
+)
+RECOVERED = _d(
+    "DIA-4106",
+    "RECOVERED",
+    "enough consecutive good probes: the primary answers again",
+    "nothing",
+)
+PROBE_FAILED = _d(
+    "DIA-4107",
+    "PROBE_FAILED",
+    "a recovery probe failed: back to DEGRADED, longer cooldown",
+    "nothing; repeated failures end in SAFE_STOP",
+)
+RECOVERY_TIMEOUT = _d(
+    "DIA-4108",
+    "RECOVERY_TIMEOUT",
+    "recovery did not complete within the policy's limit",
+    "nothing; it counts as a failed recovery",
+)
+RESTART_INTENSITY = _d(
+    "DIA-4109",
+    "RESTART_INTENSITY",
+    "more failed recoveries than the policy allows within its period: terminal SAFE_STOP",
+    "an operator must find the cause and reset the supervisor",
+)
+OPERATOR_RESET = _d(
+    "DIA-4110",
+    "OPERATOR_RESET",
+    "an operator reset the state machine",
+    "nothing; the reset is audited",
+)
+
 REGISTRY: dict[str, Diagnostic] = {
-    d.code: d
-    for d in (
-        CONFIG_INVALID,
-        USAGE,
-        INVALID_ARGUMENT,
-        LOG_IO,
-        LOG_LOCKED,
-        NOT_A_LOG,
-        LOG_VERSION,
-        LOG_GEOMETRY,
-        SUPERBLOCK_CORRUPT,
-        RECORD_TOO_LARGE,
-        LOG_CLOSED,
-        FREEZE_QUOTA,
-        LOG_CORRUPT,
-        TORN_TAIL,
-        MEDIA_CORRUPTION,
-        TAMPERING,
-        GAP,
-        EVICTED,
-        CLOCK,
-        SUPERSEDED,
-        HEADER_COPY,
-    )
+    d.code: d for d in list(globals().values()) if isinstance(d, Diagnostic)
 }
 """Every registered code, by its ``DIA-xxxx`` string."""
 

@@ -9,14 +9,16 @@ Messages say what was wrong, where, and what to do.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from vigil import _diagnostics as codes
 
 __all__ = [
     "ConfigError",
+    "DeviceFatal",
     "FreezeQuotaExceeded",
     "InvalidArgument",
+    "InvalidInput",
     "LogClosed",
     "LogCorrupt",
     "LogError",
@@ -28,6 +30,7 @@ __all__ = [
     "RecordTooLarge",
     "SimulatedPowerCut",
     "SuperblockCorrupt",
+    "Unavailable",
     "UsageError",
     "VigilError",
 ]
@@ -42,10 +45,16 @@ class VigilError(Exception):
         context: the structured facts passed as keyword arguments (also set as attributes).
     """
 
-    diagnostic: ClassVar[codes.Diagnostic]
+    diagnostic: codes.Diagnostic
 
-    def __init__(self, message: str, **context: Any) -> None:
+    def __init__(
+        self, message: str, *, diagnostic: codes.Diagnostic | None = None, **context: Any
+    ) -> None:
+        """``diagnostic`` replaces the class's code by a more specific one of the same
+        family (an :class:`InvalidInput` for a shape mismatch carries DIA-2101)."""
         super().__init__(message)
+        if diagnostic is not None:
+            self.diagnostic = diagnostic
         self.message = message
         self.context = context
         for key, value in context.items():
@@ -75,6 +84,38 @@ class InvalidArgument(VigilError, ValueError):
     """An argument violates its declared contract (DIA-2047, as in the seed SOP)."""
 
     diagnostic = codes.INVALID_ARGUMENT
+
+
+class InvalidInput(InvalidArgument):
+    """A tensor violates its contract: DIA-2047, or a specific DIA-21xx code.
+
+    Attributes ``field`` (which tensor, when named) and ``rule`` (which check). A bad input
+    raised to the caller of ``Supervisor.infer`` is recorded as a REJECTED record and, by
+    default, not held against the model.
+    """
+
+    diagnostic = codes.INVALID_ARGUMENT
+
+
+class Unavailable(VigilError):
+    """No trustworthy answer exists for this call (DIA-4009); ``reason`` says why.
+
+    Raised by ``Supervisor.infer`` when the primary may not or cannot answer and no fallback
+    can. The call is still recorded, as an INFERENCE record served by NONE.
+    """
+
+    diagnostic = codes.UNAVAILABLE
+
+
+class DeviceFatal(VigilError, RuntimeError):
+    """A process-fatal device error: after it the device context cannot be trusted.
+
+    On a GPU a device-side assert poisons every later CUDA call in the process. vigil raises
+    this class itself only for fault injection on the CPU, where no device can be poisoned;
+    the runtime classifies real sticky CUDA errors the same way.
+    """
+
+    diagnostic = codes.DEVICE_FATAL
 
 
 class LogError(VigilError):
