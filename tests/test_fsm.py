@@ -242,6 +242,11 @@ def test_rejected_and_unavailable_do_not_count() -> None:
         assert m.record(Outcome.REJECTED, i) == ()
         assert m.record(Outcome.UNAVAILABLE, i) == ()
     expect(m, state=N, calls=0, failures=0)
+    strict = SafetyMachine(dataclasses.replace(POLICY, count_bad_input=True), 0)
+    strict.record(Outcome.REJECTED, 1)
+    strict.record(Outcome.REJECTED, 2)
+    (trip,) = strict.record(Outcome.REJECTED, 3)
+    assert trip.code is D.TRIP_CONSECUTIVE
 
 
 @pytest.mark.parametrize("outcome", [Outcome.DEVICE_FATAL, Outcome.WORKER_LOST])

@@ -138,6 +138,7 @@ LAYOUTS = {
         ("code", "U", 2),
         (None, "Z", 4),
         ("cause_seq", "U", 8),
+        ("at_ns", "U", 8),
         ("reason", "T", 2),
     ],
     4: [

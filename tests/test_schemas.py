@@ -109,7 +109,9 @@ def test_whole_record_declaration_parses_what_the_layouts_build() -> None:
 
 def test_enums_decode_to_members_and_unknown_values_stay_ints() -> None:
     layout = BODIES[RecordType.TRANSITION]
-    raw = layout.pack({"from_state": 1, "to_state": 200, "code": 0, "cause_seq": 0, "reason": ""})
+    raw = layout.pack(
+        {"from_state": 1, "to_state": 200, "code": 0, "cause_seq": 0, "at_ns": 0, "reason": ""}
+    )
     out = layout.unpack(raw)
     assert out["from_state"] is State.NORMAL
     assert out["to_state"] == 200 and not isinstance(out["to_state"], State)
@@ -133,7 +135,14 @@ def test_pack_refuses_bad_values(values: dict[str, object], match: str) -> None:
 def test_pack_refuses_integer_overflow() -> None:
     with pytest.raises(InvalidArgument, match="TRANSITION"):
         BODIES[RecordType.TRANSITION].pack(
-            {"from_state": 1, "to_state": 2, "code": 70000, "cause_seq": 0, "reason": ""}
+            {
+                "from_state": 1,
+                "to_state": 2,
+                "code": 70000,
+                "cause_seq": 0,
+                "at_ns": 0,
+                "reason": "",
+            }
         )
 
 

@@ -660,9 +660,15 @@ class FlightRecorder:
         *,
         code: int = 0,
         cause_seq: int = 0,
+        at_ns: int = 0,
         reason: str = "",
     ) -> int:
-        """Append a TRANSITION record; ``cause_seq`` names the record that caused it."""
+        """Append a TRANSITION record.
+
+        Args:
+            cause_seq: the record whose outcome caused it (0: time-driven or operator).
+            at_ns: the state machine's clock when it changed state (replay uses it).
+        """
         return self._append_body(
             RecordType.TRANSITION,
             {
@@ -670,6 +676,7 @@ class FlightRecorder:
                 "to_state": to_state,
                 "code": code,
                 "cause_seq": cause_seq,
+                "at_ns": at_ns,
                 "reason": reason,
             },
         )

@@ -218,8 +218,8 @@ class SafetyMachine:
         """Count the outcome of a call in which the primary ran; return the transitions.
 
         Args:
-            outcome: how the primary's part of the call ended (REJECTED and UNAVAILABLE are
-                not the primary's and are ignored).
+            outcome: how the primary's part of the call ended. UNAVAILABLE is ignored, and so
+                is REJECTED (bad input) unless the policy counts bad input as a failure.
             probe: the call was a recovery probe (its route was PROBE).
             known_answer: it was a known-answer probe (not a user call).
             code, reason: the outcome's diagnostic, carried into a transition it causes.
@@ -237,10 +237,12 @@ class SafetyMachine:
         self._pending = []
         if known_answer:
             self._known_answer_due = False
-        if outcome in (Outcome.REJECTED, Outcome.UNAVAILABLE):
+        if outcome is Outcome.UNAVAILABLE or (
+            outcome is Outcome.REJECTED and not self.policy.count_bad_input
+        ):
             return ()
         state = self.state
-        bad = outcome in FAILURES or (
+        bad = outcome in FAILURES or outcome is Outcome.REJECTED or (
             outcome is Outcome.SLOW and (probe or known_answer) and state is RECOVERING
         )
         why = reason or f"{outcome.name.lower()}"

@@ -7,6 +7,7 @@ writes; ``docs/FORMAT.md`` describes them in prose and ``docs/DIAGNOSTICS.md`` t
 from vigil._diagnostics import REGISTRY as DIAGNOSTICS
 from vigil._diagnostics import Diagnostic, lookup
 from vigil.schemas._enums import (
+    CallFlags,
     ClockSource,
     Durability,
     LifecycleEvent,
@@ -39,6 +40,7 @@ __all__ = [
     "FORMAT_MAJOR",
     "FORMAT_MINOR",
     "AnnotationBody",
+    "CallFlags",
     "CheckpointBody",
     "ClockSource",
     "Diagnostic",

@@ -61,6 +61,15 @@ class Outcome(enum.IntEnum):
     UNAVAILABLE = 9  # no primary and no fallback could answer
 
 
+class CallFlags(enum.IntFlag):
+    """INFERENCE record ``flags``: what kind of call it was."""
+
+    PROBE = 1  # a recovery probe (RECOVERING)
+    SHADOW = 2  # the primary ran only to be checked; the fallback answered
+    COUNTED = 4  # the state machine counted this record's outcome (replay counts it too)
+    KNOWN_ANSWER = 8  # a known-answer probe run by the supervisor, not a caller's request
+
+
 @enum.unique
 class LifecycleEvent(enum.IntEnum):
     """Writer lifecycle events."""

@@ -151,7 +151,8 @@ TransitionBody = cs.Struct(
     "to_state" / enum_field(State, cs.Int8ul),
     "code" / cs.Int16ul,
     cs.Padding(4),
-    "cause_seq" / cs.Int64ul,  # the record whose outcome caused the change, 0 = none
+    "cause_seq" / cs.Int64ul,  # the record whose outcome caused it, 0 = none (time-driven)
+    "at_ns" / cs.Int64ul,  # the state machine's clock when it changed state (for replay)
     "reason" / cs.PascalString(cs.Int16ul, "utf8"),
 )
 
