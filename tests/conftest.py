@@ -40,6 +40,14 @@ class FakeClock:
         self.mono += self.step_ns
         return self.mono
 
+    def advance(self, ns: int) -> None:
+        """Let ``ns`` of simulated time pass (a fake ``sleep``)."""
+        self.mono += ns
+        self.real += ns
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(int(seconds * 1e9))
+
 
 def digest(*parts: object) -> bytes:
     return hashlib.sha256(repr(parts).encode()).digest()

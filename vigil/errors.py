@@ -16,6 +16,7 @@ from vigil import _diagnostics as codes
 __all__ = [
     "ConfigError",
     "DeviceFatal",
+    "FallbackFailed",
     "FreezeQuotaExceeded",
     "InvalidArgument",
     "InvalidInput",
@@ -105,6 +106,15 @@ class Unavailable(VigilError):
     """
 
     diagnostic = codes.UNAVAILABLE
+
+
+class FallbackFailed(VigilError):
+    """A fallback cannot answer this call (DIA-4011); the next one in the chain is tried.
+
+    Raise it from a custom fallback's ``answer``; ``reason`` is recorded.
+    """
+
+    diagnostic = codes.FALLBACK_FAILED
 
 
 class DeviceFatal(VigilError, RuntimeError):

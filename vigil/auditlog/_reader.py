@@ -175,8 +175,37 @@ class LogReader:
             since_seq, until_seq: inclusive bounds on the sequence number.
             types: only these record types.
         """
+        return self._decoded(self.segments, since_seq, until_seq, types)
+
+    def tail(
+        self,
+        *,
+        since_real_ns: int | None = None,
+        min_segments: int = 1,
+        types: Iterable[RecordType] | None = None,
+    ) -> Iterator[LogRecord]:
+        """Yield the newest records only, in order, reading as few segments as it can.
+
+        Starts ``min_segments`` segments back from the head, and further back while segments
+        were started after ``since_real_ns`` (CLOCK_REALTIME): every record written since
+        then is included (and possibly some older ones).
+        """
+        live = sorted((s for s in self.segments if s.live), key=lambda s: s.generation)
+        k = max(0, len(live) - max(1, min_segments))
+        if since_real_ns is not None:
+            while k > 0 and live[k].created_ns > since_real_ns:
+                k -= 1
+        return self._decoded(live[k:], None, None, types)
+
+    def _decoded(
+        self,
+        segments: list[F.SegmentInfo],
+        since_seq: int | None,
+        until_seq: int | None,
+        types: Iterable[RecordType] | None,
+    ) -> Iterator[LogRecord]:
         wanted = {int(t) for t in types} if types is not None else None
-        walker = Walker(self.geometry, self.segments, self._load, FindingSink(0))
+        walker = Walker(self.geometry, segments, self._load, FindingSink(0))
         for raw in walker.walk():
             if since_seq is not None and raw.seq < since_seq:
                 continue

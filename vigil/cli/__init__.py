@@ -1,8 +1,9 @@
-"""The ``vigil`` command: demo, verify, dump and inspect flight logs.
+"""The ``vigil`` command: demo, verify, dump, replay and inspect flight logs.
 
-Exit codes are part of the interface: 0 success (for ``verify``: the log is intact), 1 an
-integrity failure (``verify`` found damage or tampering; the log's superblock or size is
-corrupt), 2 a usage or I/O error (bad arguments, missing file, not a vigil log). Errors are
+Exit codes are part of the interface: 0 success (for ``verify``: the log is intact; for
+``replay``: every transition agrees with the recorded policy), 1 an integrity failure
+(``verify`` found damage or tampering, ``replay`` a disagreement; the log's superblock or
+size is corrupt), 2 a usage or I/O error (bad arguments, missing file, not a vigil log). Errors are
 printed to stderr with their diagnostic code.
 """
 
@@ -81,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--until", help="last record: a sequence number or an ISO-8601 time (inclusive)"
     )
     dump.set_defaults(run=_commands.dump)
+
+    replay = sub.add_parser(
+        "replay", help="re-derive every state change from the recorded calls and policy"
+    )
+    replay.add_argument("path")
+    replay.add_argument("--json", action="store_true", help="print the report as JSON")
+    replay.set_defaults(run=_commands.replay)
 
     inspect = sub.add_parser("inspect", help="show geometry, head, records, segments and wear")
     inspect.add_argument("path")

@@ -57,6 +57,25 @@ def verify(args: argparse.Namespace) -> int:
     return 0 if report.intact else 1
 
 
+def replay(args: argparse.Namespace) -> int:
+    from vigil.runtime import replay as run_replay  # noqa: PLC0415 - torch only when needed
+
+    report = run_replay(args.path)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, sort_keys=True))
+        return 0 if report.agrees else 1
+    verdict = "AGREES" if report.agrees else "DISAGREES"
+    print(f"{report.path}: {verdict} with its recorded policy")
+    print(
+        f"  {report.sessions} session(s), {report.counted} counted calls, "
+        f"{report.transitions} transitions checked"
+    )
+    for f in report.findings:
+        tag = "expected" if f.expected else "FAILURE"
+        print(f"  [{f.code} {f.kind} {tag}] seq={f.seq}: {f.message}")
+    return 0 if report.agrees else 1
+
+
 def _bound(text: str | None, flag: str) -> tuple[str, int] | None:
     """Parse a --since/--until value: a sequence number or an ISO-8601 time."""
     if text is None:
@@ -186,4 +205,4 @@ def inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["TYPE_NAMES", "demo", "dump", "inspect", "summarize", "verify"]
+__all__ = ["TYPE_NAMES", "demo", "dump", "inspect", "replay", "summarize", "verify"]

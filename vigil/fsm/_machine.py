@@ -242,8 +242,10 @@ class SafetyMachine:
         ):
             return ()
         state = self.state
-        bad = outcome in FAILURES or outcome is Outcome.REJECTED or (
-            outcome is Outcome.SLOW and (probe or known_answer) and state is RECOVERING
+        bad = (
+            outcome in FAILURES
+            or outcome is Outcome.REJECTED
+            or (outcome is Outcome.SLOW and (probe or known_answer) and state is RECOVERING)
         )
         why = reason or f"{outcome.name.lower()}"
         if outcome in FATAL:

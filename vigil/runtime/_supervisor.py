@@ -1,0 +1,746 @@
+"""The supervisor: every call routed, bounded in time, checked and audited.
+
+Theory of operation
+-------------------
+``infer(x)``:
+
+1. check ``x`` against the input contract; a violation raises ``InvalidInput`` to the caller
+   and leaves a REJECTED record (the model never sees the input);
+2. ask the state machine who answers (under a lock of a few microseconds; time-driven
+   transitions are recorded here, with no causing call);
+3. run the primary under a deadline armed on the one watchdog thread. With
+   ``isolation="thread"`` (the default) the primary runs on a worker thread and the caller
+   waits for whichever comes first, the answer or the deadline: a hung model costs the caller
+   its deadline, never more. With ``isolation="inline"`` the caller runs the model itself
+   (~20 µs less per call), and a hung model holds its caller until it returns -- only later
+   callers are protected;
+4. check the output (finite, and the output contract): a bad output is a model failure;
+5. answer: the primary's output, or the first fallback in the chain that can answer (a
+   fallback model, the last good output up to a maximum age, a constant), or ``Unavailable``;
+6. under one lock, let the state machine count the outcome and append the INFERENCE record and
+   the TRANSITION records it caused, so that the log's order is the machine's order and
+   ``vigil replay`` can re-run it exactly.
+
+While a call that missed its deadline is still running, the primary is *hung*: calls route to
+the fallback (DIA-4008) until it returns (its late return is annotated in the log).
+
+No lock is ever held across a model call. Every ``infer`` call leaves exactly one INFERENCE or
+REJECTED record; every state change exactly one TRANSITION record, after the record of the
+call that caused it.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+
+from vigil import _diagnostics as D
+from vigil.auditlog import Clock, FlightRecorder, RingConfig, SystemClock
+from vigil.errors import ConfigError, InvalidInput, Unavailable
+from vigil.fsm import MachineStatistics, Policy, Route, SafetyMachine, Transition
+from vigil.runtime import _tensors as T
+from vigil.runtime._fallbacks import Fallback, LastGood, as_chain
+from vigil.runtime._restore import restore_snapshot
+from vigil.runtime._watchdog import Ticket, Watchdog
+from vigil.schemas import CallFlags, Outcome, ServedBy, State
+
+_NO_CODE = 0
+_KA_REQUEST = b"known-answer\x00\x00\x00\x00"
+
+
+@dataclass(frozen=True)
+class KnownAnswer:
+    """A fixed input whose correct output is known: proves the model answers *correctly*.
+
+    ``expected`` is compared with ``torch.allclose(atol, rtol)`` tensor by tensor (same
+    structure and shapes required).
+    """
+
+    input: Any
+    expected: Any
+    atol: float = 1e-5
+    rtol: float = 1e-4
+
+    def matches(self, output: Any) -> bool:
+        got, want = T.tensors_of(output), T.tensors_of(self.expected)
+        if len(got) != len(want):
+            return False
+        return all(
+            g.shape == w.shape
+            and bool(torch.allclose(g.detach().to(w.device, w.dtype), w, self.rtol, self.atol))
+            for g, w in zip(got, want, strict=True)
+        )
+
+
+class Result(NamedTuple):
+    """The answer to one ``infer`` call, and how it came about (immutable).
+
+    Attributes:
+        output: what the caller may use.
+        state: the state machine's state when the call was routed.
+        served_by: who produced ``output`` (PRIMARY, FALLBACK, LAST_GOOD, CONSTANT).
+        outcome: how the primary's attempt ended, when it ran; else OK.
+        seq: the sequence number of the call's INFERENCE record.
+        code: the diagnostic explaining a non-OK outcome or a fallback answer, or None.
+        reason: the same, in words.
+        answer_age_ns: age of a LAST_GOOD answer (0 otherwise).
+        latency_ns: time inside ``infer``.
+        request_id: the 16-byte id recorded with the call.
+    """
+
+    output: Any
+    state: State
+    served_by: ServedBy
+    outcome: Outcome
+    seq: int
+    code: D.Diagnostic | None
+    reason: str
+    answer_age_ns: int
+    latency_ns: int
+    request_id: bytes
+
+    @property
+    def from_primary(self) -> bool:
+        return self.served_by is ServedBy.PRIMARY
+
+
+@dataclass(frozen=True)
+class SupervisorStatistics:
+    """A snapshot of the supervisor (see :meth:`Supervisor.statistics`)."""
+
+    state: State
+    calls: int
+    rejected: int
+    unavailable: int
+    served: dict[str, int]
+    outcomes: dict[str, int]
+    hung: int
+    latency_p50_ns: int
+    latency_p99_ns: int
+    machine: MachineStatistics
+    log_head_seq: int
+
+
+class _Slot:
+    """One primary call handed to a worker thread."""
+
+    __slots__ = ("done", "error", "latency_ns", "output", "request_id", "ticket", "timed_out", "x")
+
+    def __init__(self, x: Any, request_id: bytes) -> None:
+        self.x = x
+        self.request_id = request_id
+        self.done = threading.Lock()
+        self.done.acquire()  # released once: by the worker in time, or by the watchdog
+        self.output: Any = None
+        self.error: BaseException | None = None
+        self.latency_ns = 0
+        self.timed_out = False
+        self.ticket: Ticket | None = None
+
+
+class _Call(NamedTuple):
+    """What every step of one ``infer`` call needs to know about it."""
+
+    request_id: bytes
+    input_digest: bytes
+    state: State
+    start_ns: int
+
+
+@dataclass
+class _Attempt:
+    outcome: Outcome
+    code: D.Diagnostic | None
+    reason: str
+    output: Any = None
+    latency_ns: int = 0
+
+
+@dataclass
+class _Counters:
+    calls: int = 0
+    rejected: int = 0
+    unavailable: int = 0
+    served: collections.Counter[ServedBy] = field(default_factory=collections.Counter)
+    outcomes: collections.Counter[Outcome] = field(default_factory=collections.Counter)
+    latencies: collections.deque[int] = field(
+        default_factory=lambda: collections.deque(maxlen=4096)
+    )
+
+
+class Supervisor:
+    """Guards a primary model: answers within a deadline, degrades, recovers, records.
+
+    Args:
+        primary: the model (any callable, usually an ``nn.Module`` in eval mode).
+        log: a path (the flight log is created, or opened and continued) or an open
+            :class:`~vigil.auditlog.FlightRecorder` (the caller keeps owning it).
+        fallback: a callable, a :class:`FallbackModel`, :class:`LastGood`, :class:`Constant`,
+            a list of them (tried in order), or None (then ``Unavailable`` is raised whenever
+            the primary may not or cannot answer).
+        policy: the state machine's :class:`~vigil.fsm.Policy`.
+        deadline_ns: each primary call's deadline.
+        input_contract, output_contract: objects with ``check(value, field=...)`` raising
+            ``InvalidInput`` (see :mod:`vigil.schemas`); without an output contract, outputs
+            must hold only finite floating values.
+        known_answer: a :class:`KnownAnswer`; required by ``probe_mode="known_answer"`` and by
+            ``probe_interval_ns``.
+        isolation: ``"thread"`` (bounded answer time) or ``"inline"`` (lowest overhead).
+        workers: worker threads for ``isolation="thread"``.
+        clock: timestamps for the log and time for the state machine (a
+            :class:`~vigil.auditlog.Clock`); inject one to simulate time.
+        model_digest: 32 bytes identifying the primary; by default SHA-256 of its parameters
+            (an ``nn.Module``) or of its ``repr``.
+        ring, durability: for a log created here (see :class:`~vigil.auditlog.RingConfig`).
+
+    Raises:
+        ConfigError: inconsistent arguments (the message names them).
+        LogError: the flight log cannot be opened (see :mod:`vigil.errors`).
+    """
+
+    def __init__(
+        self,
+        primary: Callable[[Any], Any],
+        *,
+        log: str | os.PathLike[str] | FlightRecorder,
+        fallback: Any = None,
+        policy: Policy | None = None,
+        deadline_ns: int = 50_000_000,
+        input_contract: Any = None,
+        output_contract: Any = None,
+        known_answer: KnownAnswer | None = None,
+        isolation: str = "thread",
+        workers: int = 4,
+        clock: Clock | None = None,
+        model_digest: bytes | None = None,
+        ring: RingConfig | None = None,
+        durability: str = "batch",
+    ) -> None:
+        if not callable(primary):
+            raise ConfigError("primary must be callable (a model or a function)")
+        if isolation not in ("thread", "inline"):
+            raise ConfigError(f"isolation={isolation!r}: choose thread or inline")
+        if not isinstance(deadline_ns, int) or deadline_ns <= 0:
+            raise ConfigError(f"deadline_ns={deadline_ns!r}: must be a positive integer")
+        if not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"workers={workers!r}: must be at least 1")
+        self.policy = policy or Policy()
+        if known_answer is None and (
+            self.policy.probe_mode == "known_answer" or self.policy.probe_interval_ns
+        ):
+            raise ConfigError(
+                "the policy asks for known-answer probes (probe_mode='known_answer' or "
+                "probe_interval_ns): pass known_answer=KnownAnswer(input, expected)"
+            )
+        if model_digest is not None and len(model_digest) != 32:
+            raise ConfigError("model_digest must be 32 bytes (a SHA-256 digest)")
+        self.primary = primary
+        self.deadline_ns = deadline_ns
+        self.isolation = isolation
+        self._chain: list[Fallback] = as_chain(fallback)
+        self._last_good = next((f for f in self._chain if isinstance(f, LastGood)), None)
+        self._input_contract = input_contract
+        self._output_contract = output_contract
+        self._known = known_answer
+        self._clock: Clock = clock or SystemClock()
+        self._mono = self._clock.monotonic_ns
+        self._model_digest = model_digest or _digest_model(primary)
+        self._slow_ns = self.policy.slow_call_ns
+        self._session = struct.unpack("<Q", uuid.uuid4().bytes[:8])[0]
+        self._request = 0
+        self._lock = threading.Lock()
+        self._hung = 0
+        self._closed = False
+        self._counters = _Counters()
+
+        snapshot, restored = restore_snapshot(log, self.policy, self._clock.realtime_ns())
+        if isinstance(log, FlightRecorder):
+            self.log, self._owns_log = log, False
+        else:
+            path = os.fspath(log)
+            options = {
+                "clock": self._clock,
+                "durability": durability,
+                "policy_digest": self.policy.digest(),
+            }
+            if os.path.exists(path):
+                self.log = FlightRecorder.open(path, **options)
+            else:
+                self.log = FlightRecorder.create(path, ring, **options)
+            self._owns_log = True
+        now = self._mono()
+        self._fsm = SafetyMachine(self.policy, now, restore=snapshot)
+        self.log.annotate("vigil.policy", self.policy.canonical())
+        self.log.annotate("vigil.restore", _restore_json(snapshot, restored))
+        self._log_transitions(self._fsm.check_restart_intensity(now), cause=0)
+
+        self._watchdog = Watchdog(self._mono, name="vigil-watchdog")
+        self._queue: queue.SimpleQueue[_Slot | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        if isolation == "thread":
+            for i in range(workers):
+                t = threading.Thread(target=self._work, name=f"vigil-primary-{i}", daemon=True)
+                t.start()
+                self._workers.append(t)
+
+    # --- the call ------------------------------------------------------------------------
+
+    def infer(self, x: Any, *, request_id: bytes | None = None) -> Result:
+        """Answer ``x`` within the deadline, whatever the primary does.
+
+        Returns:
+            A :class:`Result`; check ``served_by`` to know who answered.
+
+        Raises:
+            InvalidInput: ``x`` breaks the input contract (recorded as REJECTED; the model
+                never saw it).
+            Unavailable: no trustworthy answer exists (recorded; ``reason`` says why).
+        """
+        start = self._mono()
+        if self._closed:
+            raise Unavailable("the supervisor is closed", reason="closed")
+        if request_id is None:
+            rid = self._new_request_id()
+        elif len(request_id) != 16:
+            raise ConfigError("request_id must be 16 bytes")
+        else:
+            rid = request_id
+        in_digest = T.digest(x)
+        if self._input_contract is not None:
+            try:
+                self._input_contract.check(x, field="input")
+            except InvalidInput as exc:
+                self._reject(rid, in_digest, exc)
+                raise
+        with self._lock:
+            decision = self._fsm.route(self._mono())
+            self._log_transitions(decision.transitions, cause=0)
+        if decision.known_answer_probe:
+            self._probe_known_answer()
+            with self._lock:  # route again: the probe may have shown the model answers wrongly
+                decision = self._fsm.route(self._mono())
+                self._log_transitions(decision.transitions, cause=0)
+        with self._lock:
+            state = self._fsm.state
+            busy = self._hung > 0
+        call = _Call(rid, in_digest, state, start)
+        route = decision.route
+        mode = (
+            "fallback"
+            if route is Route.FALLBACK
+            else ("primary" if route is Route.PRIMARY else self.policy.probe_mode)
+        )
+        if busy and mode in ("primary", "live", "shadow"):
+            return self._serve_fallback(
+                x, call, D.PRIMARY_BUSY, "the primary is still running a call past its deadline"
+            )
+        if mode in ("fallback", "known_answer"):
+            return self._serve_fallback(
+                x, call, None, f"state {state.name}: the primary may not answer"
+            )
+        probe = mode != "primary"
+        if mode == "shadow":
+            return self._shadow(x, call)
+        attempt = self._attempt(x, rid)
+        if attempt.outcome in (Outcome.OK, Outcome.SLOW):
+            if self._last_good is not None:
+                self._last_good.remember(attempt.output, self._mono())
+            return self._finish(
+                call,
+                attempt,
+                attempt.output,
+                ServedBy.PRIMARY,
+                age=0,
+                flags=CallFlags.COUNTED | (CallFlags.PROBE if probe else 0),
+            )
+        answer = self._fallback_answer(x)
+        flags = CallFlags.COUNTED | (CallFlags.PROBE if probe else 0)
+        if answer is None:
+            self._finish(call, attempt, None, ServedBy.NONE, age=0, flags=flags)
+            raise Unavailable(
+                f"the primary failed ({attempt.reason}) and no fallback could answer",
+                reason=attempt.reason,
+                state=state,
+            )
+        output, served_by, age = answer
+        return self._finish(call, attempt, output, served_by, age=age, flags=flags)
+
+    def _shadow(self, x: Any, call: _Call) -> Result:
+        """Recovery in shadow mode: the fallback answers; the primary runs and is checked."""
+        slot = self._submit(x, call.request_id) if self.isolation == "thread" else None
+        answer = self._fallback_answer(x)  # computed while the primary runs
+        attempt = self._wait(slot) if slot is not None else self._inline(x)
+        flags = CallFlags.COUNTED | CallFlags.PROBE | CallFlags.SHADOW
+        if answer is None:
+            self._finish(call, attempt, None, ServedBy.NONE, age=0, flags=flags)
+            raise Unavailable(
+                "recovering in shadow mode and no fallback could answer",
+                reason="no fallback",
+                state=call.state,
+            )
+        output, served_by, age = answer
+        return self._finish(call, attempt, output, served_by, age=age, flags=flags)
+
+    # --- running the primary -------------------------------------------------------------
+
+    def _attempt(self, x: Any, rid: bytes) -> _Attempt:
+        if self.isolation == "thread":
+            return self._wait(self._submit(x, rid))
+        return self._inline(x)
+
+    def _submit(self, x: Any, rid: bytes) -> _Slot:
+        slot = _Slot(x, rid)
+        slot.ticket = self._watchdog.arm(
+            self._mono() + self.deadline_ns, lambda: self._expire(slot)
+        )
+        self._queue.put(slot)
+        return slot
+
+    def _expire(self, slot: _Slot) -> None:
+        """Watchdog thread: the deadline passed first. Answer the caller now."""
+        slot.timed_out = True
+        with self._lock:
+            self._hung += 1
+        slot.done.release()
+
+    def _wait(self, slot: _Slot) -> _Attempt:
+        slot.done.acquire()
+        if slot.timed_out:
+            return _Attempt(
+                Outcome.TIMEOUT,
+                D.DEADLINE_MISSED,
+                f"no answer within {self.deadline_ns / 1e6:.1f} ms",
+            )
+        return self._judge(slot.output, slot.error, slot.latency_ns)
+
+    def _work(self) -> None:
+        """A worker thread: runs primary calls; a late one is annotated when it returns."""
+        while True:
+            slot = self._queue.get()
+            if slot is None:
+                return
+            t0 = self._mono()
+            try:
+                slot.output = self.primary(slot.x)
+            except BaseException as exc:  # any failure of the model is an outcome
+                slot.error = exc
+            slot.latency_ns = self._mono() - t0
+            assert slot.ticket is not None
+            if self._watchdog.disarm(slot.ticket):
+                slot.done.release()  # the slot is the caller's from here on
+            else:  # the caller was answered at the deadline; nobody reads this slot
+                self._late(slot.request_id, slot.latency_ns, slot.error)
+                slot.x = slot.output = None
+
+    def _inline(self, x: Any) -> _Attempt:
+        ticket = self._watchdog.arm(self._mono() + self.deadline_ns, self._hang)
+        t0 = self._mono()
+        output, error = None, None
+        try:
+            output = self.primary(x)
+        except BaseException as exc:  # any failure of the model is an outcome
+            error = exc
+        latency = self._mono() - t0
+        if not self._watchdog.disarm(ticket):
+            with self._lock:
+                self._hung -= 1  # it has returned: no longer hung
+            return _Attempt(
+                Outcome.TIMEOUT,
+                D.DEADLINE_MISSED,
+                f"answered after {latency / 1e6:.1f} ms, deadline {self.deadline_ns / 1e6:.1f} ms",
+                latency_ns=latency,
+            )
+        return self._judge(output, error, latency)
+
+    def _hang(self) -> None:
+        with self._lock:
+            self._hung += 1
+
+    def _late(self, rid: bytes, latency_ns: int, error: BaseException | None) -> None:
+        with self._lock:
+            self._hung -= 1
+        if not self._closed:
+            self.log.annotate(
+                "vigil.late",
+                json.dumps(
+                    {
+                        "request_id": rid.hex(),
+                        "latency_ns": latency_ns,
+                        "error": None if error is None else T.describe(error),
+                    },
+                    sort_keys=True,
+                ),
+            )
+
+    def _judge(self, output: Any, error: BaseException | None, latency: int) -> _Attempt:
+        if error is not None:
+            outcome, code = T.classify(error)
+            return _Attempt(outcome, code, T.describe(error), latency_ns=latency)
+        try:
+            if self._output_contract is not None:
+                self._output_contract.check(output, field="output")
+            else:
+                T.check_finite(output)
+        except InvalidInput as exc:
+            return _Attempt(
+                Outcome.INVALID_OUTPUT,
+                D.INVALID_OUTPUT,
+                f"{exc.code} {exc.message}",
+                latency_ns=latency,
+            )
+        if self._slow_ns is not None and latency > self._slow_ns:
+            return _Attempt(
+                Outcome.SLOW,
+                D.SLOW_CALL,
+                f"{latency / 1e6:.1f} ms > {self._slow_ns / 1e6:.1f} ms",
+                output=output,
+                latency_ns=latency,
+            )
+        return _Attempt(Outcome.OK, None, "", output=output, latency_ns=latency)
+
+    # --- fallbacks -----------------------------------------------------------------------
+
+    def _fallback_answer(self, x: Any) -> tuple[Any, ServedBy, int] | None:
+        """The first answer of the chain whose output passes the output check, or None.
+
+        A fallback that raises (``FallbackFailed`` or anything else) or whose output breaks
+        the contract is skipped; the chain goes on.
+        """
+        now = self._mono()
+        for fb in self._chain:
+            try:
+                output, age = fb.answer(x, now)
+                if fb.served_by is not ServedBy.CONSTANT:
+                    if self._output_contract is not None:
+                        self._output_contract.check(output, field="fallback output")
+                    else:
+                        T.check_finite(output, field="fallback output")
+            except Exception:  # FallbackFailed, InvalidInput, or the fallback's own failure
+                continue
+            return output, fb.served_by, age
+        return None
+
+    def _serve_fallback(
+        self, x: Any, call: _Call, code: D.Diagnostic | None, reason: str
+    ) -> Result:
+        """The primary does not run for this call: the fallback chain answers, or nobody."""
+        answer = self._fallback_answer(x)
+        attempt = _Attempt(Outcome.OK, code, reason)
+        if answer is None:
+            attempt = _Attempt(Outcome.UNAVAILABLE, D.UNAVAILABLE, reason)
+            self._finish(call, attempt, None, ServedBy.NONE, age=0, flags=0)
+            raise Unavailable(
+                f"{reason}, and no fallback could answer", reason=reason, state=call.state
+            )
+        output, served_by, age = answer
+        return self._finish(call, attempt, output, served_by, age=age, flags=0)
+
+    # --- recording -----------------------------------------------------------------------
+
+    def _finish(
+        self,
+        call: _Call,
+        attempt: _Attempt,
+        output: Any,
+        served_by: ServedBy,
+        *,
+        age: int,
+        flags: int,
+    ) -> Result:
+        """Count the outcome (when the primary ran), record the call and its consequences,
+        all under one lock so that the log's order is the state machine's order."""
+        rid, in_digest, state, start = call
+        out_digest = T.digest(output) if output is not None else bytes(32)
+        code = attempt.code
+        with self._lock:
+            now = self._mono()
+            caused: tuple[Transition, ...] = ()
+            if flags & CallFlags.COUNTED:
+                caused = self._fsm.record(
+                    attempt.outcome,
+                    now,
+                    probe=bool(flags & CallFlags.PROBE),
+                    code=code,
+                    reason=attempt.reason,
+                )
+            seq = self.log.record_inference(
+                request_id=rid,
+                model_digest=self._model_digest,
+                input_digest=in_digest,
+                output_digest=out_digest,
+                state=state,
+                served_by=served_by,
+                outcome=attempt.outcome,
+                latency_ns=attempt.latency_ns or now - start,
+                deadline_ns=self.deadline_ns,
+                code=code.number if code else _NO_CODE,
+                answer_age_ns=age,
+                flags=flags,
+            )
+            self._log_transitions(caused, cause=seq)
+            c = self._counters
+            c.calls += 1
+            c.served[served_by] += 1
+            c.outcomes[attempt.outcome] += 1
+            if served_by is ServedBy.NONE:
+                c.unavailable += 1
+            latency = now - start
+            c.latencies.append(latency)
+        return Result(
+            output, state, served_by, attempt.outcome, seq, code, attempt.reason, age, latency, rid
+        )
+
+    def _reject(self, rid: bytes, in_digest: bytes, exc: InvalidInput) -> None:
+        with self._lock:
+            caused = self._fsm.record(
+                Outcome.REJECTED, self._mono(), code=exc.diagnostic, reason=exc.message
+            )
+            seq = self.log.record_rejected(
+                request_id=rid,
+                input_digest=in_digest,
+                code=exc.diagnostic.number,
+                reason=exc.message[:2000],
+            )
+            self._log_transitions(caused, cause=seq)
+            self._counters.rejected += 1
+
+    def _probe_known_answer(self) -> None:
+        """Run the known-answer probe through the primary and count its result."""
+        assert self._known is not None
+        in_digest = T.digest(self._known.input)
+        attempt = self._attempt(self._known.input, _KA_REQUEST)
+        if attempt.outcome in (Outcome.OK, Outcome.SLOW) and not self._known.matches(
+            attempt.output
+        ):
+            attempt = _Attempt(
+                Outcome.INVALID_OUTPUT,
+                D.WRONG_ANSWER,
+                "the known-answer probe returned another answer",
+                latency_ns=attempt.latency_ns,
+            )
+        out_digest = T.digest(attempt.output) if attempt.output is not None else bytes(32)
+        flags = CallFlags.COUNTED | CallFlags.KNOWN_ANSWER | CallFlags.PROBE
+        with self._lock:
+            state = self._fsm.state
+            caused = self._fsm.record(
+                attempt.outcome,
+                self._mono(),
+                known_answer=True,
+                code=attempt.code,
+                reason=attempt.reason,
+            )
+            seq = self.log.record_inference(
+                request_id=_KA_REQUEST,
+                model_digest=self._model_digest,
+                input_digest=in_digest,
+                output_digest=out_digest,
+                state=state,
+                served_by=ServedBy.NONE,
+                outcome=attempt.outcome,
+                latency_ns=attempt.latency_ns,
+                deadline_ns=self.deadline_ns,
+                code=attempt.code.number if attempt.code else _NO_CODE,
+                flags=flags,
+            )
+            self._log_transitions(caused, cause=seq)
+
+    def _log_transitions(self, transitions: tuple[Transition, ...], cause: int) -> None:
+        for tr in transitions:
+            self.log.record_transition(
+                tr.source,
+                tr.dest,
+                code=tr.code.number,
+                cause_seq=cause,
+                at_ns=tr.at_ns,
+                reason=tr.reason[:2000],
+            )
+
+    def _new_request_id(self) -> bytes:
+        self._request += 1  # unique within the session; racy increments only cost uniqueness
+        return struct.pack("<QQ", self._session, self._request)
+
+    # --- operator ------------------------------------------------------------------------
+
+    def reset(self, reason: str) -> None:
+        """Operator reset: back to NORMAL (audited). Refused after a process-fatal error."""
+        with self._lock:
+            self._log_transitions(self._fsm.reset(self._mono(), reason), cause=0)
+
+    def statistics(self) -> SupervisorStatistics:
+        """A consistent snapshot of the supervisor's counters."""
+        with self._lock:
+            c = self._counters
+            lat = sorted(c.latencies)
+            return SupervisorStatistics(
+                state=self._fsm.state,
+                calls=c.calls,
+                rejected=c.rejected,
+                unavailable=c.unavailable,
+                served={k.name: v for k, v in c.served.items()},
+                outcomes={k.name: v for k, v in c.outcomes.items()},
+                hung=self._hung,
+                latency_p50_ns=lat[len(lat) // 2] if lat else 0,
+                latency_p99_ns=lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0,
+                machine=self._fsm.statistics(),
+                log_head_seq=self.log.head_seq,
+            )
+
+    @property
+    def state(self) -> State:
+        return self._fsm.state
+
+    def close(self) -> None:
+        """Stop the watchdog and workers and close the log (when this supervisor opened it).
+
+        A worker stuck in a hung model call cannot be stopped (threads cannot be killed); it
+        is a daemon thread and dies with the process.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._workers:
+            self._queue.put(None)
+        self._watchdog.close()
+        deadline = time.monotonic() + 1.0
+        for t in self._workers:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if self._owns_log:
+            self.log.close()
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _digest_model(model: Any) -> bytes:
+    """SHA-256 identifying a model: its parameters and buffers (an nn.Module), else repr."""
+    if isinstance(model, torch.nn.Module):
+        state = model.state_dict()
+        return T.digest({k: v for k, v in state.items() if isinstance(v, torch.Tensor)})
+    return T.digest(repr(model))
+
+
+def _restore_json(snapshot: Any, restored: dict[str, Any]) -> str:
+    return json.dumps(
+        {
+            "state": snapshot.state.name,
+            "failed_recovery_ages_ns": list(snapshot.failed_recovery_ages_ns),
+            "failed_in_a_row": snapshot.failed_in_a_row,
+            **restored,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
