@@ -40,12 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"vigil {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    demo = sub.add_parser("demo", help="write a demonstration flight log and verify it")
+    demo = sub.add_parser(
+        "demo", help="run the supervisor through every state; verify and replay its log"
+    )
     demo.add_argument("--out", default="vigil-demo", help="output directory (default: %(default)s)")
     demo.add_argument(
         "--calls", type=int, default=2000, help="inference calls (default: %(default)s)"
     )
     demo.add_argument("--seed", type=int, default=7, help="workload seed (default: %(default)s)")
+
     demo.add_argument(
         "--device",
         default="auto",

@@ -9,7 +9,6 @@ import sys
 from typing import Any
 
 from vigil.auditlog import LogReader, LogRecord
-from vigil.cli import _demo
 from vigil.errors import UsageError
 from vigil.schemas import RecordType
 
@@ -19,7 +18,9 @@ TYPE_NAMES = tuple(t.name.lower() for t in RecordType)
 def demo(args: argparse.Namespace) -> int:
     if args.calls < 1 or args.calls > 10_000_000:
         raise UsageError(f"--calls {args.calls}: must be in [1, 10000000]")
-    return _demo.run(args.out, args.calls, args.seed)
+    from vigil.cli import _demo  # noqa: PLC0415 - torch only when needed
+
+    return _demo.run(args.out, args.calls, args.seed, args.device)
 
 
 def verify(args: argparse.Namespace) -> int:

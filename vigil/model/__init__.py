@@ -1,3 +1,6 @@
-"""The reference model and signed model artifacts. Arrives with the model work."""
+"""Models guarded by vigil. Until the validated reference decoder and signed artifacts land,
+:class:`TinyReference` is the small deterministic model the demo and the tests use."""
 
-__all__: list[str] = []
+from vigil.model._tiny import IN_FEATURES, OUT_FEATURES, TinyFallback, TinyReference
+
+__all__ = ["IN_FEATURES", "OUT_FEATURES", "TinyFallback", "TinyReference"]
