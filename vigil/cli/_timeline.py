@@ -23,6 +23,7 @@ def render(log_path: str | os.PathLike[str], png_path: str | os.PathLike[str], t
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.patches import Rectangle  # noqa: PLC0415
 
     calls: list[tuple[float, float, ServedBy, Outcome]] = []
     rejected: list[float] = []
@@ -58,7 +59,7 @@ def render(log_path: str | os.PathLike[str], png_path: str | os.PathLike[str], t
         ax_state.axvspan(t, nxt[0], color=_STATE_COLOR.get(s, "#999999"), alpha=0.85, lw=0)
     ax_state.set_yticks([])
     ax_state.set_ylabel("state")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in _STATE_COLOR.values()]
+    handles = [Rectangle((0, 0), 1, 1, color=c) for c in _STATE_COLOR.values()]
     ax_state.legend(handles, [s.name for s in _STATE_COLOR], ncol=4, loc="upper right",
                     fontsize=8, framealpha=0.9)
     # latency by who served
