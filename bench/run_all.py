@@ -17,7 +17,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHES = ("crc", "append", "verify", "recover")
+BENCHES = ("crc", "append", "verify", "recover", "supervisor")
 
 
 def main() -> int:

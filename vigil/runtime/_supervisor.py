@@ -32,10 +32,10 @@ call that caused it.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import os
 import queue
-import struct
 import threading
 import time
 import uuid
@@ -57,6 +57,9 @@ from vigil.schemas import CallFlags, Outcome, ServedBy, State
 
 _NO_CODE = 0
 _KA_REQUEST = b"known-answer\x00\x00\x00\x00"
+# Plain ints on the hot path: IntFlag arithmetic builds enum members in Python (~1 µs each).
+_PROBE, _SHADOW = int(CallFlags.PROBE), int(CallFlags.SHADOW)
+_COUNTED, _KNOWN = int(CallFlags.COUNTED), int(CallFlags.KNOWN_ANSWER)
 
 
 @dataclass(frozen=True)
@@ -158,8 +161,9 @@ class _Call(NamedTuple):
     start_ns: int
 
 
-@dataclass
-class _Attempt:
+class _Attempt(NamedTuple):
+    """How the primary's part of a call ended."""
+
     outcome: Outcome
     code: D.Diagnostic | None
     reason: str
@@ -257,8 +261,13 @@ class Supervisor:
         self._mono = self._clock.monotonic_ns
         self._model_digest = model_digest or _digest_model(primary)
         self._slow_ns = self.policy.slow_call_ns
-        self._session = struct.unpack("<Q", uuid.uuid4().bytes[:8])[0]
-        self._request = 0
+        self._session = uuid.uuid4().bytes[:8]
+        self._requests = itertools.count(1)  # next() is atomic under the GIL
+        self._modes = {
+            Route.PRIMARY: "primary",
+            Route.FALLBACK: "fallback",
+            Route.PROBE: self.policy.probe_mode,
+        }
         self._lock = threading.Lock()
         self._hung = 0
         self._closed = False
@@ -325,22 +334,17 @@ class Supervisor:
                 raise
         with self._lock:
             decision = self._fsm.route(self._mono())
-            self._log_transitions(decision.transitions, cause=0)
+            if decision.transitions:
+                self._log_transitions(decision.transitions, cause=0)
+            state, busy = self._fsm.state, self._hung > 0
         if decision.known_answer_probe:
             self._probe_known_answer()
             with self._lock:  # route again: the probe may have shown the model answers wrongly
                 decision = self._fsm.route(self._mono())
                 self._log_transitions(decision.transitions, cause=0)
-        with self._lock:
-            state = self._fsm.state
-            busy = self._hung > 0
+                state, busy = self._fsm.state, self._hung > 0
         call = _Call(rid, in_digest, state, start)
-        route = decision.route
-        mode = (
-            "fallback"
-            if route is Route.FALLBACK
-            else ("primary" if route is Route.PRIMARY else self.policy.probe_mode)
-        )
+        mode = self._modes[decision.route]
         if busy and mode in ("primary", "live", "shadow"):
             return self._serve_fallback(
                 x, call, D.PRIMARY_BUSY, "the primary is still running a call past its deadline"
@@ -362,10 +366,10 @@ class Supervisor:
                 attempt.output,
                 ServedBy.PRIMARY,
                 age=0,
-                flags=CallFlags.COUNTED | (CallFlags.PROBE if probe else 0),
+                flags=_COUNTED | (_PROBE if probe else 0),
             )
         answer = self._fallback_answer(x)
-        flags = CallFlags.COUNTED | (CallFlags.PROBE if probe else 0)
+        flags = _COUNTED | (_PROBE if probe else 0)
         if answer is None:
             self._finish(call, attempt, None, ServedBy.NONE, age=0, flags=flags)
             raise Unavailable(
@@ -381,7 +385,7 @@ class Supervisor:
         slot = self._submit(x, call.request_id) if self.isolation == "thread" else None
         answer = self._fallback_answer(x)  # computed while the primary runs
         attempt = self._wait(slot) if slot is not None else self._inline(x)
-        flags = CallFlags.COUNTED | CallFlags.PROBE | CallFlags.SHADOW
+        flags = _COUNTED | _PROBE | _SHADOW
         if answer is None:
             self._finish(call, attempt, None, ServedBy.NONE, age=0, flags=flags)
             raise Unavailable(
@@ -566,11 +570,11 @@ class Supervisor:
         with self._lock:
             now = self._mono()
             caused: tuple[Transition, ...] = ()
-            if flags & CallFlags.COUNTED:
+            if flags & _COUNTED:
                 caused = self._fsm.record(
                     attempt.outcome,
                     now,
-                    probe=bool(flags & CallFlags.PROBE),
+                    probe=bool(flags & _PROBE),
                     code=code,
                     reason=attempt.reason,
                 )
@@ -588,7 +592,8 @@ class Supervisor:
                 answer_age_ns=age,
                 flags=flags,
             )
-            self._log_transitions(caused, cause=seq)
+            if caused:
+                self._log_transitions(caused, cause=seq)
             c = self._counters
             c.calls += 1
             c.served[served_by] += 1
@@ -630,7 +635,7 @@ class Supervisor:
                 latency_ns=attempt.latency_ns,
             )
         out_digest = T.digest(attempt.output) if attempt.output is not None else bytes(32)
-        flags = CallFlags.COUNTED | CallFlags.KNOWN_ANSWER | CallFlags.PROBE
+        flags = _COUNTED | _KNOWN | _PROBE
         with self._lock:
             state = self._fsm.state
             caused = self._fsm.record(
@@ -667,8 +672,8 @@ class Supervisor:
             )
 
     def _new_request_id(self) -> bytes:
-        self._request += 1  # unique within the session; racy increments only cost uniqueness
-        return struct.pack("<QQ", self._session, self._request)
+        """8 random bytes per supervisor, then a call counter (unique within the session)."""
+        return self._session + next(self._requests).to_bytes(8, "little")
 
     # --- operator ------------------------------------------------------------------------
 
