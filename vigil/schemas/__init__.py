@@ -4,6 +4,9 @@ The construct declarations in this package are the single source of truth for ev
 writes; ``docs/FORMAT.md`` describes them in prose and ``docs/DIAGNOSTICS.md`` the codes.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from vigil._diagnostics import REGISTRY as DIAGNOSTICS
 from vigil._diagnostics import Diagnostic, lookup
 from vigil.schemas._enums import (
@@ -34,6 +37,22 @@ from vigil.schemas._records import (
     TransitionBody,
 )
 
+if TYPE_CHECKING:
+    from vigil.schemas._contracts import Contract, Rule, TensorSpec, perception_contract
+
+_LAZY = frozenset({"Contract", "Rule", "TensorSpec", "perception_contract"})
+"""Imported on first use: they need torch (~1.4 s to import), which the flight recorder, its
+reader and the ``vigil`` command do not."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module("vigil.schemas._contracts"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "BODIES",
     "DIAGNOSTICS",
@@ -43,6 +62,7 @@ __all__ = [
     "CallFlags",
     "CheckpointBody",
     "ClockSource",
+    "Contract",
     "Diagnostic",
     "Durability",
     "InferenceBody",
@@ -55,10 +75,13 @@ __all__ = [
     "RecordTrailer",
     "RecordType",
     "RejectedBody",
+    "Rule",
     "SegmentHeader",
     "ServedBy",
     "State",
     "Superblock",
+    "TensorSpec",
     "TransitionBody",
     "lookup",
+    "perception_contract",
 ]
