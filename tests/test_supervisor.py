@@ -331,6 +331,103 @@ def test_a_fallback_with_a_bad_output_is_skipped(rig: Any) -> None:
     assert r.sup.infer(X).served_by is ServedBy.CONSTANT
 
 
+class ExplodingCheck:
+    """A check whose own synchronisation fails, as a sticky CUDA error surfaces on a GPU."""
+
+    def __init__(self, message: str = "CUDA error: device-side assert triggered") -> None:
+        self.message = message
+        self.calls = 0
+
+    def check(self, x: Any, field: str = "output") -> None:
+        self.calls += 1
+        raise RuntimeError(self.message)
+
+
+@pytest.mark.parametrize("isolation", ["thread", "inline"])
+def test_an_output_check_that_fails_is_a_model_failure_not_a_crash(
+    rig: Any, isolation: str
+) -> None:
+    r = rig(output_contract=ExplodingCheck(), isolation=isolation)
+    res = r.sup.infer(X)  # fail closed: the unchecked output is not served
+    assert (res.served_by, res.outcome, res.code) == (
+        ServedBy.FALLBACK,
+        Outcome.DEVICE_FATAL,
+        D.DEVICE_FATAL,
+    )
+    assert "output check" in res.reason and "device-side assert" in res.reason
+    assert r.sup.state is State.DEGRADED
+    rec = next(x for x in r.records() if x.seq == res.seq)
+    assert rec.body["outcome"] == Outcome.DEVICE_FATAL
+    assert rec.body["output_digest"] == digest(res.output)  # the fallback's, not the primary's
+    other = rig(output_contract=ExplodingCheck("a contract bug"))
+    assert other.sup.infer(X).outcome is Outcome.ERROR  # any other failure: MODEL_ERROR
+
+
+def test_an_unhashable_output_is_not_served(rig: Any) -> None:
+    class Opaque:  # passes a permissive contract, but digest() reads repr(), which raises
+        def __repr__(self) -> str:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    class Anything:
+        def check(self, x: Any, field: str = "output") -> None:
+            pass
+
+    r = rig(output_contract=Anything())
+    r.plan.at_calls([0], Fault.EXCEPTION)
+    r.sup.infer(X)  # into DEGRADED, so that the next call is a live probe
+    r.clock.advance(100 * MS)
+    r.sup.primary = lambda x: Opaque()
+    res = r.sup.infer(X)
+    assert res.served_by is ServedBy.FALLBACK and res.outcome is Outcome.DEVICE_FATAL
+
+
+def test_fallback_outputs_are_checked_with_the_fallback_contract(rig: Any) -> None:
+    stateful = ExplodingCheck()  # stands for a stateful output contract: it must not see these
+    wide = FallbackModel(lambda x: torch.zeros(1, 5))
+    r = rig(
+        output_contract=ShapeContract(),
+        fallback_contract=ShapeContract(),
+        fallback=[wide, Constant(torch.ones(1, 4))],
+    )
+    r.plan.at_calls([0], Fault.EXCEPTION)
+    assert r.sup.infer(X).served_by is ServedBy.CONSTANT  # (1, 5) broke the fallback contract
+    ok = rig(
+        output_contract=stateful,
+        fallback=[FallbackModel(lambda x: torch.zeros(1, 5))],  # default: finite is enough
+    )
+    res = ok.sup.infer(X)
+    assert res.served_by is ServedBy.FALLBACK and tuple(res.output.shape) == (1, 5)
+    assert stateful.calls == 1  # the primary's output only
+    nan = rig(fallback=[FallbackModel(lambda x: torch.full((1, 4), float("inf")))])
+    nan.plan.at_calls([0], Fault.EXCEPTION)
+    with pytest.raises(Unavailable):
+        nan.sup.infer(X)
+
+
+def test_a_contract_without_check_is_a_configuration_error(tmp_path: Path) -> None:
+    for name in ("input_contract", "output_contract", "fallback_contract"):
+        with pytest.raises(ConfigError, match=name):
+            Supervisor(model, log=str(tmp_path / "x.vigil"), **{name: object()})
+
+
+def test_a_rejected_input_is_recorded_even_when_it_cannot_be_hashed(rig: Any) -> None:
+    class Unprintable:
+        def __repr__(self) -> str:
+            raise ValueError("no repr")
+
+    class TensorsOnly:
+        def check(self, x: Any, field: str = "input") -> None:
+            if not isinstance(x, torch.Tensor):
+                raise InvalidInput(f"{field} is not a tensor", field=field, rule="tensor")
+
+    r = rig(input_contract=TensorsOnly())
+    with pytest.raises(InvalidInput, match="not a tensor"):
+        r.sup.infer(Unprintable())
+    (rejected,) = [x for x in r.records() if x.type is RecordType.REJECTED]
+    assert rejected.body["input_digest"] == bytes(32)
+    assert r.plan.calls == 0
+
+
 # --- recovery modes ---------------------------------------------------------------------------
 
 

@@ -14,9 +14,12 @@ Theory of operation
    its deadline, never more. With ``isolation="inline"`` the caller runs the model itself
    (~20 µs less per call), and a hung model holds its caller until it returns -- only later
    callers are protected;
-4. check the output (finite, and the output contract): a bad output is a model failure;
+4. check the output (the output contract, or finite values) and hash it: a bad output is a
+   model failure, and so is a check that itself fails (a sticky CUDA error surfacing at the
+   check's synchronisation counts as DEVICE_FATAL) -- nothing unchecked is ever served;
 5. answer: the primary's output, or the first fallback in the chain that can answer (a
-   fallback model, the last good output up to a maximum age, a constant), or ``Unavailable``;
+   fallback model, whose output passes ``fallback_contract``; the last good output up to a
+   maximum age; a constant), or ``Unavailable``;
 6. under one lock, let the state machine count the outcome and append the INFERENCE record and
    the TRANSITION records it caused, so that the log's order is the machine's order and
    ``vigil replay`` can re-run it exactly.
@@ -56,6 +59,7 @@ from vigil.runtime._watchdog import Ticket, Watchdog
 from vigil.schemas import CallFlags, Outcome, ServedBy, State
 
 _NO_CODE = 0
+_ZERO_DIGEST = bytes(32)
 _KA_REQUEST = b"known-answer\x00\x00\x00\x00"
 # Plain ints on the hot path: IntFlag arithmetic builds enum members in Python (~1 µs each).
 _PROBE, _SHADOW = int(CallFlags.PROBE), int(CallFlags.SHADOW)
@@ -161,6 +165,15 @@ class _Call(NamedTuple):
     start_ns: int
 
 
+class _Answer(NamedTuple):
+    """A fallback's answer."""
+
+    output: Any
+    served_by: ServedBy
+    age_ns: int
+    digest: bytes
+
+
 class _Attempt(NamedTuple):
     """How the primary's part of a call ended."""
 
@@ -169,6 +182,10 @@ class _Attempt(NamedTuple):
     reason: str
     output: Any = None
     latency_ns: int = 0
+    digest: bytes = _ZERO_DIGEST  # of the output, computed where the output was checked
+
+
+_NOBODY = _Answer(None, ServedBy.NONE, 0, _ZERO_DIGEST)
 
 
 @dataclass
@@ -197,7 +214,13 @@ class Supervisor:
         deadline_ns: each primary call's deadline.
         input_contract, output_contract: objects with ``check(value, field=...)`` raising
             ``InvalidInput`` (see :mod:`vigil.schemas`); without an output contract, outputs
-            must hold only finite floating values.
+            must hold only finite floating values. Every primary output is checked with the
+            output contract, in shadow mode too.
+        fallback_contract: the check for a fallback *model*'s output (same protocol); by
+            default every floating value must be finite. Kept apart from the output contract,
+            which may be stateful (e.g. strictly increasing timestamps) and is the primary's.
+            The last good output was checked when the primary produced it; a
+            :class:`Constant` is trusted as configured.
         known_answer: a :class:`KnownAnswer`; required by ``probe_mode="known_answer"`` and by
             ``probe_interval_ns``.
         isolation: ``"thread"`` (bounded answer time) or ``"inline"`` (lowest overhead).
@@ -223,6 +246,7 @@ class Supervisor:
         deadline_ns: int = 50_000_000,
         input_contract: Any = None,
         output_contract: Any = None,
+        fallback_contract: Any = None,
         known_answer: KnownAnswer | None = None,
         isolation: str = "thread",
         workers: int = 4,
@@ -247,6 +271,15 @@ class Supervisor:
                 "the policy asks for known-answer probes (probe_mode='known_answer' or "
                 "probe_interval_ns): pass known_answer=KnownAnswer(input, expected)"
             )
+        for name, contract in (
+            ("input_contract", input_contract),
+            ("output_contract", output_contract),
+            ("fallback_contract", fallback_contract),
+        ):
+            if contract is not None and not callable(getattr(contract, "check", None)):
+                raise ConfigError(
+                    f"{name}: needs a check(value, field=...) method (e.g. vigil.schemas.Contract)"
+                )
         if model_digest is not None and len(model_digest) != 32:
             raise ConfigError("model_digest must be 32 bytes (a SHA-256 digest)")
         self.primary = primary
@@ -256,6 +289,9 @@ class Supervisor:
         self._last_good = next((f for f in self._chain if isinstance(f, LastGood)), None)
         self._input_contract = input_contract
         self._output_contract = output_contract
+        self._fallback_check: Callable[..., None] = (
+            T.check_finite if fallback_contract is None else fallback_contract.check
+        )
         self._known = known_answer
         self._clock: Clock = clock or SystemClock()
         self._mono = self._clock.monotonic_ns
@@ -325,13 +361,13 @@ class Supervisor:
             raise ConfigError("request_id must be 16 bytes")
         else:
             rid = request_id
-        in_digest = T.digest(x)
-        if self._input_contract is not None:
+        if self._input_contract is not None:  # before hashing: the input may not be hashable
             try:
                 self._input_contract.check(x, field="input")
             except InvalidInput as exc:
-                self._reject(rid, in_digest, exc)
+                self._reject(rid, x, exc)
                 raise
+        in_digest = T.digest(x)
         with self._lock:
             decision = self._fsm.route(self._mono())
             if decision.transitions:
@@ -360,25 +396,18 @@ class Supervisor:
         if attempt.outcome in (Outcome.OK, Outcome.SLOW):
             if self._last_good is not None:
                 self._last_good.remember(attempt.output, self._mono())
-            return self._finish(
-                call,
-                attempt,
-                attempt.output,
-                ServedBy.PRIMARY,
-                age=0,
-                flags=_COUNTED | (_PROBE if probe else 0),
-            )
+            served = _Answer(attempt.output, ServedBy.PRIMARY, 0, attempt.digest)
+            return self._finish(call, attempt, served, flags=_COUNTED | (_PROBE if probe else 0))
         answer = self._fallback_answer(x)
         flags = _COUNTED | (_PROBE if probe else 0)
         if answer is None:
-            self._finish(call, attempt, None, ServedBy.NONE, age=0, flags=flags)
+            self._finish(call, attempt, _NOBODY, flags=flags)
             raise Unavailable(
                 f"the primary failed ({attempt.reason}) and no fallback could answer",
                 reason=attempt.reason,
                 state=state,
             )
-        output, served_by, age = answer
-        return self._finish(call, attempt, output, served_by, age=age, flags=flags)
+        return self._finish(call, attempt, answer, flags=flags)
 
     def _shadow(self, x: Any, call: _Call) -> Result:
         """Recovery in shadow mode: the fallback answers; the primary runs and is checked."""
@@ -387,14 +416,13 @@ class Supervisor:
         attempt = self._wait(slot) if slot is not None else self._inline(x)
         flags = _COUNTED | _PROBE | _SHADOW
         if answer is None:
-            self._finish(call, attempt, None, ServedBy.NONE, age=0, flags=flags)
+            self._finish(call, attempt, _NOBODY, flags=flags)
             raise Unavailable(
                 "recovering in shadow mode and no fallback could answer",
                 reason="no fallback",
                 state=call.state,
             )
-        output, served_by, age = answer
-        return self._finish(call, attempt, output, served_by, age=age, flags=flags)
+        return self._finish(call, attempt, answer, flags=flags)
 
     # --- running the primary -------------------------------------------------------------
 
@@ -491,11 +519,12 @@ class Supervisor:
         if error is not None:
             outcome, code = T.classify(error)
             return _Attempt(outcome, code, T.describe(error), latency_ns=latency)
-        try:
+        try:  # fail closed: an output that cannot be checked or hashed is not served
             if self._output_contract is not None:
                 self._output_contract.check(output, field="output")
             else:
                 T.check_finite(output)
+            out_digest = T.digest(output)
         except InvalidInput as exc:
             return _Attempt(
                 Outcome.INVALID_OUTPUT,
@@ -503,6 +532,9 @@ class Supervisor:
                 f"{exc.code} {exc.message}",
                 latency_ns=latency,
             )
+        except Exception as exc:  # e.g. a sticky CUDA error surfacing at the check's sync
+            outcome, code = T.classify(exc)
+            return _Attempt(outcome, code, f"output check: {T.describe(exc)}", latency_ns=latency)
         if self._slow_ns is not None and latency > self._slow_ns:
             return _Attempt(
                 Outcome.SLOW,
@@ -510,29 +542,30 @@ class Supervisor:
                 f"{latency / 1e6:.1f} ms > {self._slow_ns / 1e6:.1f} ms",
                 output=output,
                 latency_ns=latency,
+                digest=out_digest,
             )
-        return _Attempt(Outcome.OK, None, "", output=output, latency_ns=latency)
+        return _Attempt(Outcome.OK, None, "", output=output, latency_ns=latency, digest=out_digest)
 
     # --- fallbacks -----------------------------------------------------------------------
 
-    def _fallback_answer(self, x: Any) -> tuple[Any, ServedBy, int] | None:
-        """The first answer of the chain whose output passes the output check, or None.
+    def _fallback_answer(self, x: Any) -> _Answer | None:
+        """The first answer of the chain that passes the fallback check, or None.
 
-        A fallback that raises (``FallbackFailed`` or anything else) or whose output breaks
-        the contract is skipped; the chain goes on.
+        A fallback model's output is checked with ``fallback_contract``; the last good output
+        was checked when the primary produced it, and a constant is trusted as configured.
+        A fallback that raises (``FallbackFailed`` or anything else), whose output breaks the
+        check, or whose output cannot be hashed is skipped; the chain goes on.
         """
         now = self._mono()
         for fb in self._chain:
             try:
                 output, age = fb.answer(x, now)
-                if fb.served_by is not ServedBy.CONSTANT:
-                    if self._output_contract is not None:
-                        self._output_contract.check(output, field="fallback output")
-                    else:
-                        T.check_finite(output, field="fallback output")
+                if fb.served_by is ServedBy.FALLBACK:
+                    self._fallback_check(output, field="fallback output")
+                out_digest = T.digest(output)
             except Exception:  # FallbackFailed, InvalidInput, or the fallback's own failure
                 continue
-            return output, fb.served_by, age
+            return _Answer(output, fb.served_by, age, out_digest)
         return None
 
     def _serve_fallback(
@@ -543,29 +576,19 @@ class Supervisor:
         attempt = _Attempt(Outcome.OK, code, reason)
         if answer is None:
             attempt = _Attempt(Outcome.UNAVAILABLE, D.UNAVAILABLE, reason)
-            self._finish(call, attempt, None, ServedBy.NONE, age=0, flags=0)
+            self._finish(call, attempt, _NOBODY, flags=0)
             raise Unavailable(
                 f"{reason}, and no fallback could answer", reason=reason, state=call.state
             )
-        output, served_by, age = answer
-        return self._finish(call, attempt, output, served_by, age=age, flags=0)
+        return self._finish(call, attempt, answer, flags=0)
 
     # --- recording -----------------------------------------------------------------------
 
-    def _finish(
-        self,
-        call: _Call,
-        attempt: _Attempt,
-        output: Any,
-        served_by: ServedBy,
-        *,
-        age: int,
-        flags: int,
-    ) -> Result:
+    def _finish(self, call: _Call, attempt: _Attempt, answer: _Answer, *, flags: int) -> Result:
         """Count the outcome (when the primary ran), record the call and its consequences,
         all under one lock so that the log's order is the state machine's order."""
         rid, in_digest, state, start = call
-        out_digest = T.digest(output) if output is not None else bytes(32)
+        output, served_by, age, out_digest = answer
         code = attempt.code
         with self._lock:
             now = self._mono()
@@ -606,7 +629,11 @@ class Supervisor:
             output, state, served_by, attempt.outcome, seq, code, attempt.reason, age, latency, rid
         )
 
-    def _reject(self, rid: bytes, in_digest: bytes, exc: InvalidInput) -> None:
+    def _reject(self, rid: bytes, x: Any, exc: InvalidInput) -> None:
+        try:
+            in_digest = T.digest(x)
+        except Exception:  # a rejected input may be anything; its record must still be written
+            in_digest = _ZERO_DIGEST
         with self._lock:
             caused = self._fsm.record(
                 Outcome.REJECTED, self._mono(), code=exc.diagnostic, reason=exc.message
@@ -625,16 +652,21 @@ class Supervisor:
         assert self._known is not None
         in_digest = T.digest(self._known.input)
         attempt = self._attempt(self._known.input, _KA_REQUEST)
-        if attempt.outcome in (Outcome.OK, Outcome.SLOW) and not self._known.matches(
-            attempt.output
-        ):
-            attempt = _Attempt(
-                Outcome.INVALID_OUTPUT,
-                D.WRONG_ANSWER,
-                "the known-answer probe returned another answer",
-                latency_ns=attempt.latency_ns,
-            )
-        out_digest = T.digest(attempt.output) if attempt.output is not None else bytes(32)
+        if attempt.outcome in (Outcome.OK, Outcome.SLOW):
+            try:
+                matches = self._known.matches(attempt.output)
+            except Exception as exc:  # the comparison's sync may surface a device error
+                outcome, code = T.classify(exc)
+                attempt = attempt._replace(
+                    outcome=outcome, code=code, reason=f"known-answer check: {T.describe(exc)}"
+                )
+            else:
+                if not matches:
+                    attempt = attempt._replace(
+                        outcome=Outcome.INVALID_OUTPUT,
+                        code=D.WRONG_ANSWER,
+                        reason="the known-answer probe returned another answer",
+                    )
         flags = _COUNTED | _KNOWN | _PROBE
         with self._lock:
             state = self._fsm.state
@@ -649,7 +681,7 @@ class Supervisor:
                 request_id=_KA_REQUEST,
                 model_digest=self._model_digest,
                 input_digest=in_digest,
-                output_digest=out_digest,
+                output_digest=attempt.digest,
                 state=state,
                 served_by=ServedBy.NONE,
                 outcome=attempt.outcome,
