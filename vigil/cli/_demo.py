@@ -34,10 +34,20 @@ from vigil.schemas import Contract, ServedBy, State, TensorSpec
 
 MS = 1_000_000
 POLICY = Policy(
-    consecutive_failures=3, window=20, min_calls=10, failure_rate=0.5, slow_call_ns=10 * MS,
-    slow_rate=0.5, cooldown_ns=15 * MS, cooldown_backoff=2.0, cooldown_max_ns=120 * MS,
-    probes_required=5, probe_mode="shadow", max_recovering_ns=2_000 * MS,
-    max_failed_recoveries=3, failed_recovery_period_ns=60_000 * MS,
+    consecutive_failures=3,
+    window=20,
+    min_calls=10,
+    failure_rate=0.5,
+    slow_call_ns=10 * MS,
+    slow_rate=0.5,
+    cooldown_ns=15 * MS,
+    cooldown_backoff=2.0,
+    cooldown_max_ns=120 * MS,
+    probes_required=5,
+    probe_mode="shadow",
+    max_recovering_ns=2_000 * MS,
+    max_failed_recoveries=3,
+    failed_recovery_period_ns=60_000 * MS,
 )
 DEADLINE_NS = 25 * MS
 FRAME_PERIOD_S = 0.001  # the frames arrive like a 1 kHz sensor stream
@@ -72,8 +82,7 @@ def run(out: str, calls: int, seed: int, device: str) -> int:
     fallback = TinyFallback(reference).to(dev)
     plan = plan_for(seed, calls)
     primary = FaultyModel(_no_grad(reference), plan)
-    contract = Contract(TensorSpec(shape=(1, IN_FEATURES), dtype=torch.float32,
-                                   device=dev.type))
+    contract = Contract(TensorSpec(shape=(1, IN_FEATURES), dtype=torch.float32, device=dev.type))
     output_contract = Contract(TensorSpec(shape=(1, 8), dtype=torch.float32, device=dev.type))
     frames = torch.randn(64, 1, IN_FEATURES, device=dev)
     bad = torch.full((1, IN_FEATURES), float("nan"), device=dev)
@@ -81,10 +90,17 @@ def run(out: str, calls: int, seed: int, device: str) -> int:
     start = time.perf_counter()
     held = 0
     with Supervisor(
-        primary, log=path, policy=POLICY, deadline_ns=DEADLINE_NS, input_contract=contract,
+        primary,
+        log=path,
+        policy=POLICY,
+        deadline_ns=DEADLINE_NS,
+        input_contract=contract,
         output_contract=output_contract,
-        fallback=[FallbackModel(_no_grad(fallback)), LastGood(200 * MS),
-                  Constant(torch.zeros(1, 8, device=dev))],
+        fallback=[
+            FallbackModel(_no_grad(fallback)),
+            LastGood(200 * MS),
+            Constant(torch.zeros(1, 8, device=dev)),
+        ],
         ring=RingConfig(size=32 << 20, segment_size=256 << 10),
     ) as sup:
         sup.log.annotate("vigil.demo", f"{calls} calls, seed {seed}, device {dev}")
@@ -121,11 +137,15 @@ def run(out: str, calls: int, seed: int, device: str) -> int:
         f"last-good/constant, {stats.rejected} bad inputs rejected; "
         f"{stats.machine.transitions} transitions, faults injected: {len(plan.history)}"
     )
-    print(f"  latency p50 {stats.latency_p50_ns / 1e6:.2f} ms, p99 "
-          f"{stats.latency_p99_ns / 1e6:.2f} ms (deadline {DEADLINE_NS / 1e6:.0f} ms)")
-    print(f"  verify: {'INTACT' if report.intact else 'NOT INTACT'} ({report.records} records); "
-          f"replay: {'AGREES' if replayed.agrees else 'DISAGREES'} "
-          f"({replayed.transitions} transitions)")
+    print(
+        f"  latency p50 {stats.latency_p50_ns / 1e6:.2f} ms, p99 "
+        f"{stats.latency_p99_ns / 1e6:.2f} ms (deadline {DEADLINE_NS / 1e6:.0f} ms)"
+    )
+    print(
+        f"  verify: {'INTACT' if report.intact else 'NOT INTACT'} ({report.records} records); "
+        f"replay: {'AGREES' if replayed.agrees else 'DISAGREES'} "
+        f"({replayed.transitions} transitions)"
+    )
     vigil = _command_name()
     print("  next:")
     print(f"    {vigil} verify {path}")
@@ -161,8 +181,10 @@ class _Progress:
     def show(self, done: int, sup: Supervisor) -> None:
         s = sup.statistics()
         fallbacks = s.calls - s.served.get(ServedBy.PRIMARY.name, 0)
-        line = (f"  [{s.state.name:<10}] calls {done:>6}/{self.calls}  fallbacks {fallbacks:>5}"
-                f"  rejected {s.rejected:>3}  p99 {s.latency_p99_ns / 1e6:6.2f} ms")
+        line = (
+            f"  [{s.state.name:<10}] calls {done:>6}/{self.calls}  fallbacks {fallbacks:>5}"
+            f"  rejected {s.rejected:>3}  p99 {s.latency_p99_ns / 1e6:6.2f} ms"
+        )
         if self.tty:
             sys.stderr.write("\r" + line)
             sys.stderr.flush()

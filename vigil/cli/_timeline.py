@@ -10,11 +10,19 @@ from vigil.auditlog import LogReader
 from vigil.schemas import CallFlags, Outcome, RecordType, ServedBy, State
 
 _LEVEL = {State.SAFE_STOP: 0, State.DEGRADED: 1, State.RECOVERING: 2, State.NORMAL: 3}
-_STATE_COLOR = {State.NORMAL: "#2e7d32", State.RECOVERING: "#42a5f5", State.DEGRADED: "#ef6c00",
-                State.SAFE_STOP: "#c62828"}
-_SERVED_COLOR = {ServedBy.PRIMARY: "#1565c0", ServedBy.FALLBACK: "#ef6c00",
-                 ServedBy.LAST_GOOD: "#8e24aa", ServedBy.CONSTANT: "#6d4c41",
-                 ServedBy.NONE: "#c62828"}
+_STATE_COLOR = {
+    State.NORMAL: "#2e7d32",
+    State.RECOVERING: "#42a5f5",
+    State.DEGRADED: "#ef6c00",
+    State.SAFE_STOP: "#c62828",
+}
+_SERVED_COLOR = {
+    ServedBy.PRIMARY: "#1565c0",
+    ServedBy.FALLBACK: "#ef6c00",
+    ServedBy.LAST_GOOD: "#8e24aa",
+    ServedBy.CONSTANT: "#6d4c41",
+    ServedBy.NONE: "#c62828",
+}
 
 
 def render(log_path: str | os.PathLike[str], png_path: str | os.PathLike[str], title: str) -> None:
@@ -31,8 +39,9 @@ def render(log_path: str | os.PathLike[str], png_path: str | os.PathLike[str], t
     t0: int | None = None
     first_state = State.NORMAL
     with LogReader(log_path) as reader:
-        for rec in reader.records(types=(RecordType.INFERENCE, RecordType.TRANSITION,
-                                         RecordType.REJECTED)):
+        for rec in reader.records(
+            types=(RecordType.INFERENCE, RecordType.TRANSITION, RecordType.REJECTED)
+        ):
             if t0 is None:
                 t0 = rec.mono_ns
             t = (rec.mono_ns - t0) / 1e9
@@ -60,14 +69,25 @@ def render(log_path: str | os.PathLike[str], png_path: str | os.PathLike[str], t
     ax_state.set_yticks([])
     ax_state.set_ylabel("state")
     handles = [Rectangle((0, 0), 1, 1, color=c) for c in _STATE_COLOR.values()]
-    ax_state.legend(handles, [s.name for s in _STATE_COLOR], ncol=4, loc="upper right",
-                    fontsize=8, framealpha=0.9)
+    ax_state.legend(
+        handles,
+        [s.name for s in _STATE_COLOR],
+        ncol=4,
+        loc="upper right",
+        fontsize=8,
+        framealpha=0.9,
+    )
     # latency by who served
     for served, color in _SERVED_COLOR.items():
         xs = [c[0] for c in calls if c[2] is served]
         if xs:
-            ax_lat.scatter(xs, [c[1] for c in calls if c[2] is served], s=4, color=color,
-                           label=f"{served.name.lower()} ({len(xs)})")
+            ax_lat.scatter(
+                xs,
+                [c[1] for c in calls if c[2] is served],
+                s=4,
+                color=color,
+                label=f"{served.name.lower()} ({len(xs)})",
+            )
     ax_lat.set_yscale("log")
     ax_lat.set_ylabel("latency (ms)")
     ax_lat.legend(loc="upper right", fontsize=8, markerscale=3)
@@ -78,17 +98,26 @@ def render(log_path: str | os.PathLike[str], png_path: str | os.PathLike[str], t
         ax_out.scatter(xs, [row] * len(xs), s=10, marker="|")
     if rejected:
         ax_out.scatter(rejected, [len(bad)] * len(rejected), s=10, marker="x", color="#c62828")
-    ax_out.set_yticks(range(len(bad) + bool(rejected)),
-                      [o.name.lower() for o in bad] + (["bad input"] if rejected else []),
-                      fontsize=8)
+    ax_out.set_yticks(
+        range(len(bad) + bool(rejected)),
+        [o.name.lower() for o in bad] + (["bad input"] if rejected else []),
+        fontsize=8,
+    )
     ax_out.set_xlabel("seconds since the first call")
     labelled = -1.0
     for t, _, code in changes:
         for ax in (ax_state, ax_lat, ax_out):
             ax.axvline(t, color="#333333", lw=0.6, alpha=0.5)
         if t - labelled > end / 60:  # skip labels that would overlap the previous one
-            ax_state.annotate(code, (t, 0.5), xycoords=("data", "axes fraction"), rotation=90,
-                              fontsize=6, va="center", ha="right")
+            ax_state.annotate(
+                code,
+                (t, 0.5),
+                xycoords=("data", "axes fraction"),
+                rotation=90,
+                fontsize=6,
+                va="center",
+                ha="right",
+            )
             labelled = t
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
