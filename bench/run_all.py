@@ -1,4 +1,4 @@
-"""Run the four flight-recorder benchmarks one after another and print everything.
+"""Run every benchmark (four of the flight recorder, one of the supervisor) one after another.
 
 Each benchmark runs as its own subprocess (a fresh interpreter, so one cannot warm or pollute
 the next), with ``--quick`` and ``--dir`` passed through. The exit status is non-zero only when
