@@ -377,38 +377,33 @@ class SafetyMachine:
     def _failed_recovery(self, now_ns: int) -> None:
         """Count a failed recovery; more than the policy allows in its period: SAFE_STOP."""
         self._failed_in_a_row += 1
-        recent = self._failed_recoveries
-        recent.append(now_ns)
-        horizon = now_ns - self.policy.failed_recovery_period_ns
-        while recent and recent[0] < horizon:
-            recent.popleft()
-        if len(recent) > self.policy.max_failed_recoveries and self.state is not SAFE_STOP:
-            self._fire(
-                "give_up",
-                D.RESTART_INTENSITY,
-                f"{len(recent)} failed recoveries within "
-                f"{self.policy.failed_recovery_period_ns / 1e9:.0f} s "
-                f"(at most {self.policy.max_failed_recoveries} allowed)",
-                now_ns,
-            )
+        self._failed_recoveries.append(now_ns)
+        self._give_up_if_too_many(
+            now_ns,
+            f"failed recoveries within {self.policy.failed_recovery_period_ns / 1e9:.0f} s "
+            f"(at most {self.policy.max_failed_recoveries} allowed)",
+        )
 
     def check_restart_intensity(self, now_ns: int) -> tuple[Transition, ...]:
         """After a restore: SAFE_STOP at once when restored failures already exceed the
         policy (a crash loop is one incident, not a fresh start each time)."""
         self._pending = []
-        horizon = now_ns - self.policy.failed_recovery_period_ns
+        self._give_up_if_too_many(
+            now_ns,
+            "failed recoveries or unclean restarts within the policy's period, counted "
+            "from the flight log at start-up",
+        )
+        return tuple(self._pending)
+
+    def _give_up_if_too_many(self, now_ns: int, what: str) -> None:
+        """Forget failed recoveries older than the policy's period; SAFE_STOP when more
+        than it allows remain."""
         recent = self._failed_recoveries
+        horizon = now_ns - self.policy.failed_recovery_period_ns
         while recent and recent[0] < horizon:
             recent.popleft()
         if len(recent) > self.policy.max_failed_recoveries and self.state is not SAFE_STOP:
-            self._fire(
-                "give_up",
-                D.RESTART_INTENSITY,
-                f"{len(recent)} failed recoveries or unclean restarts within the policy's "
-                "period, counted from the flight log at start-up",
-                now_ns,
-            )
-        return tuple(self._pending)
+            self._fire("give_up", D.RESTART_INTENSITY, f"{len(recent)} {what}", now_ns)
 
     def _fire(self, trigger: str, code: D.Diagnostic, reason: str, now_ns: int) -> None:
         try:
