@@ -305,7 +305,8 @@ class Supervisor:
             Route.PROBE: self.policy.probe_mode,
         }
         self._lock = threading.Lock()
-        self._hung = 0
+        self._hung = 0  # primary calls past their deadline and still running
+        self._hung_changed = threading.Condition(self._lock)
         self._closed = False
         self._counters = _Counters()
 
@@ -442,8 +443,7 @@ class Supervisor:
     def _expire(self, slot: _Slot) -> None:
         """Watchdog thread: the deadline passed first. Answer the caller now."""
         slot.timed_out = True
-        with self._lock:
-            self._hung += 1
+        self._hang()
         slot.done.release()
 
     def _wait(self, slot: _Slot) -> _Attempt:
@@ -485,8 +485,7 @@ class Supervisor:
             error = exc
         latency = self._mono() - t0
         if not self._watchdog.disarm(ticket):
-            with self._lock:
-                self._hung -= 1  # it has returned: no longer hung
+            self._unhang()  # it has returned: no longer hung
             return _Attempt(
                 Outcome.TIMEOUT,
                 D.DEADLINE_MISSED,
@@ -496,24 +495,33 @@ class Supervisor:
         return self._judge(output, error, latency)
 
     def _hang(self) -> None:
-        with self._lock:
+        with self._hung_changed:
             self._hung += 1
+            self._hung_changed.notify_all()
+
+    def _unhang(self) -> None:
+        with self._hung_changed:
+            self._hung -= 1
+            self._hung_changed.notify_all()
 
     def _late(self, rid: bytes, latency_ns: int, error: BaseException | None) -> None:
-        with self._lock:
-            self._hung -= 1
-        if not self._closed:
-            self.log.annotate(
-                "vigil.late",
-                json.dumps(
-                    {
-                        "request_id": rid.hex(),
-                        "latency_ns": latency_ns,
-                        "error": None if error is None else T.describe(error),
-                    },
-                    sort_keys=True,
-                ),
-            )
+        """A worker: a call that missed its deadline returned. Recorded before the primary
+        counts as free again, so the note precedes any later call to it in the log."""
+        try:
+            if not self._closed:
+                self.log.annotate(
+                    "vigil.late",
+                    json.dumps(
+                        {
+                            "request_id": rid.hex(),
+                            "latency_ns": latency_ns,
+                            "error": None if error is None else T.describe(error),
+                        },
+                        sort_keys=True,
+                    ),
+                )
+        finally:
+            self._unhang()
 
     def _judge(self, output: Any, error: BaseException | None, latency: int) -> _Attempt:
         if error is not None:
@@ -732,6 +740,17 @@ class Supervisor:
                 machine=self._fsm.statistics(),
                 log_head_seq=self.log.head_seq,
             )
+
+    def wait_hung(self, count: int, timeout: float) -> bool:
+        """Block until exactly ``count`` primary calls are hung (past their deadline and
+        still running); ``wait_hung(0, t)`` waits for hung calls to return, e.g. before a
+        planned shutdown.
+
+        Returns:
+            True when the count was reached, False when ``timeout`` seconds passed first.
+        """
+        with self._hung_changed:
+            return self._hung_changed.wait_for(lambda: self._hung == count, timeout)
 
     @property
     def state(self) -> State:
