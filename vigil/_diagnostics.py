@@ -5,7 +5,9 @@ Every error vigil raises and every finding its verifier reports carries one stab
 Ranges: 1xxx configuration and usage; 2xxx caller input (2100-2199 tensor contracts); 3xxx
 the flight recorder (3000-3099 errors raised, 3100-3199 findings of ``vigil verify``,
 3200-3299 findings of ``vigil replay``); 4xxx the guarded model (4000-4099 call outcomes,
-4100-4199 state-machine transitions). ``docs/DIAGNOSTICS.md`` documents each one; a test
+4100-4199 state-machine transitions); 5xxx the reference model (5000-5099 config and input
+validation, 5100-5199 signed model artifacts); 6xxx keys and signatures (6000-6099 key
+files). ``docs/DIAGNOSTICS.md`` documents each one; a test
 keeps the two in step. Every ``Diagnostic`` defined here is registered.
 
 This module imports nothing from vigil, so that ``vigil.errors`` can depend on it; the public
@@ -348,6 +350,31 @@ OPERATOR_RESET = _d(
     "OPERATOR_RESET",
     "an operator reset the state machine",
     "nothing; the reset is audited",
+)
+
+KEY_FILE = _d(
+    "DIA-6001",
+    "KEY_FILE",
+    "a key file could not be read, written or parsed",
+    "check the path and that the file is a PEM key written by `vigil keygen`",
+)
+KEY_PERMISSIONS = _d(
+    "DIA-6002",
+    "KEY_PERMISSIONS",
+    "a private key file is readable or writable by other users",
+    "restrict it with `chmod 600 FILE`; a key others could read must be treated as leaked",
+)
+KEY_EXISTS = _d(
+    "DIA-6003",
+    "KEY_EXISTS",
+    "refusing to overwrite an existing key file",
+    "choose another path, or remove the old key deliberately first",
+)
+KEY_ALGORITHM = _d(
+    "DIA-6004",
+    "KEY_ALGORITHM",
+    "the key's algorithm is not the one this use requires",
+    "use a key of the algorithm named in the message (`vigil keygen --algorithm`)",
 )
 
 REGISTRY: dict[str, Diagnostic] = {

@@ -20,6 +20,7 @@ __all__ = [
     "FreezeQuotaExceeded",
     "InvalidArgument",
     "InvalidInput",
+    "KeyFileError",
     "LogClosed",
     "LogCorrupt",
     "LogError",
@@ -126,6 +127,12 @@ class DeviceFatal(VigilError, RuntimeError):
     """
 
     diagnostic = codes.DEVICE_FATAL
+
+
+class KeyFileError(VigilError):
+    """A key file could not be used (unreadable, unprotected, existing, wrong algorithm)."""
+
+    diagnostic = codes.KEY_FILE
 
 
 class LogError(VigilError):
