@@ -53,7 +53,7 @@ def test_round_trip_of_every_record_type(make_log: Make, log_path: str) -> None:
     s2 = w.record_transition(State.NORMAL, State.DEGRADED, code=2047, cause_seq=s1, reason="NaN")
     s3 = w.record_rejected(request_id=b"q" * 16, input_digest=digest("x"), code=2047, reason="ü")
     s4 = w.annotate("operator", "brake test")
-    s5 = w.append(RecordType.CHECKPOINT, R.BODIES[RecordType.CHECKPOINT].pack({"opaque": b"sig"}))
+    s5 = w.append(RecordType.CHECKPOINT, R.LEGACY_CHECKPOINT.pack({"opaque": b"sig"}))
     w.close()
     recs = records(log_path)
     assert [r.seq for r in recs] == list(range(1, 8))

@@ -117,6 +117,18 @@ FREEZE_QUOTA = _d(
     "freezing these segments would exceed the frozen-segment quota",
     "unfreeze older incident windows first, or create the log with a larger quota",
 )
+SEAL_REQUIRED = _d(
+    "DIA-3013",
+    "SEAL_REQUIRED",
+    "the log is sealed (signed or forward-secure checkpoints) but was opened without its sealer",
+    "open it with the device's key and/or forward-secure state, as it was created",
+)
+SEAL_KEY_MISMATCH = _d(
+    "DIA-3014",
+    "SEAL_KEY_MISMATCH",
+    "the sealer does not match the log (another key, another sealing chain, or an unsealed log)",
+    "use the key and state the log was created with; to seal with new keys, create a new log",
+)
 LOG_CORRUPT = _d(
     "DIA-3020",
     "LOG_CORRUPT",
@@ -210,6 +222,54 @@ CONTRACT_VIOLATED = _d(
     "the message names the rule (e.g. boxes outside the image, timestamps not increasing)",
 )
 # --- vigil replay (3200-3299) -----------------------------------------------------------
+SEAL_INVALID = _d(
+    "DIA-3301",
+    "SEAL_INVALID",
+    "a checkpoint's signature or forward-secure tag does not verify, or it lacks one",
+    "treat the records it covers as forged; compare with an anchor or another copy",
+)
+SEAL_MISMATCH = _d(
+    "DIA-3302",
+    "SEAL_MISMATCH",
+    "a checkpoint does not describe the records before it (moved, replayed or rewritten)",
+    "treat the records before it as rewritten; the message names the digests that differ",
+)
+WRONG_KEY = _d(
+    "DIA-3303",
+    "WRONG_KEY",
+    "the log or a checkpoint is sealed by another key or forward-secure chain than the one given",
+    "check that the key belongs to the device; a log from another device proves nothing here",
+)
+EPOCH_GAP = _d(
+    "DIA-3304",
+    "EPOCH_GAP",
+    "checkpoint epochs are not consecutive: a sealed stretch was dropped or repeated",
+    "treat records around the gap as tampered with; compare with an anchor",
+)
+UNSEALED = _d(
+    "DIA-3305",
+    "UNSEALED",
+    "records that should be under a checkpoint are not (a cut-off close, beyond the interval)",
+    "treat them as unauthenticated additions; the log may have been truncated and extended",
+)
+UNSEALED_TAIL = _d(
+    "DIA-3306",
+    "UNSEALED_TAIL",
+    "the newest records are not under a checkpoint yet (a live log or a crash)",
+    "nothing; they are unauthenticated until the next checkpoint, which the writer adds",
+)
+ANCHOR = _d(
+    "DIA-3307",
+    "ANCHOR",
+    "the log does not reach or hold the anchored checkpoint (truncated, rolled back, forked)",
+    "the log was cut off or replaced by an older copy; investigate the device",
+)
+ANCHOR_EVICTED = _d(
+    "DIA-3308",
+    "ANCHOR_EVICTED",
+    "the anchored checkpoint was overwritten by the ring; the log continues past it",
+    "nothing; take anchors more often than the ring wraps to compare content",
+)
 REPLAY_DISAGREES = _d(
     "DIA-3201",
     "REPLAY_DISAGREES",

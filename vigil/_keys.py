@@ -14,6 +14,7 @@ SHA-384 (the automotive profile asked for model artifacts; signatures stored raw
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import os
@@ -184,13 +185,7 @@ def load_private(
         data = p.read_bytes()
     except OSError as exc:
         raise KeyFileError(f"cannot read private key {p}: {exc.strerror}", path=str(p)) from None
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        raise KeyFileError(
-            f"private key {p} has mode {stat.S_IMODE(st.st_mode):04o}: others may have read "
-            "it; run `chmod 600` on it (and consider it leaked if others really could)",
-            diagnostic=codes.KEY_PERMISSIONS,
-            path=str(p),
-        )
+    check_private_mode(p, st)
     try:
         raw = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -243,6 +238,52 @@ def _check_algorithm(actual: KeyAlgorithm, wanted: KeyAlgorithm | None, path: Pa
             diagnostic=codes.KEY_ALGORITHM,
             path=str(path),
         )
+
+
+def check_private_mode(path: Path, st: os.stat_result) -> None:
+    """Refuse a secret file that its group or others can access (DIA-6002)."""
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise KeyFileError(
+            f"private key {path} has mode {stat.S_IMODE(st.st_mode):04o}: others may have "
+            "read it; run `chmod 600` on it (and consider it leaked if others really could)",
+            diagnostic=codes.KEY_PERMISSIONS,
+            path=str(path),
+        )
+
+
+def read_secret(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a secret file, after checking its mode (DIA-6001, DIA-6002)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+        data = p.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read {p}: {exc.strerror}", path=str(p)) from None
+    check_private_mode(p, st)
+    return data
+
+
+def write_secret(path: str | os.PathLike[str], data: bytes, *, replace: bool = False) -> None:
+    """Write a secret file with mode 0600. ``replace=True`` swaps it in atomically (temporary
+    file, fsync, rename, fsync of the directory), so that a crash leaves the old or the new
+    contents, never a mix; without it an existing file is refused (DIA-6003)."""
+    p = Path(path)
+    if not replace:
+        _write_new(p, data, 0o600)
+        return
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    _write_new(tmp, data, 0o600)
+    try:
+        os.replace(tmp, p)
+        dfd = os.open(p.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as exc:
+        raise KeyFileError(f"cannot replace {p}: {exc.strerror}", path=str(p)) from None
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:

@@ -9,6 +9,8 @@ from vigil.auditlog._crc import crc32c
 from vigil.auditlog._format import Geometry, SegmentInfo, genesis_chain
 from vigil.auditlog._powercut import PowerCutDisk
 from vigil.auditlog._reader import LogReader, LogRecord, decode_body
+from vigil.auditlog._seal import ForwardSecureKey, FssSeed, Sealer, fss_generate
+from vigil.auditlog._sealcheck import Anchor, SealReport
 from vigil.auditlog._storage import FileStorage, Storage
 from vigil.auditlog._verify import EXPECTED_KINDS, Finding, VerifyReport
 from vigil.auditlog._writer import (
@@ -23,15 +25,20 @@ from vigil.auditlog._writer import (
 __all__ = [
     "CRC_BACKEND",
     "EXPECTED_KINDS",
+    "Anchor",
     "Clock",
     "FileStorage",
     "Finding",
     "FlightRecorder",
+    "ForwardSecureKey",
+    "FssSeed",
     "Geometry",
     "LogReader",
     "LogRecord",
     "PowerCutDisk",
     "RingConfig",
+    "SealReport",
+    "Sealer",
     "SegmentInfo",
     "Storage",
     "SystemClock",
@@ -40,5 +47,6 @@ __all__ = [
     "crc32c",
     "decode_body",
     "format_image",
+    "fss_generate",
     "genesis_chain",
 ]

@@ -82,6 +82,12 @@ class Geometry:
     header_area: int
     key_id: bytes
     minor: int
+    flags: int = 0  # SEALED_* bits (format 1.1)
+
+    @property
+    def sealed(self) -> bool:
+        """The log's writer promised checkpoints (a signing key, forward-secure sealing)."""
+        return bool(self.flags & (R.SB_SIGNED | R.SB_FSS))
 
     @property
     def file_size(self) -> int:
@@ -168,6 +174,7 @@ def read_superblock(
         header_area=best["header_area"],
         key_id=best["key_id"],
         minor=best["minor"],
+        flags=best["flags"],
     )
     _check_geometry(geo, best, file_size, path, allow_short)
     return geo, problems

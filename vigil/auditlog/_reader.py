@@ -11,6 +11,7 @@ Contract: for any bytes at all, :class:`LogReader` returns records or a report, 
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import statistics
@@ -20,12 +21,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from vigil._keys import PublicKey
 from vigil.auditlog import _format as F
+from vigil.auditlog._seal import FssSeed
+from vigil.auditlog._sealcheck import Anchor, SealChecker
 from vigil.auditlog._storage import is_locked
 from vigil.auditlog._verify import FindingSink, VerifyReport, Walker
 from vigil.errors import InvalidArgument, LogIOError
 from vigil.schemas import _records as R
 from vigil.schemas._enums import RecordType, coerce
+
+_SEAL_BODIES = (int(RecordType.CHECKPOINT), int(RecordType.LIFECYCLE))
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,9 @@ def decode_body(rtype: int, version: int, body: bytes) -> dict[str, Any]:
     try:
         return layout.unpack(body)
     except InvalidArgument as exc:
+        if kind is RecordType.CHECKPOINT:  # a 1.0 log's reserved, opaque checkpoint body
+            with contextlib.suppress(InvalidArgument):
+                return R.LEGACY_CHECKPOINT.unpack(body)
         return {"raw": body, "undecodable": exc.message}
 
 
@@ -228,13 +237,25 @@ class LogReader:
                 chain=raw.chain,
             )
 
-    def verify(self, max_findings: int = 1000, *, fast: bool = True) -> VerifyReport:
-        """Check every CRC, chain link, sequence number, timestamp and header.
+    def verify(
+        self,
+        max_findings: int = 1000,
+        *,
+        fast: bool = True,
+        public_key: PublicKey | None = None,
+        fss_seed: FssSeed | None = None,
+        anchor: Anchor | None = None,
+    ) -> VerifyReport:
+        """Check every CRC, chain link, sequence number, timestamp and header, and for a
+        sealed log (or when a key, seed or anchor is given) every checkpoint.
 
         Args:
             max_findings: findings kept in the report; the rest are only counted.
             fast: check clean segments in a tight loop; False classifies every record the
                 slow way (the two must agree: the tests compare them).
+            public_key: the device's signing key: checkpoint signatures are verified.
+            fss_seed: the forward-secure seed: checkpoint tags are verified.
+            anchor: a checkpoint kept elsewhere: the log must reach it and hold it.
 
         Returns:
             A :class:`~vigil.auditlog.VerifyReport`; ``intact`` is False on any finding that
@@ -262,11 +283,27 @@ class LogReader:
                 "its geometry: bytes were appended to it (they are not read)",
                 offset=geo.file_size,
             )
+        seals: SealChecker | None = None
+        if geo.sealed or public_key or fss_seed or anchor:
+            seals = SealChecker(geo, sink, public_key=public_key, fss_seed=fss_seed, anchor=anchor)
         walker = Walker(
-            self.geometry, self.segments, self._load_checked(sink), sink, yield_records=not fast
+            self.geometry,
+            self.segments,
+            self._load_checked(sink),
+            sink,
+            yield_records=not fast or seals is not None,
         )
-        for _ in walker.walk():
-            pass
+        if seals is None:
+            for _ in walker.walk():
+                pass
+        else:
+            for raw in walker.walk():
+                body = None
+                if raw.type in _SEAL_BODIES:
+                    at = walker.current_base + raw.offset + R.HEADER_SIZE
+                    body = bytes(walker.current_buffer[at : at + raw.body_len])
+                seals.see(raw, body)
+        seal_report = seals.finish() if seals is not None else None
         return VerifyReport(
             path=self.path,
             log_id=geo.log_id.hex(),
@@ -281,6 +318,7 @@ class LogReader:
             counts=dict(sink.counts),
             findings_dropped=sink.dropped,
             seconds=time.perf_counter() - start,
+            seals=seal_report,
         )
 
     def _load_checked(self, sink: FindingSink) -> Any:

@@ -49,7 +49,9 @@ from typing import Any
 from vigil import _diagnostics as D
 from vigil.auditlog import _format as F
 
-EXPECTED_KINDS = frozenset({"TORN_TAIL", "SUPERSEDED", "EVICTED", "HEADER_COPY"})
+EXPECTED_KINDS = frozenset(
+    {"TORN_TAIL", "SUPERSEDED", "EVICTED", "HEADER_COPY", "UNSEALED_TAIL", "ANCHOR_EVICTED"}
+)
 _CODES = {
     "TORN_TAIL": D.TORN_TAIL,
     "MEDIA_CORRUPTION": D.MEDIA_CORRUPTION,
@@ -60,6 +62,14 @@ _CODES = {
     "SUPERSEDED": D.SUPERSEDED,
     "HEADER_COPY": D.HEADER_COPY,
     "FILE_SIZE": D.LOG_GEOMETRY,
+    "SEAL_INVALID": D.SEAL_INVALID,
+    "SEAL_MISMATCH": D.SEAL_MISMATCH,
+    "WRONG_KEY": D.WRONG_KEY,
+    "EPOCH_GAP": D.EPOCH_GAP,
+    "UNSEALED": D.UNSEALED,
+    "UNSEALED_TAIL": D.UNSEALED_TAIL,
+    "ANCHOR": D.ANCHOR,
+    "ANCHOR_EVICTED": D.ANCHOR_EVICTED,
 }
 
 
@@ -112,10 +122,12 @@ class VerifyReport:
     counts: dict[str, int]
     findings_dropped: int
     seconds: float
+    seals: Any = None  # a SealReport when the log is sealed or keys were given
 
     def to_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
         out["findings"] = [f.to_json() for f in self.findings]
+        out["seals"] = self.seals.to_json() if self.seals is not None else None
         return out
 
 

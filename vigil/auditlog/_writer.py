@@ -55,9 +55,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import vigil
+from vigil import _diagnostics as codes
 from vigil.auditlog import _format as F
 from vigil.auditlog._crc import crc32c
 from vigil.auditlog._ring import RingIndex
+from vigil.auditlog._seal import Sealer
 from vigil.auditlog._storage import FileStorage, Storage
 from vigil.errors import (
     ConfigError,
@@ -71,6 +73,7 @@ from vigil.errors import (
 )
 from vigil.schemas import _records as R
 from vigil.schemas._enums import (
+    CheckpointReason,
     ClockSource,
     Durability,
     LifecycleEvent,
@@ -90,6 +93,9 @@ _INFERENCE_FIXED = R.HEADER_SIZE + _INFERENCE_BODY
 _HDR_PACK = F.HDR.pack_into
 # Plain ints for the hot path (module attribute and enum lookups cost ~50 ns each).
 _T_INFERENCE = int(RecordType.INFERENCE)
+_T_CHECKPOINT = int(RecordType.CHECKPOINT)
+_CHECKPOINT = R.BODIES[RecordType.CHECKPOINT]
+_NEVER = 1 << 64
 _BODY_VERSION = R.BODY_VERSION
 _HEADER_SIZE = R.HEADER_SIZE
 _OVERHEAD = F.OVERHEAD
@@ -176,15 +182,23 @@ class RingConfig:
         return self.segment_count // 4 if self.frozen_quota is None else self.frozen_quota
 
 
-def superblock_area(config: RingConfig, created_ns: int, log_id: bytes | None = None) -> bytes:
-    """The first 4096 bytes of a new log: two superblock copies (fresh random log id)."""
+def superblock_area(
+    config: RingConfig,
+    created_ns: int,
+    log_id: bytes | None = None,
+    sealer: Sealer | None = None,
+) -> bytes:
+    """The first 4096 bytes of a new log: two superblock copies (fresh random log id).
+
+    A sealed log is format 1.1 (flags and key id set); an unsealed one stays 1.0, byte for
+    byte, so that older readers keep reading it."""
     if log_id is not None and len(log_id) != 16:
         raise InvalidArgument(f"log_id must be 16 bytes, got {len(log_id)}")
     sb = F.encode_superblock(
         {
             "major": R.FORMAT_MAJOR,
-            "minor": R.FORMAT_MINOR,
-            "flags": 0,
+            "minor": 1 if sealer else 0,
+            "flags": sealer.superblock_flags if sealer else 0,
             "revision": 1,
             "log_id": log_id or uuid.uuid4().bytes,
             "created_ns": created_ns,
@@ -196,7 +210,7 @@ def superblock_area(config: RingConfig, created_ns: int, log_id: bytes | None = 
             "header_area": R.SEGMENT_HEADER_AREA,
             "crc_alg": R.CRC_ALG_CRC32C,
             "hash_alg": R.HASH_ALG_SHA256,
-            "key_id": bytes(32),
+            "key_id": sealer.key_id if sealer else bytes(32),
         }
     )
     gap = bytes(R.SUPERBLOCK_SLOTS[1] - len(sb))
@@ -250,15 +264,19 @@ class FlightRecorder:
         clock: Clock | None = None,
         policy_digest: bytes = _NO_DIGEST,
         start_flusher: bool = True,
+        sealer: Sealer | None = None,
     ) -> None:
         """Attach to ``storage`` that already holds a formatted log and run recovery.
 
         Most callers want :meth:`create` or :meth:`open`; this constructor is for custom
         storage such as the power-cut emulator. ``start_flusher=False`` leaves ``batch``
-        commits to explicit :meth:`flush` calls (deterministic tests).
+        commits to explicit :meth:`flush` calls (deterministic tests). ``sealer`` seals
+        checkpoints (:class:`~vigil.auditlog.Sealer`); a log created with one must always be
+        opened with one of the same keys.
 
         Raises:
-            ConfigError: unknown durability or a non-positive batch interval.
+            ConfigError: unknown durability or a non-positive batch interval; DIA-3013 a
+                sealed log opened without its sealer; DIA-3014 a sealer that does not match.
             LogError: the storage does not hold a readable log (see the subclasses).
         """
         if durability not in _DURABILITY:
@@ -267,6 +285,11 @@ class FlightRecorder:
             raise ConfigError(f"batch_interval={batch_interval}: must be in (0, 10] seconds")
         if len(policy_digest) != 32:
             raise InvalidArgument("policy_digest must be 32 bytes (a SHA-256 digest)")
+        if sealer is not None and sealer.fss is not None and durability == "none":
+            raise ConfigError(
+                "forward-secure sealing needs durability 'batch' or 'always': an epoch key is "
+                "erased from disk only once the checkpoint it sealed is durable"
+            )
         self.path = path
         self._storage = storage
         self._buf = storage.buf
@@ -285,8 +308,12 @@ class FlightRecorder:
         self._switches = 0
         self._syncs = 0
         self._durable_seq = 0
+        self._sealer = sealer
+        self._cp_due_seq = _NEVER
+        self._cp_due_ns = _NEVER
         try:
             recovery = self._recover_without_readahead()
+            seal_note = self._attach_sealer()
             self._opened_seq = self._next_seq
             detail = {
                 "vigil": vigil.__version__,
@@ -307,8 +334,12 @@ class FlightRecorder:
                 ).encode()
             ).digest()
             self._policy_digest = bytes(policy_digest)
+            if seal_note:
+                detail["sealing"] = seal_note
             self._sync_head()  # the recovered records are durable before OPENED vouches for them
             self._lifecycle(LifecycleEvent.OPENED, detail)
+            if sealer is not None:
+                self.checkpoint(CheckpointReason.OPENED)
             self._sync_head()
         except BaseException:
             self._view.release()
@@ -341,7 +372,7 @@ class FlightRecorder:
         path = os.fspath(path)
         clock = options.get("clock") or SystemClock()
         options["clock"] = clock
-        header = superblock_area(config, clock.realtime_ns())
+        header = superblock_area(config, clock.realtime_ns(), sealer=options.get("sealer"))
         storage = FileStorage.create(path, config.file_size, header)
         try:
             return cls(storage, path=path, **options)
@@ -597,32 +628,32 @@ class FlightRecorder:
                 size=body_len,
                 limit=self._max_body,
             )
-        lock = self._lock
-        lock.acquire()
-        try:
-            pos = self._pos
-            if pos + n > self._seg_end:  # also taken after close: _seg_end is then -1
-                pos = self._reserve_slow(n)
-            seq = self._next_seq
-            _HDR_PACK(
-                self._buf,
-                pos,
-                n,
-                body_len,
-                rtype,
-                _BODY_VERSION,
-                seq,
-                self._lap,
-                self._durable_seq,
-                self._boot,
-                self._mono(),
-                self._real(),
-            )
-            end = pos + _HEADER_SIZE + body_len
-            self._view[pos + _HEADER_SIZE : end] = body
-            return self._seal(pos, n, end, seq)
-        finally:
-            lock.release()
+        with self._lock:
+            return self._commit_locked(rtype, body, n)
+
+    def _commit_locked(self, rtype: int, body: bytes, n: int) -> int:
+        """Write one record of ``n`` bytes; holds the lock."""
+        pos = self._pos
+        if pos + n > self._seg_end:  # also taken after close: _seg_end is then -1
+            pos = self._reserve_slow(n)
+        seq = self._next_seq
+        _HDR_PACK(
+            self._buf,
+            pos,
+            n,
+            len(body),
+            rtype,
+            _BODY_VERSION,
+            seq,
+            self._lap,
+            self._durable_seq,
+            self._boot,
+            self._mono(),
+            self._real(),
+        )
+        end = pos + _HEADER_SIZE + len(body)
+        self._view[pos + _HEADER_SIZE : end] = body
+        return self._seal(pos, n, end, seq)
 
     def _seal(self, pos: int, n: int, end: int, seq: int) -> int:
         """Zero the padding from ``end``, write chain digest and CRC, end-mark, advance.
@@ -651,6 +682,111 @@ class FlightRecorder:
         if self._always:
             self._sync(pos, mark - pos)
             self._mark_durable(seq)
+        if seq >= self._cp_due_seq:
+            self._checkpoint_locked(CheckpointReason.RECORDS)
+        elif self._cp_due_ns != _NEVER and self._mono() >= self._cp_due_ns:
+            self._checkpoint_locked(CheckpointReason.TIME)
+        return seq
+
+    # --- sealing ------------------------------------------------------------------------
+
+    def _attach_sealer(self) -> dict[str, Any]:
+        """Check the sealer against the superblock and continue the log's checkpoint
+        numbering. Returns what the OPENED record should say about it."""
+        geo, sealer = self.geometry, self._sealer
+        self._last_cp_seq = self._epoch = 0
+        if sealer is None:
+            if geo.sealed:
+                raise ConfigError(
+                    f"{self.path} is sealed (key {geo.key_id.hex()[:16]}…); open it with its "
+                    "sealer: sealer=Sealer(key, fss=...)",
+                    diagnostic=codes.SEAL_REQUIRED,
+                )
+            return {}
+        if geo.flags & (R.SB_SIGNED | R.SB_FSS) != sealer.superblock_flags or (
+            geo.key_id != sealer.key_id
+        ):
+            raise ConfigError(
+                f"{self.path}: sealer (signed={sealer.key is not None}, forward-secure="
+                f"{sealer.fss is not None}, key {sealer.key_id.hex()[:16]}…) does not match "
+                f"the log (flags {geo.flags}, key {geo.key_id.hex()[:16]}…); a log keeps the "
+                "sealing it was created with",
+                diagnostic=codes.SEAL_KEY_MISMATCH,
+            )
+        self._last_cp_seq, last_epoch = self._find_last_checkpoint()
+        self._epoch = last_epoch + 1
+        note: dict[str, Any] = {"last_checkpoint": self._last_cp_seq, "epoch": self._epoch}
+        if sealer.fss is not None:
+            sealer.fss.bind(geo.log_id)
+            if sealer.fss.epoch > self._epoch:
+                # Durable checkpoints the state moved past are missing from the log: the
+                # verifier will report the epoch gap; say here that the writer saw it.
+                note["epochs_missing"] = [self._epoch, sealer.fss.epoch - 1]
+            sealer.fss.advance_to(self._epoch)
+            self._epoch = sealer.fss.epoch
+            note["epoch"] = self._epoch
+            sealer.fss.persist()
+        return note
+
+    def _find_last_checkpoint(self) -> tuple[int, int]:
+        """``(seq, epoch)`` of the newest CHECKPOINT the log holds, ``(0, 0)`` if none."""
+        geo = self.geometry
+        live = sorted((s for s in self._segs if s.live), key=lambda s: -s.generation)
+        for seg in live:
+            base = geo.segment_offset(seg.index)
+            best: F.RawRecord | None = None
+            for item in F.scan_segment(self._buf, base, geo.segment_size, seg, geo.header_area):
+                if (
+                    isinstance(item, F.RawRecord)
+                    and item.type == _T_CHECKPOINT
+                    and item.seq < self._next_seq
+                    and (best is None or item.seq > best.seq)
+                ):
+                    best = item
+            if best is not None:
+                at = base + best.offset + _HEADER_SIZE
+                try:
+                    body = _CHECKPOINT.unpack(bytes(self._buf[at : at + best.body_len]))
+                except InvalidArgument:
+                    continue
+                return best.seq, int(body["epoch"])
+        return 0, 0
+
+    def checkpoint(self, reason: CheckpointReason = CheckpointReason.REQUESTED) -> int:
+        """Seal a checkpoint now; return its seq (0 when the log has no sealer).
+
+        Raises:
+            LogClosed: after :meth:`close`.
+        """
+        if self._sealer is None:
+            return 0
+        with self._lock:
+            if self._closed:
+                raise LogClosed(f"{self.path}: flight recorder is closed", path=self.path)
+            return self._checkpoint_locked(reason)
+
+    def _checkpoint_locked(self, reason: CheckpointReason) -> int:
+        sealer = self._sealer
+        assert sealer is not None
+        self._cp_due_seq = self._cp_due_ns = _NEVER  # the checkpoint's own _seal must not recurse
+        body = sealer.body(
+            log_id=self.geometry.log_id,
+            covered_seq=self._next_seq - 1,
+            chain=self._chain,
+            prev_checkpoint_seq=self._last_cp_seq,
+            epoch=self._epoch,
+            real_ns=self._real(),
+            reason=reason,
+        )
+        seq = self._commit_locked(_T_CHECKPOINT, body, (_OVERHEAD + len(body) + 7) & ~7)
+        self._last_cp_seq = seq
+        self._epoch += 1
+        self._cp_due_seq = seq + sealer.every_records
+        if sealer.every_ms:
+            self._cp_due_ns = self._mono() + sealer.every_ms * 1_000_000
+        sealer.sealed(seq)
+        if self._always:
+            sealer.durable(seq)
         return seq
 
     def record_transition(
@@ -878,6 +1014,8 @@ class FlightRecorder:
             if seq > self._durable_seq:
                 self._durable_seq = seq
                 self._durable_cv.notify_all()
+        if self._sealer is not None:
+            self._sealer.durable(seq)
 
     def _sync_head(self) -> None:
         """Make every appended record durable.
@@ -973,6 +1111,8 @@ class FlightRecorder:
             # before it: damage to any of them then reads as lost data, never as a tear.
             self._sync_head()
             self._lifecycle(LifecycleEvent.CLOSED, {"records": self._next_seq - self._opened_seq})
+            if self._sealer is not None:
+                self.checkpoint(CheckpointReason.CLOSED)
             self._sync_head()
         finally:
             self._stop_flusher()

@@ -1,4 +1,5 @@
-"""The ``vigil`` command: demo, verify, dump, replay and inspect flight logs.
+"""The ``vigil`` command: demo, verify, dump, replay and inspect flight logs; keygen and
+anchor for sealed logs.
 
 Exit codes are part of the interface: 0 success (for ``verify``: the log is intact; for
 ``replay``: every transition agrees with the recorded policy), 1 an integrity failure
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from vigil import __version__
-from vigil.cli import _commands
+from vigil.cli import _commands, _seal
 from vigil.errors import (
     LogGeometryError,
     SuperblockCorrupt,
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1000,
         help="findings to list; the rest are counted (default: %(default)s)",
     )
+    _seal.add_verify_options(verify)
     verify.set_defaults(run=_commands.verify)
 
     dump = sub.add_parser("dump", help="print a log's records in sequence order")
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("path")
     inspect.add_argument("--json", action="store_true", help="print as JSON")
     inspect.set_defaults(run=_commands.inspect)
+    _seal.add_parsers(sub)
     return p
 
 

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from vigil.auditlog import LogReader, LogRecord
+from vigil.cli import _seal
 from vigil.errors import UsageError
 from vigil.schemas import RecordType
 
@@ -26,8 +27,9 @@ def demo(args: argparse.Namespace) -> int:
 def verify(args: argparse.Namespace) -> int:
     if args.max_findings < 0:
         raise UsageError(f"--max-findings {args.max_findings}: must be >= 0")
+    options = _seal.verify_options(args)
     with LogReader(args.path) as reader:
-        report = reader.verify(max_findings=args.max_findings)
+        report = reader.verify(max_findings=args.max_findings, **options)
     if args.json:
         print(json.dumps(report.to_json(), indent=2, sort_keys=True))
         return 0 if report.intact else 1
@@ -55,6 +57,7 @@ def verify(args: argparse.Namespace) -> int:
         print(f"  [{f.code} {f.kind} {tag}] {where}: {f.message}")
     if report.findings_dropped:
         print(f"  ... {report.findings_dropped} more findings not listed (--max-findings)")
+    _seal.print_seals(report, args)
     return 0 if report.intact else 1
 
 

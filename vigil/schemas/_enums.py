@@ -20,7 +20,7 @@ class RecordType(enum.IntEnum):
     TRANSITION = 3
     REJECTED = 4
     ANNOTATION = 5
-    CHECKPOINT = 6  # reserved: signed checkpoints arrive with the tamper-evidence work
+    CHECKPOINT = 6  # format 1.1: a signed checkpoint over the chain (docs/SECURITY.md)
 
 
 @enum.unique
@@ -76,6 +76,17 @@ class LifecycleEvent(enum.IntEnum):
 
     OPENED = 1
     CLOSED = 2
+
+
+@enum.unique
+class CheckpointReason(enum.IntEnum):
+    """Why the writer sealed a checkpoint."""
+
+    RECORDS = 1  # the record interval elapsed
+    TIME = 2  # the time interval elapsed
+    OPENED = 3  # the writer opened the log (covers what a crash left unsealed)
+    CLOSED = 4  # the writer closed the log (covers everything)
+    REQUESTED = 5  # an explicit checkpoint() call
 
 
 @enum.unique

@@ -11,6 +11,7 @@ from __future__ import annotations
 import construct as cs
 
 from vigil.schemas._enums import (
+    CheckpointReason,
     ClockSource,
     Durability,
     LifecycleEvent,
@@ -22,7 +23,9 @@ from vigil.schemas._enums import (
 from vigil.schemas._layout import Layout, enum_field
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+SB_SIGNED = 1  # superblock flags (1.1): checkpoints are signed by the key named by key_id
+SB_FSS = 2  # checkpoints carry forward-secure sealing tags
+FORMAT_MINOR = 1  # 1.1: CHECKPOINT bodies and key_id (written only by sealed logs)
 BODY_VERSION = 1
 
 SUPERBLOCK_MAGIC = b"VIGILLOG"
@@ -170,12 +173,61 @@ AnnotationBody = cs.Struct(
 )
 
 CheckpointBody = cs.Struct(
+    "sig_alg" / cs.Int8ul,  # 0 = unsigned, 1 = Ed25519, 2 = ECDSA P-384 (KeyAlgorithm)
+    "flags" / cs.Int8ul,  # bit 0: fss_tag is set (forward-secure sealing)
+    "reason" / enum_field(CheckpointReason, cs.Int8ul),
+    cs.Padding(1),
+    "every_records" / cs.Int32ul,  # the writer's checkpoint interval, in records
+    "every_ms" / cs.Int32ul,  # and in milliseconds (0 = none)
+    cs.Padding(4),
+    "covered_seq" / cs.Int64ul,  # the last record this checkpoint covers: its own seq - 1
+    "prev_checkpoint_seq" / cs.Int64ul,  # the previous checkpoint of this log, 0 = none
+    "epoch" / cs.Int64ul,  # 1, 2, 3 ... per checkpoint of this log
+    "real_ns" / cs.Int64sl,  # the writer's CLOCK_REALTIME when it sealed
+    "chain" / cs.Bytes(32),  # chain digest of record covered_seq
+    "key_id" / cs.Bytes(32),  # SHA-256 of the signing key's DER public key; zeros = unsigned
+    "fss_id" / cs.Bytes(16),  # identity of the forward-secure sealing seed; zeros = none
+    "fss_tag" / cs.Bytes(32),  # HMAC-SHA256 under the epoch's key; zeros = none
+    "signature" / cs.Prefixed(cs.Int16ul, cs.GreedyBytes),  # 64 (Ed25519) / 96 (P-384) or 0
+)
+"""Format 1.1: a signed checkpoint (docs/FORMAT.md §5, docs/SECURITY.md)."""
+
+LegacyCheckpointBody = cs.Struct(
     "opaque" / cs.Prefixed(cs.Int16ul, cs.GreedyBytes),
 )
-"""Reserved in format 1.0: readers carry the body through without interpreting it."""
+"""Format 1.0 reserved CHECKPOINT bodies as opaque bytes; readers still decode those."""
+
+CHECKPOINT_SIGNED_PREFIX = 128
+"""Bytes 0-127 of a CHECKPOINT body are what the FSS tag covers; the signature covers them
+and the tag (bytes 0-159)."""
+
+FssState = cs.Struct(
+    "magic" / cs.Const(b"VIGILFSS"),
+    "version" / cs.Int16ul,  # 1
+    cs.Padding(6),
+    "fss_id" / cs.Bytes(16),
+    "log_id" / cs.Bytes(16),  # the log this sealing chain is bound to; zeros until first use
+    "epoch" / cs.Int64ul,  # the epoch the key below seals next
+    "key" / cs.Bytes(32),
+    "crc" / cs.Int32ul,  # CRC32C of the bytes before it
+)
+"""The device's forward-secure sealing state file (only the current epoch's key)."""
+
+FssSeed = cs.Struct(
+    "magic" / cs.Const(b"VIGILFSV"),
+    "version" / cs.Int16ul,  # 1
+    cs.Padding(6),
+    "fss_id" / cs.Bytes(16),
+    "seed" / cs.Bytes(32),
+    "crc" / cs.Int32ul,
+)
+"""The verifier's forward-secure sealing seed file (derives every epoch's key)."""
 
 SUPERBLOCK = Layout("superblock", Superblock)
 SEGMENT_HEADER = Layout("segment header", SegmentHeader)
+FSS_STATE = Layout("FSS state", FssState)
+LEGACY_CHECKPOINT = Layout("CHECKPOINT body (1.0)", LegacyCheckpointBody)
+FSS_SEED = Layout("FSS seed", FssSeed)
 RECORD_HEADER = Layout("record header", RecordHeader)
 RECORD_TRAILER = Layout("record trailer", RecordTrailer)
 
