@@ -212,7 +212,8 @@ class Decoder(nn.Module):
 
     The parameters are drawn on the CPU from ``seed`` (normal, std 0.02; norm scales 1) in
     float32 and then cast to ``config.dtype``, so one seed gives the same weights on every
-    machine. The module is returned in eval mode; move it with ``.to(device)``.
+    machine. The module is returned in eval mode with parameters that do not require grad
+    (an inference reference: outputs carry no autograd graph); move it with ``.to(device)``.
 
     Args:
         config: a validated :class:`DecoderConfig`.
@@ -233,6 +234,7 @@ class Decoder(nn.Module):
                     param.fill_(1.0)
                 else:
                     param.copy_(torch.randn(param.shape, generator=generator) * _INIT_STD)
+        self.requires_grad_(False)
         self.to(config.torch_dtype)
         self.eval()
 
