@@ -218,7 +218,7 @@ def test_cache_reset_and_repr(dense: Decoder) -> None:
 def test_cache_rejects_a_bad_batch_size() -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(InvalidArgument, match="batch_size"):
-            KVCache(TINY, bad)  # type: ignore[arg-type]
+            KVCache(TINY, bad)
 
 
 # --- grouped-query attention ----------------------------------------------------------------
@@ -331,3 +331,27 @@ def test_sync_spy_can_see_a_sync() -> None:
         torch.ones(2).sum().item()
         bool(torch.ones(1))
     assert spy.calls == ["item", "__bool__"]
+
+
+# --- boundary: dtypes and devices -------------------------------------------------------------
+
+
+def test_int32_ids_and_positions_are_accepted(dense: Decoder) -> None:
+    ids = _ids(2, 5)
+    positions = torch.arange(5).expand(2, 5)
+    expected = dense(ids)
+    got = dense(ids.int(), positions=positions.int(), attention_mask=torch.ones(2, 5).int())
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+
+
+def test_inputs_on_another_device_are_rejected(dense: Decoder) -> None:
+    ids = _ids(1, 3)
+    meta = {"device": "meta", "dtype": torch.long}
+    for kwargs in (
+        {"input_ids": torch.zeros(1, 3, **meta)},
+        {"input_ids": ids, "positions": torch.zeros(1, 3, **meta)},
+        {"input_ids": ids, "attention_mask": torch.ones(1, 3, **meta)},
+    ):
+        with pytest.raises(InvalidInput) as info:
+            dense(**kwargs)
+        assert info.value.code == "DIA-5017" and info.value.actual == "meta"
