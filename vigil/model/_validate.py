@@ -141,9 +141,7 @@ def _check_positions(positions: object, shape: tuple[int, ...], device: torch.de
 
 
 def _check_mask(mask: object, expected: tuple[int, int], device: torch.device) -> torch.Tensor:
-    if not isinstance(mask, torch.Tensor) or not (
-        mask.dtype == torch.bool or (not mask.is_floating_point() and not mask.is_complex())
-    ):
+    if not isinstance(mask, torch.Tensor) or mask.is_floating_point() or mask.is_complex():
         raise _fail(
             D.MASK_DTYPE,
             "attention_mask",
