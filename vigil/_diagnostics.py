@@ -4,7 +4,7 @@ Every error vigil raises and every finding its verifier reports carries one stab
 ``DIA-xxxx``. Codes are never renumbered or reused; a retired code stays here, marked as such.
 Ranges: 1xxx configuration and usage; 2xxx caller input (2100-2199 tensor contracts); 3xxx
 the flight recorder (3000-3099 errors raised, 3100-3199 findings of ``vigil verify``,
-3200-3299 findings of ``vigil replay``); 4xxx the guarded model (4000-4099 call outcomes,
+3200-3299 findings of ``vigil replay``, 3300-3399 sealing findings); 4xxx the guarded model (4000-4099 call outcomes,
 4100-4199 state-machine transitions); 5xxx the reference model (5000-5099 config and input
 validation, 5100-5199 signed model artifacts); 6xxx keys and signatures (6000-6099 key
 files). ``docs/DIAGNOSTICS.md`` documents each one; a test
@@ -435,6 +435,86 @@ KEY_ALGORITHM = _d(
     "KEY_ALGORITHM",
     "the key's algorithm is not the one this use requires",
     "use a key of the algorithm named in the message (`vigil keygen --algorithm`)",
+)
+
+# --- the reference model: configuration and boundary validation (5000-5099) -------------
+MODEL_CONFIG_INVALID = _d(
+    "DIA-5001",
+    "MODEL_CONFIG_INVALID",
+    "a DecoderConfig field is out of range or inconsistent with another field",
+    "fix the named field; the message states the allowed range",
+)
+MODEL_CONFIG_SCHEMA = _d(
+    "DIA-5002",
+    "MODEL_CONFIG_SCHEMA",
+    "a serialised DecoderConfig has unknown or missing keys, or a value of the wrong type",
+    "write the config with DecoderConfig.to_dict(); the message lists the offending keys",
+)
+TOKEN_IDS_DTYPE = _d(
+    "DIA-5010",
+    "TOKEN_IDS_DTYPE",
+    "input_ids is not an int64 or int32 tensor",
+    "pass token ids as a torch.long (or torch.int32) tensor",
+)
+TOKEN_IDS_SHAPE = _d(
+    "DIA-5011",
+    "TOKEN_IDS_SHAPE",
+    "input_ids is not a non-empty (batch, sequence) tensor",
+    "pass a 2-D tensor with at least one row and one token; add the batch dim with [None]",
+)
+TOKEN_ID_OUT_OF_RANGE = _d(
+    "DIA-5012",
+    "TOKEN_ID_OUT_OF_RANGE",
+    "a token id lies outside [0, vocab_size)",
+    "check the tokenizer matches the model's vocabulary; the message gives the extremes",
+)
+POSITIONS_SHAPE = _d(
+    "DIA-5013",
+    "POSITIONS_SHAPE",
+    "positions is not an int64/int32 tensor of the same shape as input_ids",
+    "pass one position per token, shaped like input_ids, or leave positions out",
+)
+POSITION_OUT_OF_RANGE = _d(
+    "DIA-5014",
+    "POSITION_OUT_OF_RANGE",
+    "a position lies outside [0, max_positions)",
+    "shorten the sequence or use a config with a larger max_positions",
+)
+MASK_SHAPE = _d(
+    "DIA-5015",
+    "MASK_SHAPE",
+    "attention_mask is not a (batch, cached + new tokens) tensor",
+    "pass one entry per key (the cached tokens and the new ones), 1/True = attend",
+)
+MASK_DTYPE = _d(
+    "DIA-5016",
+    "MASK_DTYPE",
+    "attention_mask is not a bool or integer tensor",
+    "pass a bool or 0/1 integer padding mask; additive float masks are not accepted",
+)
+INPUT_DEVICE = _d(
+    "DIA-5017",
+    "INPUT_DEVICE",
+    "an input tensor is not on the model's device",
+    "move input_ids, positions and attention_mask to the model's device",
+)
+KV_CACHE_OVERFLOW = _d(
+    "DIA-5020",
+    "KV_CACHE_OVERFLOW",
+    "the new tokens do not fit in the KV cache's remaining capacity",
+    "nothing was written; reset() the cache, or use a config with a larger kv_cache_capacity",
+)
+KV_CACHE_BATCH = _d(
+    "DIA-5021",
+    "KV_CACHE_BATCH",
+    "the batch size of input_ids differs from the batch size the KV cache was built for",
+    "build one cache per batch size with Decoder.new_cache(batch_size)",
+)
+KV_CACHE_INCOMPATIBLE = _d(
+    "DIA-5022",
+    "KV_CACHE_INCOMPATIBLE",
+    "the KV cache was built for another geometry, dtype or device than this model",
+    "build the cache with this model's Decoder.new_cache()",
 )
 
 REGISTRY: dict[str, Diagnostic] = {
