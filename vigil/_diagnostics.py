@@ -4,10 +4,10 @@ Every error vigil raises and every finding its verifier reports carries one stab
 ``DIA-xxxx``. Codes are never renumbered or reused; a retired code stays here, marked as such.
 Ranges: 1xxx configuration and usage; 2xxx caller input (2100-2199 tensor contracts); 3xxx
 the flight recorder (3000-3099 errors raised, 3100-3199 findings of ``vigil verify``,
-3200-3299 findings of ``vigil replay``, 3300-3399 sealing findings); 4xxx the guarded model (4000-4099 call outcomes,
-4100-4199 state-machine transitions); 5xxx the reference model (5000-5099 config and input
-validation, 5100-5199 signed model artifacts); 6xxx keys and signatures (6000-6099 key
-files). ``docs/DIAGNOSTICS.md`` documents each one; a test
+3200-3299 findings of ``vigil replay``, 3300-3399 sealing findings); 4xxx the guarded
+model (4000-4099 call outcomes, 4100-4199 state-machine transitions); 5xxx the reference
+model (5000-5099 config and input validation, 5100-5199 signed model artifacts); 6xxx keys
+and signatures (6000-6099 key files). ``docs/DIAGNOSTICS.md`` documents each one; a test
 keeps the two in step. Every ``Diagnostic`` defined here is registered.
 
 This module imports nothing from vigil, so that ``vigil.errors`` can depend on it; the public
