@@ -1,4 +1,4 @@
-"""Run every benchmark (four of the flight recorder, one of the supervisor) one after another.
+"""Run every benchmark (five of the flight recorder, one of the supervisor) one after another.
 
 Each benchmark runs as its own subprocess (a fresh interpreter, so one cannot warm or pollute
 the next), with ``--quick`` and ``--dir`` passed through. The exit status is non-zero only when
@@ -17,7 +17,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHES = ("crc", "append", "verify", "recover", "supervisor")
+BENCHES = ("crc", "append", "verify", "recover", "seal", "supervisor")
 
 
 def main() -> int:
