@@ -79,7 +79,7 @@ def restore_snapshot(
                 if open_session:  # the previous session never closed: a crash
                     failed.append(rec.real_ns)
                 open_session = True
-            else:
+            elif body["event"] is LifecycleEvent.CLOSED:  # not model events (MODEL_LOADED...)
                 open_session = False
         elif body.get("key") == "vigil.restore":
             carried = json.loads(body["text"])
