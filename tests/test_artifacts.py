@@ -338,3 +338,49 @@ def test_manifest_refuses_duplicate_keys_nan_and_deep_nesting():
 def test_parsing_any_bytes_returns_or_raises_manifest_invalid(data):
     with contextlib.suppress(ManifestInvalid):
         M.parse(data)
+
+
+def test_through_the_runtime_each_refusal_is_a_model_refused_record(tmp_path, key):
+    from vigil.auditlog import FlightRecorder, LogReader
+    from vigil.runtime import load_signed_model
+    from vigil.schemas import LifecycleEvent, RecordType
+
+    log = tmp_path / "log"
+    dirs = []
+    with FlightRecorder.create(log) as recorder:
+        for i, (damage, code) in enumerate(REFUSALS):
+            d = tmp_path / f"m{i}"
+            save_model_dir(
+                d, TinyReference(seed=1, hidden=32).state_dict(), name="tiny", version="1",
+                config=CONFIG, key=key,
+            )  # fmt: skip
+            damage(d, key)
+            with pytest.raises(ArtifactError) as e:
+                load_signed_model(d, key.public, build, log=recorder)
+            assert e.value.code == code
+            dirs.append(d)
+        good = tmp_path / "good"
+        digest = save_model_dir(
+            good, TinyReference(seed=1, hidden=32).state_dict(), name="tiny", version="1",
+            config=CONFIG, key=key,
+        )  # fmt: skip
+        assert load_signed_model(good, key.public, build, log=recorder).digest == digest
+    with LogReader(log) as reader:
+        records = [
+            (r.body["event"], json.loads(r.body["detail"]))
+            for r in reader.records(types=[RecordType.LIFECYCLE])
+        ]
+    model = [(e, d) for e, d in records if e not in (LifecycleEvent.OPENED, LifecycleEvent.CLOSED)]
+    assert [e for e, _ in model] == [LifecycleEvent.MODEL_REFUSED] * len(REFUSALS) + [
+        LifecycleEvent.MODEL_LOADED
+    ]
+    for (_, detail), d, (_, code) in zip(model, dirs, REFUSALS, strict=False):
+        assert (detail["dir"], detail["code"]) == (str(d), code) and code in detail["reason"]
+    loaded = model[-1][1]
+    assert loaded == {
+        "dir": str(good),
+        "name": "tiny",
+        "version": "1",
+        "model_digest": digest.hex(),
+        "key_id": key.key_id.hex(),
+    }
