@@ -384,3 +384,52 @@ def test_through_the_runtime_each_refusal_is_a_model_refused_record(tmp_path, ke
         "model_digest": digest.hex(),
         "key_id": key.key_id.hex(),
     }
+
+
+def run_cli(*argv: str) -> int:
+    from vigil.cli import main
+
+    return main(list(argv))
+
+
+def test_cli_keygen_export_sign_verify_exit_codes(tmp_path, capsys):
+    key, pub, d = str(tmp_path / "k"), str(tmp_path / "k.pub"), tmp_path / "ref"
+    assert run_cli("model", "keygen", "--out", key) == 0
+    assert os.stat(key).st_mode & 0o777 == 0o600 and os.path.exists(pub)
+    assert run_cli("model", "keygen", "--out", key) == 2  # never overwrites (DIA-6003)
+    assert "DIA-6003" in capsys.readouterr().err
+    assert run_cli("model", "export-reference", str(d), "--key", key, "--hidden", "16") == 0
+    assert run_cli("model", "verify", str(d), "--pubkey", pub) == 0
+    assert "VALID tiny-reference 1" in capsys.readouterr().out
+    (d / "notes.txt").write_text("release notes")
+    assert run_cli("model", "sign", str(d), "--key", key, "--version", "2") == 0
+    capsys.readouterr()
+    assert run_cli("model", "verify", str(d), "--pubkey", pub, "--json") == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert (facts["valid"], facts["version"], set(facts["files"])) == (
+        True,
+        "2",
+        {WEIGHTS, "notes.txt"},
+    )
+    assert facts["model_digest"] == hashlib.sha256((d / MANIFEST).read_bytes()).hexdigest()
+    (d / "notes.txt").write_text("edited")
+    assert run_cli("model", "verify", str(d), "--pubkey", pub) == 1
+    assert "DIA-5106" in capsys.readouterr().err
+    (d / SIGNATURE).unlink()
+    assert run_cli("model", "verify", str(d), "--pubkey", pub, "--json") == 1
+    assert json.loads(capsys.readouterr().out)["code"] == "DIA-5101"
+    assert run_cli("model", "verify", str(d)) == 2  # no --pubkey
+    assert run_cli("model", "sign", str(tmp_path / "empty"), "--key", key) == 2  # no name
+    assert run_cli("model", "sign", str(d), "--key", pub, "--version", "3") == 2  # a public key
+    assert run_cli("model", "frobnicate") == 2
+    bad = tmp_path / "config.json"
+    bad.write_text("[1]")
+    assert run_cli("model", "sign", str(d), "--key", key, "--config", str(bad)) == 2
+    bad.write_text('{"hidden": 16, "note": "re-signed"}')
+    assert run_cli("model", "sign", str(d), "--key", key, "--config", str(bad)) == 0
+    art = verify_model_dir(d, _keys.load_public(pub))  # signing vouches for the files present
+    assert (art.config["note"], art.version, art.files["notes.txt"]) == (
+        "re-signed",
+        "2",
+        b"edited",
+    )

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from vigil import __version__
-from vigil.cli import _commands
+from vigil.cli import _commands, _model
 from vigil.errors import (
     LogGeometryError,
     SuperblockCorrupt,
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("path")
     inspect.add_argument("--json", action="store_true", help="print as JSON")
     inspect.set_defaults(run=_commands.inspect)
+    _model.add_parser(sub)
     return p
 
 
