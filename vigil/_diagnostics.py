@@ -412,6 +412,100 @@ OPERATOR_RESET = _d(
     "nothing; the reset is audited",
 )
 
+# --- signed model artifacts and hot reload (5100-5199) ----------------------------------
+ARTIFACT_UNSIGNED = _d(
+    "DIA-5101",
+    "ARTIFACT_UNSIGNED",
+    "the model directory has no signature (manifest.sig)",
+    "sign it with `vigil model sign DIR --key KEY`; unsigned models are never loaded",
+)
+ARTIFACT_SIGNATURE_INVALID = _d(
+    "DIA-5102",
+    "ARTIFACT_SIGNATURE_INVALID",
+    "the manifest's signature does not verify: the manifest or the signature was changed",
+    "treat the artifact as tampered; obtain it again from its publisher",
+)
+ARTIFACT_WRONG_KEY = _d(
+    "DIA-5103",
+    "ARTIFACT_WRONG_KEY",
+    "the manifest names another signing key than the public key the loader trusts",
+    "check which key signed it (`vigil model verify`); pass the right public key or re-sign",
+)
+ARTIFACT_SIGNATURE_MALFORMED = _d(
+    "DIA-5104",
+    "ARTIFACT_SIGNATURE_MALFORMED",
+    "manifest.sig is not a P-384 signature (wrong length: truncated or padded)",
+    "the signature file was damaged or replaced; obtain the artifact again or re-sign it",
+)
+ARTIFACT_FILE_MISSING = _d(
+    "DIA-5105",
+    "ARTIFACT_FILE_MISSING",
+    "a file the manifest names (or the manifest itself) is not in the model directory",
+    "copy the whole directory; the message names the missing file",
+)
+ARTIFACT_TAMPERED = _d(
+    "DIA-5106",
+    "ARTIFACT_TAMPERED",
+    "a file's size or SHA-256 differs from what the signed manifest states",
+    "treat the artifact as tampered or damaged; obtain it again from its publisher",
+)
+ARTIFACT_MANIFEST_INVALID = _d(
+    "DIA-5107",
+    "ARTIFACT_MANIFEST_INVALID",
+    "manifest.json is not a valid manifest (JSON, keys, types or format version)",
+    "re-create it with `vigil model sign`; the message names the offending field",
+)
+ARTIFACT_MANIFEST_TOO_LARGE = _d(
+    "DIA-5108",
+    "ARTIFACT_MANIFEST_TOO_LARGE",
+    "manifest.json (or manifest.sig) exceeds its size limit; it was not parsed",
+    "a real manifest is a few KiB; treat an oversize one as hostile",
+)
+ARTIFACT_UNSAFE_PATH = _d(
+    "DIA-5109",
+    "ARTIFACT_UNSAFE_PATH",
+    "a manifest entry is not a plain file name inside the directory "
+    "(.., /, a hidden name, a symlink or not a regular file)",
+    "keep every artifact file as a regular file directly in the model directory",
+)
+ARTIFACT_IO = _d(
+    "DIA-5110",
+    "ARTIFACT_IO",
+    "a model artifact file could not be read or written",
+    "check the path and permissions; the operating-system error is in the message",
+)
+ARTIFACT_WEIGHTS_INVALID = _d(
+    "DIA-5111",
+    "ARTIFACT_WEIGHTS_INVALID",
+    "weights.safetensors is not a valid safetensors file",
+    "re-export the weights with safetensors; the parser's message is in the reason",
+)
+ARTIFACT_WEIGHTS_MISMATCH = _d(
+    "DIA-5112",
+    "ARTIFACT_WEIGHTS_MISMATCH",
+    "the weights do not fit the model built from the manifest's config "
+    "(missing, unexpected or mis-shaped tensors)",
+    "check that the artifact and the config belong together; the message lists the keys",
+)
+ARTIFACT_BUILD_FAILED = _d(
+    "DIA-5113",
+    "ARTIFACT_BUILD_FAILED",
+    "building the model from the manifest's config raised",
+    "the config does not describe a model this build function accepts; see the reason",
+)
+RELOAD_WARMUP_FAILED = _d(
+    "DIA-5120",
+    "RELOAD_WARMUP_FAILED",
+    "a candidate model raised or produced NaN/Inf during its warm-up calls",
+    "the old model keeps serving; fix the new version before publishing it again",
+)
+RELOAD_PROBE_FAILED = _d(
+    "DIA-5121",
+    "RELOAD_PROBE_FAILED",
+    "a candidate model failed its known-answer probe or the caller's check",
+    "the old model keeps serving; the candidate answers, but wrongly",
+)
+
 KEY_FILE = _d(
     "DIA-6001",
     "KEY_FILE",

@@ -14,6 +14,12 @@ from typing import Any
 from vigil import _diagnostics as codes
 
 __all__ = [
+    "ArtifactError",
+    "ArtifactFileMissing",
+    "ArtifactKeyMismatch",
+    "ArtifactSignatureInvalid",
+    "ArtifactTampered",
+    "CandidateRefused",
     "ConfigError",
     "DeviceFatal",
     "FallbackFailed",
@@ -28,13 +34,16 @@ __all__ = [
     "LogIOError",
     "LogLocked",
     "LogVersionError",
+    "ManifestInvalid",
     "NotAVigilLog",
     "RecordTooLarge",
     "SimulatedPowerCut",
     "SuperblockCorrupt",
     "Unavailable",
+    "UnsignedArtifact",
     "UsageError",
     "VigilError",
+    "WeightsInvalid",
 ]
 
 
@@ -133,6 +142,74 @@ class KeyFileError(VigilError):
     """A key file could not be used (unreadable, unprotected, existing, wrong algorithm)."""
 
     diagnostic = codes.KEY_FILE
+
+
+class ArtifactError(VigilError):
+    """A model artifact was refused or could not be read or written (DIA-5110 for I/O).
+
+    Every refusal of the artifact loader is a subclass with its own code. Attributes:
+    ``path`` (the model directory or the file concerned) and, where known, ``file``.
+    """
+
+    diagnostic = codes.ARTIFACT_IO
+
+
+class UnsignedArtifact(ArtifactError):
+    """The model directory has no ``manifest.sig`` (DIA-5101)."""
+
+    diagnostic = codes.ARTIFACT_UNSIGNED
+
+
+class ArtifactSignatureInvalid(ArtifactError):
+    """The manifest's signature does not verify (DIA-5102), or is not a signature at all:
+    wrong length (DIA-5104)."""
+
+    diagnostic = codes.ARTIFACT_SIGNATURE_INVALID
+
+
+class ArtifactKeyMismatch(ArtifactError):
+    """The manifest names another signer than the trusted public key (DIA-5103).
+
+    Attributes ``expected`` and ``actual``: the two key ids, hex.
+    """
+
+    diagnostic = codes.ARTIFACT_WRONG_KEY
+
+
+class ArtifactFileMissing(ArtifactError):
+    """A file the manifest names, or the manifest itself, is absent (DIA-5105)."""
+
+    diagnostic = codes.ARTIFACT_FILE_MISSING
+
+
+class ArtifactTampered(ArtifactError):
+    """A file's size or SHA-256 differs from the signed manifest (DIA-5106).
+
+    Attributes ``file``, ``expected`` and ``actual`` (sizes, or digests in hex).
+    """
+
+    diagnostic = codes.ARTIFACT_TAMPERED
+
+
+class ManifestInvalid(ArtifactError):
+    """The manifest is malformed (DIA-5107), oversize (DIA-5108) or names a path outside
+    the model directory (DIA-5109)."""
+
+    diagnostic = codes.ARTIFACT_MANIFEST_INVALID
+
+
+class WeightsInvalid(ArtifactError):
+    """The weights are not valid safetensors (DIA-5111), do not fit the model (DIA-5112), or
+    the model could not be built from the manifest's config (DIA-5113)."""
+
+    diagnostic = codes.ARTIFACT_WEIGHTS_INVALID
+
+
+class CandidateRefused(ArtifactError):
+    """A verified candidate model failed its warm-up (DIA-5120) or probe (DIA-5121) during a
+    hot reload; the serving model was kept."""
+
+    diagnostic = codes.RELOAD_PROBE_FAILED
 
 
 class LogError(VigilError):

@@ -837,6 +837,13 @@ class FlightRecorder:
         """Append an ANNOTATION record (operator notes, incident markers)."""
         return self._append_body(RecordType.ANNOTATION, {"key": key, "text": text})
 
+    def record_lifecycle(self, event: LifecycleEvent, detail: dict[str, Any]) -> int:
+        """Append a LIFECYCLE record for a model event (MODEL_LOADED and after); ``detail``
+        becomes its JSON text. OPENED and CLOSED are the writer's own."""
+        if event in (LifecycleEvent.OPENED, LifecycleEvent.CLOSED):
+            raise InvalidArgument(f"{event.name} is recorded by the writer itself")
+        return self._lifecycle(event, detail)
+
     def _lifecycle(self, event: LifecycleEvent, detail: dict[str, Any]) -> int:
         return self._append_body(
             RecordType.LIFECYCLE,

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from vigil import __version__
-from vigil.cli import _commands, _seal
+from vigil.cli import _commands, _model, _seal
 from vigil.errors import (
     LogGeometryError,
     SuperblockCorrupt,
@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print as JSON")
     inspect.set_defaults(run=_commands.inspect)
     _seal.add_parsers(sub)
+    _model.add_parser(sub)
     return p
 
 

@@ -27,6 +27,11 @@ Theory of operation
 While a call that missed its deadline is still running, the primary is *hung*: calls route to
 the fallback (DIA-4008) until it returns (its late return is annotated in the log).
 
+The primary and its digest are one immutable pair (:class:`_Primary`), read once per call
+with a single attribute read and carried with the call to the worker thread and into the
+INFERENCE record: every record names the digest of the model that actually ran (or would have
+run) the call, even while :meth:`Supervisor.swap_primary` replaces the pair (hot reload).
+
 No lock is ever held across a model call. Every ``infer`` call leaves exactly one INFERENCE or
 REJECTED record; every state change exactly one TRANSITION record, after the record of the
 call that caused it.
@@ -56,7 +61,7 @@ from vigil.runtime import _tensors as T
 from vigil.runtime._fallbacks import Fallback, LastGood, as_chain
 from vigil.runtime._restore import restore_snapshot
 from vigil.runtime._watchdog import Ticket, Watchdog
-from vigil.schemas import CallFlags, Outcome, ServedBy, State
+from vigil.schemas import CallFlags, LifecycleEvent, Outcome, ServedBy, State
 
 _NO_CODE = 0
 _ZERO_DIGEST = bytes(32)
@@ -139,12 +144,30 @@ class SupervisorStatistics:
     log_head_seq: int
 
 
+class _Primary(NamedTuple):
+    """The primary model and the digest that names it, swapped together, never apart."""
+
+    model: Callable[[Any], Any]
+    digest: bytes
+
+
 class _Slot:
-    """One primary call handed to a worker thread."""
+    """One primary call handed to a worker thread, with the model it must run."""
 
-    __slots__ = ("done", "error", "latency_ns", "output", "request_id", "ticket", "timed_out", "x")
+    __slots__ = (
+        "done",
+        "error",
+        "latency_ns",
+        "model",
+        "output",
+        "request_id",
+        "ticket",
+        "timed_out",
+        "x",
+    )
 
-    def __init__(self, x: Any, request_id: bytes) -> None:
+    def __init__(self, model: Callable[[Any], Any] | None, x: Any, request_id: bytes) -> None:
+        self.model = model
         self.x = x
         self.request_id = request_id
         self.done = threading.Lock()
@@ -163,6 +186,7 @@ class _Call(NamedTuple):
     input_digest: bytes
     state: State
     start_ns: int
+    primary: _Primary  # read once when the call began
 
 
 class _Answer(NamedTuple):
@@ -228,7 +252,8 @@ class Supervisor:
         clock: timestamps for the log and time for the state machine (a
             :class:`~vigil.auditlog.Clock`); inject one to simulate time.
         model_digest: 32 bytes identifying the primary; by default SHA-256 of its parameters
-            (an ``nn.Module``) or of its ``repr``.
+            (an ``nn.Module``) or of its ``repr``. For a signed artifact, pass its digest
+            (:attr:`vigil.model.LoadedModel.digest`).
         ring, durability: for a log created here (see :class:`~vigil.auditlog.RingConfig`).
 
     Raises:
@@ -282,7 +307,6 @@ class Supervisor:
                 )
         if model_digest is not None and len(model_digest) != 32:
             raise ConfigError("model_digest must be 32 bytes (a SHA-256 digest)")
-        self.primary = primary
         self.deadline_ns = deadline_ns
         self.isolation = isolation
         self._chain: list[Fallback] = as_chain(fallback)
@@ -295,7 +319,7 @@ class Supervisor:
         self._known = known_answer
         self._clock: Clock = clock or SystemClock()
         self._mono = self._clock.monotonic_ns
-        self._model_digest = model_digest or _digest_model(primary)
+        self._current = _Primary(primary, model_digest or _digest_model(primary))
         self._slow_ns = self.policy.slow_call_ns
         self._session = uuid.uuid4().bytes[:8]
         self._requests = itertools.count(1)  # next() is atomic under the GIL
@@ -354,6 +378,7 @@ class Supervisor:
             Unavailable: no trustworthy answer exists (recorded; ``reason`` says why).
         """
         start = self._mono()
+        primary = self._current  # one read: this call runs and records this pair
         if self._closed:
             raise Unavailable("the supervisor is closed", reason="closed")
         if request_id is None:
@@ -380,7 +405,7 @@ class Supervisor:
                 decision = self._fsm.route(self._mono())
                 self._log_transitions(decision.transitions, cause=0)
                 state, busy = self._fsm.state, self._hung > 0
-        call = _Call(rid, in_digest, state, start)
+        call = _Call(rid, in_digest, state, start, primary)
         mode = self._modes[decision.route]
         if busy and mode in ("primary", "live", "shadow"):
             return self._serve_fallback(
@@ -393,7 +418,7 @@ class Supervisor:
         probe = mode != "primary"
         if mode == "shadow":
             return self._shadow(x, call)
-        attempt = self._attempt(x, rid)
+        attempt = self._attempt(primary.model, x, rid)
         if attempt.outcome in (Outcome.OK, Outcome.SLOW):
             if self._last_good is not None:
                 self._last_good.remember(attempt.output, self._mono())
@@ -412,9 +437,10 @@ class Supervisor:
 
     def _shadow(self, x: Any, call: _Call) -> Result:
         """Recovery in shadow mode: the fallback answers; the primary runs and is checked."""
-        slot = self._submit(x, call.request_id) if self.isolation == "thread" else None
+        model = call.primary.model
+        slot = self._submit(model, x, call.request_id) if self.isolation == "thread" else None
         answer = self._fallback_answer(x)  # computed while the primary runs
-        attempt = self._wait(slot) if slot is not None else self._inline(x)
+        attempt = self._wait(slot) if slot is not None else self._inline(model, x)
         flags = _COUNTED | _PROBE | _SHADOW
         if answer is None:
             self._finish(call, attempt, _NOBODY, flags=flags)
@@ -427,13 +453,13 @@ class Supervisor:
 
     # --- running the primary -------------------------------------------------------------
 
-    def _attempt(self, x: Any, rid: bytes) -> _Attempt:
+    def _attempt(self, model: Callable[[Any], Any], x: Any, rid: bytes) -> _Attempt:
         if self.isolation == "thread":
-            return self._wait(self._submit(x, rid))
-        return self._inline(x)
+            return self._wait(self._submit(model, x, rid))
+        return self._inline(model, x)
 
-    def _submit(self, x: Any, rid: bytes) -> _Slot:
-        slot = _Slot(x, rid)
+    def _submit(self, model: Callable[[Any], Any], x: Any, rid: bytes) -> _Slot:
+        slot = _Slot(model, x, rid)
         slot.ticket = self._watchdog.arm(
             self._mono() + self.deadline_ns, lambda: self._expire(slot)
         )
@@ -464,7 +490,8 @@ class Supervisor:
                 return
             t0 = self._mono()
             try:
-                slot.output = self.primary(slot.x)
+                assert slot.model is not None
+                slot.output = slot.model(slot.x)
             except BaseException as exc:  # any failure of the model is an outcome
                 slot.error = exc
             slot.latency_ns = self._mono() - t0
@@ -473,14 +500,14 @@ class Supervisor:
                 slot.done.release()  # the slot is the caller's from here on
             else:  # the caller was answered at the deadline; nobody reads this slot
                 self._late(slot.request_id, slot.latency_ns, slot.error)
-                slot.x = slot.output = None
+                slot.model = slot.x = slot.output = None
 
-    def _inline(self, x: Any) -> _Attempt:
+    def _inline(self, model: Callable[[Any], Any], x: Any) -> _Attempt:
         ticket = self._watchdog.arm(self._mono() + self.deadline_ns, self._hang)
         t0 = self._mono()
         output, error = None, None
         try:
-            output = self.primary(x)
+            output = model(x)
         except BaseException as exc:  # any failure of the model is an outcome
             error = exc
         latency = self._mono() - t0
@@ -595,7 +622,7 @@ class Supervisor:
     def _finish(self, call: _Call, attempt: _Attempt, answer: _Answer, *, flags: int) -> Result:
         """Count the outcome (when the primary ran), record the call and its consequences,
         all under one lock so that the log's order is the state machine's order."""
-        rid, in_digest, state, start = call
+        rid, in_digest, state, start, primary = call
         output, served_by, age, out_digest = answer
         code = attempt.code
         with self._lock:
@@ -611,7 +638,7 @@ class Supervisor:
                 )
             seq = self.log.record_inference(
                 request_id=rid,
-                model_digest=self._model_digest,
+                model_digest=primary.digest,
                 input_digest=in_digest,
                 output_digest=out_digest,
                 state=state,
@@ -658,8 +685,9 @@ class Supervisor:
     def _probe_known_answer(self) -> None:
         """Run the known-answer probe through the primary and count its result."""
         assert self._known is not None
+        primary = self._current  # one read: the probe runs and records this pair
         in_digest = T.digest(self._known.input)
-        attempt = self._attempt(self._known.input, _KA_REQUEST)
+        attempt = self._attempt(primary.model, self._known.input, _KA_REQUEST)
         if attempt.outcome in (Outcome.OK, Outcome.SLOW):
             try:
                 matches = self._known.matches(attempt.output)
@@ -687,7 +715,7 @@ class Supervisor:
             )
             seq = self.log.record_inference(
                 request_id=_KA_REQUEST,
-                model_digest=self._model_digest,
+                model_digest=primary.digest,
                 input_digest=in_digest,
                 output_digest=attempt.digest,
                 state=state,
@@ -714,6 +742,65 @@ class Supervisor:
     def _new_request_id(self) -> bytes:
         """8 random bytes per supervisor, then a call counter (unique within the session)."""
         return self._session + next(self._requests).to_bytes(8, "little")
+
+    # --- the primary ---------------------------------------------------------------------
+
+    @property
+    def primary(self) -> Callable[[Any], Any]:
+        """The model new calls run. Assigning to it is :meth:`swap_primary` with the digest
+        computed from the new model."""
+        return self._current.model
+
+    @primary.setter
+    def primary(self, model: Callable[[Any], Any]) -> None:
+        self.swap_primary(model)
+
+    @property
+    def model_digest(self) -> bytes:
+        """The 32-byte digest that new calls' INFERENCE records name."""
+        return self._current.digest
+
+    def swap_primary(
+        self,
+        model: Callable[[Any], Any],
+        model_digest: bytes | None = None,
+        *,
+        detail: dict[str, Any] | None = None,
+    ) -> bytes:
+        """Replace the primary and its digest atomically; record a LIFECYCLE MODEL_SWAPPED.
+
+        Calls that began before the swap finish on the old model and their records name the
+        old digest; every call that begins after it runs the new model, and its record comes
+        after the MODEL_SWAPPED record (both are written under the same lock). The state
+        machine is not reset: a degraded supervisor recovers through its protocol.
+
+        Args:
+            model: the new primary, complete and ready (build it off to the side first).
+            model_digest: its 32-byte digest; by default computed as for the constructor.
+            detail: extra facts for the record's JSON detail (e.g. the artifact's name).
+
+        Returns:
+            The digest of the model that was replaced.
+
+        Raises:
+            ConfigError: ``model`` is not callable or the digest is not 32 bytes.
+        """
+        if not callable(model):
+            raise ConfigError("primary must be callable (a model or a function)")
+        if model_digest is not None and len(model_digest) != 32:
+            raise ConfigError("model_digest must be 32 bytes (a SHA-256 digest)")
+        new = _Primary(model, model_digest or _digest_model(model))
+        with self._lock:
+            old, self._current = self._current, new
+            self.log.record_lifecycle(
+                LifecycleEvent.MODEL_SWAPPED,
+                {
+                    **(detail or {}),
+                    "old_digest": old.digest.hex(),
+                    "model_digest": new.digest.hex(),
+                },
+            )
+        return old.digest
 
     # --- operator ------------------------------------------------------------------------
 

@@ -72,10 +72,14 @@ class CallFlags(enum.IntFlag):
 
 @enum.unique
 class LifecycleEvent(enum.IntEnum):
-    """Writer lifecycle events."""
+    """Lifecycle events: the writer's (OPENED, CLOSED) and the guarded model's."""
 
     OPENED = 1
     CLOSED = 2
+    MODEL_LOADED = 3  # a signed model directory verified and loaded
+    MODEL_REFUSED = 4  # a model directory refused at load (detail: code, reason)
+    MODEL_SWAPPED = 5  # the supervisor's primary replaced (detail: old and new digest)
+    RELOAD_FAILED = 6  # a hot reload refused its candidate; the old model serves on
 
 
 @enum.unique
