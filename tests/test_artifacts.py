@@ -433,3 +433,17 @@ def test_cli_keygen_export_sign_verify_exit_codes(tmp_path, capsys):
         "2",
         b"edited",
     )
+
+
+def test_public_surfaces_of_model_and_runtime():
+    import vigil.model
+    import vigil.runtime
+
+    for module in (vigil.model, vigil.runtime):
+        assert len(set(module.__all__)) == len(module.__all__)
+        for name in module.__all__:
+            assert hasattr(module, name), name
+    assert {"save_model_dir", "sign_model_dir", "verify_model_dir", "load_model"} <= set(
+        vigil.model.__all__
+    )
+    assert {"ModelReloader", "load_signed_model"} <= set(vigil.runtime.__all__)

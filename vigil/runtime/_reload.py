@@ -108,7 +108,7 @@ def load_signed_model(
     """
     try:
         loaded = load_model(directory, public_key, build)
-    except VigilError as exc:
+    except Exception as exc:  # recorded whatever it is, then the caller gets it
         code, reason = _refusal(exc)
         log.record_lifecycle(
             LifecycleEvent.MODEL_REFUSED,
