@@ -1,5 +1,5 @@
 """The ``vigil`` command: demo, verify, dump, replay and inspect flight logs; keygen and
-anchor for sealed logs.
+anchor for sealed logs; ``vigil model`` for signed model artifacts.
 
 Exit codes are part of the interface: 0 success (for ``verify``: the log is intact; for
 ``replay``: every transition agrees with the recorded policy), 1 an integrity failure
