@@ -191,11 +191,7 @@ def load_private(
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise KeyFileError(f"{p} is not an unencrypted PEM private key", path=str(p)) from None
     if not isinstance(raw, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
-        raise KeyFileError(
-            f"{p} holds a {type(raw).__name__}; use an Ed25519 or P-384 key",
-            diagnostic=codes.KEY_ALGORITHM,
-            path=str(p),
-        )
+        raise _unsupported(raw, p)
     key = PrivateKey(raw, str(p))
     _check_algorithm(key.algorithm, algorithm, p)
     return key
@@ -221,14 +217,18 @@ def load_public(
             return load_private(p, algorithm=algorithm).public
         raise KeyFileError(f"{p} is not a PEM public key", path=str(p)) from None
     if not isinstance(raw, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
-        raise KeyFileError(
-            f"{p} holds a {type(raw).__name__}; use an Ed25519 or P-384 key",
-            diagnostic=codes.KEY_ALGORITHM,
-            path=str(p),
-        )
+        raise _unsupported(raw, p)
     key = PublicKey(raw, str(p))
     _check_algorithm(key.algorithm, algorithm, p)
     return key
+
+
+def _unsupported(raw: object, path: Path) -> KeyFileError:
+    return KeyFileError(
+        f"{path} holds a {type(raw).__name__}; use an Ed25519 or P-384 key",
+        diagnostic=codes.KEY_ALGORITHM,
+        path=str(path),
+    )
 
 
 def _check_algorithm(actual: KeyAlgorithm, wanted: KeyAlgorithm | None, path: Path) -> None:
