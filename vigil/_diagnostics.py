@@ -7,7 +7,9 @@ the flight recorder (3000-3099 errors raised, 3100-3199 findings of ``vigil veri
 3200-3299 findings of ``vigil replay``, 3300-3399 sealing findings); 4xxx the guarded
 model (4000-4099 call outcomes, 4100-4199 state-machine transitions); 5xxx the reference
 model (5000-5099 config and input validation, 5100-5199 signed model artifacts); 6xxx keys
-and signatures (6000-6099 key files). ``docs/DIAGNOSTICS.md`` documents each one; a test
+and signatures (6000-6099 key files); 7xxx the supervisor service (7000-7099 worker
+processes, 7100-7199 the socket protocol and its clients, 7200-7299 service configuration
+and operations). ``docs/DIAGNOSTICS.md`` documents each one; a test
 keeps the two in step. Every ``Diagnostic`` defined here is registered.
 
 This module imports nothing from vigil, so that ``vigil.errors`` can depend on it; the public
@@ -609,6 +611,30 @@ KV_CACHE_INCOMPATIBLE = _d(
     "KV_CACHE_INCOMPATIBLE",
     "the KV cache was built for another geometry, dtype or device than this model",
     "build the cache with this model's Decoder.new_cache()",
+)
+
+# --- worker processes (7000-7099) ------------------------------------------------------
+WORKER_FAILED = _d(
+    "DIA-7001",
+    "WORKER_FAILED",
+    "a model worker process could not be started, loaded or reached",
+    "the message says which worker and why; the supervisor keeps serving with what it has",
+)
+
+# --- the socket protocol and its clients (7100-7199) ------------------------------------
+PROTOCOL_ERROR = _d(
+    "DIA-7101",
+    "PROTOCOL_ERROR",
+    "a frame on the service socket broke the protocol",
+    "the message says which field; fix the client (docs/PROTOCOL.md); the service serves on",
+)
+
+# --- service configuration and operations (7200-7299) -----------------------------------
+SERVICE_CONFIG = _d(
+    "DIA-7201",
+    "SERVICE_CONFIG",
+    "the service configuration file is invalid",
+    "the message names the key and the rule; fix the file (examples/vigil.toml)",
 )
 
 REGISTRY: dict[str, Diagnostic] = {

@@ -36,7 +36,9 @@ __all__ = [
     "LogVersionError",
     "ManifestInvalid",
     "NotAVigilLog",
+    "ProtocolError",
     "RecordTooLarge",
+    "ServiceConfigError",
     "SimulatedPowerCut",
     "SuperblockCorrupt",
     "Unavailable",
@@ -44,6 +46,7 @@ __all__ = [
     "UsageError",
     "VigilError",
     "WeightsInvalid",
+    "WorkerError",
 ]
 
 
@@ -288,3 +291,21 @@ class SimulatedPowerCut(BaseException):
     catch it, just as nothing runs after a real power cut. Tests catch it and recover from
     the emulated disk image.
     """
+
+
+class WorkerError(VigilError):
+    """A model worker process could not be started, loaded or reached (DIA-70xx)."""
+
+    diagnostic = codes.WORKER_FAILED
+
+
+class ProtocolError(VigilError):
+    """A frame on the service socket broke the protocol (DIA-71xx); ``docs/PROTOCOL.md``."""
+
+    diagnostic = codes.PROTOCOL_ERROR
+
+
+class ServiceConfigError(ConfigError):
+    """The service configuration is invalid (DIA-72xx); the message names the key."""
+
+    diagnostic = codes.SERVICE_CONFIG
