@@ -620,6 +620,42 @@ WORKER_FAILED = _d(
     "a model worker process could not be started, loaded or reached",
     "the message says which worker and why; the supervisor keeps serving with what it has",
 )
+WORKER_START_FAILED = _d(
+    "DIA-7002",
+    "WORKER_START_FAILED",
+    "a worker process could not build, load or warm up its model in time",
+    "read the START_FAILED lifecycle record's reason; fix the model spec or raise the timeout",
+)
+WORKER_HEARTBEAT = _d(
+    "DIA-7003",
+    "WORKER_HEARTBEAT",
+    "a worker's heartbeat stopped (the process is frozen or starved): it was replaced",
+    "nothing for the caller; repeated losses point at the host (memory, CPU, a stuck driver)",
+)
+NO_WORKER = _d(
+    "DIA-7004",
+    "NO_WORKER",
+    "no worker process was ready to take the call (both lost, a new one still starting)",
+    "the fallback answered; a replacement is starting (seconds); see the LOST records",
+)
+WORKER_SHM_TOO_SMALL = _d(
+    "DIA-7005",
+    "WORKER_SHM_TOO_SMALL",
+    "the tensors do not fit the worker's shared-memory area",
+    "send smaller inputs, or raise the workers' shm size ([workers].shm_mb)",
+)
+WORKER_DIGEST_MISMATCH = _d(
+    "DIA-7006",
+    "WORKER_DIGEST_MISMATCH",
+    "a new worker loaded another model than the one the pool runs: it was not installed",
+    "the model files changed under the service; reload through the signed-artifact path",
+)
+WORKER_UNSUPPORTED_IO = _d(
+    "DIA-7007",
+    "WORKER_UNSUPPORTED_IO",
+    "a worker exchanges tensors only: a tensor, a dict of str to tensors, or a tuple of them",
+    "pass CPU tensors of a supported dtype; the supervisor moves nothing to the device itself",
+)
 
 # --- the socket protocol and its clients (7100-7199) ------------------------------------
 PROTOCOL_ERROR = _d(

@@ -13,7 +13,11 @@ Theory of operation
    waits for whichever comes first, the answer or the deadline: a hung model costs the caller
    its deadline, never more. With ``isolation="inline"`` the caller runs the model itself
    (~20 µs less per call), and a hung model holds its caller until it returns -- only later
-   callers are protected;
+   callers are protected. With ``isolation="process"`` the primary is a
+   :class:`~vigil.runtime.WorkerPool`: the model runs in a worker process, a call past its
+   deadline kills that process, and a hot standby takes over (docs/SERVICE.md); a lost
+   worker, a process-fatal device error or a frozen heartbeat is an outcome like any other,
+   and its LIFECYCLE records (WORKER_LOST, WORKER_PROMOTED, WORKER_READY) are written here;
 4. check the output (the output contract, or finite values) and hash it: a bad output is a
    model failure, and so is a check that itself fails (a sticky CUDA error surfacing at the
    check's synchronisation counts as DEVICE_FATAL) -- nothing unchecked is ever served;
@@ -61,6 +65,15 @@ from vigil.runtime import _tensors as T
 from vigil.runtime._fallbacks import Fallback, LastGood, as_chain
 from vigil.runtime._restore import restore_snapshot
 from vigil.runtime._watchdog import Ticket, Watchdog
+from vigil.runtime._worker import (
+    RemoteModelError,
+    WorkerBusy,
+    WorkerEvent,
+    WorkerLost,
+    WorkerPool,
+    WorkerTimeout,
+    WorkerUnavailable,
+)
 from vigil.schemas import CallFlags, LifecycleEvent, Outcome, ServedBy, State
 
 _NO_CODE = 0
@@ -247,7 +260,9 @@ class Supervisor:
             :class:`Constant` is trusted as configured.
         known_answer: a :class:`KnownAnswer`; required by ``probe_mode="known_answer"`` and by
             ``probe_interval_ns``.
-        isolation: ``"thread"`` (bounded answer time) or ``"inline"`` (lowest overhead).
+        isolation: ``"thread"`` (bounded answer time), ``"inline"`` (lowest overhead) or
+            ``"process"`` (``primary`` is a :class:`~vigil.runtime.WorkerPool`, started here
+            if it was not, and closed with the supervisor).
         workers: worker threads for ``isolation="thread"``.
         clock: timestamps for the log and time for the state machine (a
             :class:`~vigil.auditlog.Clock`); inject one to simulate time.
@@ -282,8 +297,13 @@ class Supervisor:
     ) -> None:
         if not callable(primary):
             raise ConfigError("primary must be callable (a model or a function)")
-        if isolation not in ("thread", "inline"):
-            raise ConfigError(f"isolation={isolation!r}: choose thread or inline")
+        if isolation not in ("thread", "inline", "process"):
+            raise ConfigError(f"isolation={isolation!r}: choose thread, inline or process")
+        if (isolation == "process") != isinstance(primary, WorkerPool):
+            raise ConfigError(
+                "isolation='process' takes a WorkerPool as primary, and a WorkerPool needs "
+                "isolation='process'"
+            )
         if not isinstance(deadline_ns, int) or deadline_ns <= 0:
             raise ConfigError(f"deadline_ns={deadline_ns!r}: must be a positive integer")
         if not isinstance(workers, int) or workers < 1:
@@ -319,7 +339,8 @@ class Supervisor:
         self._known = known_answer
         self._clock: Clock = clock or SystemClock()
         self._mono = self._clock.monotonic_ns
-        self._current = _Primary(primary, model_digest or _digest_model(primary))
+        self._pool = primary if isinstance(primary, WorkerPool) else None
+        self._current = _Primary(primary, model_digest or bytes(32))
         self._slow_ns = self.policy.slow_call_ns
         self._session = uuid.uuid4().bytes[:8]
         self._requests = itertools.count(1)  # next() is atomic under the GIL
@@ -354,6 +375,18 @@ class Supervisor:
         self.log.annotate("vigil.policy", self.policy.canonical())
         self.log.annotate("vigil.restore", _restore_json(snapshot, restored))
         self._log_transitions(self._fsm.check_restart_intensity(now), cause=0)
+        if self._pool is not None:
+            self._pool.on_event = self._worker_event
+            try:
+                if self._pool._digest is None:
+                    self._pool.start()
+            except BaseException:
+                if self._owns_log:
+                    self.log.close()
+                raise
+            self._current = _Primary(self._pool, model_digest or self._pool.digest)
+        elif model_digest is None:
+            self._current = _Primary(primary, _digest_model(primary))
 
         self._watchdog = Watchdog(self._mono, name="vigil-watchdog")
         self._queue: queue.SimpleQueue[_Slot | None] = queue.SimpleQueue()
@@ -393,6 +426,12 @@ class Supervisor:
             except InvalidInput as exc:
                 self._reject(rid, x, exc)
                 raise
+        if self._pool is not None:
+            try:
+                self._pool.check_input(x)
+            except InvalidInput as exc:
+                self._reject(rid, x, exc)
+                raise
         in_digest = T.digest(x)
         with self._lock:
             decision = self._fsm.route(self._mono())
@@ -419,6 +458,9 @@ class Supervisor:
         if mode == "shadow":
             return self._shadow(x, call)
         attempt = self._attempt(primary.model, x, rid)
+        if attempt.outcome is Outcome.UNAVAILABLE:  # process isolation: no worker took it
+            assert attempt.code is not None
+            return self._serve_fallback(x, call, attempt.code, attempt.reason)
         if attempt.outcome in (Outcome.OK, Outcome.SLOW):
             if self._last_good is not None:
                 self._last_good.remember(attempt.output, self._mono())
@@ -440,7 +482,7 @@ class Supervisor:
         model = call.primary.model
         slot = self._submit(model, x, call.request_id) if self.isolation == "thread" else None
         answer = self._fallback_answer(x)  # computed while the primary runs
-        attempt = self._wait(slot) if slot is not None else self._inline(model, x)
+        attempt = self._wait(slot) if slot is not None else self._direct(model, x)
         flags = _COUNTED | _PROBE | _SHADOW
         if answer is None:
             self._finish(call, attempt, _NOBODY, flags=flags)
@@ -456,7 +498,45 @@ class Supervisor:
     def _attempt(self, model: Callable[[Any], Any], x: Any, rid: bytes) -> _Attempt:
         if self.isolation == "thread":
             return self._wait(self._submit(model, x, rid))
+        return self._direct(model, x)
+
+    def _direct(self, model: Callable[[Any], Any], x: Any) -> _Attempt:
+        if isinstance(model, WorkerPool):
+            return self._remote(model, x)
         return self._inline(model, x)
+
+    def _remote(self, pool: WorkerPool, x: Any) -> _Attempt:
+        """Process isolation: the pool enforces the deadline by killing the worker, so no
+        call is ever left hung here. UNAVAILABLE means the primary never ran the call."""
+        try:
+            output, latency = pool.call(x, self.deadline_ns)
+        except WorkerTimeout as exc:
+            return _Attempt(Outcome.TIMEOUT, D.DEADLINE_MISSED, exc.message)
+        except WorkerLost as exc:
+            return _Attempt(Outcome.WORKER_LOST, D.WORKER_LOST, exc.message)
+        except RemoteModelError as exc:
+            return _Attempt(exc.outcome, exc.diagnostic, exc.message)
+        except (WorkerBusy, WorkerUnavailable) as exc:
+            return _Attempt(Outcome.UNAVAILABLE, exc.diagnostic, exc.message)
+        except Exception as exc:  # fail closed: anything else is the primary's failure
+            outcome, code = T.classify(exc)
+            return _Attempt(outcome, code, T.describe(exc))
+        return self._judge(output, None, latency)
+
+    def _worker_event(self, event: WorkerEvent, detail: dict[str, Any]) -> None:
+        """The pool's threads (or a call's failover): record the event; a promoted worker is
+        a fresh process, so a process-fatal error no longer bars the primary."""
+        kind = {
+            WorkerEvent.READY: LifecycleEvent.WORKER_READY,
+            WorkerEvent.LOST: LifecycleEvent.WORKER_LOST,
+            WorkerEvent.PROMOTED: LifecycleEvent.WORKER_PROMOTED,
+            WorkerEvent.START_FAILED: LifecycleEvent.WORKER_START_FAILED,
+        }[event]
+        with self._lock:
+            if event is WorkerEvent.PROMOTED:
+                self._fsm.primary_replaced()
+            if not self._closed:
+                self.log.record_lifecycle(kind, detail)
 
     def _submit(self, model: Callable[[Any], Any], x: Any, rid: bytes) -> _Slot:
         slot = _Slot(model, x, rid)
@@ -636,6 +716,8 @@ class Supervisor:
                     code=code,
                     reason=attempt.reason,
                 )
+                if self._pool is not None and attempt.outcome is Outcome.DEVICE_FATAL:
+                    self._fsm.primary_replaced()  # the pool killed that process already
             seq = self.log.record_inference(
                 request_id=rid,
                 model_digest=primary.digest,
@@ -789,6 +871,11 @@ class Supervisor:
             raise ConfigError("primary must be callable (a model or a function)")
         if model_digest is not None and len(model_digest) != 32:
             raise ConfigError("model_digest must be 32 bytes (a SHA-256 digest)")
+        if self._pool is not None:
+            raise ConfigError(
+                "a process-isolated supervisor's model lives in its worker processes: "
+                "restart the service with the new model directory"
+            )
         new = _Primary(model, model_digest or _digest_model(model))
         with self._lock:
             old, self._current = self._current, new
@@ -858,6 +945,8 @@ class Supervisor:
         deadline = time.monotonic() + 1.0
         for t in self._workers:
             t.join(max(0.0, deadline - time.monotonic()))
+        if self._pool is not None:
+            self._pool.close()
         if self._owns_log:
             self.log.close()
 

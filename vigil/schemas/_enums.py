@@ -80,6 +80,10 @@ class LifecycleEvent(enum.IntEnum):
     MODEL_REFUSED = 4  # a model directory refused at load (detail: code, reason)
     MODEL_SWAPPED = 5  # the supervisor's primary replaced (detail: old and new digest)
     RELOAD_FAILED = 6  # a hot reload refused its candidate; the old model serves on
+    WORKER_READY = 7  # a model worker process loaded and warmed up (detail: pid, role, digest)
+    WORKER_LOST = 8  # a worker process was lost: died, killed at a deadline, fatal, heartbeat
+    WORKER_PROMOTED = 9  # the hot standby became the active worker (detail: failover_ns)
+    WORKER_START_FAILED = 10  # a worker could not build, load or warm up its model
 
 
 @enum.unique

@@ -1,0 +1,110 @@
+"""Model factories for worker processes: the reference models, and a model that misbehaves
+when asked to.
+
+A worker process builds its model from a *factory* named ``"package.module:function"`` and
+keyword arguments (plain data), so nothing but a name crosses the process boundary. A signed
+model directory is built by a *builder* that maps the manifest's config to a fresh module.
+
+:func:`triggered_model` is the fault-injection toolkit's process-level half: a model whose
+input selects the fault (a hang, a crash of the whole process, a process-fatal device error,
+an exception, NaN), so that a test or an acceptance run can break one specific call of a real
+worker process -- see docs/FAULTS.md.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Any
+
+import torch
+from torch import nn
+
+from vigil.errors import ConfigError, DeviceFatal
+
+__all__ = ["TRIGGERS", "build_reference", "reference_model", "triggered_model"]
+
+TRIGGERS = {
+    "hang": -1001.0,  # block forever (the worker is killed at the deadline)
+    "crash": -1002.0,  # SIGKILL its own process mid-call
+    "fatal": -1003.0,  # a process-fatal device error (a real device-side assert on CUDA)
+    "error": -1004.0,  # raise RuntimeError
+    "nan": -1005.0,  # return NaN
+    "exit": -1006.0,  # os._exit(3) mid-call
+}
+"""Input values that trigger a fault in :func:`triggered_model`: the first element of the
+input tensor selects it."""
+
+
+def reference_model(*, device: str = "cpu", seed: int = 0, hidden: int = 128) -> nn.Module:
+    """The tiny reference model (``(N, 64) float32 -> (N, 8)``) on ``device``."""
+    from vigil.model import TinyReference  # noqa: PLC0415 - keeps this module's import light
+
+    return TinyReference(seed=seed, hidden=hidden).to(device).eval()
+
+
+def build_reference(config: dict[str, Any]) -> nn.Module:
+    """The builder for signed model directories written by vigil: ``tiny-reference`` (from
+    ``vigil model export-reference``) or ``decoder`` (a :class:`vigil.model.Decoder` whose
+    config is ``config["decoder"]``).
+
+    Raises:
+        ConfigError: the manifest's config names another model.
+    """
+    kind = config.get("model")
+    if kind == "tiny-reference":
+        from vigil.model import TinyReference  # noqa: PLC0415
+
+        return TinyReference(seed=int(config.get("seed", 0)), hidden=int(config["hidden"]))
+    if kind == "decoder":
+        from vigil.model import Decoder, DecoderConfig  # noqa: PLC0415
+
+        return Decoder(DecoderConfig.from_dict(config["decoder"]))
+    raise ConfigError(
+        f"the manifest's config names model {kind!r}: build_reference knows 'tiny-reference' "
+        "and 'decoder'; pass your own builder for other models"
+    )
+
+
+class _Triggered(nn.Module):
+    """``y = scale * x`` (a copy), unless ``x``'s first element is one of :data:`TRIGGERS`."""
+
+    def __init__(self, scale: float, device: str) -> None:
+        super().__init__()
+        self.scale: torch.Tensor
+        self.register_buffer("scale", torch.tensor(float(scale), device=device))
+        self._never = threading.Event()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = float(x.reshape(-1)[0]) if x.numel() else 0.0
+        if first == TRIGGERS["hang"]:
+            self._never.wait()
+        elif first == TRIGGERS["crash"]:
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif first == TRIGGERS["exit"]:
+            os._exit(3)
+        elif first == TRIGGERS["fatal"]:
+            if x.is_cuda or self.scale.is_cuda:
+                device = x.device if x.is_cuda else self.scale.device
+                table = torch.zeros(1, device=device)
+                table[torch.tensor([1 << 20], device=device)]  # a device-side assert
+                torch.cuda.synchronize(device)
+            raise DeviceFatal("vigil fault injection: process-fatal device error")
+        elif first == TRIGGERS["error"]:
+            raise RuntimeError("vigil fault injection: exception")
+        y = x.to(self.scale.device) * self.scale
+        if first == TRIGGERS["nan"]:
+            y.reshape(-1)[0] = float("nan")
+        return y
+
+
+def triggered_model(*, device: str = "cpu", scale: float = 2.0) -> nn.Module:
+    """A model for fault-injection runs: ``scale * x``, or the fault its input selects.
+
+    The first element of the input picks the fault (:data:`TRIGGERS`): ``-1001`` hangs,
+    ``-1002`` SIGKILLs the worker process, ``-1003`` raises a process-fatal device error (a
+    real device-side assert on CUDA), ``-1004`` raises, ``-1005`` returns NaN, ``-1006``
+    exits the process. Any other input is served normally.
+    """
+    return _Triggered(scale, device).eval()

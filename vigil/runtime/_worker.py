@@ -1,0 +1,867 @@
+"""Process isolation: the primary model runs in worker processes the supervisor can kill.
+
+Theory of operation
+-------------------
+A CUDA device-side assert poisons every later CUDA call of its process, a hung kernel cannot
+be cancelled and a segfault ends the process: the only sure way out is to kill the process
+that runs the model. So the model lives in a *worker* process started with ``spawn`` (the
+supervisor process never initialises CUDA: a forked child cannot use it, and a poisoned
+context must die with its process). Starting one costs seconds (torch import, CUDA start,
+weights), so :class:`WorkerPool` keeps a *hot standby*: a second worker, loaded and warmed up,
+promoted the moment the active one is lost. A replacement standby is started in the
+background; nothing on the failover path waits for a process to start or to be reaped.
+
+Each worker owns one shared-memory file (tmpfs) mapped by both processes::
+
+    0   header: heartbeat_ns, call_seq, call_start_ns, call_deadline_ns, call_end_ns, busy
+    64  input area  (tensors written by the supervisor)
+    64+cap  output area (tensors written by the worker)
+
+Tensors travel through the areas as raw bytes; the pipe between the processes carries only a
+small message per call (the call number and each tensor's name, dtype, shape and offset). The
+header's times are CLOCK_MONOTONIC, which all processes of the machine share: the supervisor
+sees a call that is *still running* past its deadline, and a worker whose heartbeat thread
+stopped (a frozen process).
+
+The call path (:meth:`WorkerPool.call`), one call at a time per worker:
+
+1. copy the input into the input area, write the deadline, send the message;
+2. wait on the pipe until the deadline: an answer -> copy the output out of the output area;
+   the pipe closing -> the process died (``WorkerLost``); the deadline -> the worker is
+   killed and replaced (``WorkerTimeout``); the model raised -> ``RemoteModelError`` with the
+   outcome the worker classified it as (a process-fatal device error also replaces it);
+3. failover swaps the standby in under the pool's lock (microseconds), then kills and reaps
+   the lost process and starts a new standby on background threads.
+
+A monitor thread watches both workers between calls: a process that died or a heartbeat older
+than ``heartbeat_timeout_ns`` is replaced the same way. Every start, loss and promotion is
+reported through ``on_event`` (the supervisor records them as LIFECYCLE records).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import importlib
+import mmap
+import multiprocessing
+import os
+import pickle
+import struct
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any, NamedTuple
+
+import torch
+
+from vigil import _diagnostics as D
+from vigil.errors import ConfigError, InvalidInput, VigilError, WorkerError
+from vigil.schemas import Outcome
+
+__all__ = [
+    "PoolStatistics",
+    "RemoteModelError",
+    "WorkerBusy",
+    "WorkerEvent",
+    "WorkerLost",
+    "WorkerPool",
+    "WorkerSpec",
+    "WorkerTimeout",
+    "WorkerUnavailable",
+]
+
+_HEADER = struct.Struct("<QQQQQI")  # heartbeat, seq, start, deadline, end, busy
+_HEADER_SIZE = 64
+_HEARTBEAT, _SEQ, _START, _DEADLINE, _END, _BUSY = 0, 8, 16, 24, 32, 40
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+_ALIGN = 64
+_DTYPES = {
+    str(d): d
+    for d in (
+        torch.float64,
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
+        torch.int64,
+        torch.int32,
+        torch.int16,
+        torch.int8,
+        torch.uint8,
+        torch.bool,
+    )
+}
+_SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+
+
+# --- errors the pool raises to its caller -------------------------------------------------
+
+
+class WorkerLost(VigilError):
+    """The worker process died during the call (DIA-4007); the standby took over."""
+
+    diagnostic = D.WORKER_LOST
+
+
+class WorkerTimeout(VigilError):
+    """No answer within the deadline (DIA-4002): the worker was killed and replaced."""
+
+    diagnostic = D.DEADLINE_MISSED
+
+
+class WorkerBusy(VigilError):
+    """The active worker was still busy with other calls when the deadline came (DIA-4008)."""
+
+    diagnostic = D.PRIMARY_BUSY
+
+
+class WorkerUnavailable(WorkerError):
+    """No worker is ready to take the call (DIA-7004): both were lost and none has started."""
+
+    diagnostic = D.NO_WORKER
+
+
+class RemoteModelError(VigilError):
+    """The model raised inside the worker. ``outcome`` and ``diagnostic`` are the worker's
+    classification (ERROR, OUT_OF_MEMORY, DEVICE_FATAL); ``remote`` is its ``Type: message``.
+    After DEVICE_FATAL the worker has already been replaced."""
+
+    def __init__(self, message: str, *, outcome: Outcome, diagnostic: D.Diagnostic) -> None:
+        self.outcome = outcome
+        self.diagnostic = diagnostic
+        super().__init__(message)
+
+
+class WorkerEvent(enum.Enum):
+    """What the pool reports through ``on_event`` (recorded as LIFECYCLE records)."""
+
+    READY = "ready"  # a worker loaded its model and warmed up
+    LOST = "lost"  # a worker was lost: died, killed at a deadline, fatal error, heartbeat
+    PROMOTED = "promoted"  # the standby became the active worker
+    START_FAILED = "start_failed"  # a worker could not be started or loaded
+
+
+# --- what a worker runs ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """How a worker process builds its model: plain data, so that it crosses ``spawn``.
+
+    Exactly one of:
+
+    * ``factory="package.module:function"`` with ``kwargs`` (``device`` is passed too), or
+    * ``model_dir`` (a signed model directory) with ``public_key`` (the trusted key file) and
+      ``builder="package.module:function"`` (config -> module; default
+      :func:`vigil.runtime._models.build_reference`).
+
+    Attributes:
+        device: where the model runs in the worker (``cpu``, ``cuda``, ``cuda:N``).
+        warmup_input: an input run ``warmup_calls`` times before the worker says ready (CUDA
+            kernels, allocator and caches warm before the first real call).
+        shm_bytes: the size of each of the worker's two tensor areas (input, output).
+        threads: torch's intra-op threads in the worker (None: torch's default). On a small
+            host, 1 keeps the worker's OpenMP threads from spinning against the supervisor's.
+    """
+
+    factory: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    model_dir: str | None = None
+    public_key: str | None = None
+    builder: str = "vigil.runtime._models:build_reference"
+    device: str = "cpu"
+    warmup_input: Any = None
+    warmup_calls: int = 3
+    shm_bytes: int = 16 << 20
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.factory is None) == (self.model_dir is None):
+            raise ConfigError("WorkerSpec: give exactly one of factory= and model_dir=")
+        for name in ("factory", "builder"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or ":" not in value):
+                raise ConfigError(f"WorkerSpec.{name}={value!r}: write 'package.module:function'")
+        if self.model_dir is not None and self.public_key is None:
+            raise ConfigError("WorkerSpec: a model_dir needs the trusted public_key file")
+        if not isinstance(self.device, str) or not (
+            self.device == "cpu" or self.device.startswith("cuda")
+        ):
+            raise ConfigError(f"WorkerSpec.device={self.device!r}: cpu, cuda or cuda:N")
+        if not isinstance(self.shm_bytes, int) or not 4096 <= self.shm_bytes <= 1 << 34:
+            raise ConfigError(f"WorkerSpec.shm_bytes={self.shm_bytes!r}: 4 KiB .. 16 GiB")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ConfigError(f"WorkerSpec.threads={self.threads!r}: None or >= 1")
+        if not isinstance(self.warmup_calls, int) or self.warmup_calls < 0:
+            raise ConfigError(f"WorkerSpec.warmup_calls={self.warmup_calls!r}: must be >= 0")
+
+
+def _resolve(name: str) -> Callable[..., Any]:
+    module, _, attr = name.partition(":")
+    target: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise ConfigError(f"{name} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def _build(spec: WorkerSpec) -> tuple[Callable[[Any], Any], bytes, dict[str, Any]]:
+    """In the worker: the model, its digest, and what to report about it."""
+    from vigil.runtime import _tensors as T  # noqa: PLC0415
+
+    if spec.model_dir is not None:
+        from vigil import _keys  # noqa: PLC0415
+        from vigil.model import load_model  # noqa: PLC0415
+
+        assert spec.public_key is not None
+        loaded = load_model(
+            spec.model_dir, _keys.load_public(spec.public_key), _resolve(spec.builder)
+        )
+        model = loaded.module.to(spec.device).eval()
+        about = {"model_dir": spec.model_dir, "version": loaded.artifact.version}
+        return model, loaded.digest, about
+    assert spec.factory is not None
+    model = _resolve(spec.factory)(device=spec.device, **dict(spec.kwargs))
+    if not callable(model):
+        raise ConfigError(f"{spec.factory} returned {type(model).__name__}, not a model")
+    if isinstance(model, torch.nn.Module):
+        state = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+        digest = T.digest({"factory": spec.factory, "state": state})
+    else:
+        digest = T.digest({"factory": spec.factory, "kwargs": repr(sorted(spec.kwargs.items()))})
+    return model, digest, {"factory": spec.factory}
+
+
+# --- tensors through shared memory -----------------------------------------------------------
+
+
+class _Spec(NamedTuple):
+    """One tensor in an area: where its bytes are and what they are."""
+
+    name: str | int | None
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+
+def _flatten(value: Any) -> tuple[str, list[tuple[str | int | None, torch.Tensor]]]:
+    """A tensor, a dict of tensors or a tuple/list of tensors, as (kind, named tensors)."""
+    if isinstance(value, torch.Tensor):
+        return "tensor", [(None, value)]
+    if isinstance(value, Mapping) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+    ):
+        return "dict", list(value.items())
+    if isinstance(value, tuple | list) and all(isinstance(v, torch.Tensor) for v in value):
+        return "tuple", list(enumerate(value))
+    raise TypeError(
+        f"a worker exchanges a tensor, a dict of tensors or a tuple of tensors, "
+        f"not {type(value).__name__}"
+    )
+
+
+def _unflatten(kind: str, items: list[tuple[str | int | None, torch.Tensor]]) -> Any:
+    if kind == "tensor":
+        return items[0][1]
+    if kind == "dict":
+        return dict(items)
+    return tuple(v for _, v in items)
+
+
+def _write(area: torch.Tensor, value: Any, what: str) -> tuple[str, list[_Spec]]:
+    """Copy ``value``'s tensors into ``area`` (a uint8 view of shared memory)."""
+    kind, items = _flatten(value)
+    specs, offset = [], 0
+    for name, t in items:
+        if str(t.dtype) not in _DTYPES:
+            raise TypeError(f"{what} tensor {name!r} has dtype {t.dtype}, not supported")
+        flat = t.detach().reshape(-1)
+        if flat.device.type != "cpu":
+            flat = flat.cpu()
+        nbytes = flat.numel() * flat.element_size()
+        if offset + nbytes > area.numel():
+            raise OverflowError(
+                f"{what} needs more than the worker's {area.numel()} bytes of shared memory "
+                "(raise shm_bytes)"
+            )
+        if nbytes:
+            area[offset : offset + nbytes].copy_(flat.contiguous().view(torch.uint8))
+        specs.append(_Spec(name, str(t.dtype), tuple(t.shape), offset, nbytes))
+        offset += (nbytes + _ALIGN - 1) // _ALIGN * _ALIGN
+    return kind, specs
+
+
+def _read(area: torch.Tensor, kind: str, specs: list[_Spec], *, copy: bool) -> Any:
+    """Tensors from ``area``: views (in the worker: the model reads them) or copies (in the
+    supervisor: the caller keeps them while the area is reused)."""
+    items = []
+    for s in specs:
+        t = area[s.offset : s.offset + s.nbytes].view(_DTYPES[s.dtype]).reshape(s.shape)
+        items.append((s.name, t.clone() if copy else t))
+    return _unflatten(kind, items)
+
+
+class _SharedArea:
+    """One worker's shared-memory file, mapped; the file is unlinked once both have it."""
+
+    def __init__(self, path: str, size: int, *, create: bool) -> None:
+        flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+        fd = os.open(path, flags, 0o600)
+        try:
+            if create:
+                os.ftruncate(fd, size)
+            self.mm = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self.path, self.size = path, size
+        whole = torch.frombuffer(self.mm, dtype=torch.uint8)
+        cap = (size - _HEADER_SIZE) // 2 // _ALIGN * _ALIGN
+        self.inputs = whole[_HEADER_SIZE : _HEADER_SIZE + cap]
+        self.outputs = whole[_HEADER_SIZE + cap : _HEADER_SIZE + 2 * cap]
+        del whole
+
+    def get(self, offset: int) -> int:
+        return int(_U64.unpack_from(self.mm, offset)[0])
+
+    def put(self, offset: int, value: int) -> None:
+        _U64.pack_into(self.mm, offset, value)
+
+    def busy(self) -> bool:
+        return bool(_U32.unpack_from(self.mm, _BUSY)[0])
+
+    def unlink(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def close(self) -> None:
+        del self.inputs, self.outputs
+        with contextlib.suppress(BufferError):  # a caller still holds a view: the GC unmaps
+            self.mm.close()
+
+
+# --- the worker process ----------------------------------------------------------------------
+
+
+def _worker_main(spec: WorkerSpec, path: str, conn: Connection, heartbeat_ns: int) -> None:
+    """Entry point of a worker process (spawned): load, warm up, say ready, serve calls."""
+    from vigil.runtime import _tensors as T  # noqa: PLC0415
+
+    shm = _SharedArea(path, spec.shm_bytes * 2 + _HEADER_SIZE, create=False)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            shm.put(_HEARTBEAT, time.monotonic_ns())
+            stop.wait(heartbeat_ns / 1e9)
+
+    threading.Thread(target=beat, name="vigil-heartbeat", daemon=True).start()
+    try:
+        t0 = time.monotonic_ns()
+        if spec.threads is not None:
+            torch.set_num_threads(spec.threads)
+        model, digest, about = _build(spec)
+        with torch.inference_mode():
+            for _ in range(spec.warmup_calls if spec.warmup_input is not None else 0):
+                model(_to(spec.warmup_input, spec.device))
+        if spec.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        ready = {**about, "start_ns": time.monotonic_ns() - t0, "device": spec.device}
+        conn.send_bytes(pickle.dumps(("ready", os.getpid(), digest, ready)))
+    except BaseException as exc:  # any failure to start is reported, then the process ends
+        conn.send_bytes(pickle.dumps(("failed", os.getpid(), T.describe(exc, 2000), None)))
+        return
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):  # the supervisor is gone: so are we
+            return
+        seq, kind, specs = pickle.loads(message)
+        shm.put(_SEQ, seq)
+        shm.put(_START, time.monotonic_ns())
+        _U32.pack_into(shm.mm, _BUSY, 1)
+        fatal = False
+        try:
+            x = _to(_read(shm.inputs, kind, specs, copy=False), spec.device)
+            with torch.inference_mode():
+                y = model(x)
+            reply: tuple[Any, ...] = (seq, "ok", *_write(shm.outputs, y, "the output"))
+        except BaseException as exc:  # every failure of the model is the supervisor's to judge
+            outcome, code = T.classify(exc)
+            fatal = outcome is Outcome.DEVICE_FATAL
+            reply = (seq, "error", (int(outcome), code.code, T.describe(exc)), None)
+        shm.put(_END, time.monotonic_ns())
+        _U32.pack_into(shm.mm, _BUSY, 0)
+        conn.send_bytes(pickle.dumps(reply))
+        if fatal:  # the device context is poisoned: nothing more runs in this process
+            stop.set()
+            os._exit(70)
+
+
+def _to(value: Any, device: str) -> Any:
+    if device == "cpu":
+        return value
+    kind, items = _flatten(value)
+    return _unflatten(kind, [(k, v.to(device, non_blocking=True)) for k, v in items])
+
+
+# --- the supervisor's side -------------------------------------------------------------------
+
+
+class _Worker:
+    """A worker process as the pool sees it."""
+
+    __slots__ = ("conn", "digest", "name", "pid", "process", "ready", "role", "shm", "started")
+
+    def __init__(self, process: Any, conn: Connection, shm: _SharedArea, role: str) -> None:
+        self.process = process
+        self.conn = conn
+        self.shm = shm
+        self.role = role
+        self.pid: int | None = None
+        self.digest = b""
+        self.ready = False
+        self.started = time.monotonic_ns()
+        self.name = ""
+
+
+@dataclass(frozen=True)
+class PoolStatistics:
+    """A snapshot of the pool (see :meth:`WorkerPool.statistics`)."""
+
+    active_pid: int | None
+    standby_pid: int | None
+    standby_ready: bool
+    restarts: int
+    failovers: int
+    last_heartbeat_age_ns: int | None
+    last_failover_ns: int | None
+    calls: int
+
+
+Event = Callable[[WorkerEvent, dict[str, Any]], None]
+
+
+class WorkerPool:
+    """An active worker process and a hot standby running the same model.
+
+    Args:
+        spec: how each worker builds its model.
+        standby: keep a second worker loaded and warm (failover in microseconds instead of a
+            process start, which costs seconds).
+        heartbeat_ns: how often each worker writes its heartbeat.
+        heartbeat_timeout_ns: a worker whose heartbeat is older than this is replaced.
+        start_timeout_ns: a worker not ready within this is killed (START_FAILED).
+        on_event: called with each :class:`WorkerEvent` and its detail (from the pool's
+            threads and from :meth:`call`); the supervisor records them.
+
+    Raises:
+        ConfigError: inconsistent arguments.
+    """
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        *,
+        standby: bool = True,
+        heartbeat_ns: int = 100_000_000,
+        heartbeat_timeout_ns: int = 1_000_000_000,
+        start_timeout_ns: int = 120_000_000_000,
+        on_event: Event | None = None,
+    ) -> None:
+        if not isinstance(spec, WorkerSpec):
+            raise ConfigError("WorkerPool needs a WorkerSpec")
+        if heartbeat_timeout_ns <= heartbeat_ns:
+            raise ConfigError("heartbeat_timeout_ns must exceed heartbeat_ns")
+        self.spec = spec
+        self.standby_enabled = standby
+        self.heartbeat_ns = heartbeat_ns
+        self.heartbeat_timeout_ns = heartbeat_timeout_ns
+        self.start_timeout_ns = start_timeout_ns
+        self.on_event = on_event
+        self._ctx = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()  # active, standby, counters
+        self._changed = threading.Condition(self._lock)
+        self._call_lock = threading.Lock()  # one call at a time on the active worker
+        self._active: _Worker | None = None
+        self._standby: _Worker | None = None
+        self._starting = 0
+        self._seq = 0
+        self._restarts = 0
+        self._failovers = 0
+        self._calls = 0
+        self._last_failover_ns: int | None = None
+        self._digest: bytes | None = None
+        self._closed = threading.Event()
+        self._monitor: threading.Thread | None = None
+
+    # --- life --------------------------------------------------------------------------
+
+    def start(self, timeout_s: float | None = None) -> None:
+        """Start the workers and wait until the active one (and the standby) are ready.
+
+        Raises:
+            WorkerError: a worker failed to start or load its model (DIA-7002), or the
+                timeout passed first.
+        """
+        wanted = 2 if self.standby_enabled else 1
+        for _ in range(wanted):
+            self._start_worker()
+        limit = timeout_s if timeout_s is not None else self.start_timeout_ns / 1e9
+        with self._changed:
+            ok = self._changed.wait_for(
+                lambda: self._ready_count() >= wanted or self._starting == 0, limit
+            )
+            count = self._ready_count()
+        if not ok or count < wanted:
+            self.close()
+            raise WorkerError(
+                f"{count} of {wanted} workers became ready (waited up to {limit:.0f} s): see "
+                "the WORKER_START_FAILED records in the flight log for each worker's reason "
+                "(the model could not be built, loaded or warmed up; a script that starts "
+                "workers needs the `if __name__ == '__main__':` guard of spawn)",
+                diagnostic=D.WORKER_START_FAILED,
+            )
+        self._monitor = threading.Thread(target=self._watch, name="vigil-pool", daemon=True)
+        self._monitor.start()
+
+    def _ready_count(self) -> int:
+        return (self._active is not None) + (self._standby is not None)
+
+    def _start_worker(self) -> None:
+        """Spawn a worker; a thread waits for it to say ready and installs it."""
+        path = os.path.join(_SHM_DIR, f"vigil-worker-{os.getpid()}-{os.urandom(6).hex()}")
+        shm = _SharedArea(path, self.spec.shm_bytes * 2 + _HEADER_SIZE, create=True)
+        ours, theirs = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=_worker_main,
+            args=(self.spec, path, theirs, self.heartbeat_ns),
+            name="vigil-worker",
+            daemon=True,
+        )
+        worker = _Worker(process, ours, shm, "starting")
+        with self._lock:
+            self._starting += 1
+        try:
+            process.start()
+        except BaseException:
+            shm.unlink()
+            shm.close()
+            with self._changed:
+                self._starting -= 1
+                self._changed.notify_all()
+            raise
+        theirs.close()
+        worker.pid = process.pid
+        threading.Thread(
+            target=self._await_ready, args=(worker,), name="vigil-pool-start", daemon=True
+        ).start()
+
+    def _await_ready(self, worker: _Worker) -> None:
+        detail: dict[str, Any] = {"pid": worker.pid}
+        reason = ""
+        try:
+            if worker.conn.poll(self.start_timeout_ns / 1e9):
+                status, _, digest, about = pickle.loads(worker.conn.recv_bytes())
+                if status == "ready":
+                    worker.digest = digest
+                    detail.update(about)
+                else:
+                    reason = f"the worker could not build its model: {digest}"
+            else:
+                reason = f"not ready within {self.start_timeout_ns / 1e9:.0f} s"
+        except (EOFError, OSError) as exc:
+            reason = f"the worker died while starting (exit code {_exitcode(worker)}): {exc}"
+        worker.shm.unlink()  # both processes have it mapped (or the worker is gone)
+        if not reason and self._digest is not None and worker.digest != self._digest:
+            reason = (
+                f"the worker loaded model {worker.digest.hex()[:16]}, the pool runs "
+                f"{self._digest.hex()[:16]}"
+            )
+            detail["code"] = "DIA-7006"
+        if reason or self._closed.is_set():
+            self._discard(worker)
+            if reason:  # recorded before start() can see the failure and close the log
+                self._emit(WorkerEvent.START_FAILED, {**detail, "reason": reason})
+            with self._changed:
+                self._starting -= 1
+                self._changed.notify_all()
+            return
+        with self._changed:
+            self._starting -= 1
+            worker.ready = True
+            if self._digest is None:
+                self._digest = worker.digest
+            if self._active is None:
+                worker.role = "active"
+                self._active = worker
+                promoted = True
+            else:
+                worker.role = "standby"
+                self._standby = worker
+                promoted = False
+            self._changed.notify_all()
+        self._emit(
+            WorkerEvent.READY,
+            {**detail, "role": worker.role, "model_digest": worker.digest.hex()},
+        )
+        if promoted and self._restarts:
+            self._emit(WorkerEvent.PROMOTED, {"pid": worker.pid, "from": "cold start"})
+
+    def close(self) -> None:
+        """Stop every worker (they exit when their pipe closes; stragglers are killed)."""
+        self._closed.set()
+        with self._lock:
+            workers = [w for w in (self._active, self._standby) if w is not None]
+            self._active = self._standby = None
+        for w in workers:
+            w.conn.close()
+        for w in workers:
+            w.process.join(2.0)
+            self._discard(w)
+        if self._monitor is not None:
+            self._monitor.join(2.0)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the call ----------------------------------------------------------------------
+
+    @property
+    def digest(self) -> bytes:
+        """SHA-256 naming the model every worker of this pool runs (known once started)."""
+        if self._digest is None:
+            raise WorkerError("the pool has not started: call start() first")
+        return self._digest
+
+    def check_input(self, x: Any) -> None:
+        """Refuse, before any worker sees it, an input a worker cannot take.
+
+        Raises:
+            InvalidInput: not a tensor, a dict of str to tensors or a tuple of tensors, a
+                dtype outside the supported set or a tensor off the CPU (DIA-7007), or more
+                bytes than the shared-memory area holds (DIA-7005).
+        """
+        try:
+            _, items = _flatten(x)
+        except TypeError as exc:
+            raise InvalidInput(str(exc), diagnostic=D.WORKER_UNSUPPORTED_IO) from None
+        total = 0
+        for name, t in items:
+            if str(t.dtype) not in _DTYPES:
+                raise InvalidInput(
+                    f"input tensor {name!r}: dtype {t.dtype} is not supported "
+                    f"(supported: {', '.join(_DTYPES)})",
+                    diagnostic=D.WORKER_UNSUPPORTED_IO,
+                )
+            if t.device.type != "cpu":
+                raise InvalidInput(
+                    f"input tensor {name!r} is on {t.device}: pass CPU tensors (the supervisor "
+                    "process never touches the device; the worker moves them)",
+                    diagnostic=D.WORKER_UNSUPPORTED_IO,
+                )
+            total += (t.numel() * t.element_size() + _ALIGN - 1) // _ALIGN * _ALIGN
+        capacity = self.spec.shm_bytes // _ALIGN * _ALIGN
+        if total > capacity:
+            raise InvalidInput(
+                f"the input needs {total} bytes; the worker's shared memory holds {capacity} "
+                "(raise [workers].shm_mb or send smaller batches)",
+                diagnostic=D.WORKER_SHM_TOO_SMALL,
+            )
+
+    def call(self, x: Any, deadline_ns: int) -> tuple[Any, int]:
+        """Run the model on ``x`` in the active worker, answering by ``deadline_ns`` from now.
+
+        Returns:
+            ``(output, latency_ns)``: CPU tensors the caller owns, and the model's time in the
+            worker.
+
+        Raises:
+            InvalidInput: ``x`` is not a tensor, dict or tuple of CPU tensors, or does not fit
+                the shared memory (DIA-7005) -- the worker never saw it.
+            WorkerTimeout: no answer by the deadline; the worker was killed and replaced.
+            WorkerLost: the worker died during the call; the standby took over.
+            RemoteModelError: the model raised in the worker.
+            WorkerBusy: the active worker stayed busy with other calls until the deadline.
+            WorkerUnavailable: no worker is ready.
+        """
+        start = time.monotonic_ns()
+        end = start + deadline_ns
+        if not self._call_lock.acquire(timeout=deadline_ns / 1e9):
+            raise WorkerBusy("the worker was busy with other calls until the deadline")
+        try:
+            worker = self._active
+            if worker is None:
+                raise WorkerUnavailable("no worker is ready (both lost; a new one is starting)")
+            try:
+                kind, specs = _write(worker.shm.inputs, x, "the input")
+            except TypeError as exc:
+                raise InvalidInput(str(exc), diagnostic=D.WORKER_UNSUPPORTED_IO) from None
+            except OverflowError as exc:
+                raise InvalidInput(str(exc), diagnostic=D.WORKER_SHM_TOO_SMALL) from None
+            self._seq += 1
+            seq = self._seq
+            worker.shm.put(_DEADLINE, end)
+            try:
+                worker.conn.send_bytes(pickle.dumps((seq, kind, specs)))
+                if not worker.conn.poll(max(0, end - time.monotonic_ns()) / 1e9):
+                    self._fail(worker, "deadline", D.DEADLINE_MISSED)
+                    raise WorkerTimeout(
+                        f"worker {worker.pid} gave no answer within {deadline_ns / 1e6:.1f} ms: "
+                        "killed and replaced"
+                    )
+                reply = pickle.loads(worker.conn.recv_bytes())
+            except (EOFError, OSError) as exc:
+                code = worker.process.exitcode  # no join here: reaping is the background's
+                self._fail(worker, f"died during a call (exit code {code})", D.WORKER_LOST)
+                raise WorkerLost(f"worker {worker.pid} died during the call") from exc
+            self._calls += 1
+            latency = worker.shm.get(_END) - worker.shm.get(_START)
+            rseq, status, a, b = reply
+            if rseq != seq:  # cannot happen with one call at a time: fail closed if it does
+                self._fail(worker, f"answered call {rseq}, expected {seq}", D.WORKER_LOST)
+                raise WorkerLost(f"worker {worker.pid} answered another call")
+            if status == "ok":
+                return _read(worker.shm.outputs, a, b, copy=True), latency
+            outcome, code_s, text = a
+            diagnostic = D.lookup(code_s)
+            if Outcome(outcome) is Outcome.DEVICE_FATAL:
+                self._fail(worker, "process-fatal device error", diagnostic)
+            raise RemoteModelError(text, outcome=Outcome(outcome), diagnostic=diagnostic)
+        finally:
+            self._call_lock.release()
+
+    def __call__(self, x: Any) -> Any:
+        """Run one call with the pool's start timeout as its deadline (for warm-up and
+        tests; the supervisor calls :meth:`call` with its own deadline)."""
+        return self.call(x, self.start_timeout_ns)[0]
+
+    # --- failover ----------------------------------------------------------------------
+
+    def _fail(self, worker: _Worker, reason: str, code: D.Diagnostic) -> None:
+        """Replace ``worker`` if it is still the active one: promote the standby now, kill
+        and reap the lost process and start a new standby in the background."""
+        t0 = time.monotonic_ns()
+        with self._changed:
+            if worker is self._active:
+                promoted = self._standby
+                self._active, self._standby = promoted, None
+                if promoted is not None:
+                    promoted.role = "active"
+                    self._failovers += 1
+            elif worker is self._standby:
+                promoted, self._standby = None, None
+            else:
+                return  # replaced already (the monitor and a caller may both see it)
+            self._restarts += 1
+            self._last_failover_ns = time.monotonic_ns() - t0
+            self._changed.notify_all()
+        worker.role = "lost"
+        with contextlib.suppress(OSError):
+            worker.process.kill()
+        self._emit(
+            WorkerEvent.LOST,
+            {"pid": worker.pid, "reason": reason, "code": code.code},
+        )
+        if promoted is not None:
+            self._emit(
+                WorkerEvent.PROMOTED,
+                {
+                    "pid": promoted.pid,
+                    "lost_pid": worker.pid,
+                    "failover_ns": self._last_failover_ns,
+                },
+            )
+        threading.Thread(target=self._discard, args=(worker,), daemon=True).start()
+        if not self._closed.is_set():
+            self._start_worker()
+
+    def _discard(self, worker: _Worker) -> None:
+        if worker.process.is_alive():
+            with contextlib.suppress(OSError):
+                worker.process.kill()
+        worker.process.join(5.0)
+        with contextlib.suppress(OSError):
+            worker.conn.close()
+        worker.shm.unlink()
+        worker.shm.close()
+
+    def _watch(self) -> None:
+        """The monitor: replaces a worker that died or whose heartbeat stopped."""
+        period = self.heartbeat_ns / 1e9
+        while not self._closed.is_set():
+            with self._lock:
+                workers = [w for w in (self._active, self._standby) if w is not None]
+            sentinels = [w.process.sentinel for w in workers]
+            wait([*sentinels], timeout=period)
+            if self._closed.is_set():
+                return
+            now = time.monotonic_ns()
+            for w in workers:
+                if not w.process.is_alive():
+                    self._fail(w, f"died (exit code {_exitcode(w)})", D.WORKER_LOST)
+                elif now - w.shm.get(_HEARTBEAT) > self.heartbeat_timeout_ns:
+                    age = (now - w.shm.get(_HEARTBEAT)) / 1e6
+                    self._fail(w, f"heartbeat {age:.0f} ms old", D.WORKER_HEARTBEAT)
+
+    def _emit(self, event: WorkerEvent, detail: dict[str, Any]) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event, detail)
+        except Exception:  # a recorder failure must not stop failover
+            traceback.print_exc()
+
+    # --- observation -------------------------------------------------------------------
+
+    def statistics(self) -> PoolStatistics:
+        with self._lock:
+            active, standby = self._active, self._standby
+            age = None if active is None else time.monotonic_ns() - active.shm.get(_HEARTBEAT)
+            return PoolStatistics(
+                active_pid=None if active is None else active.pid,
+                standby_pid=None if standby is None else standby.pid,
+                standby_ready=standby is not None,
+                restarts=self._restarts,
+                failovers=self._failovers,
+                last_heartbeat_age_ns=age,
+                last_failover_ns=self._last_failover_ns,
+                calls=self._calls,
+            )
+
+    def wait_standby(self, timeout_s: float) -> bool:
+        """Block until a standby is ready (or only an active one when standby is off)."""
+        want = 2 if self.standby_enabled else 1
+        with self._changed:
+            return self._changed.wait_for(lambda: self._ready_count() >= want, timeout_s)
+
+    def running(self) -> int | None:
+        """The pid of the active worker while it is inside a call, else None."""
+        worker = self._active
+        return worker.pid if worker is not None and worker.shm.busy() else None
+
+    def wait_running(self, timeout_s: float) -> int | None:
+        """Block until the active worker is inside a call (the worker sets a flag in shared
+        memory when it starts one); return its pid, or None after ``timeout_s``."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            pid = self.running()
+            if pid is not None:
+                return pid
+            self._closed.wait(0.001)
+        return None
+
+
+def _exitcode(worker: _Worker) -> int | None:
+    worker.process.join(0.05)
+    code: int | None = worker.process.exitcode
+    return code
