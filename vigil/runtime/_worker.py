@@ -790,10 +790,11 @@ class WorkerPool:
             with contextlib.suppress(OSError):
                 worker.process.kill()
         worker.process.join(5.0)
-        with contextlib.suppress(OSError):
-            worker.conn.close()
-        worker.shm.unlink()
-        worker.shm.close()
+        with self._call_lock:  # a call still reading this worker's areas finishes first
+            with contextlib.suppress(OSError):
+                worker.conn.close()
+            worker.shm.unlink()
+            worker.shm.close()
 
     def _watch(self) -> None:
         """The monitor: replaces a worker that died or whose heartbeat stopped."""
@@ -806,6 +807,8 @@ class WorkerPool:
             if self._closed.is_set():
                 return
             now = time.monotonic_ns()
+            with self._lock:  # only those still installed: a lost one may be unmapped already
+                workers = [w for w in (self._active, self._standby) if w is not None]
             for w in workers:
                 if not w.process.is_alive():
                     self._fail(w, f"died (exit code {_exitcode(w)})", D.WORKER_LOST)
