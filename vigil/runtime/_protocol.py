@@ -374,7 +374,7 @@ def decode_tensors(body: Buffer, offset: int = 0) -> Any:
         pos += n
         if (kind is Kind.MAPPING) != bool(name):
             raise fail(D.TENSOR_SPEC, f"tensor #{i}: a {kind.name} payload with name {name!r}")
-        if name in named:
+        if name and name in named:
             raise fail(D.TENSOR_SPEC, f"tensor {name!r} appears twice")
         label = name or f"tensor #{i}"
         code, ndim = _ENTRY.unpack_from(view, pos)
