@@ -261,7 +261,7 @@ class SocketServer:
         for conn, _ in conns:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)  # readers see EOF; their threads close it
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + (0.1 if left else 1.0)  # a hung call's thread stays
         for _, thread in conns:
             thread.join(max(0.0, deadline - time.monotonic()))
         with contextlib.suppress(OSError):
@@ -285,6 +285,12 @@ class SocketServer:
         """Block until no call is in flight; False when ``timeout`` seconds passed first."""
         with self._idle:
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def wait_open(self, count: int, timeout: float | None = None) -> bool:
+        """Block until exactly ``count`` connections are open (``wait_open(0, t)``: every
+        connection handled and closed, its violations recorded); False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: len(self._conns) == count, timeout)
 
     def statistics(self) -> dict[str, int]:
         """Counters: connections accepted, requests, busy refusals, violations (recorded or
@@ -317,6 +323,7 @@ class SocketServer:
                     )
                     self._conns[conn] = thread
                     self._counts["connections"] += 1
+                    self._idle.notify_all()
                 else:
                     self._counts["busy"] += 1
             if busy:
@@ -350,9 +357,10 @@ class SocketServer:
         except (_Drop, OSError):
             pass
         finally:
-            with self._lock:
-                del self._conns[conn]
             conn.close()
+            with self._idle:
+                del self._conns[conn]
+                self._idle.notify_all()
 
     def _read(self, conn: socket.socket, peer: dict[str, int | None], served: int) -> Any:
         """The next frame; None at a clean end of stream. Raises _Drop."""
