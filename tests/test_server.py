@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from vigil import _diagnostics as D
-from vigil.auditlog import LogReader
+from vigil.auditlog import LogReader, RingConfig
 from vigil.errors import (
     InvalidInput,
     ProtocolError,
@@ -39,6 +39,7 @@ from vigil.runtime._server import SocketServer, _Violations
 from vigil.schemas import Outcome, RecordType, ServedBy, State
 
 REPO = Path(__file__).resolve().parent.parent
+RING = RingConfig(size=4096 + 32 * 32768, segment_size=32768)  # ~3000 records, no wrap
 X = torch.ones(1, 4)
 
 
@@ -69,7 +70,7 @@ class Service:
         self.log = str(tmp / "f.vlog")
         sup_kw = {k: kw.pop(k) for k in ("fallback", "input_contract", "deadline_ns") if k in kw}
         sup_kw.setdefault("deadline_ns", 5_000_000_000)
-        self.sup = Supervisor(model, log=self.log, isolation="inline", **sup_kw)
+        self.sup = Supervisor(model, log=self.log, isolation="inline", ring=RING, **sup_kw)
         kw.setdefault("read_timeout_s", 5.0)
         self.server = SocketServer(self.sup, sock, **kw)
         self.server.start()
