@@ -346,6 +346,30 @@ def test_a_silent_client_is_dropped_after_the_read_timeout(
     assert [n["code"] for n in annotations(svc.close())] == [D.READ_TIMEOUT.code]
 
 
+def test_a_trickling_client_gets_no_more_time_than_a_silent_one(
+    service: Callable[..., Service],
+) -> None:
+    svc = service(read_timeout_s=0.3)
+    s = raw(svc.path)
+    t0 = time.monotonic()
+    closed = False
+    for byte in _GOOD:  # one byte per 0.05 s: each recv is quick, the frame is not
+        try:
+            s.sendall(bytes([byte]))
+        except OSError:  # closed between two bytes
+            closed = True
+            break
+        readable, _, _ = select.select([s], [], [], 0.05)
+        if readable:
+            closed = True
+            break
+    assert closed and time.monotonic() - t0 < 2.0
+    s.close()
+    assert svc.server.wait_open(0, 5.0)
+    svc.assert_serves()
+    assert [n["code"] for n in annotations(svc.close())] == [D.READ_TIMEOUT.code]
+
+
 def test_an_idle_connection_closed_by_the_server_is_reopened(
     service: Callable[..., Service],
 ) -> None:

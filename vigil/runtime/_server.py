@@ -31,7 +31,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from vigil import _diagnostics as D
 from vigil.errors import InvalidInput, ProtocolError, ServiceConfigError, Unavailable, VigilError
@@ -126,10 +126,16 @@ def _send(conn: socket.socket, buffers: list[P.Buffer]) -> None:
             conn.sendall(b)
 
 
-def _recv_into(conn: socket.socket, view: memoryview) -> int:
-    """Fill ``view``; returns how many bytes arrived before EOF (``len(view)`` if all)."""
+def _recv_into(conn: socket.socket, view: memoryview, deadline: float) -> int:
+    """Fill ``view`` by ``deadline`` (monotonic seconds: a client trickling a byte at a time
+    gets no more time than a silent one); returns how many bytes arrived before EOF
+    (``len(view)`` if all). Raises TimeoutError."""
     got = 0
     while got < len(view):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        conn.settimeout(left)
         n = conn.recv_into(view[got:])
         if n == 0:
             return got
@@ -362,11 +368,14 @@ class SocketServer:
                 del self._conns[conn]
                 self._idle.notify_all()
 
-    def _read(self, conn: socket.socket, peer: dict[str, int | None], served: int) -> Any:
+    def _read(
+        self, conn: socket.socket, peer: dict[str, int | None], served: int
+    ) -> P.Frame | None:
         """The next frame; None at a clean end of stream. Raises _Drop."""
         head = bytearray(P.HEADER_SIZE)
+        deadline = time.monotonic() + self._timeout  # for the whole frame
         try:
-            got = _recv_into(conn, memoryview(head))
+            got = _recv_into(conn, memoryview(head), deadline)
         except TimeoutError:
             if served:  # an idle connection: closed, nothing to record
                 return None
@@ -381,12 +390,13 @@ class SocketServer:
             self._violation(conn, peer, exc.diagnostic, exc.message, detail=exc.context)
         body = bytearray(header.length)
         try:
-            got = _recv_into(conn, memoryview(body))
+            got = _recv_into(conn, memoryview(body), deadline)
         except TimeoutError:
             self._violation(conn, peer, D.READ_TIMEOUT, "body stalled", answer=False)
         if got < header.length:
             msg = f"body {got}/{header.length}"
             self._violation(conn, peer, D.FRAME_TRUNCATED, msg, answer=False)
+        conn.settimeout(self._timeout)  # for sending the answer
         try:
             P.check_crc(head, body, header.crc)
         except ProtocolError as exc:
@@ -403,7 +413,7 @@ class SocketServer:
         answer: bool = True,
         rid: bytes = P.ZERO_ID,
         detail: dict[str, Any] | None = None,
-    ) -> Any:
+    ) -> NoReturn:
         """Record a stream-fatal violation, answer it when the peer can read, raise _Drop."""
         self._violations.note(peer, diagnostic.code, reason)
         if answer:
