@@ -664,6 +664,84 @@ PROTOCOL_ERROR = _d(
     "a frame on the service socket broke the protocol",
     "the message says which field; fix the client (docs/PROTOCOL.md); the service serves on",
 )
+PROTOCOL_VERSION = _d(
+    "DIA-7102",
+    "PROTOCOL_VERSION",
+    "a frame announced a protocol version this side does not speak",
+    "the message names both versions; use a client of the service's protocol version",
+)
+BAD_MAGIC = _d(
+    "DIA-7103",
+    "BAD_MAGIC",
+    "a frame did not start with the protocol's magic: the peer is not a vigil client",
+    "check the socket path and the client; the connection was closed",
+)
+FRAME_CRC = _d(
+    "DIA-7104",
+    "FRAME_CRC",
+    "a frame's CRC32C does not match its header and body",
+    "suspect a buggy client or corrupted memory; the connection was closed",
+)
+FRAME_TOO_LARGE = _d(
+    "DIA-7105",
+    "FRAME_TOO_LARGE",
+    "a frame's body length exceeds the receiver's limit",
+    "send smaller tensors or raise max_request_bytes; the body was not read",
+)
+FRAME_TYPE = _d(
+    "DIA-7106",
+    "FRAME_TYPE",
+    "a frame type unknown or not accepted here, or reserved flags set",
+    "fix the client (docs/PROTOCOL.md lists the types); the connection was closed",
+)
+FRAME_TRUNCATED = _d(
+    "DIA-7107",
+    "FRAME_TRUNCATED",
+    "the stream ended, or a read timed out, in the middle of a frame",
+    "nothing on the service side; the peer went away or stalled mid-frame",
+)
+TENSOR_SPEC = _d(
+    "DIA-7108",
+    "TENSOR_SPEC",
+    "a tensor payload is malformed (unknown dtype, rank over 8, shape and bytes disagree)",
+    "fix the client's encoding; the message names the tensor; the connection stays usable",
+)
+BODY_MALFORMED = _d(
+    "DIA-7109",
+    "BODY_MALFORMED",
+    "a frame body is malformed (truncated fields, bad UTF-8 or JSON, trailing bytes)",
+    "fix the peer's encoding (docs/PROTOCOL.md)",
+)
+OUTPUT_NOT_ENCODABLE = _d(
+    "DIA-7110",
+    "OUTPUT_NOT_ENCODABLE",
+    "the model's answer holds something other than supported tensors",
+    "make the model return a tensor, a dict of tensors or a tuple of tensors",
+)
+SERVICE_BUSY = _d(
+    "DIA-7111",
+    "SERVICE_BUSY",
+    "the service refused the connection or request: too many clients, or shutting down",
+    "retry later or on another instance; nothing was done",
+)
+SERVICE_UNREACHABLE = _d(
+    "DIA-7112",
+    "SERVICE_UNREACHABLE",
+    "the service socket could not be reached, or the connection was lost or timed out",
+    "check that `vigil serve` runs; a call cut off mid-way may have been recorded",
+)
+READ_TIMEOUT = _d(
+    "DIA-7113",
+    "READ_TIMEOUT",
+    "a client sent nothing (or not a whole frame) within the read timeout",
+    "nothing; the service dropped the connection; clients reconnect",
+)
+SERVER_FAULT = _d(
+    "DIA-7114",
+    "SERVER_FAULT",
+    "an unexpected failure inside the service while handling a request",
+    "see the message and the flight log; the service serves on",
+)
 
 # --- service configuration and operations (7200-7299) -----------------------------------
 SERVICE_CONFIG = _d(

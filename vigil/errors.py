@@ -38,7 +38,9 @@ __all__ = [
     "NotAVigilLog",
     "ProtocolError",
     "RecordTooLarge",
+    "ServiceBusy",
     "ServiceConfigError",
+    "ServiceUnreachable",
     "SimulatedPowerCut",
     "SuperblockCorrupt",
     "Unavailable",
@@ -303,6 +305,21 @@ class ProtocolError(VigilError):
     """A frame on the service socket broke the protocol (DIA-71xx); ``docs/PROTOCOL.md``."""
 
     diagnostic = codes.PROTOCOL_ERROR
+
+
+class ServiceUnreachable(ProtocolError):
+    """The service socket could not be reached, or the connection was lost or timed out
+    (DIA-7112). A call cut off after it was sent may have been served and recorded: look its
+    ``request_id`` up in the flight log before retrying a call that must not run twice."""
+
+    diagnostic = codes.SERVICE_UNREACHABLE
+
+
+class ServiceBusy(ServiceUnreachable):
+    """The service refused the connection or request (too many clients, or shutting down;
+    DIA-7111). Nothing was done: retry later or elsewhere."""
+
+    diagnostic = codes.SERVICE_BUSY
 
 
 class ServiceConfigError(ConfigError):

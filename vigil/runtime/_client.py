@@ -1,0 +1,277 @@
+"""A Python client of the service socket (protocol: docs/PROTOCOL.md).
+
+One :class:`Client` holds one connection and makes one call at a time (a lock serialises
+threads that share it; give each thread its own client for parallel calls). A connection the
+server closed while idle is reopened before the next call; a connection lost during a call is
+not retried -- the call may have been served and recorded -- and raises
+:class:`~vigil.errors.ServiceUnreachable`.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import threading
+from typing import Any, NamedTuple
+
+from vigil import _diagnostics as D
+from vigil.errors import (
+    InvalidInput,
+    ProtocolError,
+    ServiceBusy,
+    ServiceUnreachable,
+    Unavailable,
+    VigilError,
+)
+from vigil.runtime import _protocol as P
+from vigil.schemas import Outcome, ServedBy, State
+
+
+class ClientResult(NamedTuple):
+    """The answer to one :meth:`Client.infer` call: the service's ``Result``, as received.
+
+    Attributes:
+        output: a tensor, a dict of tensors or a tuple of tensors (CPU, sharing the memory of
+            the received frame).
+        state, served_by, outcome, seq, code, reason, answer_age_ns, latency_ns: as in
+            :class:`vigil.runtime.Result` (``code`` is the ``DIA-xxxx`` string or None).
+        request_id: the 16-byte id the flight log holds for this call.
+    """
+
+    output: Any
+    state: State
+    served_by: ServedBy
+    outcome: Outcome
+    seq: int
+    code: str | None
+    reason: str
+    answer_age_ns: int
+    latency_ns: int
+    request_id: bytes
+
+    @property
+    def from_primary(self) -> bool:
+        return self.served_by is ServedBy.PRIMARY
+
+
+class Client:
+    """A connection to ``vigil serve``'s socket.
+
+    Args:
+        path: the socket file.
+        timeout_s: the longest a call waits (to connect, send and for its answer).
+        max_response_bytes: the largest response body accepted.
+
+    Raises:
+        ServiceUnreachable: the socket cannot be connected to.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout_s: float = 30.0,
+        max_response_bytes: int = P.MAX_FRAME_BODY,
+    ) -> None:
+        self.path = os.fspath(path)
+        self._timeout = timeout_s
+        self._max_body = max_response_bytes
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._connect()
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self._timeout)
+        try:
+            sock.connect(self.path)
+        except OSError as exc:
+            sock.close()
+            raise ServiceUnreachable(f"{self.path}: {exc}", path=self.path) from exc
+        self._sock = sock
+        return sock
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    # --- calls -----------------------------------------------------------------------------
+
+    def infer(self, x: Any, *, request_id: bytes | None = None) -> ClientResult:
+        """Have the service answer ``x`` (a tensor, or a dict of name -> tensor).
+
+        Args:
+            request_id: 16 bytes recorded with the call (by default the service assigns one;
+                ``ClientResult.request_id`` says which).
+
+        Raises:
+            InvalidInput: the supervisor refused ``x`` (recorded as REJECTED).
+            Unavailable: no trustworthy answer exists (recorded); ``reason`` and ``state``.
+            ServiceBusy: refused, nothing done; retry later.
+            ServiceUnreachable: no connection, or it was lost or timed out during the call.
+            ProtocolError: ``x`` cannot be encoded (DIA-7108), or the service refused the
+                request or failed (``code`` says which).
+        """
+        rid = P.ZERO_ID if request_id is None else bytes(request_id)
+        if len(rid) != 16:
+            raise ProtocolError("request_id must be 16 bytes", diagnostic=D.PROTOCOL_ERROR)
+        body = P.encode_tensors(x)
+        frame = self._call(P.FrameType.INFER, rid, body, P.FrameType.RESULT)
+        info = P.decode_result(frame.body)
+        return ClientResult(
+            info.output,
+            info.state,
+            info.served_by,
+            info.outcome,
+            info.seq,
+            info.code,
+            info.reason,
+            info.answer_age_ns,
+            info.latency_ns,
+            frame.request_id,
+        )
+
+    def health(self) -> dict[str, Any]:
+        """``{"ready": bool, "state": "NORMAL", "detail": {...}}`` (statistics, server counters).
+
+        Raises:
+            ServiceUnreachable, ProtocolError: as for :meth:`infer`.
+        """
+        frame = self._call(P.FrameType.HEALTH, P.ZERO_ID, [], P.FrameType.HEALTH_REPLY)
+        return P.decode_health(frame.body)
+
+    def ping(self) -> None:
+        """One round trip with no work (raises as :meth:`health`)."""
+        self._call(P.FrameType.PING, P.ZERO_ID, [], P.FrameType.PONG)
+
+    def _call(
+        self, ftype: P.FrameType, rid: bytes, body: list[P.Buffer], want: P.FrameType
+    ) -> P.Frame:
+        frame = P.encode_frame(ftype, rid, body)
+        with self._lock:
+            sock = self._usable()
+            try:
+                if sum(memoryview(b).nbytes for b in frame) <= 1 << 16:
+                    sock.sendall(b"".join(frame))
+                else:
+                    for b in frame:
+                        sock.sendall(b)
+            except OSError as exc:  # the server may have said why before it closed
+                if self._pending(sock):
+                    answer = self._receive(sock)
+                    if answer.type is P.FrameType.ERROR:
+                        self._raise(answer)
+                self._drop()
+                raise ServiceUnreachable(f"sending the request failed: {exc}") from exc
+            answer = self._receive(sock)
+            if answer.type is P.FrameType.ERROR:
+                self._raise(answer)
+            if answer.type is not want or rid not in (P.ZERO_ID, answer.request_id):
+                self._drop()
+                raise ProtocolError(
+                    f"expected {want.name} for {rid.hex()}, got {answer.type.name} for "
+                    f"{answer.request_id.hex()}",
+                    diagnostic=D.FRAME_TYPE,
+                )
+            return answer
+
+    def _usable(self) -> socket.socket:
+        """The connection, reopened when the server closed it while it was idle. An ERROR
+        frame the server left before closing (busy) is raised."""
+        sock = self._sock if self._sock is not None else self._connect()
+        if self._pending(sock):
+            try:
+                peek = sock.recv(1, socket.MSG_PEEK)
+            except OSError:
+                peek = b""
+            if peek:
+                answer = self._receive(sock)
+                if answer.type is P.FrameType.ERROR:
+                    self._raise(answer)
+                self._drop()
+                raise ProtocolError(
+                    "an unsolicited frame from the service", diagnostic=D.FRAME_TYPE
+                )
+            self._drop()  # EOF: closed by the server while idle
+            sock = self._connect()
+        return sock
+
+    @staticmethod
+    def _pending(sock: socket.socket) -> bool:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable)
+
+    def _receive(self, sock: socket.socket) -> P.Frame:
+        try:
+            head = self._exactly(sock, P.HEADER_SIZE)
+            header = P.parse_header(head, max_body=self._max_body, expect=P.RESPONSES)
+            body = self._exactly(sock, header.length)
+            P.check_crc(head, body, header.crc)
+        except TimeoutError as exc:
+            self._drop()  # a late answer would be read as the next call's
+            raise ServiceUnreachable(f"no answer within {self._timeout} s") from exc
+        except (OSError, ProtocolError) as exc:
+            self._drop()
+            if isinstance(exc, ProtocolError):
+                raise
+            raise ServiceUnreachable(f"the connection was lost: {exc}") from exc
+        return P.Frame(header.type, header.request_id, body)
+
+    def _exactly(self, sock: socket.socket, n: int) -> bytearray:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = sock.recv_into(view[got:])
+            if k == 0:
+                raise ServiceUnreachable(
+                    f"the service closed the connection ({got}/{n} bytes of a frame)"
+                )
+            got += k
+        return buf
+
+    def _raise(self, frame: P.Frame) -> None:
+        info = P.decode_error(frame.body)
+        if info.closing:
+            self._drop()
+        raise _rebuild(info)
+
+    def close(self) -> None:
+        """Close the connection (a later call reconnects)."""
+        with self._lock:
+            self._drop()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _rebuild(info: P.ErrorInfo) -> VigilError:
+    """The exception an ERROR frame stands for, with the server's code and message."""
+    try:
+        diagnostic = D.lookup(info.code)
+    except KeyError:  # a code this client does not know: keep it as a fact
+        diagnostic = D.PROTOCOL_ERROR
+    detail = info.detail
+    if info.error_class is P.ErrorClass.INVALID_INPUT:
+        return InvalidInput(
+            info.message,
+            diagnostic=diagnostic,
+            field=detail.get("field"),
+            rule=detail.get("rule"),
+        )
+    if info.error_class is P.ErrorClass.UNAVAILABLE:
+        state = str(detail.get("state"))
+        return Unavailable(
+            info.message,
+            diagnostic=diagnostic,
+            reason=detail.get("reason"),
+            state=State[state] if state in State.__members__ else state,
+        )
+    if info.error_class is P.ErrorClass.BUSY:
+        return ServiceBusy(info.message, diagnostic=diagnostic)
+    return ProtocolError(info.message, diagnostic=diagnostic, server_code=info.code, detail=detail)

@@ -1,0 +1,531 @@
+"""The service socket: serves a supervisor to local clients over a Unix domain socket.
+
+Theory of operation
+-------------------
+One accept thread hands each connection to its own thread (at most ``max_clients``; one more
+is told "busy" in an ERROR frame and closed). A connection carries requests one after the
+other: read a frame (header checked before the body is read, see :mod:`._protocol`), answer
+it, read the next.
+
+Bad clients never hurt the service. A frame that loses the stream's framing (bad magic,
+version, CRC, type, oversize length) is answered with an ERROR frame and the connection is
+closed; a sound frame with a bad tensor payload is answered with an ERROR frame and the
+connection goes on; a client that stalls (``read_timeout_s``) or vanishes mid-frame is dropped
+quietly. Each violation is recorded as a ``vigil.protocol`` annotation in the flight log with
+the peer's pid (SO_PEERCRED), code and reason, at most ``violations_per_s`` a second (the next
+one that passes counts the suppressed ones). A call that reached the supervisor always
+completes and is recorded by it, even when its client is gone before the answer is sent.
+
+``stop`` closes the listening socket first, lets calls in flight finish (up to its timeout),
+then shuts every connection and removes the socket file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import stat
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn, Protocol
+
+from vigil import _diagnostics as D
+from vigil.errors import InvalidInput, ProtocolError, ServiceConfigError, Unavailable, VigilError
+from vigil.runtime import _protocol as P
+from vigil.runtime._tensors import describe
+
+DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+_SMALL_SEND = 64 << 10  # below this a frame is joined and sent in one syscall
+_STATS_FIELDS = (
+    "calls",
+    "rejected",
+    "unavailable",
+    "served",
+    "outcomes",
+    "hung",
+    "latency_p50_ns",
+    "latency_p99_ns",
+    "log_head_seq",
+)
+
+OnCall = Callable[[Any, BaseException | None, float], None]
+
+
+class Servable(Protocol):
+    """What the server needs of a :class:`~vigil.runtime.Supervisor`."""
+
+    log: Any
+
+    def infer(self, x: Any, *, request_id: bytes | None = None) -> Any: ...
+
+    def statistics(self) -> Any: ...
+
+    @property
+    def state(self) -> Any: ...
+
+
+class _Drop(Exception):
+    """Internal: end this connection now (already recorded where it had to be)."""
+
+
+class _Violations:
+    """Records protocol violations in the flight log, at most ``per_s`` a second."""
+
+    def __init__(self, log: Any, per_s: int, clock: Callable[[], float]) -> None:
+        self._log = log
+        self._per_s = per_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._window = -1.0
+        self._in_window = 0
+        self.suppressed = 0
+        self.total = 0
+
+    def note(self, peer: dict[str, int | None], code: str, reason: str) -> bool:
+        """Record one violation; False when it was only counted (rate limit)."""
+        with self._lock:
+            self.total += 1
+            now = self._clock()
+            if now - self._window >= 1.0:
+                self._window, self._in_window = now, 0
+            if self._in_window >= self._per_s:
+                self.suppressed += 1
+                return False
+            self._in_window += 1
+            suppressed, self.suppressed = self.suppressed, 0
+        text = json.dumps(
+            {**peer, "code": code, "reason": reason[:500], "suppressed": suppressed},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        with contextlib.suppress(Exception):  # a closed or full log must not stop the service
+            self._log.annotate("vigil.protocol", text)
+        return True
+
+
+def _peer(conn: socket.socket) -> dict[str, int | None]:
+    """The peer's pid and uid from SO_PEERCRED (Linux), else None."""
+    try:
+        raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        pid, uid, _ = struct.unpack("3i", raw)
+    except (AttributeError, OSError, struct.error):
+        return {"peer_pid": None, "peer_uid": None}
+    return {"peer_pid": pid, "peer_uid": uid}
+
+
+def _send(conn: socket.socket, buffers: list[P.Buffer]) -> None:
+    total = sum(memoryview(b).nbytes for b in buffers)
+    if total <= _SMALL_SEND:
+        conn.sendall(b"".join(buffers))
+    else:
+        for b in buffers:
+            conn.sendall(b)
+
+
+def _recv_into(conn: socket.socket, view: memoryview, deadline: float) -> int:
+    """Fill ``view`` by ``deadline`` (monotonic seconds: a client trickling a byte at a time
+    gets no more time than a silent one); returns how many bytes arrived before EOF
+    (``len(view)`` if all). Raises TimeoutError."""
+    got = 0
+    while got < len(view):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        conn.settimeout(left)
+        n = conn.recv_into(view[got:])
+        if n == 0:
+            return got
+        got += n
+    return got
+
+
+class SocketServer:
+    """Serves ``supervisor`` on the Unix socket ``path`` (protocol: docs/PROTOCOL.md).
+
+    Args:
+        supervisor: a :class:`~vigil.runtime.Supervisor` (or anything with its ``infer``,
+            ``statistics``, ``state`` and ``log``).
+        path: the socket file. A stale socket there is replaced; a live one (a server answers)
+            or any other file is refused.
+        max_request_bytes: the largest request body accepted (checked before reading it).
+        max_clients: connections served at once; one more is told "busy" (DIA-7111).
+        read_timeout_s: the longest the server waits for bytes from a client (also for its
+            next request: an idle connection is closed after it) or for a send to drain.
+        on_call: called as ``on_call(result_or_None, exception_or_None, seconds)`` after each
+            ``infer`` (for metrics); what it raises is ignored.
+        violations_per_s: protocol violations recorded in the flight log per second at most.
+
+    Raises:
+        ServiceConfigError: from :meth:`start`, when ``path`` cannot be used.
+    """
+
+    def __init__(
+        self,
+        supervisor: Servable,
+        path: str | os.PathLike[str],
+        *,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        max_clients: int = 64,
+        read_timeout_s: float = 30.0,
+        on_call: OnCall | None = None,
+        violations_per_s: int = 20,
+    ) -> None:
+        if not 0 < max_request_bytes <= P.MAX_FRAME_BODY:
+            raise ServiceConfigError(f"max_request_bytes={max_request_bytes}: 1..2^32-1")
+        if max_clients < 1 or read_timeout_s <= 0 or violations_per_s < 1:
+            raise ServiceConfigError("max_clients, read_timeout_s and violations_per_s: > 0")
+        self._sup = supervisor
+        self.path = os.fspath(path)
+        self._max_body = max_request_bytes
+        self._max_clients = max_clients
+        self._timeout = read_timeout_s
+        self._on_call = on_call
+        self._violations = _Violations(supervisor.log, violations_per_s, time.monotonic)
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
+        self._conns: dict[socket.socket, threading.Thread] = {}
+        self._stopping = False
+        self._listener: socket.socket | None = None
+        self._inode = 0
+        self._acceptor: threading.Thread | None = None
+        self._counts = {"connections": 0, "requests": 0, "busy": 0}
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind the socket (mode 0660) and start accepting connections."""
+        if self._listener is not None:
+            raise ServiceConfigError("the server was already started")
+        self._remove_stale()
+        name = f".vigil-{os.getpid()}-{id(self) & 0xFFFFFF:x}.sock~"
+        tmp = os.path.join(os.path.dirname(self.path) or ".", name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:  # bound under a private name, given its mode, then renamed into place
+            listener.bind(tmp)
+            os.chmod(tmp, 0o660)
+            os.rename(tmp, self.path)
+            listener.listen(max(16, self._max_clients))
+        except OSError as exc:
+            listener.close()
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise ServiceConfigError(f"{self.path}: cannot listen: {exc}", path=self.path) from exc
+        self._inode = os.stat(self.path).st_ino
+        self._listener = listener
+        self._acceptor = threading.Thread(target=self._accept, name="vigil-accept", daemon=True)
+        self._acceptor.start()
+
+    def _remove_stale(self) -> None:
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ServiceConfigError(
+                f"{self.path} exists and is not a socket: refusing to replace it", path=self.path
+            )
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(self.path)
+        except OSError:  # nobody listens: a stale socket of a dead server
+            os.unlink(self.path)
+            return
+        finally:
+            probe.close()
+        raise ServiceConfigError(f"{self.path}: another server is listening", path=self.path)
+
+    def stop(self, drain_timeout_s: float = 5.0) -> int:
+        """Stop accepting, let calls in flight finish (up to ``drain_timeout_s``), close every
+        connection and remove the socket file.
+
+        Returns:
+            How many calls were still in flight at the timeout (their threads finish the call,
+            which the supervisor records, but their answers are lost).
+        """
+        with self._lock:
+            if self._stopping:
+                return self._in_flight
+            self._stopping = True
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept() (Linux)
+            self._listener.close()
+        if self._acceptor is not None:
+            self._acceptor.join(drain_timeout_s)
+        self.wait_idle(drain_timeout_s)
+        with self._lock:
+            left = self._in_flight
+            conns = list(self._conns.items())
+        for conn, _ in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)  # readers see EOF; their threads close it
+        deadline = time.monotonic() + (0.1 if left else 1.0)  # a hung call's thread stays
+        for _, thread in conns:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == self._inode:
+                os.unlink(self.path)
+        return left
+
+    def __enter__(self) -> SocketServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def in_flight(self) -> int:
+        """Calls decoded and not yet answered."""
+        return self._in_flight
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no call is in flight; False when ``timeout`` seconds passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def wait_open(self, count: int, timeout: float | None = None) -> bool:
+        """Block until exactly ``count`` connections are open (``wait_open(0, t)``: every
+        connection handled and closed, its violations recorded); False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: len(self._conns) == count, timeout)
+
+    def statistics(self) -> dict[str, int]:
+        """Counters: connections accepted, requests, busy refusals, violations (recorded or
+        not), connections open, calls in flight."""
+        with self._lock:
+            return {
+                **self._counts,
+                "violations": self._violations.total,
+                "open": len(self._conns),
+                "in_flight": self._in_flight,
+            }
+
+    # --- connections -----------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                if self._stopping:
+                    return
+                time.sleep(0.01)  # EMFILE and friends: let descriptors free up, no spin
+                continue
+            with self._lock:
+                busy = self._stopping or len(self._conns) >= self._max_clients
+                if not busy:
+                    thread = threading.Thread(
+                        target=self._serve, args=(conn,), name="vigil-conn", daemon=True
+                    )
+                    self._conns[conn] = thread
+                    self._counts["connections"] += 1
+                    self._idle.notify_all()
+                else:
+                    self._counts["busy"] += 1
+            if busy:
+                self._refuse_busy(conn)
+            else:
+                thread.start()
+
+    def _refuse_busy(self, conn: socket.socket) -> None:
+        message = f"the service is busy ({self._max_clients} clients) or stopping; retry later"
+        self._violations.note(_peer(conn), D.SERVICE_BUSY.code, message)
+        try:
+            conn.settimeout(1.0)
+            body = P.encode_error(P.ErrorClass.BUSY, D.SERVICE_BUSY.code, message, closing=True)
+            _send(conn, P.encode_frame(P.FrameType.ERROR, P.ZERO_ID, body))
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def _serve(self, conn: socket.socket) -> None:
+        peer = _peer(conn)
+        conn.settimeout(self._timeout)
+        served = 0
+        try:
+            while not self._stopping:
+                frame = self._read(conn, peer, served)
+                if frame is None:
+                    return
+                served += 1
+                self._answer(conn, peer, frame)
+        except (_Drop, OSError):
+            pass
+        finally:
+            conn.close()
+            with self._idle:
+                del self._conns[conn]
+                self._idle.notify_all()
+
+    def _read(
+        self, conn: socket.socket, peer: dict[str, int | None], served: int
+    ) -> P.Frame | None:
+        """The next frame; None at a clean end of stream. Raises _Drop."""
+        head = bytearray(P.HEADER_SIZE)
+        deadline = time.monotonic() + self._timeout  # for the whole frame
+        try:
+            got = _recv_into(conn, memoryview(head), deadline)
+        except TimeoutError:
+            if served:  # an idle connection: closed, nothing to record
+                return None
+            self._violation(conn, peer, D.READ_TIMEOUT, "no request", answer=False)
+        if got == 0:
+            return None
+        if got < P.HEADER_SIZE:
+            self._violation(conn, peer, D.FRAME_TRUNCATED, f"header {got}/32", answer=False)
+        try:
+            header = P.parse_header(head, max_body=self._max_body, expect=P.REQUESTS)
+        except ProtocolError as exc:
+            self._violation(conn, peer, exc.diagnostic, exc.message, detail=exc.context)
+        body = bytearray(header.length)
+        try:
+            got = _recv_into(conn, memoryview(body), deadline)
+        except TimeoutError:
+            self._violation(conn, peer, D.READ_TIMEOUT, "body stalled", answer=False)
+        if got < header.length:
+            msg = f"body {got}/{header.length}"
+            self._violation(conn, peer, D.FRAME_TRUNCATED, msg, answer=False)
+        conn.settimeout(self._timeout)  # for sending the answer
+        try:
+            P.check_crc(head, body, header.crc)
+        except ProtocolError as exc:
+            self._violation(conn, peer, exc.diagnostic, exc.message, rid=header.request_id)
+        return P.Frame(header.type, header.request_id, body)
+
+    def _violation(
+        self,
+        conn: socket.socket,
+        peer: dict[str, int | None],
+        diagnostic: D.Diagnostic,
+        reason: str,
+        *,
+        answer: bool = True,
+        rid: bytes = P.ZERO_ID,
+        detail: dict[str, Any] | None = None,
+    ) -> NoReturn:
+        """Record a stream-fatal violation, answer it when the peer can read, raise _Drop."""
+        self._violations.note(peer, diagnostic.code, reason)
+        if answer:
+            with contextlib.suppress(OSError):
+                body = P.encode_error(
+                    P.ErrorClass.PROTOCOL, diagnostic.code, reason, closing=True, detail=detail
+                )
+                _send(conn, P.encode_frame(P.FrameType.ERROR, rid, body))
+        raise _Drop
+
+    def _answer(self, conn: socket.socket, peer: dict[str, int | None], frame: P.Frame) -> None:
+        rid = frame.request_id
+        if frame.type is P.FrameType.PING:
+            _send(conn, P.encode_frame(P.FrameType.PONG, rid))
+            return
+        if frame.type is P.FrameType.HEALTH:
+            _send(conn, P.encode_frame(P.FrameType.HEALTH_REPLY, rid, self._health()))
+            return
+        try:
+            x = P.decode_tensors(frame.body)
+        except ProtocolError as exc:  # the frame was sound: answer, and serve on
+            self._violations.note(peer, exc.code, exc.message)
+            body = P.encode_error(P.ErrorClass.PROTOCOL, exc.code, exc.message)
+            _send(conn, P.encode_frame(P.FrameType.ERROR, rid, body))
+            return
+        with self._lock:
+            if self._stopping:
+                refused = True
+            else:
+                refused = False
+                self._in_flight += 1
+                self._counts["requests"] += 1
+        if refused:
+            body = P.encode_error(
+                P.ErrorClass.BUSY, D.SERVICE_BUSY.code, "the service is stopping", closing=True
+            )
+            _send(conn, P.encode_frame(P.FrameType.ERROR, rid, body))
+            raise _Drop
+        try:
+            _send(conn, self._infer(x, rid))
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._idle.notify_all()
+
+    def _infer(self, x: Any, rid: bytes) -> list[P.Buffer]:
+        """Run the call; the frame that answers it (never raises but for BaseException)."""
+        result, error = None, None
+        t0 = time.perf_counter()
+        try:
+            result = self._sup.infer(x, request_id=None if rid == P.ZERO_ID else rid)
+        except Exception as exc:
+            error = exc
+        seconds = time.perf_counter() - t0
+        if self._on_call is not None:
+            with contextlib.suppress(Exception):  # metrics must not hurt the service
+                self._on_call(result, error, seconds)
+        if error is not None:
+            return _error_frame(error, rid)
+        assert result is not None
+        try:
+            body = P.encode_result(
+                result.output,
+                served_by=int(result.served_by),
+                state=int(result.state),
+                outcome=int(result.outcome),
+                seq=result.seq,
+                code=result.code.code if result.code else None,
+                reason=result.reason,
+                answer_age_ns=result.answer_age_ns,
+                latency_ns=result.latency_ns,
+            )
+        except ProtocolError as exc:
+            message = f"call seq {result.seq} was served, but its output cannot be sent: "
+            body = P.encode_error(
+                P.ErrorClass.SERVER,
+                D.OUTPUT_NOT_ENCODABLE.code,
+                message + exc.message,
+                detail={"seq": result.seq},
+            )
+            return P.encode_frame(P.FrameType.ERROR, result.request_id, body)
+        return P.encode_frame(P.FrameType.RESULT, result.request_id, body)
+
+    def _health(self) -> list[P.Buffer]:
+        try:
+            state = self._sup.state
+            snapshot = self._sup.statistics()
+            detail: dict[str, Any] = {
+                k: getattr(snapshot, k) for k in _STATS_FIELDS if hasattr(snapshot, k)
+            }
+        except Exception as exc:  # report it: a health check must answer
+            return P.encode_health(False, "UNKNOWN", {"error": describe(exc)})
+        name = getattr(state, "name", str(state))
+        detail["server"] = self.statistics()
+        detail["protocol_version"] = P.VERSION
+        return P.encode_health(not self._stopping and name != "SAFE_STOP", name, detail)
+
+
+def _error_frame(exc: Exception, rid: bytes) -> list[P.Buffer]:
+    """The ERROR frame for an exception ``infer`` raised."""
+    if isinstance(exc, InvalidInput):
+        cls = P.ErrorClass.INVALID_INPUT
+        detail = {"field": exc.context.get("field"), "rule": exc.context.get("rule")}
+    elif isinstance(exc, Unavailable):
+        cls = P.ErrorClass.UNAVAILABLE
+        state = exc.context.get("state")
+        detail = {"reason": exc.context.get("reason"), "state": getattr(state, "name", state)}
+    else:
+        cls, detail = P.ErrorClass.SERVER, {"type": type(exc).__name__}
+    if isinstance(exc, VigilError):
+        code, message = exc.code, exc.message
+    else:
+        code, message = D.SERVER_FAULT.code, describe(exc, 1000)
+    return P.encode_frame(P.FrameType.ERROR, rid, P.encode_error(cls, code, message, detail=detail))
