@@ -407,7 +407,10 @@ class HealthServer:
         self.host = host
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="vigil-health", daemon=True
+            target=self._server.serve_forever,
+            args=(0.05,),  # poll interval: close() returns within 50 ms
+            name="vigil-health",
+            daemon=True,
         )
         self._thread.start()
 

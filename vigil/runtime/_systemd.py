@@ -18,6 +18,7 @@ restarts the unit after ``WatchdogSec`` and the operator sees why. A ping interv
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Callable, Mapping
 
@@ -53,8 +54,9 @@ class SystemdNotifier:
                 "Type=notify unit",
                 diagnostic=D.SYSTEMD_NOTIFY_UNAVAILABLE,
             )
-        try:  # debug=True: a connect failure raises instead of passing silently
-            notifier = sdnotify.SystemdNotifier(debug=True)
+        try:  # probe first: sdnotify would leak its socket when the connect fails
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+                probe.connect("\0" + address[1:] if address[0] == "@" else address)
         except OSError as exc:
             if enabled == "auto":
                 return
@@ -62,7 +64,9 @@ class SystemdNotifier:
                 f"NOTIFY_SOCKET={address!r}: cannot reach systemd's socket: {exc}",
                 diagnostic=D.SYSTEMD_NOTIFY_UNAVAILABLE,
             ) from exc
-        notifier.debug = False  # once connected, a failed send never breaks the service
+        notifier = sdnotify.SystemdNotifier(debug=False)  # a failed send never breaks us
+        if notifier.socket is None:  # gone between the probe and now
+            return
         self._notifier = notifier
 
     @property
@@ -96,9 +100,16 @@ class SystemdNotifier:
         self.notify(f"EXTEND_TIMEOUT_USEC={max(0, round(seconds * 1e6))}")
 
     def close(self) -> None:
+        """Close the socket; later calls send nothing."""
         if self._notifier is not None:
             self._notifier.socket.close()
             self._notifier = None
+
+    def __enter__(self) -> SystemdNotifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _status(text: str | None) -> tuple[str, ...]:
