@@ -401,3 +401,15 @@ def test_refusals_are_config_errors() -> None:
     from vigil.errors import ConfigError
 
     assert isinstance(refused(with_(service={"socket": None})), ConfigError | ValueError)
+
+
+def test_every_key_is_documented_and_in_the_example() -> None:
+    from vigil.runtime._config import _KEYS
+
+    docs = (EXAMPLE.parent.parent / "docs" / "SERVICE.md").read_text(encoding="utf-8")
+    example = EXAMPLE.read_text(encoding="utf-8")
+    for section, keys in _KEYS.items():
+        assert f"[{section}]" in docs, section
+        for key in keys:
+            assert f"`{key}`" in docs or f"[{section}.{key}]" in docs, f"[{section}].{key}"
+            assert key in example, f"[{section}].{key} not in examples/vigil.toml"
