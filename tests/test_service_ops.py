@@ -68,6 +68,7 @@ class Rig:
             clock=self.clock,
             policy=POLICY,
             isolation="inline",
+            durability="always",  # durable_seq == head_seq at every scrape, no flusher race
             fallback=Constant(torch.zeros(2)) if fallback else None,
         )
         self.fallback = fallback
@@ -184,7 +185,7 @@ def test_scrape_reflects_real_calls_into_degraded(rig: Any) -> None:
     assert value(s, "vigil_consecutive_failures") == 2.0
     log = r.sup.log.statistics()
     assert value(s, "vigil_log_head_seq") == float(log.head_seq) == float(r.sup.log.head_seq)
-    assert value(s, "vigil_log_durable_seq") == float(log.durable_seq)
+    assert value(s, "vigil_log_durable_seq") == float(log.durable_seq) == float(log.head_seq)
     assert value(s, "vigil_log_wear_min") == float(log.wear_min)
     assert value(s, "vigil_log_wear_max") == float(log.wear_max) >= 1.0
     # the per-request series
