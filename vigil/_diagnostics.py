@@ -750,6 +750,66 @@ SERVICE_CONFIG = _d(
     "the service configuration file is invalid",
     "the message names the key and the rule; fix the file (examples/vigil.toml)",
 )
+SERVICE_CONFIG_UNREADABLE = _d(
+    "DIA-7202",
+    "SERVICE_CONFIG_UNREADABLE",
+    "the service configuration file is missing or cannot be read",
+    "check the path given to --config and the file's permissions",
+)
+SERVICE_CONFIG_SYNTAX = _d(
+    "DIA-7203",
+    "SERVICE_CONFIG_SYNTAX",
+    "the service configuration file is not valid TOML",
+    "fix the file at the line and column the message gives",
+)
+SERVICE_CONFIG_UNKNOWN_KEY = _d(
+    "DIA-7204",
+    "SERVICE_CONFIG_UNKNOWN_KEY",
+    "the service configuration has a key or section vigil does not know (a typo?)",
+    "use one of the known keys the message lists (docs/SERVICE.md)",
+)
+SERVICE_CONFIG_TYPE = _d(
+    "DIA-7205",
+    "SERVICE_CONFIG_TYPE",
+    "a service configuration value has the wrong type",
+    "give the key a value of the type the message names",
+)
+SERVICE_CONFIG_RANGE = _d(
+    "DIA-7206",
+    "SERVICE_CONFIG_RANGE",
+    "a service configuration value is out of its allowed range or set",
+    "choose a value in the range the message states",
+)
+SERVICE_CONFIG_REQUIRED = _d(
+    "DIA-7207",
+    "SERVICE_CONFIG_REQUIRED",
+    "a required service configuration key or section is absent",
+    "add the key the message names (examples/vigil.toml shows each one)",
+)
+SERVICE_CONFIG_INCONSISTENT = _d(
+    "DIA-7208",
+    "SERVICE_CONFIG_INCONSISTENT",
+    "service configuration keys that are each valid contradict each other",
+    "the message names the keys; keep the combination it allows",
+)
+METRICS_BIND = _d(
+    "DIA-7210",
+    "METRICS_BIND",
+    "the metrics and health endpoint cannot listen on its configured address",
+    "free the port or change [metrics].listen; the service does not start without it",
+)
+SYSTEMD_NOTIFY_UNAVAILABLE = _d(
+    "DIA-7211",
+    "SYSTEMD_NOTIFY_UNAVAILABLE",
+    "systemd notification was required but NOTIFY_SOCKET is unset or unreachable",
+    "run under a Type=notify unit, or set [systemd].notify to \"auto\" or false",
+)
+WATCHDOG_WITHHELD = _d(
+    "DIA-7212",
+    "WATCHDOG_WITHHELD",
+    "the service stopped sending systemd watchdog pings: it cannot give trustworthy answers",
+    "systemd restarts the unit after WatchdogSec; the STATUS line and the flight log say why",
+)
 
 REGISTRY: dict[str, Diagnostic] = {
     d.code: d for d in list(globals().values()) if isinstance(d, Diagnostic)

@@ -1,0 +1,415 @@
+"""The ``vigil serve`` configuration file: every error path has its code and key path."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from vigil.errors import ServiceConfigError
+from vigil.fsm import Policy
+from vigil.runtime import Constant, LastGood
+from vigil.runtime._config import ServeConfig
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "vigil.toml"
+MINIMAL: dict[str, Any] = {
+    "service": {"socket": "run/vigil.sock"},
+    "log": {"path": "flight.vigil"},
+    "model": {"factory": "vigil.model:TinyReference"},
+    "supervisor": {"deadline_ms": 50},
+}
+
+
+def with_(**sections: dict[str, Any]) -> dict[str, Any]:
+    """MINIMAL with keys merged into (or, for a None value, removed from) its sections."""
+    data = copy.deepcopy(MINIMAL)
+    for name, keys in sections.items():
+        table = data.setdefault(name, {})
+        for key, value in keys.items():
+            if value is None:
+                table.pop(key, None)
+            else:
+                table[key] = value
+    return data
+
+
+def refused(data: dict[str, Any]) -> ServiceConfigError:
+    with pytest.raises(ServiceConfigError) as info:
+        ServeConfig.from_dict(data, source="vigil.toml", base_dir="/etc/vigil")
+    return info.value
+
+
+# --- what loads ------------------------------------------------------------------------------
+
+
+def test_the_example_loads_and_builds_its_parts() -> None:
+    cfg = ServeConfig.load(EXAMPLE)
+    assert cfg.source == str(EXAMPLE)
+    assert cfg.service.socket == Path("/run/vigil/vigil.sock")
+    assert cfg.model.factory == "vigil.model:TinyReference"
+    assert cfg.model.kwargs == {"seed": 0}
+    assert cfg.supervisor.deadline_ns == 50_000_000
+    assert cfg.to_policy() == Policy()
+    chain = cfg.fallback_chain()
+    assert isinstance(chain[0], LastGood)
+    assert chain[0].max_age_ns == 500_000_000
+    assert isinstance(chain[1], Constant)
+    assert torch.equal(chain[1].value, torch.zeros(1, 8))
+    contract = cfg.input_contract()
+    contract.check(torch.zeros(3, 64))
+    assert cfg.metrics.host == "127.0.0.1"
+    assert cfg.metrics.port == 9109
+    assert cfg.log.ring().segment_size == 1 << 20
+    assert cfg.log.ring().segment_count == 64
+
+
+def test_defaults_of_a_minimal_config() -> None:
+    cfg = ServeConfig.from_dict(MINIMAL, source="x.toml", base_dir="/etc/vigil")
+    assert cfg.service.max_request_mb == 64
+    assert cfg.service.max_clients == 64
+    assert cfg.service.read_timeout_s == 30.0
+    assert cfg.service.drain_timeout_s == 10.0
+    assert cfg.log.durability == "batch"
+    assert cfg.log.seal is None
+    assert cfg.model.device == "cpu"
+    assert cfg.model.input is None
+    assert cfg.input_contract() is None
+    w = cfg.workers
+    assert (w.standby, w.heartbeat_ms, w.heartbeat_timeout_ms) == (True, 100, 1000)
+    assert (w.start_timeout_s, w.warmup_calls, w.shm_mb) == (120.0, 3, 16)
+    assert cfg.supervisor.fallback == ()
+    assert cfg.fallback_chain() == []
+    assert not cfg.metrics.enabled
+    assert cfg.systemd.notify == "auto"
+
+
+def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
+    conf = tmp_path / "etc" / "vigil.toml"
+    conf.parent.mkdir()
+    conf.write_text(
+        '[service]\nsocket = "run/v.sock"\n[log]\npath = "/abs/flight.vigil"\n'
+        '[log.seal]\nkey = "keys/dev.pem"\n'
+        '[model]\ndir = "models/current"\npublic_key = "~/signer.pub"\n'
+        "[supervisor]\ndeadline_ms = 2.5\n"
+    )
+    cfg = ServeConfig.load(conf)
+    assert cfg.service.socket == conf.parent / "run" / "v.sock"
+    assert cfg.log.path == Path("/abs/flight.vigil")
+    assert cfg.log.seal is not None
+    assert cfg.log.seal.key == conf.parent / "keys" / "dev.pem"
+    assert cfg.model.dir == conf.parent / "models" / "current"
+    assert cfg.model.public_key == Path.home() / "signer.pub"
+    assert cfg.supervisor.deadline_ns == 2_500_000
+
+
+def test_policy_keys_map_onto_the_policy() -> None:
+    cfg = ServeConfig.from_dict(
+        with_(
+            supervisor={
+                "policy": {
+                    "consecutive_failures": 2,
+                    "cooldown_ms": 250,
+                    "cooldown_max_ms": 1000.5,
+                    "slow_call_ms": 20,
+                    "failure_rate": 1,
+                    "probe_mode": "live",
+                    "max_failed_recoveries": 0,
+                    "count_bad_input": True,
+                }
+            }
+        )
+    )
+    assert cfg.to_policy() == Policy(
+        consecutive_failures=2,
+        cooldown_ns=250_000_000,
+        cooldown_max_ns=1_000_500_000,
+        slow_call_ns=20_000_000,
+        failure_rate=1.0,
+        probe_mode="live",
+        max_failed_recoveries=0,
+        count_bad_input=True,
+    )
+
+
+def test_listen_forms() -> None:
+    def listen(value: str) -> tuple[str, int]:
+        m = ServeConfig.from_dict(with_(metrics={"listen": value})).metrics
+        return m.host, m.port
+
+    assert listen("0.0.0.0:0") == ("0.0.0.0", 0)
+    assert listen(":9109") == ("127.0.0.1", 9109)
+    assert listen("[::1]:9109") == ("::1", 9109)
+
+
+# --- the file ------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ServiceConfigError) as info:
+        ServeConfig.load(tmp_path / "nope.toml")
+    assert info.value.code == "DIA-7202"
+    assert "nope.toml" in str(info.value)
+
+
+def test_syntax_error_has_line_and_column(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.toml"
+    conf.write_text('[service]\nsocket = "/run/x"\nmax_clients = = 3\n')
+    with pytest.raises(ServiceConfigError) as info:
+        ServeConfig.load(conf)
+    err = info.value
+    assert err.code == "DIA-7203"
+    assert (err.line, err.column) == (3, 15)
+    assert str(conf) in str(err)
+    assert "line 3" in str(err)
+
+
+# --- every kind of refusal -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "where"),
+    [
+        # unknown keys and sections
+        (
+            with_(service={"socekt": "/x"}),
+            "DIA-7204",
+            "[service].socekt: unknown key (did you mean 'socket'?)",
+        ),
+        (with_(servce={}), "DIA-7204", "[servce]: unknown key (did you mean 'service'?)"),
+        (
+            with_(supervisor={"policy": {"cooldown_ns": 5}}),
+            "DIA-7204",
+            "[supervisor.policy].cooldown_ns: unknown key (did you mean 'cooldown_ms'?)",
+        ),
+        (with_(log={"seal": {"key": "k", "evry_ms": 1}}), "DIA-7204", "[log.seal].evry_ms"),
+        (
+            with_(model={"input": {"dtype": "float32", "shape": [1], "min": 0}}),
+            "DIA-7204",
+            "[model.input].min",
+        ),
+        # required
+        (with_(service={"socket": None}), "DIA-7207", "[service].socket: required key is missing"),
+        (
+            {k: v for k, v in MINIMAL.items() if k != "log"},
+            "DIA-7207",
+            "[log]: required section is missing",
+        ),
+        (with_(supervisor={"deadline_ms": None}), "DIA-7207", "[supervisor].deadline_ms: required"),
+        (with_(model={"factory": None}), "DIA-7207", "[model].factory: required: dir"),
+        (
+            with_(model={"factory": None, "dir": "m"}),
+            "DIA-7207",
+            "[model].public_key: required with dir",
+        ),
+        (
+            with_(supervisor={"fallback": "constant"}),
+            "DIA-7207",
+            "[supervisor].constant_shape: required",
+        ),
+        (with_(log={"seal": {"every_ms": 5}}), "DIA-7207", "[log.seal].key: a seal needs"),
+        # types
+        (
+            {**MINIMAL, "service": "nope"},
+            "DIA-7205",
+            "[service]: must be a table, got 'nope' (string)",
+        ),
+        (
+            with_(supervisor={"deadline_ms": "50"}),
+            "DIA-7205",
+            "[supervisor].deadline_ms: must be a number, got '50' (string)",
+        ),
+        (
+            with_(supervisor={"deadline_ms": True}),
+            "DIA-7205",
+            "[supervisor].deadline_ms: must be a number",
+        ),
+        (
+            with_(service={"max_clients": 1.5}),
+            "DIA-7205",
+            "[service].max_clients: must be an integer, got 1.5 (float)",
+        ),
+        (with_(workers={"standby": 1}), "DIA-7205", "[workers].standby: must be true or false"),
+        (with_(service={"socket": 3}), "DIA-7205", "[service].socket: must be a non-empty string"),
+        (
+            with_(model={"input": {"shape": "1,64"}}),
+            "DIA-7205",
+            "[model.input].shape: must be a list of integers",
+        ),
+        (
+            with_(supervisor={"fallback": 3}),
+            "DIA-7205",
+            "[supervisor].fallback: must be a string or a list",
+        ),
+        (
+            with_(supervisor={"policy": {"window": 2.0}}),
+            "DIA-7205",
+            "[supervisor.policy].window: must be an integer",
+        ),
+        (
+            with_(systemd={"notify": "yes"}),
+            "DIA-7205",
+            '[systemd].notify: must be true, false or "auto"',
+        ),
+        (with_(model={"kwargs": [1]}), "DIA-7205", "[model].kwargs: must be a table"),
+        # ranges and choices
+        (
+            with_(supervisor={"deadline_ms": -3}),
+            "DIA-7206",
+            "[supervisor].deadline_ms: must be a positive number, got -3",
+        ),
+        (with_(supervisor={"deadline_ms": float("nan")}), "DIA-7206", "[supervisor].deadline_ms"),
+        (
+            with_(service={"max_clients": 0}),
+            "DIA-7206",
+            "[service].max_clients: must be >= 1 and <= 65536, got 0",
+        ),
+        (
+            with_(log={"durability": "sometimes"}),
+            "DIA-7206",
+            "[log].durability: must be one of none, batch, always; got 'sometimes'",
+        ),
+        (with_(log={"segment_kb": 10}), "DIA-7206", "[log].segment_kb: must be a multiple of 4"),
+        (with_(log={"segments": 1}), "DIA-7206", "[log].segments: must be >= 2"),
+        (
+            with_(model={"device": "tpu"}),
+            "DIA-7206",
+            '[model].device: must be "cpu", "cuda" or "cuda:N", got \'tpu\'',
+        ),
+        (
+            with_(model={"factory": "vigil.model.TinyReference"}),
+            "DIA-7206",
+            "[model].factory: must look like 'package.module:function'",
+        ),
+        (
+            with_(model={"input": {"dtype": "float"}}),
+            "DIA-7206",
+            "[model.input].dtype: must be one of",
+        ),
+        (
+            with_(model={"input": {"shape": [-2, 64]}}),
+            "DIA-7206",
+            "[model.input].shape: dims must be -1",
+        ),
+        (
+            with_(supervisor={"fallback": "cached"}),
+            "DIA-7206",
+            "[supervisor].fallback: each entry must be one of none, last_good, constant; "
+            "got 'cached'",
+        ),
+        (
+            with_(supervisor={"fallback": "constant", "constant_shape": [-1]}),
+            "DIA-7206",
+            "[supervisor].constant_shape: dims must be sizes >= 0",
+        ),
+        (
+            with_(metrics={"listen": "localhost"}),
+            "DIA-7206",
+            '[metrics].listen: must be "host:port"',
+        ),
+        (
+            with_(metrics={"listen": "127.0.0.1:70000"}),
+            "DIA-7206",
+            "[metrics].listen: port must be in 0..65535",
+        ),
+        (
+            with_(supervisor={"policy": {"failure_rate": 1.5}}),
+            "DIA-7206",
+            "[supervisor.policy]: failure_rate=1.5: must be in (0, 1]",
+        ),
+        (
+            with_(supervisor={"policy": {"cooldown_ms": 0}}),
+            "DIA-7206",
+            "[supervisor.policy].cooldown_ms: must be a positive number, got 0",
+        ),
+        (
+            with_(supervisor={"policy": {"probe_mode": "hope"}}),
+            "DIA-7206",
+            "[supervisor.policy]: probe_mode='hope'",
+        ),
+        # inconsistent combinations
+        (
+            with_(model={"dir": "m", "public_key": "k"}),
+            "DIA-7208",
+            "[model].dir: give either dir (with public_key) or factory, not both",
+        ),
+        (with_(model={"public_key": "k"}), "DIA-7208", "[model].public_key: only with dir"),
+        (
+            with_(model={"factory": None, "dir": "m", "public_key": "k", "kwargs": {"a": 1}}),
+            "DIA-7208",
+            "[model].kwargs: only with factory",
+        ),
+        (
+            with_(workers={"heartbeat_ms": 500, "heartbeat_timeout_ms": 500}),
+            "DIA-7208",
+            "[workers].heartbeat_timeout_ms: must exceed heartbeat_ms (500), got 500",
+        ),
+        (
+            with_(supervisor={"fallback": ["none", "last_good"]}),
+            "DIA-7208",
+            '[supervisor].fallback: "none" cannot be combined',
+        ),
+        (
+            with_(supervisor={"fallback": ["last_good", "last_good"]}),
+            "DIA-7208",
+            "[supervisor].fallback: lists a fallback twice",
+        ),
+        (
+            with_(supervisor={"last_good_max_age_ms": 10}),
+            "DIA-7208",
+            '[supervisor].last_good_max_age_ms: set, but fallback does not include "last_good"',
+        ),
+        (
+            with_(supervisor={"policy": {"min_calls": 30, "window": 20}}),
+            "DIA-7208",
+            "[supervisor.policy]: min_calls=30 exceeds window=20",
+        ),
+        (
+            with_(supervisor={"policy": {"cooldown_ms": 10, "cooldown_max_ms": 5}}),
+            "DIA-7208",
+            "[supervisor.policy]: cooldown_max_ms must be >= cooldown_ms",
+        ),
+        (
+            with_(supervisor={"policy": {"probe_mode": "known_answer"}}),
+            "DIA-7208",
+            "[supervisor.policy].probe_mode: known-answer probes",
+        ),
+        (
+            with_(log={"segments": 4, "frozen_quota": 3}),
+            "DIA-7208",
+            "[log].segments: inconsistent ring geometry: frozen_quota=3",
+        ),
+    ],
+)
+def test_refusals_name_code_file_and_key(data: dict[str, Any], code: str, where: str) -> None:
+    err = refused(data)
+    assert err.code == code, str(err)
+    assert str(err).startswith(f"{code} "), str(err)
+    assert f"vigil.toml: {where}" in str(err), str(err)
+    assert err.file == "vigil.toml"
+
+
+def test_unknown_key_lists_the_known_keys() -> None:
+    err = refused(with_(workers={"heartbeat": 5}))
+    assert "known keys here: heartbeat_ms, heartbeat_timeout_ms, shm_mb, standby" in str(err)
+    assert err.key == "[workers].heartbeat"
+
+
+def test_refusals_are_config_errors() -> None:
+    from vigil.errors import ConfigError
+
+    assert isinstance(refused(with_(service={"socket": None})), ConfigError | ValueError)
+
+
+def test_every_key_is_documented_and_in_the_example() -> None:
+    from vigil.runtime._config import _KEYS
+
+    docs = (EXAMPLE.parent.parent / "docs" / "SERVICE.md").read_text(encoding="utf-8")
+    example = EXAMPLE.read_text(encoding="utf-8")
+    for section, keys in _KEYS.items():
+        assert f"[{section}]" in docs, section
+        for key in keys:
+            assert f"`{key}`" in docs or f"[{section}.{key}]" in docs, f"[{section}].{key}"
+            assert key in example, f"[{section}].{key} not in examples/vigil.toml"

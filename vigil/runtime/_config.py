@@ -1,0 +1,727 @@
+"""The ``vigil serve`` configuration file: one TOML file, read once, validated completely.
+
+Theory of operation
+-------------------
+:meth:`ServeConfig.load` parses the file and :meth:`ServeConfig.from_dict` turns the parsed
+tables into frozen dataclasses, one per section. Validation fails closed and early: an
+unknown key (a typo must never leave a safety threshold at its default), a wrong type, a value
+out of range, a missing required key and an inconsistent combination are each a
+:class:`~vigil.errors.ServiceConfigError` with its own DIA-72xx code, whose message names the
+file and the key path (``[supervisor].deadline_ms: must be a positive number, got -3``).
+Relative paths are resolved against the configuration file's directory, so a unit file may
+start the service from any working directory.
+
+Durations carry their unit in the key (``_ms``, ``_s``); sizes too (``_kb``, ``_mb``). The
+``[supervisor.policy]`` table maps 1:1 onto :class:`vigil.fsm.Policy` (``cooldown_ms`` ->
+``cooldown_ns``) and the policy's own validation runs on it. Every key and its default:
+``docs/SERVICE.md`` and ``examples/vigil.toml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vigil import _diagnostics as D
+from vigil.auditlog import RingConfig
+from vigil.errors import ConfigError, ServiceConfigError
+from vigil.fsm import Policy
+from vigil.runtime._fallbacks import Constant, LastGood
+from vigil.schemas import Contract, TensorSpec
+from vigil.schemas._records import SUPERBLOCK_AREA
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+DURABILITY = ("none", "batch", "always")
+FALLBACKS = ("none", "last_good", "constant")
+DTYPES = (
+    "bool",
+    "uint8",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "float16",
+    "bfloat16",
+    "float32",
+    "float64",
+)
+_DEVICE = re.compile(r"cpu|cuda|cuda:\d+")
+_FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+_MS = 1_000_000
+_REQUIRED: Any = object()
+
+
+@dataclass(frozen=True)
+class ServiceSection:
+    """``[service]``: the Unix socket that serves inference."""
+
+    socket: Path
+    max_request_mb: int = 64
+    max_clients: int = 64
+    read_timeout_s: float = 30.0
+    drain_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class SealSection:
+    """``[log.seal]``: sealed checkpoints (see :class:`vigil.auditlog.Sealer`)."""
+
+    key: Path | None = None
+    fss: Path | None = None
+    every_records: int = 4096
+    every_ms: int = 1000
+
+
+@dataclass(frozen=True)
+class LogSection:
+    """``[log]``: the flight log, and the ring geometry used when it is created."""
+
+    path: Path
+    segment_kb: int = 1024
+    segments: int = 64
+    frozen_quota: int | None = None
+    durability: str = "batch"
+    seal: SealSection | None = None
+
+    def ring(self) -> RingConfig:
+        """The geometry for a new log (an existing log keeps its own)."""
+        return RingConfig(
+            size=SUPERBLOCK_AREA + self.segments * self.segment_kb * 1024,
+            segment_size=self.segment_kb * 1024,
+            frozen_quota=self.frozen_quota,
+        )
+
+
+@dataclass(frozen=True)
+class InputSection:
+    """``[model.input]``: the input contract; ``-1`` in ``shape`` means any size."""
+
+    dtype: str | None = None
+    shape: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """``[model]``: a signed model directory, or a factory called inside the worker."""
+
+    dir: Path | None = None
+    public_key: Path | None = None
+    factory: str | None = None
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    device: str = "cpu"
+    input: InputSection | None = None
+
+
+@dataclass(frozen=True)
+class WorkersSection:
+    """``[workers]``: the model worker processes."""
+
+    standby: bool = True
+    heartbeat_ms: int = 100
+    heartbeat_timeout_ms: int = 1000
+    start_timeout_s: float = 120.0
+    warmup_calls: int = 3
+    shm_mb: int = 16
+
+
+@dataclass(frozen=True)
+class SupervisorSection:
+    """``[supervisor]``: the deadline, the policy and the fallback chain."""
+
+    deadline_ms: float
+    policy: Policy
+    fallback: tuple[str, ...] = ()
+    last_good_max_age_ms: float = 500.0
+    constant_value: float = 0.0
+    constant_shape: tuple[int, ...] | None = None
+    constant_dtype: str = "float32"
+
+    @property
+    def deadline_ns(self) -> int:
+        return round(self.deadline_ms * _MS)
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    """``[metrics]``: the Prometheus and health HTTP endpoint (off when ``listen`` is None)."""
+
+    listen: str | None = None
+    host: str = ""
+    port: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.listen is not None
+
+
+@dataclass(frozen=True)
+class SystemdSection:
+    """``[systemd]``: ``notify`` is ``"auto"`` (when NOTIFY_SOCKET is set), True or False."""
+
+    notify: bool | str = "auto"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The whole ``vigil serve`` configuration (immutable). Build it with :meth:`load`."""
+
+    source: str
+    service: ServiceSection
+    log: LogSection
+    model: ModelSection
+    supervisor: SupervisorSection
+    workers: WorkersSection = WorkersSection()
+    metrics: MetricsSection = MetricsSection()
+    systemd: SystemdSection = SystemdSection()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ServeConfig:
+        """Read and validate a configuration file.
+
+        Raises:
+            ServiceConfigError: DIA-7202 the file cannot be read, DIA-7203 it is not TOML,
+                DIA-7204..7208 a key is unknown, mistyped, out of range, missing or
+                inconsistent. The message names the file and the key path.
+        """
+        p = Path(path)
+        try:
+            text = p.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ServiceConfigError(
+                f"{p}: cannot read the configuration file: {exc}",
+                diagnostic=D.SERVICE_CONFIG_UNREADABLE,
+                file=str(p),
+            ) from exc
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            where = re.search(r"line (\d+), column (\d+)", str(exc))
+            line, col = (int(where[1]), int(where[2])) if where else (None, None)
+            raise ServiceConfigError(
+                f"{p}: not valid TOML: {exc}",
+                diagnostic=D.SERVICE_CONFIG_SYNTAX,
+                file=str(p),
+                line=line,
+                column=col,
+            ) from exc
+        return cls.from_dict(data, source=str(p), base_dir=p.resolve().parent)
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: dict[str, Any],
+        *,
+        source: str = "<dict>",
+        base_dir: str | os.PathLike[str] | None = None,
+    ) -> ServeConfig:
+        """Validate parsed tables (as :func:`tomllib.loads` returns them).
+
+        Args:
+            data: the top-level table.
+            source: names the configuration in messages (the file's path).
+            base_dir: relative paths resolve against it; by default the current directory.
+
+        Raises:
+            ServiceConfigError: as for :meth:`load`.
+        """
+        ctx = _Context(source, Path(base_dir) if base_dir is not None else Path.cwd())
+        top = _Table(ctx, data, "", _TOP_KEYS)
+        return cls(
+            source=source,
+            service=_service(top.table("service", required=True)),
+            log=_log(top.table("log", required=True)),
+            model=_model(top.table("model", required=True)),
+            supervisor=_supervisor(top.table("supervisor", required=True)),
+            workers=_workers(top.table("workers")),
+            metrics=_metrics(top.table("metrics")),
+            systemd=_systemd(top.table("systemd")),
+        )
+
+    def to_policy(self) -> Policy:
+        """The state machine's policy (validated when the config was read)."""
+        return self.supervisor.policy
+
+    def fallback_chain(self) -> list[Any]:
+        """Fresh fallback objects for :class:`~vigil.runtime.Supervisor` (``fallback=``), in
+        the configured order; an empty list when ``fallback = "none"``."""
+        s = self.supervisor
+        chain: list[Any] = []
+        for kind in s.fallback:
+            if kind == "last_good":
+                chain.append(LastGood(round(s.last_good_max_age_ms * _MS)))
+            else:
+                assert s.constant_shape is not None  # checked on load
+                dtype = getattr(torch, s.constant_dtype)
+                chain.append(Constant(torch.full(s.constant_shape, s.constant_value, dtype=dtype)))
+        return chain
+
+    def input_contract(self) -> Any:
+        """A :class:`vigil.schemas.Contract` for ``[model.input]``, or None."""
+        spec = self.model.input
+        if spec is None:
+            return None
+        shape = None if spec.shape is None else tuple(None if d == -1 else d for d in spec.shape)
+        dtype = getattr(torch, spec.dtype) if spec.dtype else None
+        return Contract(TensorSpec(shape=shape, dtype=dtype), name="model.input")
+
+
+# --- reading tables -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Context:
+    source: str
+    base_dir: Path
+
+
+class _Table:
+    """One table being read: unknown keys are refused on sight, every value is checked."""
+
+    def __init__(
+        self, ctx: _Context, data: dict[str, Any], name: str, known: tuple[str, ...]
+    ) -> None:
+        self.ctx, self.data, self.name = ctx, data, name
+        for key in data:
+            if key not in known:
+                near = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise self.error(
+                    key,
+                    f"unknown key{hint}; known keys here: {', '.join(sorted(known))}",
+                    D.SERVICE_CONFIG_UNKNOWN_KEY,
+                )
+
+    def where(self, key: str) -> str:
+        return f"[{self.name}].{key}" if self.name else f"[{key}]"
+
+    def error(self, key: str, rule: str, diagnostic: D.Diagnostic) -> ServiceConfigError:
+        where = self.where(key)
+        return ServiceConfigError(
+            f"{self.ctx.source}: {where}: {rule}",
+            diagnostic=diagnostic,
+            file=self.ctx.source,
+            key=where,
+        )
+
+    def _get(self, key: str, default: Any) -> Any:
+        if key in self.data:
+            return self.data[key]
+        if default is _REQUIRED:
+            raise self.error(key, "required key is missing", D.SERVICE_CONFIG_REQUIRED)
+        return default
+
+    def _type(self, key: str, value: Any, ok: bool, what: str) -> None:
+        if not ok:
+            raise self.error(
+                key, f"must be {what}, got {value!r} ({_toml_type(value)})", D.SERVICE_CONFIG_TYPE
+            )
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def table(self, key: str, *, required: bool = False) -> _Table | None:
+        if key not in self.data:
+            if required:
+                raise self.error(key, "required section is missing", D.SERVICE_CONFIG_REQUIRED)
+            return None
+        value = self.data[key]
+        self._type(key, value, isinstance(value, dict), "a table")
+        name = f"{self.name}.{key}" if self.name else key
+        return _Table(self.ctx, value, name, _KEYS.get(name, ()))
+
+    def raw_table(self, key: str) -> dict[str, Any]:
+        value = self._get(key, {})
+        self._type(key, value, isinstance(value, dict), "a table")
+        return dict(value)
+
+    def integer(
+        self, key: str, default: Any = _REQUIRED, *, minimum: int = 1, maximum: int | None = None
+    ) -> Any:
+        value = self._get(key, default)
+        if value is None or key not in self.data:
+            return value
+        self._type(key, value, type(value) is int, "an integer")
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and <= {maximum}" if maximum is not None else ""
+            raise self.error(
+                key, f"must be >= {minimum}{upper}, got {value}", D.SERVICE_CONFIG_RANGE
+            )
+        return value
+
+    def number(self, key: str, default: Any = _REQUIRED, *, zero: bool = False) -> Any:
+        """A positive number (int or float; ``zero`` allows 0)."""
+        value = self._get(key, default)
+        if key not in self.data:
+            return value
+        ok = type(value) in (int, float)
+        self._type(key, value, ok, "a number")
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            what = "a number >= 0" if zero else "a positive number"
+            raise self.error(key, f"must be {what}, got {value}", D.SERVICE_CONFIG_RANGE)
+        return float(value)
+
+    def flag(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self._get(key, default)
+        self._type(key, value, isinstance(value, bool), "true or false")
+        return value
+
+    def text(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self._get(key, default)
+        if value is None and key not in self.data:
+            return None
+        self._type(key, value, isinstance(value, str) and value != "", "a non-empty string")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = _REQUIRED) -> Any:
+        value = self.text(key, default)
+        if value not in choices:
+            raise self.error(
+                key, f"must be one of {', '.join(choices)}; got {value!r}", D.SERVICE_CONFIG_RANGE
+            )
+        return value
+
+    def path(self, key: str, default: Any = _REQUIRED) -> Path | None:
+        value = self.text(key, default)
+        if value is None:
+            return None
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.ctx.base_dir / p
+
+    def shape(self, key: str, *, any_dim: bool) -> tuple[int, ...] | None:
+        value = self._get(key, None)
+        if value is None:
+            return None
+        lowest = -1 if any_dim else 0
+        ok = isinstance(value, list) and all(type(d) is int for d in value)
+        self._type(key, value, ok, "a list of integers")
+        if any(d < lowest for d in value):
+            allowed = "-1 (any size) or a size >= 0" if any_dim else "sizes >= 0"
+            raise self.error(key, f"dims must be {allowed}, got {value}", D.SERVICE_CONFIG_RANGE)
+        return tuple(value)
+
+
+def _toml_type(value: Any) -> str:
+    names = {bool: "boolean", int: "integer", float: "float", str: "string"}
+    names.update({list: "array", dict: "table"})
+    return names.get(type(value), type(value).__name__)
+
+
+# --- the sections -----------------------------------------------------------------------------
+
+_POLICY_KEYS = {
+    (f.name[:-3] + "_ms" if f.name.endswith("_ns") else f.name): f.name
+    for f in dataclasses.fields(Policy)
+}
+_KEYS: dict[str, tuple[str, ...]] = {
+    "service": ("socket", "max_request_mb", "max_clients", "read_timeout_s", "drain_timeout_s"),
+    "log": ("path", "segment_kb", "segments", "frozen_quota", "durability", "seal"),
+    "log.seal": ("key", "fss", "every_records", "every_ms"),
+    "model": ("dir", "public_key", "factory", "kwargs", "device", "input"),
+    "model.input": ("dtype", "shape"),
+    "workers": (
+        "standby",
+        "heartbeat_ms",
+        "heartbeat_timeout_ms",
+        "start_timeout_s",
+        "warmup_calls",
+        "shm_mb",
+    ),
+    "supervisor": (
+        "deadline_ms",
+        "policy",
+        "fallback",
+        "last_good_max_age_ms",
+        "constant_value",
+        "constant_shape",
+        "constant_dtype",
+    ),
+    "supervisor.policy": tuple(_POLICY_KEYS),
+    "metrics": ("listen",),
+    "systemd": ("notify",),
+}
+_TOP_KEYS = ("service", "log", "model", "workers", "supervisor", "metrics", "systemd")
+
+
+def _service(t: _Table | None) -> ServiceSection:
+    assert t is not None
+    d = ServiceSection(Path())
+    return ServiceSection(
+        socket=t.path("socket"),  # type: ignore[arg-type]  # required: never None
+        max_request_mb=t.integer("max_request_mb", d.max_request_mb, maximum=4096),
+        max_clients=t.integer("max_clients", d.max_clients, maximum=65536),
+        read_timeout_s=t.number("read_timeout_s", d.read_timeout_s),
+        drain_timeout_s=t.number("drain_timeout_s", d.drain_timeout_s, zero=True),
+    )
+
+
+def _log(t: _Table | None) -> LogSection:
+    assert t is not None
+    d = LogSection(Path())
+    section = LogSection(
+        path=t.path("path"),  # type: ignore[arg-type]  # required: never None
+        segment_kb=t.integer("segment_kb", d.segment_kb, minimum=8, maximum=1 << 20),
+        segments=t.integer("segments", d.segments, minimum=2, maximum=1 << 24),
+        frozen_quota=t.integer("frozen_quota", None, minimum=0),
+        durability=t.choice("durability", DURABILITY, d.durability),
+        seal=_seal(t.table("seal")),
+    )
+    if section.segment_kb % 4:
+        raise t.error(
+            "segment_kb",
+            f"must be a multiple of 4 (4 KiB pages), got {section.segment_kb}",
+            D.SERVICE_CONFIG_RANGE,
+        )
+    try:
+        section.ring()
+    except ConfigError as exc:
+        raise t.error(
+            "segments",
+            f"inconsistent ring geometry: {exc.message}",
+            D.SERVICE_CONFIG_INCONSISTENT,
+        ) from exc
+    return section
+
+
+def _seal(t: _Table | None) -> SealSection | None:
+    if t is None:
+        return None
+    d = SealSection()
+    section = SealSection(
+        key=t.path("key", None),
+        fss=t.path("fss", None),
+        every_records=t.integer("every_records", d.every_records, maximum=2**31),
+        every_ms=t.integer("every_ms", d.every_ms, minimum=0, maximum=2**31),
+    )
+    if section.key is None and section.fss is None:
+        raise t.error(
+            "key",
+            "a seal needs a signing key, an FSS state (fss), or both",
+            D.SERVICE_CONFIG_REQUIRED,
+        )
+    return section
+
+
+def _model(t: _Table | None) -> ModelSection:
+    assert t is not None
+    has_dir, has_factory = t.has("dir"), t.has("factory")
+    if has_dir == has_factory:
+        rule = (
+            "give either dir (with public_key) or factory, not both"
+            if has_dir
+            else "required: dir (a signed model directory, with public_key) or factory"
+        )
+        code = D.SERVICE_CONFIG_INCONSISTENT if has_dir else D.SERVICE_CONFIG_REQUIRED
+        raise t.error("dir" if has_dir else "factory", rule, code)
+    factory = t.text("factory", None)
+    if factory is not None and not _FACTORY.fullmatch(factory):
+        raise t.error(
+            "factory",
+            f"must look like 'package.module:function', got {factory!r}",
+            D.SERVICE_CONFIG_RANGE,
+        )
+    if has_dir and not t.has("public_key"):
+        raise t.error(
+            "public_key",
+            "required with dir: the trusted public key that signed the model",
+            D.SERVICE_CONFIG_REQUIRED,
+        )
+    if has_factory and (t.has("public_key")):
+        raise t.error(
+            "public_key",
+            "only with dir: a factory's model is not a signed artifact",
+            D.SERVICE_CONFIG_INCONSISTENT,
+        )
+    if has_dir and t.has("kwargs"):
+        raise t.error(
+            "kwargs",
+            "only with factory: a signed model is built from its manifest",
+            D.SERVICE_CONFIG_INCONSISTENT,
+        )
+    device = t.text("device", "cpu")
+    if not _DEVICE.fullmatch(device):
+        raise t.error(
+            "device", f'must be "cpu", "cuda" or "cuda:N", got {device!r}', D.SERVICE_CONFIG_RANGE
+        )
+    return ModelSection(
+        dir=t.path("dir", None),
+        public_key=t.path("public_key", None),
+        factory=factory,
+        kwargs=t.raw_table("kwargs"),
+        device=device,
+        input=_input(t.table("input")),
+    )
+
+
+def _input(t: _Table | None) -> InputSection | None:
+    if t is None:
+        return None
+    dtype = t.text("dtype", None)
+    if dtype is not None and dtype not in DTYPES:
+        raise t.error(
+            "dtype", f"must be one of {', '.join(DTYPES)}; got {dtype!r}", D.SERVICE_CONFIG_RANGE
+        )
+    return InputSection(dtype=dtype, shape=t.shape("shape", any_dim=True))
+
+
+def _workers(t: _Table | None) -> WorkersSection:
+    d = WorkersSection()
+    if t is None:
+        return d
+    section = WorkersSection(
+        standby=t.flag("standby", d.standby),
+        heartbeat_ms=t.integer("heartbeat_ms", d.heartbeat_ms),
+        heartbeat_timeout_ms=t.integer("heartbeat_timeout_ms", d.heartbeat_timeout_ms),
+        start_timeout_s=t.number("start_timeout_s", d.start_timeout_s),
+        warmup_calls=t.integer("warmup_calls", d.warmup_calls, minimum=0),
+        shm_mb=t.integer("shm_mb", d.shm_mb, maximum=65536),
+    )
+    if section.heartbeat_timeout_ms <= section.heartbeat_ms:
+        raise t.error(
+            "heartbeat_timeout_ms",
+            f"must exceed heartbeat_ms ({section.heartbeat_ms}), got "
+            f"{section.heartbeat_timeout_ms}: a healthy worker would be declared lost",
+            D.SERVICE_CONFIG_INCONSISTENT,
+        )
+    return section
+
+
+def _supervisor(t: _Table | None) -> SupervisorSection:
+    assert t is not None
+    d = SupervisorSection(1.0, Policy())
+    raw = t._get("fallback", "none")
+    kinds = [raw] if isinstance(raw, str) else raw
+    t._type(
+        "fallback",
+        raw,
+        isinstance(kinds, list) and all(isinstance(k, str) for k in kinds),
+        "a string or a list of strings",
+    )
+    for kind in kinds:
+        if kind not in FALLBACKS:
+            raise t.error(
+                "fallback",
+                f"each entry must be one of {', '.join(FALLBACKS)}; got {kind!r}",
+                D.SERVICE_CONFIG_RANGE,
+            )
+    if "none" in kinds and len(kinds) > 1:
+        raise t.error(
+            "fallback",
+            '"none" cannot be combined with other fallbacks',
+            D.SERVICE_CONFIG_INCONSISTENT,
+        )
+    if len(set(kinds)) != len(kinds):
+        raise t.error("fallback", f"lists a fallback twice: {kinds}", D.SERVICE_CONFIG_INCONSISTENT)
+    chain = tuple(k for k in kinds if k != "none")
+    for key, needs in (
+        ("last_good_max_age_ms", "last_good"),
+        ("constant_value", "constant"),
+        ("constant_shape", "constant"),
+        ("constant_dtype", "constant"),
+    ):
+        if t.has(key) and needs not in chain:
+            raise t.error(
+                key,
+                f'set, but fallback does not include "{needs}"',
+                D.SERVICE_CONFIG_INCONSISTENT,
+            )
+    if "constant" in chain and not t.has("constant_shape"):
+        raise t.error(
+            "constant_shape",
+            'required with fallback "constant": the shape of the safe output',
+            D.SERVICE_CONFIG_REQUIRED,
+        )
+    value = t._get("constant_value", d.constant_value)
+    t._type("constant_value", value, type(value) in (int, float), "a number")
+    dtype = t.choice("constant_dtype", DTYPES, d.constant_dtype)
+    return SupervisorSection(
+        deadline_ms=t.number("deadline_ms"),
+        policy=_policy(t.table("policy")),
+        fallback=chain,
+        last_good_max_age_ms=t.number("last_good_max_age_ms", d.last_good_max_age_ms),
+        constant_value=float(value),
+        constant_shape=t.shape("constant_shape", any_dim=False),
+        constant_dtype=dtype,
+    )
+
+
+def _policy(t: _Table | None) -> Policy:
+    if t is None:
+        return Policy()
+    defaults = Policy()
+    kwargs: dict[str, Any] = {}
+    for key, field in _POLICY_KEYS.items():
+        if not t.has(key):
+            continue
+        default = getattr(defaults, field)
+        if field.endswith("_ns"):
+            kwargs[field] = round(t.number(key) * _MS)
+        elif isinstance(default, bool):
+            kwargs[field] = t.flag(key)
+        elif isinstance(default, int):
+            kwargs[field] = t.integer(key, minimum=0 if field == "max_failed_recoveries" else 1)
+        elif isinstance(default, float):
+            kwargs[field] = float(t.number(key))
+        else:
+            kwargs[field] = t.text(key)
+    try:
+        policy = Policy(**kwargs)
+    except ConfigError as exc:
+        message, named = exc.message, 0
+        for key, field in _POLICY_KEYS.items():
+            named += field in message
+            message = message.replace(field, key)
+        raise ServiceConfigError(
+            f"{t.ctx.source}: [supervisor.policy]: {message}",
+            diagnostic=D.SERVICE_CONFIG_INCONSISTENT if named > 1 else D.SERVICE_CONFIG_RANGE,
+            file=t.ctx.source,
+            key="[supervisor.policy]",
+        ) from exc
+    if policy.probe_mode == "known_answer" or policy.probe_interval_ns is not None:
+        which = "probe_mode" if policy.probe_mode == "known_answer" else "probe_interval_ms"
+        raise t.error(
+            which,
+            "known-answer probes need a known input and output, which the service "
+            'configuration cannot declare yet; use probe_mode "shadow" or "live"',
+            D.SERVICE_CONFIG_INCONSISTENT,
+        )
+    return policy
+
+
+def _metrics(t: _Table | None) -> MetricsSection:
+    if t is None:
+        return MetricsSection()
+    listen = t.text("listen", None)
+    if listen is None:
+        return MetricsSection()
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]*):(\d+)", listen)
+    if not m:
+        raise t.error(
+            "listen",
+            f'must be "host:port" (e.g. "127.0.0.1:9109"), got {listen!r}',
+            D.SERVICE_CONFIG_RANGE,
+        )
+    host, port = (m[1], int(m[2])) if m[1] else (m[3], int(m[4]))
+    if port > 65535:
+        raise t.error("listen", f"port must be in 0..65535, got {port}", D.SERVICE_CONFIG_RANGE)
+    return MetricsSection(listen=listen, host=host or "127.0.0.1", port=port)
+
+
+def _systemd(t: _Table | None) -> SystemdSection:
+    if t is None:
+        return SystemdSection()
+    value = t._get("notify", "auto")
+    t._type("notify", value, isinstance(value, bool) or value == "auto", 'true, false or "auto"')
+    return SystemdSection(notify=value)
