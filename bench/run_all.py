@@ -1,4 +1,5 @@
-"""Run every benchmark (five of the flight recorder, one of the supervisor) one after another.
+"""Run every benchmark (five of the flight recorder, three of the supervisor and its service)
+one after another.
 
 Each benchmark runs as its own subprocess (a fresh interpreter, so one cannot warm or pollute
 the next), with ``--quick`` and ``--dir`` passed through. The exit status is non-zero only when
@@ -17,7 +18,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHES = ("crc", "append", "verify", "recover", "seal", "supervisor")
+BENCHES = ("crc", "append", "verify", "recover", "seal", "supervisor", "protocol", "worker")
 
 
 def main() -> int:
@@ -38,7 +39,7 @@ def main() -> int:
     for name in chosen:
         cmd = [sys.executable, os.path.join(HERE, f"bench_{name}.py")]
         cmd += ["--quick"] if a.quick else []
-        cmd += ["--dir", a.dir] if a.dir and name != "crc" else []
+        cmd += ["--dir", a.dir] if a.dir and name not in ("crc", "worker") else []
         print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
         rc = subprocess.call(cmd)

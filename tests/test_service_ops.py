@@ -6,9 +6,11 @@ and the watchdog thread is driven through an injected ``wait``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -410,6 +412,28 @@ def test_notifier_sends_exact_datagrams(notify_socket: socket.socket) -> None:
     n.close()
     n.watchdog()  # closed: a no-op
     assert nothing_pending(notify_socket)
+
+
+def test_a_reader_that_stops_reading_never_blocks_the_notifier(
+    notifier: SystemdNotifier, notify_socket: socket.socket
+) -> None:
+    # the receiver's queue fills up (nobody reads): each send must return, dropping the ping;
+    # a blocking send here would freeze the watchdog thread and with it the shutdown
+    done = threading.Event()
+
+    def flood() -> None:
+        for _ in range(5000):
+            notifier.watchdog()
+        done.set()
+
+    threading.Thread(target=flood, daemon=True).start()
+    assert done.wait(30), "notify blocked on a full socket"
+    received = 0
+    notify_socket.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while notify_socket.recv(4096):
+            received += 1
+    assert 0 < received < 5000  # the queue held some; the rest were dropped, not waited for
 
 
 def test_notifier_abstract_socket(monkeypatch: pytest.MonkeyPatch) -> None:

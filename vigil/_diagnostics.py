@@ -802,7 +802,7 @@ SYSTEMD_NOTIFY_UNAVAILABLE = _d(
     "DIA-7211",
     "SYSTEMD_NOTIFY_UNAVAILABLE",
     "systemd notification was required but NOTIFY_SOCKET is unset or unreachable",
-    "run under a Type=notify unit, or set [systemd].notify to \"auto\" or false",
+    'run under a Type=notify unit, or set [systemd].notify to "auto" or false',
 )
 WATCHDOG_WITHHELD = _d(
     "DIA-7212",

@@ -348,6 +348,10 @@ def _pool_families(p: Any) -> list[Metric]:
     ):
         if hasattr(p, attr):
             families.append(_gauge(name, doc, getattr(p, attr) or 0))
+    if hasattr(p, "busy"):
+        families.append(
+            _gauge("vigil_worker_busy", "1 while the serving worker runs a call.", bool(p.busy))
+        )
     if hasattr(p, "standby_ready"):
         families.append(
             _gauge(

@@ -23,7 +23,7 @@ from torch import nn
 
 from vigil.errors import ConfigError, DeviceFatal
 
-__all__ = ["TRIGGERS", "build_reference", "reference_model", "triggered_model"]
+__all__ = ["TRIGGERS", "build_reference", "triggered_model"]
 
 TRIGGERS = {
     "hang": -1001.0,  # block forever (the worker is killed at the deadline)
@@ -35,13 +35,6 @@ TRIGGERS = {
 }
 """Input values that trigger a fault in :func:`triggered_model`: the first element of the
 input tensor selects it."""
-
-
-def reference_model(*, device: str = "cpu", seed: int = 0, hidden: int = 128) -> nn.Module:
-    """The tiny reference model (``(N, 64) float32 -> (N, 8)``) on ``device``."""
-    from vigil.model import TinyReference  # noqa: PLC0415 - keeps this module's import light
-
-    return TinyReference(seed=seed, hidden=hidden).to(device).eval()
 
 
 def build_reference(config: dict[str, Any]) -> nn.Module:

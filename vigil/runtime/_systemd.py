@@ -67,6 +67,9 @@ class SystemdNotifier:
         notifier = sdnotify.SystemdNotifier(debug=False)  # a failed send never breaks us
         if notifier.socket is None:  # gone between the probe and now
             return
+        # a reader that stopped reading must not stop us: a full queue drops the datagram
+        # (sdnotify swallows the BlockingIOError) instead of blocking the watchdog thread
+        notifier.socket.setblocking(False)
         self._notifier = notifier
 
     @property

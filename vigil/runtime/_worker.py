@@ -155,7 +155,8 @@ class WorkerSpec:
 
     Exactly one of:
 
-    * ``factory="package.module:function"`` with ``kwargs`` (``device`` is passed too), or
+    * ``factory="package.module:function"`` called with ``kwargs`` (a module it returns is
+      moved to ``device`` and put in eval mode), or
     * ``model_dir`` (a signed model directory) with ``public_key`` (the trusted key file) and
       ``builder="package.module:function"`` (config -> module; default
       :func:`vigil.runtime._models.build_reference`).
@@ -227,9 +228,11 @@ def _build(spec: WorkerSpec) -> tuple[Callable[[Any], Any], bytes, dict[str, Any
         about = {"model_dir": spec.model_dir, "version": loaded.artifact.version}
         return model, loaded.digest, about
     assert spec.factory is not None
-    model = _resolve(spec.factory)(device=spec.device, **dict(spec.kwargs))
+    model = _resolve(spec.factory)(**dict(spec.kwargs))
     if not callable(model):
         raise ConfigError(f"{spec.factory} returned {type(model).__name__}, not a model")
+    if isinstance(model, torch.nn.Module):
+        model = model.to(spec.device).eval()
     if isinstance(model, torch.nn.Module):
         state = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
         digest = T.digest({"factory": spec.factory, "state": state})
@@ -443,6 +446,7 @@ class PoolStatistics:
     last_heartbeat_age_ns: int | None
     last_failover_ns: int | None
     calls: int
+    busy: bool  # the active worker is inside a call
 
 
 Event = Callable[[WorkerEvent, dict[str, Any]], None]
@@ -839,7 +843,13 @@ class WorkerPool:
                 last_heartbeat_age_ns=age,
                 last_failover_ns=self._last_failover_ns,
                 calls=self._calls,
+                busy=active is not None and active.shm.busy(),
             )
+
+    def alive(self) -> bool:
+        """A worker serves, waits as standby, or is starting: the pool can still answer."""
+        with self._lock:
+            return self._active is not None or self._standby is not None or self._starting > 0
 
     def wait_standby(self, timeout_s: float) -> bool:
         """Block until a standby is ready (or only an active one when standby is off)."""

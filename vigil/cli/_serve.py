@@ -1,0 +1,32 @@
+"""``vigil serve --config FILE``: run the supervisor as a service (docs/SERVICE.md).
+
+``--check`` validates the configuration and exits (0 valid, 2 invalid) without starting
+anything. Otherwise the command serves until SIGTERM, drains, and exits 0 (1 when calls were
+still in flight when the drain timed out); a start-up failure exits 2 with its DIA code.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    """Add the ``serve`` command to ``sub`` (the top-level subparsers)."""
+    serve = sub.add_parser(
+        "serve", help="serve a model over a Unix socket: worker processes, metrics, systemd"
+    )
+    serve.add_argument("--config", required=True, metavar="FILE", help="TOML configuration")
+    serve.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    serve.set_defaults(run=serve_command)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from vigil.runtime._config import ServeConfig  # noqa: PLC0415 - torch only when serving
+    from vigil.runtime._service import Service  # noqa: PLC0415
+
+    config = ServeConfig.load(args.config)
+    if args.check:
+        print(f"{args.config}: valid")
+        return 0
+    return Service(config).run()

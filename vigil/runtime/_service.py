@@ -1,0 +1,224 @@
+"""``vigil serve``: the supervisor as a long-lived service.
+
+Theory of operation
+-------------------
+:class:`Service` assembles the parts in this order, and takes them down in the reverse one:
+
+1. the flight log (created with the configured ring, or opened and continued; sealed when
+   ``[log.seal]`` says so);
+2. the worker pool (:class:`~vigil.runtime.WorkerPool`): an active worker and a hot standby,
+   spawned, loaded and warmed up. This process never initialises CUDA: the model and every
+   device byte live in the workers;
+3. the :class:`~vigil.runtime.Supervisor` in process isolation, with the configured policy,
+   deadline, input contract and fallback chain;
+4. the metrics and health endpoint (when ``[metrics].listen`` is set) and the socket server;
+5. READY to systemd, and the watchdog pinger, which pings only while the state machine says
+   the service can still help itself (not in SAFE_STOP, not without a worker).
+
+SIGTERM (or SIGINT) drains: STOPPING to systemd, readiness goes 503, the socket stops
+accepting, calls in flight finish (up to ``drain_timeout_s``), the workers are stopped, the log
+gets its CLOSED record and is made durable, and :meth:`Service.run` returns 0.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vigil import _keys
+from vigil.auditlog import FlightRecorder, ForwardSecureKey, Sealer
+from vigil.runtime._config import ServeConfig
+from vigil.runtime._metrics import Health, HealthServer, ServiceMetrics
+from vigil.runtime._server import SocketServer
+from vigil.runtime._supervisor import Supervisor
+from vigil.runtime._systemd import SystemdNotifier, WatchdogPinger, watchdog_interval_s
+from vigil.runtime._worker import WorkerPool, WorkerSpec
+
+__all__ = ["Service"]
+
+_MB = 1 << 20
+
+
+class Service:
+    """One ``vigil serve`` process, built from a validated :class:`ServeConfig`.
+
+    Use :meth:`start` then :meth:`wait_stopped` / :meth:`stop` (embedding, tests), or
+    :meth:`run` (the CLI: blocks until SIGTERM).
+    """
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.supervisor: Supervisor | None = None
+        self.pool: WorkerPool | None = None
+        self.server: SocketServer | None = None
+        self.health_server: HealthServer | None = None
+        self.metrics: ServiceMetrics | None = None
+        self.log: FlightRecorder | None = None
+        self._ready = False
+        self._draining = False
+        self._stop_requested = threading.Event()
+        self._notifier = SystemdNotifier(config.systemd.notify)
+        self._watchdog_s = watchdog_interval_s()
+        self._pinger: WatchdogPinger | None = None
+
+    # --- life --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the log, start the workers, serve. Raises what the parts raise (a
+        ``VigilError`` with its code); whatever had started is stopped again."""
+        cfg = self.config
+        # NotifyAccess=main: the workers must not talk to systemd in our name
+        os.environ.pop("NOTIFY_SOCKET", None)
+        torch.set_num_threads(1)  # this process copies bytes; the workers compute
+        try:
+            self.log = self._open_log()
+            self.pool = WorkerPool(
+                self._spec(),
+                standby=cfg.workers.standby,
+                heartbeat_ns=cfg.workers.heartbeat_ms * 1_000_000,
+                heartbeat_timeout_ns=cfg.workers.heartbeat_timeout_ms * 1_000_000,
+                start_timeout_ns=round(cfg.workers.start_timeout_s * 1e9),
+            )
+            self._notifier.status("starting the model workers")
+            self.supervisor = Supervisor(
+                self.pool,
+                isolation="process",
+                log=self.log,
+                fallback=cfg.fallback_chain(),
+                policy=cfg.to_policy(),
+                deadline_ns=cfg.supervisor.deadline_ns,
+                input_contract=cfg.input_contract(),
+            )
+            self.metrics = ServiceMetrics(self.supervisor, pool=self.pool)
+            if cfg.metrics.enabled:
+                self.health_server = HealthServer(
+                    cfg.metrics.host, cfg.metrics.port, self.metrics, self.health
+                )
+            self.server = SocketServer(
+                self.supervisor,
+                str(cfg.service.socket),
+                max_request_bytes=cfg.service.max_request_mb * _MB,
+                max_clients=cfg.service.max_clients,
+                read_timeout_s=cfg.service.read_timeout_s,
+                on_call=self.metrics.observe_call,
+            )
+            self.server.start()
+        except BaseException:
+            self._teardown()
+            raise
+        self._ready = True
+        pool = self.pool.statistics()
+        about = (
+            f"serving on {cfg.service.socket}; workers: active {pool.active_pid}, standby "
+            f"{pool.standby_pid}"
+            + (f"; metrics on {self.health_server.url}" if self.health_server else "")
+        )
+        self.log.annotate("vigil.service", about)
+        print(f"vigil serve: {about}", flush=True)
+        self._notifier.ready(about)
+        if self._watchdog_s is not None:
+            self._pinger = WatchdogPinger(
+                self._notifier, self._watchdog_s, lambda: self.health().alive()
+            )
+            self._pinger.start()
+
+    def run(self) -> int:
+        """Start, serve until SIGTERM or SIGINT, drain and stop. Returns the exit status."""
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every stack
+        previous = {
+            sig: signal.signal(sig, lambda *_: self._stop_requested.set())
+            for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            self.start()
+            self._stop_requested.wait()
+            return self.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to drain and stop (what SIGTERM does)."""
+        self._stop_requested.set()
+
+    def stop(self) -> int:
+        """Drain and stop: returns 0, or 1 when calls were still in flight at the timeout."""
+        self._draining = True
+        self._notifier.stopping("draining in-flight calls")
+        if self._pinger is not None:
+            self._pinger.close()
+        left = 0
+        if self.server is not None:
+            left = self.server.stop(self.config.service.drain_timeout_s)
+        if self.log is not None and self.supervisor is not None:
+            self.log.annotate("vigil.service", f"stopped; {left} call(s) cut off by the drain")
+        self._teardown()
+        return 0 if left == 0 else 1
+
+    def _teardown(self) -> None:
+        if self.server is not None:
+            self.server.stop(0)
+        if self.health_server is not None:
+            self.health_server.close()
+        if self.supervisor is not None:
+            self.supervisor.close()  # stops the workers
+        elif self.pool is not None:
+            self.pool.close()
+        if self.log is not None:
+            self.log.close()  # the CLOSED record, synced
+        self._notifier.close()
+
+    # --- parts -------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        """What ``/healthz``, ``/readyz`` and the watchdog judge."""
+        assert self.supervisor is not None
+        assert self.pool is not None
+        return Health.of(
+            self.supervisor,
+            ready=self._ready,
+            draining=self._draining,
+            fallback=bool(self.config.supervisor.fallback),
+            workers_alive=self.pool.alive(),
+            reason=self.supervisor.statistics().machine.state.name,
+        )
+
+    def _open_log(self) -> FlightRecorder:
+        cfg = self.config.log
+        options: dict[str, Any] = {
+            "durability": cfg.durability,
+            "policy_digest": self.config.to_policy().digest(),
+        }
+        if cfg.seal is not None:
+            key = _keys.load_private(cfg.seal.key) if cfg.seal.key is not None else None
+            fss = ForwardSecureKey(cfg.seal.fss) if cfg.seal.fss is not None else None
+            options["sealer"] = Sealer(
+                key, fss=fss, every_records=cfg.seal.every_records, every_ms=cfg.seal.every_ms
+            )
+        if Path(cfg.path).exists():
+            return FlightRecorder.open(cfg.path, **options)
+        return FlightRecorder.create(cfg.path, cfg.ring(), **options)
+
+    def _spec(self) -> WorkerSpec:
+        m, w = self.config.model, self.config.workers
+        warmup = None
+        if m.input is not None and m.input.shape is not None:
+            dtype = getattr(torch, m.input.dtype or "float32")
+            warmup = torch.zeros([1 if d < 0 else d for d in m.input.shape], dtype=dtype)
+        return WorkerSpec(
+            factory=m.factory,
+            kwargs=dict(m.kwargs),
+            model_dir=None if m.dir is None else str(m.dir),
+            public_key=None if m.public_key is None else str(m.public_key),
+            device=m.device,
+            warmup_input=warmup,
+            warmup_calls=w.warmup_calls,
+            shm_bytes=w.shm_mb * _MB,
+            threads=1 if m.device == "cpu" else None,
+        )
