@@ -131,6 +131,14 @@ def main() -> None:
                 + (verdict if target else "")
             )
         hot = failover(pool, kills, 120)
+    no_spin = WorkerSpec(**{**spec.__dict__, "spin_us": 0})
+    with WorkerPool(no_spin, standby=False) as pool:
+        pool.start()
+        remote, local = boundary(pool, a.device, torch.ones(1, 16), calls)
+        print(
+            f"  1x16, spin_us=0 pool {remote:8.1f} µs  in-process {local:8.1f} µs  "
+            f"overhead {remote - local:8.1f} µs  (both sides block at once)"
+        )
     print(f"failover after SIGKILL of the idle active worker ({kills} kills)")
     med = statistics.median(hot)
     print(

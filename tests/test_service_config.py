@@ -393,7 +393,8 @@ def test_refusals_name_code_file_and_key(data: dict[str, Any], code: str, where:
 
 def test_unknown_key_lists_the_known_keys() -> None:
     err = refused(with_(workers={"heartbeat": 5}))
-    assert "known keys here: heartbeat_ms, heartbeat_timeout_ms, shm_mb, standby" in str(err)
+    known = "known keys here: heartbeat_ms, heartbeat_timeout_ms, shm_mb, spin_us, standby"
+    assert known in str(err)
     assert err.key == "[workers].heartbeat"
 
 

@@ -135,6 +135,7 @@ class WorkersSection:
     start_timeout_s: float = 120.0
     warmup_calls: int = 3
     shm_mb: int = 16
+    spin_us: int = 300
 
 
 @dataclass(frozen=True)
@@ -438,6 +439,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "start_timeout_s",
         "warmup_calls",
         "shm_mb",
+        "spin_us",
     ),
     "supervisor": (
         "deadline_ms",
@@ -587,6 +589,7 @@ def _workers(t: _Table | None) -> WorkersSection:
         start_timeout_s=t.number("start_timeout_s", d.start_timeout_s),
         warmup_calls=t.integer("warmup_calls", d.warmup_calls, minimum=0),
         shm_mb=t.integer("shm_mb", d.shm_mb, maximum=65536),
+        spin_us=t.integer("spin_us", d.spin_us, minimum=0, maximum=1_000_000),
     )
     if section.heartbeat_timeout_ms <= section.heartbeat_ms:
         raise t.error(

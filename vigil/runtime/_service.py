@@ -221,4 +221,5 @@ class Service:
             warmup_calls=w.warmup_calls,
             shm_bytes=w.shm_mb * _MB,
             threads=1 if m.device == "cpu" else None,
+            spin_us=w.spin_us,
         )

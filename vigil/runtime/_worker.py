@@ -168,6 +168,10 @@ class WorkerSpec:
         shm_bytes: the size of each of the worker's two tensor areas (input, output).
         threads: torch's intra-op threads in the worker (None: torch's default). On a small
             host, 1 keeps the worker's OpenMP threads from spinning against the supervisor's.
+        spin_us: both sides poll the pipe without sleeping for up to this long before they
+            block (the worker after each answer, the supervisor after each request): a
+            blocked process's wake-up costs tens of microseconds on a VM. It trades up to
+            this much CPU time per call for latency; 0 turns it off.
     """
 
     factory: str | None = None
@@ -180,6 +184,7 @@ class WorkerSpec:
     warmup_calls: int = 3
     shm_bytes: int = 16 << 20
     threads: int | None = None
+    spin_us: int = 300
 
     def __post_init__(self) -> None:
         if (self.factory is None) == (self.model_dir is None):
@@ -196,6 +201,8 @@ class WorkerSpec:
             raise ConfigError(f"WorkerSpec.device={self.device!r}: cpu, cuda or cuda:N")
         if not isinstance(self.shm_bytes, int) or not 4096 <= self.shm_bytes <= 1 << 34:
             raise ConfigError(f"WorkerSpec.shm_bytes={self.shm_bytes!r}: 4 KiB .. 16 GiB")
+        if not isinstance(self.spin_us, int) or not 0 <= self.spin_us <= 1_000_000:
+            raise ConfigError(f"WorkerSpec.spin_us={self.spin_us!r}: 0 .. 1000000")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError(f"WorkerSpec.threads={self.threads!r}: None or >= 1")
         if not isinstance(self.warmup_calls, int) or self.warmup_calls < 0:
@@ -365,6 +372,7 @@ def _worker_main(spec: WorkerSpec, path: str, conn: Connection, heartbeat_ns: in
             stop.wait(heartbeat_ns / 1e9)
 
     threading.Thread(target=beat, name="vigil-heartbeat", daemon=True).start()
+    spin_ns = spec.spin_us * 1000
     try:
         t0 = time.monotonic_ns()
         if spec.threads is not None:
@@ -382,6 +390,7 @@ def _worker_main(spec: WorkerSpec, path: str, conn: Connection, heartbeat_ns: in
         return
     while True:
         try:
+            _spin_poll(conn, spin_ns)  # the next call often comes at once: stay awake
             message = conn.recv_bytes()
         except (EOFError, OSError):  # the supervisor is gone: so are we
             return
@@ -405,6 +414,16 @@ def _worker_main(spec: WorkerSpec, path: str, conn: Connection, heartbeat_ns: in
         if fatal:  # the device context is poisoned: nothing more runs in this process
             stop.set()
             os._exit(70)
+
+
+def _spin_poll(conn: Connection, spin_ns: int) -> bool:
+    """Poll ``conn`` without sleeping for up to ``spin_ns``: a blocked process's wake-up
+    costs tens of microseconds on a VM, more than a short call itself."""
+    end = time.monotonic_ns() + spin_ns
+    while spin_ns and time.monotonic_ns() < end:
+        if conn.poll(0):
+            return True
+    return False
 
 
 def _to(value: Any, device: str) -> Any:
@@ -538,8 +557,9 @@ class WorkerPool:
     def _ready_count(self) -> int:
         return (self._active is not None) + (self._standby is not None)
 
-    def _start_worker(self) -> None:
-        """Spawn a worker; a thread waits for it to say ready and installs it."""
+    def _start_worker(self, *, counted: bool = False) -> None:
+        """Spawn a worker; a thread waits for it to say ready and installs it. ``counted``:
+        the caller has already counted it in ``_starting``."""
         path = os.path.join(_SHM_DIR, f"vigil-worker-{os.getpid()}-{os.urandom(6).hex()}")
         shm = _SharedArea(path, self.spec.shm_bytes * 2 + _HEADER_SIZE, create=True)
         ours, theirs = self._ctx.Pipe(duplex=True)
@@ -550,8 +570,9 @@ class WorkerPool:
             daemon=True,
         )
         worker = _Worker(process, ours, shm, "starting")
-        with self._lock:
-            self._starting += 1
+        if not counted:
+            with self._lock:
+                self._starting += 1
         try:
             process.start()
         except BaseException:
@@ -717,7 +738,9 @@ class WorkerPool:
             worker.shm.put(_DEADLINE, end)
             try:
                 worker.conn.send_bytes(pickle.dumps((seq, kind, specs)))
-                if not worker.conn.poll(max(0, end - time.monotonic_ns()) / 1e9):
+                if not _spin_poll(worker.conn, self.spec.spin_us * 1000) and not worker.conn.poll(
+                    max(0, end - time.monotonic_ns()) / 1e9
+                ):
                     self._fail(worker, "deadline", D.DEADLINE_MISSED)
                     raise WorkerTimeout(
                         f"worker {worker.pid} gave no answer within {deadline_ns / 1e6:.1f} ms: "
@@ -768,6 +791,9 @@ class WorkerPool:
                 return  # replaced already (the monitor and a caller may both see it)
             self._restarts += 1
             self._last_failover_ns = time.monotonic_ns() - t0
+            replace = not self._closed.is_set()
+            if replace:
+                self._starting += 1  # counted now: alive() stays true until it is ready
             self._changed.notify_all()
         worker.role = "lost"
         with contextlib.suppress(OSError):
@@ -786,8 +812,17 @@ class WorkerPool:
                 },
             )
         threading.Thread(target=self._discard, args=(worker,), daemon=True).start()
-        if not self._closed.is_set():
-            self._start_worker()
+        if replace:  # spawning costs tens of ms (fork, exec): never on the caller's path
+            threading.Thread(target=self._replace, name="vigil-pool-spawn", daemon=True).start()
+
+    def _replace(self) -> None:
+        try:
+            self._start_worker(counted=True)
+        except Exception as exc:  # fork failed (memory, pids): the pool runs on with less
+            self._emit(WorkerEvent.START_FAILED, {"pid": None, "reason": f"spawn: {exc}"})
+            with self._changed:
+                self._starting -= 1
+                self._changed.notify_all()
 
     def _discard(self, worker: _Worker) -> None:
         if worker.process.is_alive():
