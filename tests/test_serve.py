@@ -70,9 +70,9 @@ listen = "127.0.0.1:0"
 class Service:
     """A ``vigil serve`` process and what it told systemd."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, config: str = CONFIG) -> None:
         self.dir = tmp
-        (tmp / "vigil.toml").write_text(CONFIG)
+        (tmp / "vigil.toml").write_text(config)
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(tmp / "notify"))
         self.notify.settimeout(START_S)
@@ -214,3 +214,50 @@ def test_four_client_processes_every_request_answered_and_logged(service: Servic
         seqs = {x.seq for x in r.records() if x.type is RecordType.INFERENCE}
     answered = {s for v in results.values() for s in v}
     assert len(answered) == 4 * n and answered == seqs
+
+
+@pytest.mark.slow
+def test_safe_stop_withholds_the_watchdog_and_health_says_why(tmp_path: Path) -> None:
+    config = CONFIG.replace("cooldown_ms = 60000", "cooldown_ms = 1\nmax_failed_recoveries = 0")
+    service = Service(tmp_path, config)
+    try:
+        service.wait_for("WATCHDOG=1")
+        crash = torch.full((1, 4), TRIGGERS["crash"])
+        with Client(service.dir / "vigil.sock") as client:
+            first = client.infer(crash)  # NORMAL -> DEGRADED
+            assert first.outcome is Outcome.WORKER_LOST
+            for _ in range(50):  # a probe on the promoted worker crashes it too: SAFE_STOP
+                if client.health()["state"] == "SAFE_STOP":
+                    break
+                _wait_standby(service)
+                client.infer(crash)
+            assert client.health()["state"] == "SAFE_STOP"
+            answer = client.infer(torch.ones(1, 4))  # still answered, by the fallback
+            assert answer.served_by is ServedBy.CONSTANT
+        status, body = service.healthz()
+        assert (status, body["status"]) == (503, "stopped")
+        while not any("DIA-7212 WATCHDOG_WITHHELD: SAFE_STOP" in m for m in service.messages):
+            service.messages.append(service.notify.recv(4096).decode())
+        assert not any("WATCHDOG=1" in m for m in _drain(service.notify, 0.5)), "pinged"
+    finally:
+        service.close()
+
+
+def _drain(sock: socket.socket, quiet_s: float) -> list[str]:
+    """Every datagram until none came for ``quiet_s`` (several pinger periods of 0.1 s)."""
+    sock.settimeout(quiet_s)
+    got = []
+    try:
+        while True:
+            got.append(sock.recv(4096).decode())
+    except TimeoutError:
+        return got
+
+
+def _wait_standby(service: Service) -> None:
+    ready = threading.Event()
+    for _ in range(int(START_S / 0.01)):
+        if service.metric("vigil_worker_standby_ready") == 1:
+            return
+        ready.wait(0.01)
+    raise AssertionError("no standby came back")

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from vigil import _diagnostics as D
-from vigil.auditlog import LogReader, RingConfig
+from vigil.auditlog import FlightRecorder, LogReader, RingConfig
 from vigil.auditlog import _format as F
 from vigil.cli import main
 from vigil.errors import InvalidInput
@@ -213,6 +213,26 @@ def test_a_crash_loop_is_seen_as_one_incident(tmp_path: Path) -> None:
         (State.SAFE_STOP, D.RESTART_INTENSITY.number)
     ]
     assert replay(path).agrees
+
+
+def test_a_log_handed_over_open_is_not_an_unclean_restart(tmp_path: Path) -> None:
+    """The recorder's own OPENED record is this start, not a session that never closed; a
+    session that really never closed (SIGKILL) still counts."""
+    path = str(tmp_path / "open.vigil")
+    strict = Policy(max_failed_recoveries=0, failed_recovery_period_ns=3600 * 10**9)
+    for opener in (FlightRecorder.create, FlightRecorder.open):
+        with opener(path) as rec, Supervisor(lambda x: x, log=rec, policy=strict) as sup:
+            assert sup.state is State.NORMAL
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    with subprocess.Popen(
+        [sys.executable, "-c", _CRASHER, path], env=env, stdout=subprocess.PIPE, text=True
+    ) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "NORMAL"
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    with FlightRecorder.open(path) as rec, Supervisor(lambda x: x, log=rec, policy=strict) as sup:
+        assert sup.state is State.SAFE_STOP  # the killed session counts
 
 
 @pytest.mark.slow

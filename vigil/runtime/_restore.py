@@ -86,7 +86,9 @@ def restore_snapshot(
             failed = [rec.real_ns - age for age in carried.get("failed_recovery_ages_ns", [])]
             in_a_row = carried.get("failed_in_a_row", 0)
             state = State[carried["state"]]
-    if open_session:  # the last session of the log did not close: this start is a restart
+    # the last session of the log did not close: this start is a restart -- unless the log
+    # was handed over open, when that last session is this very start (its own OPENED)
+    if open_session and not isinstance(log, FlightRecorder):
         failed.append(now_real_ns)
     if state is None or not isinstance(state, State) or state is State.UNKNOWN:
         state = State.NORMAL

@@ -386,7 +386,8 @@ def _worker_main(spec: WorkerSpec, path: str, conn: Connection, heartbeat_ns: in
         ready = {**about, "start_ns": time.monotonic_ns() - t0, "device": spec.device}
         conn.send_bytes(pickle.dumps(("ready", os.getpid(), digest, ready)))
     except BaseException as exc:  # any failure to start is reported, then the process ends
-        conn.send_bytes(pickle.dumps(("failed", os.getpid(), T.describe(exc, 2000), None)))
+        with contextlib.suppress(OSError):  # nobody to tell: the supervisor is gone
+            conn.send_bytes(pickle.dumps(("failed", os.getpid(), T.describe(exc, 2000), None)))
         return
     while True:
         try:
@@ -523,6 +524,7 @@ class WorkerPool:
         self._digest: bytes | None = None
         self._closed = threading.Event()
         self._monitor: threading.Thread | None = None
+        self._pending: set[_Worker] = set()  # spawned, not ready yet
 
     # --- life --------------------------------------------------------------------------
 
@@ -584,11 +586,20 @@ class WorkerPool:
             raise
         theirs.close()
         worker.pid = process.pid
+        with self._lock:
+            self._pending.add(worker)
         threading.Thread(
             target=self._await_ready, args=(worker,), name="vigil-pool-start", daemon=True
         ).start()
 
     def _await_ready(self, worker: _Worker) -> None:
+        try:
+            self._install(worker)
+        finally:
+            with self._lock:
+                self._pending.discard(worker)
+
+    def _install(self, worker: _Worker) -> None:
         detail: dict[str, Any] = {"pid": worker.pid}
         reason = ""
         try:
@@ -645,6 +656,10 @@ class WorkerPool:
         with self._lock:
             workers = [w for w in (self._active, self._standby) if w is not None]
             self._active = self._standby = None
+            starting = list(self._pending)
+        for w in starting:  # its start-up thread reaps it and unmaps its memory
+            with contextlib.suppress(OSError):
+                w.process.kill()
         for w in workers:
             w.conn.close()
         for w in workers:
