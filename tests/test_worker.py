@@ -198,6 +198,7 @@ def test_inputs_a_worker_cannot_take_are_rejected_and_recorded(
     "value",
     [
         torch.arange(6.0).reshape(2, 3),
+        torch.arange(6.0, dtype=torch.float16).reshape(2, 3).t(),  # not contiguous
         {"ids": torch.arange(5), "mask": torch.tensor([True, False]), "e": torch.zeros(0, 3)},
         (torch.ones(3, dtype=torch.bfloat16), torch.tensor(7, dtype=torch.int8)),
     ],
@@ -206,7 +207,7 @@ def test_tensors_round_trip_through_shared_memory(value: Any, tmp_path: Path) ->
     area = W._SharedArea(str(tmp_path / "shm"), 1 << 16, create=True)
     kind, specs = W._write(area.inputs, value, "the input")
     back = W._read(area.inputs, kind, specs, copy=True)
-    area.inputs.zero_()  # the copies are the caller's: reusing the area leaves them intact
+    area.inputs[:] = 0  # the copies are the caller's: reusing the area leaves them intact
     want = value if isinstance(value, dict) else {"": value}
     got = back if isinstance(back, dict) else {"": back}
     for k, v in want.items():
