@@ -22,9 +22,12 @@ import pytest
 import torch
 
 from vigil import _diagnostics as D
+from vigil import _keys
 from vigil.auditlog import LogReader
+from vigil.cli import main
 from vigil.errors import InvalidInput, WorkerError
 from vigil.fsm import Policy
+from vigil.model import verify_model_dir
 from vigil.runtime import Constant, Supervisor
 from vigil.runtime import _worker as W
 from vigil.runtime._models import TRIGGERS
@@ -339,3 +342,27 @@ def _wait_gone(pid: int) -> None:
         assert ready, f"worker {pid} outlived its supervisor"
     finally:
         os.close(fd)
+
+
+def test_a_worker_loads_only_a_signed_model_directory(tmp_path: Path) -> None:
+    key, model = str(tmp_path / "signer"), tmp_path / "model"
+    assert main(["model", "keygen", "--out", key]) == 0
+    assert main(["model", "export-reference", str(model), "--key", key]) == 0
+    spec = WorkerSpec(model_dir=str(model), public_key=key + ".pub", threads=1)
+    with Supervisor(
+        WorkerPool(spec, standby=False), isolation="process", log=tmp_path / "good.vigil"
+    ) as sup:
+        signed = verify_model_dir(model, _keys.load_public(key + ".pub")).digest
+        assert sup.model_digest == signed  # the records name the signed manifest
+        assert sup.infer(torch.zeros(2, 64)).output.shape == (2, 8)
+    weights = model / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01  # one bit of one weight
+    weights.write_bytes(bytes(data))
+    with pytest.raises(WorkerError) as err:
+        Supervisor(WorkerPool(spec, standby=False), isolation="process", log=tmp_path / "bad")
+    assert err.value.diagnostic is D.WORKER_START_FAILED
+    (failed,) = [
+        d for e, d in lifecycle(tmp_path / "bad") if e is LifecycleEvent.WORKER_START_FAILED
+    ]
+    assert "DIA-5106" in failed["reason"]  # ArtifactTampered, raised inside the worker
