@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from vigil.auditlog import LogReader
+from vigil.cli import main
 from vigil.runtime._client import Client
 from vigil.runtime._models import TRIGGERS
 from vigil.schemas import LifecycleEvent, Outcome, RecordType, ServedBy
@@ -271,3 +272,17 @@ def _wait_standby(service: Service) -> None:
             return
         ready.wait(0.01)
     raise AssertionError("no standby came back")
+
+
+def test_serve_check_validates_without_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = Path(__file__).parent.parent / "examples" / "vigil.toml"
+    assert main(["serve", "--check", "--config", str(example)]) == 0
+    assert "valid" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(CONFIG.replace("deadline_ms = 2000", "deadline_ms = -3"))
+    assert main(["serve", "--check", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "DIA-7206" in err and "[supervisor].deadline_ms" in err
+    assert not (tmp_path / "flight.vigil").exists()  # nothing was opened
