@@ -38,6 +38,7 @@ __all__ = [
     "NotAVigilLog",
     "ProtocolError",
     "RecordTooLarge",
+    "RemoteModelError",
     "ServiceBusy",
     "ServiceConfigError",
     "ServiceUnreachable",
@@ -48,7 +49,11 @@ __all__ = [
     "UsageError",
     "VigilError",
     "WeightsInvalid",
+    "WorkerBusy",
     "WorkerError",
+    "WorkerLost",
+    "WorkerTimeout",
+    "WorkerUnavailable",
 ]
 
 
@@ -299,6 +304,41 @@ class WorkerError(VigilError):
     """A model worker process could not be started, loaded or reached (DIA-70xx)."""
 
     diagnostic = codes.WORKER_FAILED
+
+
+class WorkerUnavailable(WorkerError):
+    """No worker process is ready to take the call (DIA-7004): both were lost and a
+    replacement is still starting."""
+
+    diagnostic = codes.NO_WORKER
+
+
+class WorkerLost(VigilError):
+    """The worker process died during the call (DIA-4007); the standby took over."""
+
+    diagnostic = codes.WORKER_LOST
+
+
+class WorkerTimeout(VigilError):
+    """No answer within the deadline (DIA-4002): the worker was killed and replaced."""
+
+    diagnostic = codes.DEADLINE_MISSED
+
+
+class WorkerBusy(VigilError):
+    """The active worker was busy with other calls until the deadline (DIA-4008)."""
+
+    diagnostic = codes.PRIMARY_BUSY
+
+
+class RemoteModelError(VigilError):
+    """The model raised inside its worker process (DIA-4001, or the code it was classified
+    as there: DIA-4005 out of memory, DIA-4006 process-fatal). Attribute ``outcome``: the
+    worker's classification (a ``vigil.schemas.Outcome``). After a process-fatal error the
+    worker has already been replaced."""
+
+    diagnostic = codes.MODEL_ERROR
+    outcome: Any
 
 
 class ProtocolError(VigilError):

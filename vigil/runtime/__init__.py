@@ -40,14 +40,9 @@ from vigil.runtime._tensors import classify, digest
 from vigil.runtime._watchdog import Watchdog
 from vigil.runtime._worker import (
     PoolStatistics,
-    RemoteModelError,
-    WorkerBusy,
     WorkerEvent,
-    WorkerLost,
     WorkerPool,
     WorkerSpec,
-    WorkerTimeout,
-    WorkerUnavailable,
 )
 
 __all__ = [
@@ -69,7 +64,6 @@ __all__ = [
     "ReloadResult",
     "ReloadStatistics",
     "ReloadStatus",
-    "RemoteModelError",
     "ReplayFinding",
     "ReplayReport",
     "Result",
@@ -82,13 +76,9 @@ __all__ = [
     "SystemdNotifier",
     "Watchdog",
     "WatchdogPinger",
-    "WorkerBusy",
     "WorkerEvent",
-    "WorkerLost",
     "WorkerPool",
     "WorkerSpec",
-    "WorkerTimeout",
-    "WorkerUnavailable",
     "build_reference",
     "classify",
     "digest",

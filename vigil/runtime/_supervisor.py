@@ -59,21 +59,22 @@ import torch
 
 from vigil import _diagnostics as D
 from vigil.auditlog import Clock, FlightRecorder, RingConfig, SystemClock
-from vigil.errors import ConfigError, InvalidInput, Unavailable
+from vigil.errors import (
+    ConfigError,
+    InvalidInput,
+    RemoteModelError,
+    Unavailable,
+    WorkerBusy,
+    WorkerLost,
+    WorkerTimeout,
+    WorkerUnavailable,
+)
 from vigil.fsm import MachineStatistics, Policy, Route, SafetyMachine, Transition
 from vigil.runtime import _tensors as T
 from vigil.runtime._fallbacks import Fallback, LastGood, as_chain
 from vigil.runtime._restore import restore_snapshot
 from vigil.runtime._watchdog import Ticket, Watchdog
-from vigil.runtime._worker import (
-    RemoteModelError,
-    WorkerBusy,
-    WorkerEvent,
-    WorkerLost,
-    WorkerPool,
-    WorkerTimeout,
-    WorkerUnavailable,
-)
+from vigil.runtime._worker import WorkerEvent, WorkerPool
 from vigil.schemas import CallFlags, LifecycleEvent, Outcome, ServedBy, State
 
 _NO_CODE = 0

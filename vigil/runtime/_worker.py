@@ -61,19 +61,23 @@ import numpy as np
 import torch
 
 from vigil import _diagnostics as D
-from vigil.errors import ConfigError, InvalidInput, VigilError, WorkerError
+from vigil.errors import (
+    ConfigError,
+    InvalidInput,
+    RemoteModelError,
+    WorkerBusy,
+    WorkerError,
+    WorkerLost,
+    WorkerTimeout,
+    WorkerUnavailable,
+)
 from vigil.schemas import Outcome
 
 __all__ = [
     "PoolStatistics",
-    "RemoteModelError",
-    "WorkerBusy",
     "WorkerEvent",
-    "WorkerLost",
     "WorkerPool",
     "WorkerSpec",
-    "WorkerTimeout",
-    "WorkerUnavailable",
 ]
 
 _HEADER = struct.Struct("<QQQQQI")  # heartbeat, seq, start, deadline, end, busy
@@ -109,44 +113,6 @@ _NUMPY = {
     "torch.bool": np.bool_,
 }
 _SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-
-
-# --- errors the pool raises to its caller -------------------------------------------------
-
-
-class WorkerLost(VigilError):
-    """The worker process died during the call (DIA-4007); the standby took over."""
-
-    diagnostic = D.WORKER_LOST
-
-
-class WorkerTimeout(VigilError):
-    """No answer within the deadline (DIA-4002): the worker was killed and replaced."""
-
-    diagnostic = D.DEADLINE_MISSED
-
-
-class WorkerBusy(VigilError):
-    """The active worker was still busy with other calls when the deadline came (DIA-4008)."""
-
-    diagnostic = D.PRIMARY_BUSY
-
-
-class WorkerUnavailable(WorkerError):
-    """No worker is ready to take the call (DIA-7004): both were lost and none has started."""
-
-    diagnostic = D.NO_WORKER
-
-
-class RemoteModelError(VigilError):
-    """The model raised inside the worker. ``outcome`` and ``diagnostic`` are the worker's
-    classification (ERROR, OUT_OF_MEMORY, DEVICE_FATAL); ``remote`` is its ``Type: message``.
-    After DEVICE_FATAL the worker has already been replaced."""
-
-    def __init__(self, message: str, *, outcome: Outcome, diagnostic: D.Diagnostic) -> None:
-        self.outcome = outcome
-        self.diagnostic = diagnostic
-        super().__init__(message)
 
 
 class WorkerEvent(enum.Enum):
@@ -801,7 +767,7 @@ class WorkerPool:
             diagnostic = D.lookup(code_s)
             if Outcome(outcome) is Outcome.DEVICE_FATAL:
                 self._fail(worker, "process-fatal device error", diagnostic)
-            raise RemoteModelError(text, outcome=Outcome(outcome), diagnostic=diagnostic)
+            raise RemoteModelError(text, diagnostic=diagnostic, outcome=Outcome(outcome))
         finally:
             self._call_lock.release()
 
