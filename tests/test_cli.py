@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from vigil import _keys
 from vigil.auditlog import FlightRecorder, LogReader, RingConfig
 from vigil.cli import main
+from vigil.model import verify_model_dir
 from vigil.schemas import RecordType, State
 
 from conftest import SMALL, FakeClock, infer
@@ -54,7 +56,9 @@ def test_the_demo_runs_every_state_and_its_log_verifies_and_replays(
     assert (out / "timeline.png").stat().st_size > 10_000
     with LogReader(str(out / "flight.vigil")) as r:
         reached = {x.body["to_state"] for x in r.records(types=[RecordType.TRANSITION])}
+        rejected = {x.body["code"] for x in r.records(types=[RecordType.REJECTED])}
     assert reached == {State.NORMAL, State.DEGRADED, State.RECOVERING, State.SAFE_STOP}
+    assert rejected == {2104, 2102}  # token ids out of range (both ends), float "ids"
 
 
 def test_a_short_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -63,7 +67,13 @@ def test_a_short_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     text = capsys.readouterr().out
     assert "verify: INTACT" in text and "replay: AGREES" in text and "300 calls" in text
     assert (out / "flight.vigil").exists() and (out / "timeline.png").exists()
+    public = _keys.load_public(str(out / "model-signer.pub"))
+    signed = verify_model_dir(out / "model", public).digest
+    with LogReader(str(out / "flight.vigil")) as r:
+        named = {x.body["model_digest"] for x in r.records(types=[RecordType.INFERENCE])}
+    assert named == {signed}  # every call names the signed artifact, nothing else
     assert main(["demo", "--out", str(out), "--calls", "300", "--device", "cpu"]) == 0  # again
+    assert verify_model_dir(out / "model", _keys.load_public(str(out / "model-signer.pub")))
 
 
 def test_demo_then_verify_json(demo_log: str, capsys: pytest.CaptureFixture[str]) -> None:

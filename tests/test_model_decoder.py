@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from vigil.errors import ConfigError, InvalidArgument, InvalidInput
-from vigil.model import Decoder, DecoderConfig, KVCache, check_logits
+from vigil.model import Decoder, DecoderConfig, DecoderFallback, KVCache, check_logits
 from vigil.model._decoder import MoE
 
 TINY = DecoderConfig.tiny()
@@ -355,3 +355,18 @@ def test_inputs_on_another_device_are_rejected(dense: Decoder) -> None:
         with pytest.raises(InvalidInput) as info:
             dense(**kwargs)
         assert info.value.code == "DIA-5017" and info.value.actual == "meta"
+
+
+def test_the_fallback_is_the_reference_without_its_layers() -> None:
+    reference = Decoder(DecoderConfig.tiny(), seed=3)
+    fallback = DecoderFallback(reference)
+    ids = torch.tensor([[5, 7, 9], [1, 2, 3]])
+    expected = reference.lm_head(reference.norm(reference.embed_tokens(ids)))
+    assert torch.equal(fallback(ids), expected)
+    assert not torch.equal(fallback(ids), reference(ids))  # cheaper, and not the same model
+    with torch.no_grad():  # a copy: corrupting the reference does not reach the fallback
+        reference.lm_head.weight.fill_(float("nan"))
+    assert torch.isfinite(fallback(ids)).all()
+    with pytest.raises(InvalidInput) as err:
+        fallback(torch.tensor([[256]]))
+    assert err.value.code == "DIA-5012"

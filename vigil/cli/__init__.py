@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "cpu", "cuda"),
         help="where the reference workload runs (default: %(default)s)",
     )
+    demo.add_argument(
+        "--preset",
+        default="tiny",
+        choices=("tiny", "gpu"),
+        help="the reference decoder's size: tiny (CPU, ~0.2 M parameters) or gpu "
+        "(~156 M, bfloat16; for --device cuda) (default: %(default)s)",
+    )
     demo.set_defaults(run=_commands.demo)
 
     verify = sub.add_parser("verify", help="check a log's integrity; exit 0 intact, 1 not")

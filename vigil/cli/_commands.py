@@ -21,7 +21,7 @@ def demo(args: argparse.Namespace) -> int:
         raise UsageError(f"--calls {args.calls}: must be in [1, 10000000]")
     from vigil.cli import _demo  # noqa: PLC0415 - torch only when needed
 
-    return _demo.run(args.out, args.calls, args.seed, args.device)
+    return _demo.run(args.out, args.calls, args.seed, args.device, args.preset)
 
 
 def verify(args: argparse.Namespace) -> int:

@@ -1,13 +1,21 @@
-"""``vigil demo``: the supervisor around the reference model, driven through every state.
+"""``vigil demo``: the supervisor around the signed reference decoder, driven through every
+state.
 
-Frames arrive at 1 kHz, like a sensor stream. A seeded fault plan makes the primary fail in
-every way the supervisor must handle --
-exceptions, NaN outputs, wrong shapes, out-of-memory, slow calls, a hang past the deadline,
-and finally a persistent failure whose recoveries keep failing until SAFE_STOP -- while bad
-inputs are sent now and then (rejected by the input contract; an output contract catches
-wrong shapes). An operator reset (audited) ends the safe stop. A progress
-line shows the state, the calls, the fallbacks and the p99 latency. At the end the log is
-verified and replayed against its policy, and a timeline picture is drawn from it.
+The demo first signs the reference model: it draws the weights of a :class:`Decoder`
+(``DecoderConfig.tiny()`` by default), writes them as a signed model directory with a key made
+for this run, and loads the model back only through the verifying loader -- so every
+INFERENCE record names the digest of a signed artifact.
+
+Frames of token ids arrive at 1 kHz, like a sensor stream. A seeded fault plan makes the
+primary fail in every way the supervisor must handle -- exceptions, NaN logits, wrong shapes,
+out-of-memory, slow calls, a hang past the deadline, and finally a persistent failure whose
+recoveries keep failing until SAFE_STOP -- while bad inputs are sent now and then (token ids
+out of the vocabulary, negative ids, float "ids": rejected by the input contract; an output
+contract catches wrong shapes). The fallback chain is the decoder's cheap bigram stand-in
+(:class:`DecoderFallback`), then the last good answer, then uniform logits. An operator reset
+(audited) ends the safe stop. A progress line shows the state, the calls, the fallbacks and
+the p99 latency. At the end the log is verified and replayed against its policy, and a
+timeline picture is drawn from it.
 
 The faults are scheduled by the primary's own call count, so the sequence of outcomes is the
 same on every machine; how many calls the fallback answers in between depends on timing.
@@ -24,12 +32,14 @@ from typing import Any
 
 import torch
 
+from vigil import _keys
 from vigil.auditlog import LogReader, RingConfig
 from vigil.errors import InvalidInput, Unavailable
 from vigil.fsm import Policy
-from vigil.model import IN_FEATURES, TinyFallback, TinyReference
+from vigil.model import Decoder, DecoderConfig, DecoderFallback, load_model, save_model_dir
 from vigil.runtime import Constant, FallbackModel, LastGood, Supervisor, replay
 from vigil.runtime._faults import Fault, FaultPlan, FaultyModel
+from vigil.runtime._models import build_reference
 from vigil.schemas import Contract, ServedBy, State, TensorSpec
 
 MS = 1_000_000
@@ -52,6 +62,8 @@ POLICY = Policy(
 DEADLINE_NS = 25 * MS
 FRAME_PERIOD_S = 0.001  # the frames arrive like a 1 kHz sensor stream
 SAFE_STOP_HOLD = 100  # calls answered in SAFE_STOP before the operator resets
+TOKENS = 16  # token ids per frame
+PRESETS = {"tiny": DecoderConfig.tiny, "gpu": DecoderConfig.gpu}
 
 
 def plan_for(seed: int, calls: int) -> FaultPlan:
@@ -70,22 +82,32 @@ def plan_for(seed: int, calls: int) -> FaultPlan:
     return plan
 
 
-def run(out: str, calls: int, seed: int, device: str) -> int:
-    """Write ``out/flight.vigil`` and ``out/timeline.png``; return the exit code."""
+def run(out: str, calls: int, seed: int, device: str, preset: str = "tiny") -> int:
+    """Write ``out/flight.vigil``, ``out/timeline.png`` and the signed model ``out/model``
+    (with its public key ``out/model-signer.pub``); return the exit code."""
     dev = _device(device)
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "flight.vigil")
     if os.path.exists(path):
         os.remove(path)  # the demo's own output from a previous run
     torch.manual_seed(seed)
-    reference = TinyReference(seed).to(dev)
-    fallback = TinyFallback(reference).to(dev)
+    loaded = _signed_reference(out, preset, seed)
+    reference = loaded.module.to(dev)
+    config: DecoderConfig = reference.config
+    fallback = DecoderFallback(reference)
     plan = plan_for(seed, calls)
     primary = FaultyModel(_no_grad(reference), plan)
-    contract = Contract(TensorSpec(shape=(1, IN_FEATURES), dtype=torch.float32, device=dev.type))
-    output_contract = Contract(TensorSpec(shape=(1, 8), dtype=torch.float32, device=dev.type))
-    frames = torch.randn(64, 1, IN_FEATURES, device=dev)
-    bad = torch.full((1, IN_FEATURES), float("nan"), device=dev)
+    dtype, vocab = config.torch_dtype, config.vocab_size
+    contract = Contract(
+        TensorSpec(shape=(1, TOKENS), dtype=torch.int64, device=dev.type, min=0, max=vocab - 1)
+    )
+    output_contract = Contract(TensorSpec(shape=(1, TOKENS, vocab), dtype=dtype, device=dev.type))
+    frames = torch.randint(0, vocab, (64, 1, TOKENS), device=dev)
+    bad = [  # each rejected by the input contract with its own code
+        torch.full((1, TOKENS), vocab, device=dev),  # an id past the vocabulary
+        torch.full((1, TOKENS), -1, device=dev),  # a negative id
+        frames[0].to(torch.float32),  # float "ids"
+    ]
     progress = _Progress(calls)
     start = time.perf_counter()
     held = 0
@@ -96,19 +118,25 @@ def run(out: str, calls: int, seed: int, device: str) -> int:
         deadline_ns=DEADLINE_NS,
         input_contract=contract,
         output_contract=output_contract,
+        model_digest=loaded.digest,
         fallback=[
             FallbackModel(_no_grad(fallback)),
             LastGood(200 * MS),
-            Constant(torch.zeros(1, 8, device=dev)),
+            Constant(torch.zeros(1, TOKENS, vocab, dtype=dtype, device=dev)),  # uniform
         ],
         ring=RingConfig(size=32 << 20, segment_size=256 << 10),
     ) as sup:
-        sup.log.annotate("vigil.demo", f"{calls} calls, seed {seed}, device {dev}")
+        artifact = loaded.artifact
+        sup.log.annotate(
+            "vigil.demo",
+            f"{calls} calls, seed {seed}, device {dev}; model {artifact.name} "
+            f"{artifact.version} ({preset}), digest {artifact.digest.hex()}",
+        )
         next_frame = time.perf_counter()
         for i in range(calls):
             next_frame += FRAME_PERIOD_S
             time.sleep(max(0.0, next_frame - time.perf_counter()))
-            x = bad if i % 250 == 249 else frames[i % len(frames)]
+            x = bad[i // 250 % len(bad)] if i % 250 == 249 else frames[i % len(frames)]
             with contextlib.suppress(InvalidInput, Unavailable):  # both are recorded
                 sup.infer(x)
             if sup.state is State.SAFE_STOP:
@@ -129,7 +157,13 @@ def run(out: str, calls: int, seed: int, device: str) -> int:
 
     _timeline.render(path, png, f"vigil demo: {calls} calls on {dev} (seed {seed})")
     served = stats.served
-    print(f"vigil demo: wrote {path} and {png}")
+    model_dir = loaded.artifact.directory
+    print(f"vigil demo: wrote {path}, {png} and the signed model {model_dir}")
+    print(
+        f"  model: reference decoder ({preset}, "
+        f"{sum(p.numel() for p in reference.parameters()):,} parameters), "
+        f"digest {loaded.digest.hex()[:16]}… in every INFERENCE record"
+    )
     print(
         f"  {calls} calls in {elapsed:.1f} s on {dev}: "
         f"{served.get('PRIMARY', 0)} by the primary, {served.get('FALLBACK', 0)} by the "
@@ -152,7 +186,29 @@ def run(out: str, calls: int, seed: int, device: str) -> int:
     print(f"    {vigil} replay {path}")
     print(f"    {vigil} dump {path} --type transition")
     print(f"    {vigil} inspect {path}")
+    print(f"    {vigil} model verify {model_dir} --pubkey {model_dir}-signer.pub")
     return 0 if report.intact and replayed.agrees else 1
+
+
+def _signed_reference(out: str, preset: str, seed: int) -> Any:
+    """Sign the reference decoder's weights with a key made for this run, then load them back
+    through the verifying loader (a :class:`vigil.model.LoadedModel`)."""
+    config = PRESETS[preset]()
+    key = _keys.generate(_keys.KeyAlgorithm.ECDSA_P384)
+    model_dir = os.path.join(out, "model")
+    public_path = model_dir + "-signer.pub"
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(public_path)  # the demo's own key from a previous run
+    key.public.save(public_path)
+    save_model_dir(
+        model_dir,
+        Decoder(config, seed=seed).state_dict(),
+        name="reference-decoder",
+        version="1",
+        config={"model": "decoder", "preset": preset, "seed": seed, "decoder": config.to_dict()},
+        key=key,
+    )
+    return load_model(model_dir, key.public, build_reference)
 
 
 def _no_grad(model: torch.nn.Module) -> Any:

@@ -2,8 +2,9 @@
 
 :class:`Decoder` is the validated reference decoder (LLaMA-style, optional MoE layers) with
 its :class:`DecoderConfig` and caller-owned :class:`KVCache`; see ``docs/MODEL.md``.
-:class:`TinyReference` is the small deterministic perceptron the demo uses. A model directory
-(``weights.safetensors``, ``manifest.json``, ``manifest.sig``) is written by
+:class:`DecoderFallback` is its cheap stand-in for a fallback chain (the demo uses both).
+:class:`TinyReference` is a small deterministic perceptron for tests and worker examples.
+A model directory (``weights.safetensors``, ``manifest.json``, ``manifest.sig``) is written by
 :func:`save_model_dir` / :func:`sign_model_dir` and loaded, only when its signature and every
 file verify, by :func:`verify_model_dir` and :func:`load_model` (see ``docs/ARTIFACTS.md``).
 """
@@ -19,7 +20,7 @@ from vigil.model._artifact import (
 )
 from vigil.model._cache import KVCache
 from vigil.model._config import DTYPES, DecoderConfig
-from vigil.model._decoder import Decoder, check_logits
+from vigil.model._decoder import Decoder, DecoderFallback, check_logits
 from vigil.model._hf import hf_llama_config_kwargs, to_hf_llama_state_dict
 from vigil.model._manifest import (
     FORMAT_VERSION,
@@ -41,6 +42,7 @@ __all__ = [
     "WEIGHTS",
     "Decoder",
     "DecoderConfig",
+    "DecoderFallback",
     "KVCache",
     "LoadedModel",
     "TinyFallback",

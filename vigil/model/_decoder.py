@@ -35,6 +35,8 @@ compute the same function.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,7 +47,7 @@ from vigil.model._cache import KVCache
 from vigil.model._config import DecoderConfig
 from vigil.model._validate import CallPlan, plan_call
 
-__all__ = ["Decoder", "check_logits"]
+__all__ = ["Decoder", "DecoderFallback", "check_logits"]
 
 _INIT_STD = 0.02
 
@@ -296,6 +298,45 @@ class Decoder(nn.Module):
         logits: torch.Tensor = self.lm_head(self.norm(h))
         if cache is not None:
             cache._advance(input_ids.shape[1])
+        return logits
+
+
+class DecoderFallback(nn.Module):
+    """A cheap stand-in for a :class:`Decoder`, for the supervisor's fallback chain.
+
+    It keeps the reference's token embedding, final norm and head and drops every layer in
+    between: a bigram model, whose logits for a token depend on that token alone. It costs
+    one lookup and one matrix product per token and answers ``(batch, tokens, vocab)`` logits
+    like the reference, less well. Its tensors are copies, so a fault that corrupts the
+    reference's memory does not reach it. Its inputs are validated like the reference's
+    (token ids, shape, device: the DIA-50xx codes).
+    """
+
+    def __init__(self, reference: Decoder) -> None:
+        super().__init__()
+        self.config = reference.config
+        self.embed_tokens = copy.deepcopy(reference.embed_tokens)
+        self.norm = copy.deepcopy(reference.norm)
+        self.lm_head = copy.deepcopy(reference.lm_head)
+        self.eval()
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits for every input token (see :meth:`Decoder.forward`; no cache, no mask).
+
+        Raises:
+            InvalidInput: a DIA-50xx code naming the input and the rule.
+        """
+        weight = self.embed_tokens.weight
+        plan_call(
+            self.config,
+            input_ids,
+            positions=None,
+            attention_mask=None,
+            cache=None,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        logits: torch.Tensor = self.lm_head(self.norm(self.embed_tokens(input_ids)))
         return logits
 
 

@@ -1,5 +1,5 @@
-"""A small, deterministic stand-in for the reference model (the validated decoder comes with
-the model work): a two-layer perceptron mapping a 64-feature frame to 8 scores."""
+"""A small, deterministic perceptron mapping a 64-feature frame to 8 scores: a float-input
+model for tests and worker examples (the reference model is :class:`vigil.model.Decoder`)."""
 
 from __future__ import annotations
 
