@@ -21,26 +21,16 @@ import os
 import shutil
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 
 import torch
+from _common import timed
 
 from vigil.runtime import Supervisor
 from vigil.runtime._client import Client
 from vigil.runtime._server import SocketServer
 
 torch.set_num_threads(1)
-
-
-def timed(fn: Callable[[], object], calls: int) -> list[int]:
-    out = []
-    clock = time.perf_counter_ns
-    for _ in range(calls):
-        t0 = clock()
-        fn()
-        out.append(clock() - t0)
-    return out
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import pybreaker
 import torch
+from _common import pct, timed
 
 from vigil.fsm import Policy, SafetyMachine
 from vigil.runtime import Constant, Supervisor, Watchdog, digest
@@ -36,21 +37,6 @@ from vigil.runtime._tensors import check_finite
 from vigil.schemas import Contract, Outcome, TensorSpec
 
 torch.set_num_threads(1)
-
-
-def timed(fn: Callable[[], object], calls: int) -> list[int]:
-    out = []
-    clock = time.perf_counter_ns
-    for _ in range(calls):
-        t0 = clock()
-        fn()
-        out.append(clock() - t0)
-    return out
-
-
-def pct(values: list[int], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] / 1000
 
 
 def main() -> None:

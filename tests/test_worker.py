@@ -7,6 +7,7 @@ Every test here starts real spawned processes (about 2 s each for torch to impor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import select
@@ -366,3 +367,33 @@ def test_a_worker_loads_only_a_signed_model_directory(tmp_path: Path) -> None:
         d for e, d in lifecycle(tmp_path / "bad") if e is LifecycleEvent.WORKER_START_FAILED
     ]
     assert "DIA-5106" in failed["reason"]  # ArtifactTampered, raised inside the worker
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_real_device_side_assert_kills_only_its_cuda_worker(tmp_path: Path) -> None:
+    spec = dataclasses.replace(SPEC, kwargs={"device": "cuda"}, device="cuda")
+    clock = FakeClock()
+    sup = Supervisor(
+        WorkerPool(spec, heartbeat_timeout_ns=5_000_000_000),
+        isolation="process",
+        log=tmp_path / "log.vigil",
+        fallback=Constant(torch.zeros(1, 4)),
+        policy=POLICY,
+        deadline_ns=5_000_000_000,
+        clock=clock,
+    )
+    with sup:
+        pool = sup.primary
+        assert isinstance(pool, WorkerPool)
+        assert sup.infer(GOOD).served_by is ServedBy.PRIMARY
+        before = pool.statistics()
+        result = sup.infer(poison("fatal"))  # a real device-side assert in the worker
+        assert result.outcome is Outcome.DEVICE_FATAL, result
+        assert pool.statistics().active_pid == before.standby_pid
+        clock.advance(POLICY.cooldown_ns)  # the standby's CUDA context is clean
+        for _ in range(POLICY.probes_required):
+            assert sup.infer(GOOD).outcome is Outcome.OK
+        assert sup.state is State.NORMAL
+        assert torch.equal(sup.infer(GOOD).output, GOOD * 2)
+        assert not torch.cuda.is_initialized()  # the supervisor process never touched CUDA

@@ -1,0 +1,23 @@
+"""Timing helpers shared by the benchmarks (each benchmark runs as a script from this folder)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+def timed(fn: Callable[[], object], calls: int) -> list[int]:
+    """Nanoseconds of each of ``calls`` calls of ``fn`` (``perf_counter_ns``, timer included)."""
+    out = []
+    clock = time.perf_counter_ns
+    for _ in range(calls):
+        t0 = clock()
+        fn()
+        out.append(clock() - t0)
+    return out
+
+
+def pct(values: list[int], q: float) -> float:
+    """The ``q`` quantile of nanosecond samples, in microseconds (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] / 1000

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE, from the repository root, in one device call with carry [".whl"]
+# (fill it first with bench/gpu_wheels.sh). Every GPU figure and check the model and worker
+# issues ask for, each one's output under $OUT (or /tmp/vigil-gpu):
+#   env.txt         the device, torch, CUDA
+#   tests.log       pytest -m gpu: parity with transformers on CUDA, device-side asserts
+#                   in-process and through a CUDA worker, contracts on CUDA tensors
+#   model.log       bench_model: bare vs supervised decoder, batch 1 and 8 (gpu preset, bf16)
+#   model-tiny.log  the same with the tiny preset
+#   worker.log      bench_worker --device cuda: boundary overhead, failover, cold restart
+#   demo.log        vigil demo --device cuda (tiny), then --preset gpu
+# A step that fails is reported and the next one still runs; the exit code counts failures.
+set -uo pipefail
+OUT=${OUT:-/tmp/vigil-gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
+    --target /tmp/site .whl/* >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 9; }
+export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+failed=0
+step() {  # step NAME CMD...: run CMD, keep its output in $OUT/NAME.log
+    local name=$1
+    shift
+    echo "=== $name: $*"
+    "$@" 2>&1 | tee "$OUT/$name.log"
+    local rc=${PIPESTATUS[0]}
+    echo "=== $name: exit $rc"
+    [ "$rc" -eq 0 ] || failed=$((failed + 1))
+}
+step env python3 -c "import torch, sys; print(sys.version); print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"
+step tests python3 -m pytest -q -p vigil.runtime.pytest_plugin -m gpu -o addopts="" tests
+step model python3 bench/bench_model.py --preset gpu --device cuda --tokens 16 --batches 1,8 --calls 300
+step model-tiny python3 bench/bench_model.py --preset tiny --device cuda --calls 300
+step worker python3 bench/bench_worker.py --device cuda
+step demo python3 -m vigil demo --device cuda --out /tmp/vigil-demo
+step demo-gpu python3 -m vigil demo --device cuda --preset gpu --out /tmp/vigil-demo-gpu
+echo "gpu_checks: $failed step(s) failed; logs in $OUT"
+exit "$failed"
