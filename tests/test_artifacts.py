@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,11 @@ from vigil.model import (
     verify_model_dir,
 )
 from vigil.model import _manifest as M
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 only
+    import tomli as tomllib
 
 CONFIG = {"hidden": 32, "seed": 1}
 
@@ -398,7 +404,8 @@ def test_cli_keygen_export_sign_verify_exit_codes(tmp_path, capsys):
     assert os.stat(key).st_mode & 0o777 == 0o600 and os.path.exists(pub)
     assert run_cli("model", "keygen", "--out", key) == 2  # never overwrites (DIA-6003)
     assert "DIA-6003" in capsys.readouterr().err
-    assert run_cli("model", "export-reference", str(d), "--key", key, "--hidden", "16") == 0
+    tiny = ("--model", "tiny-reference", "--hidden", "16")
+    assert run_cli("model", "export-reference", str(d), "--key", key, *tiny) == 0
     assert run_cli("model", "verify", str(d), "--pubkey", pub) == 0
     assert "VALID tiny-reference 1" in capsys.readouterr().out
     (d / "notes.txt").write_text("release notes")
@@ -433,6 +440,57 @@ def test_cli_keygen_export_sign_verify_exit_codes(tmp_path, capsys):
         "2",
         b"edited",
     )
+
+
+def test_cli_export_reference_writes_the_decoder_by_default(tmp_path, capsys):
+    from vigil.model import Decoder, DecoderConfig
+    from vigil.runtime._models import build_reference
+
+    key, pub, d = str(tmp_path / "k"), str(tmp_path / "k.pub"), tmp_path / "decoder"
+    assert run_cli("model", "keygen", "--out", key) == 0
+    capsys.readouterr()
+    assert run_cli("model", "export-reference", str(d), "--key", key, "--seed", "7") == 0
+    out = capsys.readouterr().out
+    art = verify_model_dir(d, _keys.load_public(pub))
+    tiny = DecoderConfig.tiny()
+    assert (art.name, art.version) == ("decoder", "1")
+    assert art.config == {
+        "model": "decoder",
+        "preset": "tiny",
+        "seed": 7,
+        "decoder": tiny.to_dict(),
+    }
+    loaded = load_model(d, _keys.load_public(pub), build_reference)
+    assert isinstance(loaded.module, Decoder)
+    assert loaded.module.config == tiny
+    ids = torch.randint(0, tiny.vocab_size, (2, 5), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(loaded.module(ids), Decoder(tiny, seed=7)(ids))  # the seed's weights
+    assert not torch.equal(loaded.module(ids), Decoder(tiny, seed=0)(ids))
+    # what it prints is the [model.input] table a service configuration needs
+    assert f"vocab size {tiny.vocab_size}" in out
+    table = tomllib.loads(out[out.index("[model.input]") :])["model"]["input"]
+    assert table == {"dtype": "int64", "shape": [-1, -1], "min": 0, "max": tiny.vocab_size - 1}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--hidden", "16"], "--hidden applies to --model tiny-reference only"),
+        (["--model", "decoder", "--hidden", "16"], "--hidden applies to --model tiny-reference"),
+        (["--model", "tiny-reference", "--preset", "tiny"], "--preset applies to --model decoder"),
+        (["--model", "tiny-reference", "--hidden", "0"], "--hidden 0: must be in [1, 65536]"),
+        (["--seed", "-1"], "--seed -1: must be in [0, 2**63)"),
+        (["--model", "llama"], "invalid choice: 'llama'"),
+        (["--preset", "huge"], "invalid choice: 'huge'"),
+    ],
+)
+def test_cli_export_reference_usage_errors(tmp_path, capsys, argv, message):
+    key, d = str(tmp_path / "k"), tmp_path / "out"
+    assert run_cli("model", "keygen", "--out", key) == 0
+    assert run_cli("model", "export-reference", str(d), "--key", key, *argv) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert not d.exists()  # nothing written
 
 
 def test_public_surfaces_of_model_and_runtime():

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from vigil.errors import ServiceConfigError
+from vigil.errors import InvalidInput, ServiceConfigError
 from vigil.fsm import Policy
 from vigil.runtime import Constant, LastGood
 from vigil.runtime._config import ServeConfig
@@ -105,6 +105,72 @@ def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
     assert cfg.supervisor.deadline_ns == 2_500_000
 
 
+def test_value_bounds_make_a_contract_that_rejects_out_of_range_values() -> None:
+    cfg = ServeConfig.from_dict(
+        with_(model={"input": {"dtype": "int64", "shape": [-1, -1], "min": 0, "max": 255}})
+    )
+    assert cfg.model.input is not None
+    assert (cfg.model.input.min, cfg.model.input.max) == (0, 255)
+    contract = cfg.input_contract()
+    contract.check(torch.tensor([[0, 17, 255]]))
+    for bad, rule in ((256, "max"), (-1, "min")):
+        with pytest.raises(InvalidInput) as info:
+            contract.check(torch.tensor([[3, bad, 4]]))
+        assert (info.value.code, info.value.rule, info.value.index) == ("DIA-2104", rule, (0, 1))
+    # whole-valued floats are fine on an integer dtype; floats bound a float dtype as given
+    cfg = ServeConfig.from_dict(with_(model={"input": {"dtype": "int32", "max": 7.0}}))
+    cfg.input_contract().check(torch.tensor([7], dtype=torch.int32))
+    with pytest.raises(InvalidInput):
+        cfg.input_contract().check(torch.tensor([8], dtype=torch.int32))
+    cfg = ServeConfig.from_dict(with_(model={"input": {"min": -0.5, "max": 0.5}}))
+    cfg.input_contract().check(torch.tensor([-0.5, 0.5]))
+    with pytest.raises(InvalidInput):
+        cfg.input_contract().check(torch.tensor([0.5001]))
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ({"dtype": "int64", "shape": [-1, -1], "min": 0, "max": 255}, torch.zeros(1, 1).long()),
+        ({"dtype": "int32", "shape": [2, -1], "min": 3}, torch.full((2, 1), 3, dtype=torch.int32)),
+        ({"shape": [4], "min": -9.5, "max": -1.5}, torch.full((4,), -1.5)),
+        ({"dtype": "float16", "shape": [-1, 64]}, torch.zeros(1, 64, dtype=torch.float16)),
+    ],
+)
+def test_the_warmup_input_passes_the_contract(table: dict[str, Any], expected: Any) -> None:
+    cfg = ServeConfig.from_dict(with_(model={"input": table}))
+    assert cfg.model.input is not None
+    warmup = cfg.model.input.warmup_input()
+    assert warmup is not None
+    assert warmup.dtype == expected.dtype
+    assert torch.equal(warmup, expected)
+    cfg.input_contract().check(warmup)
+
+
+def test_a_signed_decoder_config_loads_with_token_bounds(tmp_path: Path) -> None:
+    conf = tmp_path / "vigil.toml"
+    conf.write_text(
+        '[service]\nsocket = "v.sock"\n[log]\npath = "flight.vigil"\n'
+        '[model]\ndir = "models/decoder"\npublic_key = "signer.pub"\n'
+        '[model.input]\ndtype = "int64"\nshape = [-1, -1]\nmin = 0\nmax = 255\n'
+        "[supervisor]\ndeadline_ms = 50\n"
+    )
+    cfg = ServeConfig.load(conf)
+    assert cfg.model.dir == tmp_path / "models" / "decoder"
+    assert cfg.model.public_key == tmp_path / "signer.pub"
+    assert cfg.model.input is not None
+    assert (cfg.model.input.dtype, cfg.model.input.shape) == ("int64", (-1, -1))
+    contract = cfg.input_contract()
+    contract.check(torch.randint(0, 256, (2, 9)))
+    for bad in (256, -1):
+        with pytest.raises(InvalidInput) as info:
+            contract.check(torch.tensor([[1, 2, bad]]))
+        assert info.value.code == "DIA-2104"
+    with pytest.raises(InvalidInput) as info:
+        contract.check(torch.tensor([[1.0, 2.0]]))  # token ids are integers
+    assert info.value.rule == "dtype"
+
+
 def test_policy_keys_map_onto_the_policy() -> None:
     cfg = ServeConfig.from_dict(
         with_(
@@ -186,9 +252,9 @@ def test_syntax_error_has_line_and_column(tmp_path: Path) -> None:
         ),
         (with_(log={"seal": {"key": "k", "evry_ms": 1}}), "DIA-7204", "[log.seal].evry_ms"),
         (
-            with_(model={"input": {"dtype": "float32", "shape": [1], "min": 0}}),
+            with_(model={"input": {"dtype": "float32", "shape": [1], "minimum": 0}}),
             "DIA-7204",
-            "[model.input].min",
+            "[model.input].minimum: unknown key (did you mean 'min'?)",
         ),
         # required
         (with_(service={"socket": None}), "DIA-7207", "[service].socket: required key is missing"),
@@ -254,6 +320,16 @@ def test_syntax_error_has_line_and_column(tmp_path: Path) -> None:
             '[systemd].notify: must be true, false or "auto"',
         ),
         (with_(model={"kwargs": [1]}), "DIA-7205", "[model].kwargs: must be a table"),
+        (
+            with_(model={"input": {"min": True}}),
+            "DIA-7205",
+            "[model.input].min: must be a number, got True (boolean)",
+        ),
+        (
+            with_(model={"input": {"max": "255"}}),
+            "DIA-7205",
+            "[model.input].max: must be a number, got '255' (string)",
+        ),
         # ranges and choices
         (
             with_(supervisor={"deadline_ms": -3}),
@@ -292,6 +368,16 @@ def test_syntax_error_has_line_and_column(tmp_path: Path) -> None:
             with_(model={"input": {"shape": [-2, 64]}}),
             "DIA-7206",
             "[model.input].shape: dims must be -1",
+        ),
+        (
+            with_(model={"input": {"min": float("-inf")}}),
+            "DIA-7206",
+            "[model.input].min: must be finite (omit it for no bound), got -inf",
+        ),
+        (
+            with_(model={"input": {"max": float("nan")}}),
+            "DIA-7206",
+            "[model.input].max: must be finite",
         ),
         (
             with_(supervisor={"fallback": "cached"}),
@@ -375,6 +461,32 @@ def test_syntax_error_has_line_and_column(tmp_path: Path) -> None:
             with_(supervisor={"policy": {"probe_mode": "known_answer"}}),
             "DIA-7208",
             "[supervisor.policy].probe_mode: known-answer probes",
+        ),
+        (
+            with_(model={"input": {"min": 10, "max": 9.5}}),
+            "DIA-7208",
+            "[model.input].min: 10 exceeds max = 9.5: no value can pass",
+        ),
+        (
+            with_(model={"input": {"dtype": "int64", "min": 0, "max": 255.5}}),
+            "DIA-7208",
+            "[model.input].max: 255.5 is fractional, but dtype int64 holds whole numbers only, "
+            "so the bound would act as 255",
+        ),
+        (
+            with_(model={"input": {"dtype": "bool", "min": 0.5}}),
+            "DIA-7208",
+            "[model.input].min: 0.5 is fractional, but dtype bool holds whole numbers only",
+        ),
+        (
+            with_(model={"input": {"dtype": "uint8", "min": 256}}),
+            "DIA-7208",
+            "[model.input].min: 256 is above the largest uint8 value (255): no input can pass",
+        ),
+        (
+            with_(model={"input": {"dtype": "int8", "max": -129}}),
+            "DIA-7208",
+            "[model.input].max: -129 is below the smallest int8 value (-128)",
         ),
         (
             with_(log={"segments": 4, "frozen_quota": 3}),

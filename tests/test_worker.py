@@ -348,7 +348,8 @@ def _wait_gone(pid: int) -> None:
 def test_a_worker_loads_only_a_signed_model_directory(tmp_path: Path) -> None:
     key, model = str(tmp_path / "signer"), tmp_path / "model"
     assert main(["model", "keygen", "--out", key]) == 0
-    assert main(["model", "export-reference", str(model), "--key", key]) == 0
+    tiny = ["--model", "tiny-reference"]  # (N, 64) float -> (N, 8)
+    assert main(["model", "export-reference", str(model), "--key", key, *tiny]) == 0
     spec = WorkerSpec(model_dir=str(model), public_key=key + ".pub", threads=1)
     with Supervisor(
         WorkerPool(spec, standby=False), isolation="process", log=tmp_path / "good.vigil"

@@ -1,9 +1,11 @@
 """``vigil model``: keys, signing and verification of model directories.
 
 ``keygen`` writes an ECDSA P-384 key pair; ``sign`` writes the manifest and signature over the
-files of a directory; ``export-reference`` writes the reference model as a signed directory
-(for the demo and tests); ``verify`` exits 0 when a directory verifies against a public key,
-1 when it is refused (the diagnostic code is printed), 2 on a usage error.
+files of a directory; ``export-reference`` writes a reference model as a signed directory (the
+decoder by default, or the small ``tiny-reference`` perceptron) that
+:func:`vigil.runtime._models.build_reference` builds again; ``verify`` exits 0 when a directory
+verifies against a public key, 1 when it is refused (the diagnostic code is printed), 2 on a
+usage error.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from vigil import _keys
 from vigil.errors import ArtifactError, KeyFileError, ManifestInvalid, UsageError
 
 EXIT_REFUSED = 1
+EXPORT_MODELS = ("decoder", "tiny-reference")
+DECODER_PRESETS = ("tiny", "gpu")
 
 
 def add_parser(sub: Any) -> None:
@@ -43,12 +47,25 @@ def add_parser(sub: Any) -> None:
     sign.set_defaults(run=sign_command)
 
     export = actions.add_parser(
-        "export-reference", help="write the tiny reference model as a signed directory"
+        "export-reference", help="write a reference model (the decoder) as a signed directory"
     )
     export.add_argument("dir", metavar="DIR")
     export.add_argument("--key", required=True, help="P-384 private key")
+    export.add_argument(
+        "--model",
+        choices=EXPORT_MODELS,
+        default="decoder",
+        help="the validated decoder, or the small perceptron (default: %(default)s)",
+    )
+    export.add_argument(
+        "--preset",
+        choices=DECODER_PRESETS,
+        help="decoder size: DecoderConfig.tiny() or .gpu() (default: tiny; decoder only)",
+    )
     export.add_argument("--seed", type=int, default=0, help="weights seed (default: %(default)s)")
-    export.add_argument("--hidden", type=int, default=128, help="hidden width (default: 128)")
+    export.add_argument(
+        "--hidden", type=int, help="hidden width (default: 128; tiny-reference only)"
+    )
     export.add_argument("--version", default="1", help="version string (default: %(default)s)")
     export.set_defaults(run=export_command)
 
@@ -99,13 +116,52 @@ def sign_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
+    if not 0 <= args.seed < 2**63:
+        raise UsageError(f"--seed {args.seed}: must be in [0, 2**63)")
+    if args.model == "decoder":
+        if args.hidden is not None:
+            raise UsageError("--hidden applies to --model tiny-reference only; use --preset")
+        return _export_decoder(args)
+    if args.preset is not None:
+        raise UsageError("--preset applies to --model decoder only; use --hidden")
+    return _export_tiny(args)
+
+
+def _export_decoder(args: argparse.Namespace) -> int:
+    from vigil.model import Decoder, DecoderConfig, save_model_dir  # noqa: PLC0415 - torch
+
+    preset = args.preset or "tiny"
+    key = _keys.load_private(args.key, algorithm=_keys.KeyAlgorithm.ECDSA_P384)
+    decoder_config = DecoderConfig.tiny() if preset == "tiny" else DecoderConfig.gpu()
+    model = Decoder(decoder_config, seed=args.seed)
+    config = {
+        "model": "decoder",
+        "preset": preset,
+        "seed": args.seed,
+        "decoder": decoder_config.to_dict(),
+    }
+    digest = save_model_dir(
+        args.dir, model.state_dict(), name="decoder", version=args.version, config=config, key=key
+    )
+    vocab = decoder_config.vocab_size
+    print(
+        f"exported decoder {args.version} (preset {preset}, seed {args.seed}) to {args.dir}, "
+        f"digest {digest.hex()}"
+    )
+    print(f"vocab size {vocab}: token ids lie in [0, {vocab}); the service configuration needs")
+    print(f'[model.input]\ndtype = "int64"\nshape = [-1, -1]\nmin = 0\nmax = {vocab - 1}')
+    return 0
+
+
+def _export_tiny(args: argparse.Namespace) -> int:
     from vigil.model import TinyReference, save_model_dir  # noqa: PLC0415 - torch when needed
 
-    if not 1 <= args.hidden <= 65536:
-        raise UsageError(f"--hidden {args.hidden}: must be in [1, 65536]")
+    hidden = 128 if args.hidden is None else args.hidden
+    if not 1 <= hidden <= 65536:
+        raise UsageError(f"--hidden {hidden}: must be in [1, 65536]")
     key = _keys.load_private(args.key, algorithm=_keys.KeyAlgorithm.ECDSA_P384)
-    model = TinyReference(seed=args.seed, hidden=args.hidden)
-    config = {"model": "tiny-reference", "seed": args.seed, "hidden": args.hidden}
+    model = TinyReference(seed=args.seed, hidden=hidden)
+    config = {"model": "tiny-reference", "seed": args.seed, "hidden": hidden}
     digest = save_model_dir(
         args.dir,
         model.state_dict(),

@@ -107,10 +107,27 @@ class LogSection:
 
 @dataclass(frozen=True)
 class InputSection:
-    """``[model.input]``: the input contract; ``-1`` in ``shape`` means any size."""
+    """``[model.input]``: the input contract; ``-1`` in ``shape`` means any size, ``min`` and
+    ``max`` bound every value (inclusive)."""
 
     dtype: str | None = None
     shape: tuple[int, ...] | None = None
+    min: int | float | None = None
+    max: int | float | None = None
+
+    def warmup_input(self) -> torch.Tensor | None:
+        """An input of the declared form for the workers' warm-up calls: size 1 in each
+        ``-1`` dim, every value the one in ``[min, max]`` nearest 0 (zeros without bounds; a
+        16-bit float dtype may round it). None when no ``shape`` is declared."""
+        if self.shape is None:
+            return None
+        fill: int | float = 0
+        if self.min is not None and fill < self.min:
+            fill = self.min
+        if self.max is not None and fill > self.max:
+            fill = self.max
+        dtype = getattr(torch, self.dtype or "float32")
+        return torch.full([1 if d < 0 else d for d in self.shape], fill, dtype=dtype)
 
 
 @dataclass(frozen=True)
@@ -276,7 +293,8 @@ class ServeConfig:
             return None
         shape = None if spec.shape is None else tuple(None if d == -1 else d for d in spec.shape)
         dtype = getattr(torch, spec.dtype) if spec.dtype else None
-        return Contract(TensorSpec(shape=shape, dtype=dtype), name="model.input")
+        tensor = TensorSpec(shape=shape, dtype=dtype, min=spec.min, max=spec.max)
+        return Contract(tensor, name="model.input")
 
 
 # --- reading tables -------------------------------------------------------------------------
@@ -401,6 +419,18 @@ class _Table:
         p = Path(value).expanduser()
         return p if p.is_absolute() else self.ctx.base_dir / p
 
+    def bound(self, key: str) -> int | float | None:
+        """An optional value bound: a finite integer or float (never a boolean)."""
+        value = self._get(key, None)
+        if key not in self.data:
+            return None
+        self._type(key, value, type(value) in (int, float), "a number")
+        if not math.isfinite(value):
+            raise self.error(
+                key, f"must be finite (omit it for no bound), got {value}", D.SERVICE_CONFIG_RANGE
+            )
+        return value  # type: ignore[no-any-return]
+
     def shape(self, key: str, *, any_dim: bool) -> tuple[int, ...] | None:
         value = self._get(key, None)
         if value is None:
@@ -431,7 +461,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "log": ("path", "segment_kb", "segments", "frozen_quota", "durability", "seal"),
     "log.seal": ("key", "fss", "every_records", "every_ms"),
     "model": ("dir", "public_key", "factory", "kwargs", "device", "input"),
-    "model.input": ("dtype", "shape"),
+    "model.input": ("dtype", "shape", "min", "max"),
     "workers": (
         "standby",
         "heartbeat_ms",
@@ -575,7 +605,53 @@ def _input(t: _Table | None) -> InputSection | None:
         raise t.error(
             "dtype", f"must be one of {', '.join(DTYPES)}; got {dtype!r}", D.SERVICE_CONFIG_RANGE
         )
-    return InputSection(dtype=dtype, shape=t.shape("shape", any_dim=True))
+    shape = t.shape("shape", any_dim=True)
+    low, high = t.bound("min"), t.bound("max")
+    if dtype is not None:
+        _check_bounds_fit(t, getattr(torch, dtype), low, high)
+    if low is not None and high is not None and low > high:
+        raise t.error(
+            "min", f"{low} exceeds max = {high}: no value can pass", D.SERVICE_CONFIG_INCONSISTENT
+        )
+    return InputSection(dtype=dtype, shape=shape, min=low, max=high)
+
+
+def _check_bounds_fit(
+    t: _Table, dtype: torch.dtype, low: int | float | None, high: int | float | None
+) -> None:
+    """Refuse bounds that ``dtype`` makes meaningless: a fractional bound on whole numbers
+    (it would be silently rounded), a range that holds no value of the dtype."""
+    name = str(dtype).removeprefix("torch.")
+    if not dtype.is_floating_point:
+        for key, value in (("min", low), ("max", high)):
+            if isinstance(value, float) and not value.is_integer():
+                rounded = math.ceil(value) if key == "min" else math.floor(value)
+                raise t.error(
+                    key,
+                    f"{value} is fractional, but dtype {name} holds whole numbers only, so the "
+                    f"bound would act as {rounded}; write the whole number you mean",
+                    D.SERVICE_CONFIG_INCONSISTENT,
+                )
+    lowest: int | float
+    highest: int | float
+    if dtype == torch.bool:
+        lowest, highest = 0, 1
+    elif dtype.is_floating_point:
+        lowest, highest = torch.finfo(dtype).min, torch.finfo(dtype).max
+    else:
+        lowest, highest = torch.iinfo(dtype).min, torch.iinfo(dtype).max
+    if low is not None and low > highest:
+        raise t.error(
+            "min",
+            f"{low} is above the largest {name} value ({highest}): no input can pass",
+            D.SERVICE_CONFIG_INCONSISTENT,
+        )
+    if high is not None and high < lowest:
+        raise t.error(
+            "max",
+            f"{high} is below the smallest {name} value ({lowest}): no input can pass",
+            D.SERVICE_CONFIG_INCONSISTENT,
+        )
 
 
 def _workers(t: _Table | None) -> WorkersSection:

@@ -207,10 +207,7 @@ class Service:
 
     def _spec(self) -> WorkerSpec:
         m, w = self.config.model, self.config.workers
-        warmup = None
-        if m.input is not None and m.input.shape is not None:
-            dtype = getattr(torch, m.input.dtype or "float32")
-            warmup = torch.zeros([1 if d < 0 else d for d in m.input.shape], dtype=dtype)
+        warmup = None if m.input is None else m.input.warmup_input()
         return WorkerSpec(
             factory=m.factory,
             kwargs=dict(m.kwargs),

@@ -1,0 +1,252 @@
+"""Serving the reference decoder from a signed directory, as real worker processes.
+
+The directory is written by ``vigil model export-reference`` (the tiny decoder); the input
+contract and the warm-up input come from a ``[model.input]`` table with token bounds, as
+``vigil serve`` builds them. A token id outside ``[0, vocab)`` must be REJECTED at the
+boundary -- the worker never sees it and the state machine never counts it -- while without the
+bounds the same id reaches the decoder, which raises, and is held against the model.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import vigil
+from vigil import _diagnostics as D
+from vigil import _keys
+from vigil.auditlog import LogReader
+from vigil.cli import main
+from vigil.errors import InvalidInput, Unavailable
+from vigil.fsm import Policy
+from vigil.model import Decoder, DecoderConfig, load_model
+from vigil.runtime import Supervisor
+from vigil.runtime._client import Client
+from vigil.runtime._config import ServeConfig
+from vigil.runtime._models import build_reference
+from vigil.runtime._worker import WorkerPool, WorkerSpec
+from vigil.schemas import Outcome, RecordType, ServedBy, State
+
+VOCAB = DecoderConfig.tiny().vocab_size
+POLICY = Policy(consecutive_failures=2, cooldown_ns=60_000_000_000)
+"""Two model failures in a row trip NORMAL -> DEGRADED: a counted bad input would show."""
+START_S = 120.0
+BAD_IDS = [
+    (torch.tensor([[1, 2, VOCAB]]), "max", (0, 2)),  # one past the last id
+    (torch.tensor([[-1, 7]]), "min", (0, 0)),
+]
+
+
+@pytest.fixture(scope="module")
+def signed_decoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A signed tiny decoder directory (seed 3) and its public key file."""
+    tmp = tmp_path_factory.mktemp("decoder")
+    key, model = tmp / "signer", tmp / "model"
+    assert main(["model", "keygen", "--out", str(key)]) == 0
+    assert main(["model", "export-reference", str(model), "--key", str(key), "--seed", "3"]) == 0
+    return model, Path(f"{key}.pub")
+
+
+def serve_config(model: Path, public: Path, **input_keys: Any) -> ServeConfig:
+    """A service configuration for the signed decoder, ``[model.input]`` as given."""
+    return ServeConfig.from_dict(
+        {
+            "service": {"socket": "vigil.sock"},
+            "log": {"path": "flight.vigil"},
+            "model": {"dir": str(model), "public_key": str(public), "input": input_keys},
+            "supervisor": {"deadline_ms": 10_000},
+        }
+    )
+
+
+@pytest.fixture
+def reference(signed_decoder: tuple[Path, Path]) -> torch.nn.Module:
+    """The same signed directory, loaded in this process."""
+    model, public = signed_decoder
+    module = load_model(model, _keys.load_public(public), build_reference).module
+    assert isinstance(module, Decoder)
+    return module
+
+
+def supervise(cfg: ServeConfig, log: Path) -> tuple[Supervisor, WorkerPool]:
+    """A process-isolated supervisor built from ``cfg`` as the service builds it."""
+    m = cfg.model
+    spec = WorkerSpec(
+        model_dir=str(m.dir),
+        public_key=str(m.public_key),
+        warmup_input=None if m.input is None else m.input.warmup_input(),
+        threads=1,
+    )
+    pool = WorkerPool(spec, standby=False)
+    sup = Supervisor(
+        pool,
+        isolation="process",
+        log=log,
+        policy=POLICY,
+        deadline_ns=cfg.supervisor.deadline_ns,
+        input_contract=cfg.input_contract(),
+    )
+    return sup, pool
+
+
+@pytest.fixture
+def bounded(
+    signed_decoder: tuple[Path, Path], tmp_path: Path
+) -> Iterator[tuple[Supervisor, WorkerPool]]:
+    model, public = signed_decoder
+    cfg = serve_config(model, public, dtype="int64", shape=[-1, -1], min=0, max=VOCAB - 1)
+    sup, pool = supervise(cfg, tmp_path / "flight.vigil")
+    try:
+        yield sup, pool
+    finally:
+        sup.close()
+
+
+def test_valid_token_ids_are_served_by_the_worker_as_the_decoder_computes_them(
+    bounded: tuple[Supervisor, WorkerPool], reference: torch.nn.Module
+) -> None:
+    sup, pool = bounded
+    ids = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(1))
+    ids[0, 0], ids[1, -1] = 0, VOCAB - 1  # both ends of the range are valid
+    result = sup.infer(ids)
+    assert (result.served_by, result.outcome) == (ServedBy.PRIMARY, Outcome.OK)
+    assert pool.statistics().calls == 1  # the warm-up ran inside the worker, uncounted
+    assert result.output.shape == (2, 9, VOCAB) and result.output.dtype == torch.float32
+    with torch.no_grad():
+        expected = reference(ids)
+    torch.testing.assert_close(result.output, expected, rtol=0, atol=1e-6)
+    other = Decoder(DecoderConfig.tiny(), seed=0)(ids)  # another seed's weights differ
+    assert (result.output - other).abs().max() > 1e-3
+
+
+def test_out_of_range_token_ids_are_rejected_before_the_worker_and_never_counted(
+    bounded: tuple[Supervisor, WorkerPool], tmp_path: Path
+) -> None:
+    sup, pool = bounded
+    assert sup.infer(torch.tensor([[5, 6]])).served_by is ServedBy.PRIMARY
+    calls = pool.statistics().calls
+    rounds = 10  # far more than the two failures in a row that would trip
+    for _ in range(rounds):
+        for ids, rule, index in BAD_IDS:
+            with pytest.raises(InvalidInput) as info:
+                sup.infer(ids)
+            err = info.value
+            assert (err.diagnostic, err.rule, err.index) == (D.OUT_OF_RANGE, rule, index)
+            assert f"[0, {VOCAB - 1}]" in err.message
+            assert pool.statistics().calls == calls  # the worker never saw it
+            assert sup.state is State.NORMAL
+    stats = sup.statistics()
+    assert stats.rejected == rounds * len(BAD_IDS)
+    assert stats.machine.state is State.NORMAL
+    after = sup.infer(torch.tensor([[VOCAB - 1]]))
+    assert (after.served_by, after.outcome) == (ServedBy.PRIMARY, Outcome.OK)
+    assert pool.statistics().calls == calls + 1
+    sup.close()
+    with LogReader(tmp_path / "flight.vigil") as r:
+        assert r.verify().intact
+        recs = list(r.records())
+    rejected = [x.body for x in recs if x.type is RecordType.REJECTED]
+    assert [b["code"] for b in rejected] == [D.OUT_OF_RANGE.number] * (rounds * len(BAD_IDS))
+    assert all(f"values must lie in [0, {VOCAB - 1}]" in b["reason"] for b in rejected)
+    outcomes = [x.body["outcome"] for x in recs if x.type is RecordType.INFERENCE]
+    assert outcomes == [Outcome.OK, Outcome.OK]
+    assert not [x for x in recs if x.type is RecordType.TRANSITION]
+
+
+@pytest.mark.slow
+def test_without_token_bounds_a_bad_id_reaches_the_decoder_and_counts_against_it(
+    signed_decoder: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The control: what the bounds prevent (a bad client trips the model into DEGRADED)."""
+    model, public = signed_decoder
+    cfg = serve_config(model, public, dtype="int64", shape=[-1, -1])
+    sup, pool = supervise(cfg, tmp_path / "flight.vigil")
+    with sup:
+        for n, (ids, _, _) in enumerate(BAD_IDS, start=1):
+            with pytest.raises(Unavailable) as info:  # no fallback: the failure is the answer
+                sup.infer(ids)
+            assert "DIA-5012" in info.value.reason  # the decoder's own id check, in the worker
+            assert pool.statistics().calls == n
+        assert sup.state is State.DEGRADED
+        assert sup.statistics().rejected == 0
+    with LogReader(tmp_path / "flight.vigil") as r:
+        recs = [x.body for x in r.records() if x.type is RecordType.INFERENCE]
+    assert [(b["outcome"], b["code"]) for b in recs] == [(Outcome.ERROR, D.MODEL_ERROR.number)] * 2
+
+
+@pytest.mark.slow
+def test_vigil_serve_serves_a_signed_decoder_and_refuses_bad_token_ids(
+    signed_decoder: tuple[Path, Path], tmp_path: Path, reference: torch.nn.Module
+) -> None:
+    """``vigil serve`` as a process: its workers warm up on ``[model.input]``'s int64 input."""
+    model, public = signed_decoder
+    (tmp_path / "vigil.toml").write_text(
+        f"""
+[service]
+socket = "vigil.sock"
+[log]
+path = "flight.vigil"
+segment_kb = 256
+segments = 8
+[model]
+dir = "{model}"
+public_key = "{public}"
+[model.input]
+dtype = "int64"
+shape = [-1, -1]
+min = 0
+max = {VOCAB - 1}
+[workers]
+heartbeat_timeout_ms = 5000
+[supervisor]
+deadline_ms = 10000
+[supervisor.policy]
+consecutive_failures = 2
+"""
+    )
+    root = str(Path(vigil.__file__).resolve().parent.parent)  # the code under test
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vigil", "serve", "--config", "vigil.toml"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()  # printed once both workers are warm
+        assert "serving on" in banner, banner
+        ids = torch.tensor([[0, 17, VOCAB - 1]])
+        with Client(tmp_path / "vigil.sock") as client:
+            good = client.infer(ids)
+            assert good.served_by is ServedBy.PRIMARY
+            with torch.no_grad():
+                torch.testing.assert_close(good.output, reference(ids), rtol=0, atol=1e-6)
+            for bad, _, _ in BAD_IDS * 3:
+                with pytest.raises(InvalidInput) as info:
+                    client.infer(bad)
+                assert info.value.code == D.OUT_OF_RANGE.code
+            assert client.health()["state"] == "NORMAL"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(START_S) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    with LogReader(tmp_path / "flight.vigil") as r:
+        assert r.verify().intact
+        recs = list(r.records())
+    codes = [x.body["code"] for x in recs if x.type is RecordType.REJECTED]
+    assert codes == [D.OUT_OF_RANGE.number] * (3 * len(BAD_IDS))
+    assert [x.body["outcome"] for x in recs if x.type is RecordType.INFERENCE] == [Outcome.OK]
