@@ -3,8 +3,9 @@
 The directory is written by ``vigil model export-reference`` (the tiny decoder); the input
 contract and the warm-up input come from a ``[model.input]`` table with token bounds, as
 ``vigil serve`` builds them. A token id outside ``[0, vocab)`` must be REJECTED at the
-boundary -- the worker never sees it and the state machine never counts it -- while without the
-bounds the same id reaches the decoder, which raises, and is held against the model.
+boundary -- the worker never sees it and the state machine never counts it. Without the bounds
+the same id reaches the decoder in the worker, whose own validation refuses it
+(``InputRefused``): REJECTED with the decoder's code, still not held against the model.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from vigil import _diagnostics as D
 from vigil import _keys
 from vigil.auditlog import LogReader
 from vigil.cli import main
-from vigil.errors import InvalidInput, Unavailable
+from vigil.errors import InvalidInput
 from vigil.fsm import Policy
 from vigil.model import Decoder, DecoderConfig, load_model
 from vigil.runtime import Supervisor
@@ -162,24 +163,31 @@ def test_out_of_range_token_ids_are_rejected_before_the_worker_and_never_counted
 
 
 @pytest.mark.slow
-def test_without_token_bounds_a_bad_id_reaches_the_decoder_and_counts_against_it(
+def test_without_token_bounds_the_decoder_refuses_a_bad_id_in_the_worker_uncounted(
     signed_decoder: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """The control: what the bounds prevent (a bad client trips the model into DEGRADED)."""
+    """Without the bounds a bad request reaches the worker, and the decoder's own boundary
+    refuses it (``InputRefused``): REJECTED with the decoder's code, never a model failure --
+    also for what no contract can bound yet, an empty sequence."""
     model, public = signed_decoder
     cfg = serve_config(model, public, dtype="int64", shape=[-1, -1])
     sup, pool = supervise(cfg, tmp_path / "flight.vigil")
+    bad = [(ids, D.TOKEN_ID_OUT_OF_RANGE) for ids, _, _ in BAD_IDS]
+    bad.append((torch.zeros(1, 0, dtype=torch.int64), D.TOKEN_IDS_SHAPE))
     with sup:
-        for n, (ids, _, _) in enumerate(BAD_IDS, start=1):
-            with pytest.raises(Unavailable) as info:  # no fallback: the failure is the answer
+        for n, (ids, code) in enumerate(bad * 3, start=1):
+            with pytest.raises(InvalidInput) as info:
                 sup.infer(ids)
-            assert "DIA-5012" in info.value.reason  # the decoder's own id check, in the worker
-            assert pool.statistics().calls == n
-        assert sup.state is State.DEGRADED
-        assert sup.statistics().rejected == 0
+            assert info.value.diagnostic is code  # the decoder's own check, in the worker
+            assert pool.statistics().calls == n  # the worker saw it
+        assert sup.state is State.NORMAL  # a policy that trips after 2 failures: none counted
+        assert sup.statistics().rejected == len(bad) * 3
+        assert sup.infer(torch.tensor([[1, 2]])).served_by is ServedBy.PRIMARY
     with LogReader(tmp_path / "flight.vigil") as r:
-        recs = [x.body for x in r.records() if x.type is RecordType.INFERENCE]
-    assert [(b["outcome"], b["code"]) for b in recs] == [(Outcome.ERROR, D.MODEL_ERROR.number)] * 2
+        rejected = [x.body["code"] for x in r.records() if x.type is RecordType.REJECTED]
+        kinds = {x.type for x in r.records()}
+    assert rejected == [code.number for _, code in bad] * 3
+    assert RecordType.TRANSITION not in kinds
 
 
 @pytest.mark.slow

@@ -350,3 +350,7 @@ def test_19_positions_out_of_range_raise(model: Decoder) -> None:
     assert err.actual == (0, 256)
     _raises("DIA-5012", model, torch.tensor([[-1, 5]]))
     model(ids, positions=torch.tensor([[125, 126, 127]]))  # the last positions are fine
+    # without a cache or explicit positions, the tokens' own positions must fit too
+    err = _raises("DIA-5014", model, _ids(2, 129))
+    assert (err.field, err.actual, err.expected) == ("input_ids", (0, 128), (0, 127))
+    assert model(_ids(2, 128)).shape == (2, 128, 256)  # exactly max_positions tokens pass

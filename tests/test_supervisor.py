@@ -16,8 +16,9 @@ import torch
 
 from vigil import _diagnostics as D
 from vigil.auditlog import LogReader, RingConfig
-from vigil.errors import ConfigError, InvalidInput, Unavailable
+from vigil.errors import ConfigError, InputRefused, InvalidInput, Unavailable
 from vigil.fsm import Policy
+from vigil.model import Decoder, DecoderConfig, DecoderFallback
 from vigil.runtime import Constant, FallbackModel, KnownAnswer, LastGood, Supervisor, digest
 from vigil.runtime._faults import Fault, FaultPlan, FaultyModel
 from vigil.schemas import CallFlags, Outcome, RecordType, ServedBy, State
@@ -177,6 +178,42 @@ def test_bad_input_is_rejected_recorded_and_not_held_against_the_model(rig: Any)
     rejected = [x for x in r.records() if x.type is RecordType.REJECTED]
     assert len(rejected) == 3 and rejected[0].body["code"] == 2101
     assert r.sup.statistics().rejected == 3
+
+
+@pytest.mark.parametrize("isolation", ["thread", "inline"])
+@pytest.mark.parametrize("mode", ["live", "shadow"])
+def test_a_model_refusing_its_input_is_a_rejection_not_a_failure(
+    tmp_path: Path, isolation: str, mode: str
+) -> None:
+    decoder = Decoder(DecoderConfig.tiny())
+    clock = FakeClock()
+    policy = dataclasses.replace(POLICY, probe_mode=mode)
+    bigram = DecoderFallback(decoder)
+    with Supervisor(
+        decoder, log=tmp_path / "r.vigil", policy=policy, clock=clock, isolation=isolation,
+        fallback=FallbackModel(bigram), deadline_ns=5_000 * MS,
+    ) as sup:  # fmt: skip
+        bad = [torch.zeros(1, 0, dtype=torch.int64), torch.tensor([[300]]), torch.ones(1, 2)]
+        for x in bad:  # no input contract: only the decoder's own boundary sees these
+            with pytest.raises(InputRefused) as info:
+                sup.infer(x)
+            assert not info.value.message.startswith(("InputRefused", info.value.code))
+        assert sup.state is State.NORMAL  # one counted failure would trip this policy
+        nan = torch.tensor([[1, 2]])
+        with torch.no_grad():
+            decoder.lm_head.weight[0, 0] = float("nan")  # the model's own fault: it counts
+        assert sup.infer(nan).served_by is ServedBy.FALLBACK
+        assert sup.state is State.DEGRADED
+        clock.advance(policy.cooldown_ns)  # recovering: refusals there are rejections too
+        with pytest.raises(InputRefused):
+            sup.infer(bad[1])
+        assert sup.state is State.RECOVERING
+        assert sup.statistics().rejected == len(bad) + 1
+    with LogReader(tmp_path / "r.vigil") as r:
+        codes = [x.body["code"] for x in r.records() if x.type is RecordType.REJECTED]
+    out_of_range = D.TOKEN_ID_OUT_OF_RANGE
+    refused = [D.TOKEN_IDS_SHAPE, out_of_range, D.TOKEN_IDS_DTYPE, out_of_range]
+    assert codes == [c.number for c in refused]
 
 
 # --- a scenario per fault type per state -----------------------------------------------------

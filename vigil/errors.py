@@ -24,6 +24,7 @@ __all__ = [
     "DeviceFatal",
     "FallbackFailed",
     "FreezeQuotaExceeded",
+    "InputRefused",
     "InvalidArgument",
     "InvalidInput",
     "KeyFileError",
@@ -116,6 +117,18 @@ class InvalidInput(InvalidArgument):
     """
 
     diagnostic = codes.INVALID_ARGUMENT
+
+
+class InputRefused(InvalidInput):
+    """A model refused its input at its own boundary, before any layer ran (the DIA-50xx codes
+    of :class:`vigil.model.Decoder`, or a code of the model's own).
+
+    Raise it from a model's input validation. The supervisor then treats the call like one that
+    broke the input contract: a REJECTED record with this code, the error raised to the caller,
+    and -- by default -- nothing held against the model, so a bad client cannot trip the state
+    machine. Only input checks may raise it: a model that finds its own *output* wrong raises
+    something else (that is the model's failure, and it counts).
+    """
 
 
 class Unavailable(VigilError):

@@ -10,9 +10,10 @@ so a call costs no host synchronisation beyond the one here.
 Order: the host-side metadata of each tensor (type, dtype, shape, device), then the cache
 (geometry, batch, capacity), then the values. The values need the minimum and maximum of the
 token ids and of the positions; the four 0-d results reach the host together in **one**
-transfer. Every failure raises :class:`~vigil.errors.InvalidInput` with a DIA-50xx code and
-the ``field``, ``rule``, ``expected`` and ``actual`` values; nothing has been written to the
-cache when it is raised.
+transfer. Every failure raises :class:`~vigil.errors.InputRefused` (an ``InvalidInput``, which
+a supervisor records as REJECTED and does not hold against the model) with a DIA-50xx code
+and the ``field``, ``rule``, ``expected`` and ``actual`` values; nothing has been written to
+the cache when it is raised.
 
 Mask semantics: ``attention_mask`` is a padding mask over keys, ``(batch, cached + new)``,
 true or nonzero where the token may be attended to, as in Hugging Face ``transformers``. It is
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from vigil import _diagnostics as D
-from vigil.errors import InvalidInput
+from vigil.errors import InputRefused
 from vigil.model._cache import KVCache
 from vigil.model._config import DecoderConfig
 
@@ -65,8 +66,8 @@ def _fail(
     *,
     expected: object = None,
     actual: object = None,
-) -> InvalidInput:
-    return InvalidInput(
+) -> InputRefused:
+    return InputRefused(
         f"{field}: {message}",
         diagnostic=diagnostic,
         field=field,
@@ -255,7 +256,7 @@ def plan_call(
         The :class:`CallPlan` of the call.
 
     Raises:
-        InvalidInput: DIA-5010..5022 (see ``docs/DIAGNOSTICS.md``); nothing was written.
+        InputRefused: DIA-5010..5022 (see ``docs/DIAGNOSTICS.md``); nothing was written.
     """
     ids = _check_ids(input_ids, device)
     batch, tokens = ids.shape
@@ -284,7 +285,17 @@ def plan_call(
             what="max_positions",
         )
         pos = positions.to(torch.int64)
-    else:  # start + tokens <= capacity <= max_positions: in range by construction
+    else:  # with a cache, start + tokens <= capacity <= max_positions by construction
+        if start + tokens > config.max_positions:  # without one, a long input can pass it
+            raise _fail(
+                D.POSITION_OUT_OF_RANGE,
+                "input_ids",
+                "positions",
+                f"{tokens} tokens take the positions [0, {tokens - 1}]; max_positions allows "
+                f"[0, {config.max_positions - 1}]: send at most {config.max_positions} tokens",
+                expected=(0, config.max_positions - 1),
+                actual=(start, start + tokens - 1),
+            )
         pos = torch.arange(start, start + tokens, device=device).expand(batch, tokens)
     return _attention_plan(start, tokens, pos, mask)
 

@@ -18,6 +18,9 @@ Theory of operation
    deadline kills that process, and a hot standby takes over (docs/SERVICE.md); a lost
    worker, a process-fatal device error or a frozen heartbeat is an outcome like any other,
    and its LIFECYCLE records (WORKER_LOST, WORKER_PROMOTED, WORKER_READY) are written here;
+   A model that refuses the input at its own boundary (it raises ``InputRefused``, as the
+   reference decoder's validation does) is treated like step 1: a REJECTED record with the
+   model's code, the error raised to the caller, nothing held against the model;
 4. check the output (the output contract, or finite values) and hash it: a bad output is a
    model failure, and so is a check that itself fails (a sticky CUDA error surfacing at the
    check's synchronisation counts as DEVICE_FATAL) -- nothing unchecked is ever served;
@@ -61,6 +64,7 @@ from vigil import _diagnostics as D
 from vigil.auditlog import Clock, FlightRecorder, RingConfig, SystemClock
 from vigil.errors import (
     ConfigError,
+    InputRefused,
     InvalidInput,
     RemoteModelError,
     Unavailable,
@@ -408,7 +412,8 @@ class Supervisor:
 
         Raises:
             InvalidInput: ``x`` breaks the input contract (recorded as REJECTED; the model
-                never saw it).
+                never saw it), or the model refused it at its own boundary
+                (``InputRefused``, recorded as REJECTED with the model's code).
             Unavailable: no trustworthy answer exists (recorded; ``reason`` says why).
         """
         start = self._mono()
@@ -459,6 +464,8 @@ class Supervisor:
         if mode == "shadow":
             return self._shadow(x, call)
         attempt = self._attempt(primary.model, x, rid)
+        if attempt.outcome is Outcome.REJECTED:
+            raise self._refused(rid, x, attempt)
         if attempt.outcome is Outcome.UNAVAILABLE:  # process isolation: no worker took it
             assert attempt.code is not None
             return self._serve_fallback(x, call, attempt.code, attempt.reason)
@@ -484,6 +491,8 @@ class Supervisor:
         slot = self._submit(model, x, call.request_id) if self.isolation == "thread" else None
         answer = self._fallback_answer(x)  # computed while the primary runs
         attempt = self._wait(slot) if slot is not None else self._direct(model, x)
+        if attempt.outcome is Outcome.REJECTED:  # no answer for an input the model refuses
+            raise self._refused(call.request_id, x, attempt)
         flags = _COUNTED | _PROBE | _SHADOW
         if answer is None:
             self._finish(call, attempt, _NOBODY, flags=flags)
@@ -747,6 +756,16 @@ class Supervisor:
             output, state, served_by, attempt.outcome, seq, code, attempt.reason, age, latency, rid
         )
 
+    def _refused(self, rid: bytes, x: Any, attempt: _Attempt) -> InputRefused:
+        """The model refused ``x`` at its own boundary (it raised ``InputRefused``): recorded
+        and raised like a broken input contract, not counted as the model's failure."""
+        code = attempt.code
+        assert code is not None
+        message = attempt.reason.removeprefix("InputRefused: ")  # as T.describe wrote it
+        exc = InputRefused(message.removeprefix(f"{code.code} {code.name}: "), diagnostic=code)
+        self._reject(rid, x, exc)
+        return exc
+
     def _reject(self, rid: bytes, x: Any, exc: InvalidInput) -> None:
         try:
             in_digest = T.digest(x)
@@ -771,6 +790,8 @@ class Supervisor:
         primary = self._current  # one read: the probe runs and records this pair
         in_digest = T.digest(self._known.input)
         attempt = self._attempt(primary.model, self._known.input, _KA_REQUEST)
+        if attempt.outcome is Outcome.REJECTED:  # the known input is valid: refusing it is wrong
+            attempt = attempt._replace(outcome=Outcome.ERROR)
         if attempt.outcome in (Outcome.OK, Outcome.SLOW):
             try:
                 matches = self._known.matches(attempt.output)

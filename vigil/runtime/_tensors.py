@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from vigil import _diagnostics as D
-from vigil.errors import DeviceFatal, InvalidInput
+from vigil.errors import DeviceFatal, InputRefused, InvalidInput
 from vigil.schemas import Outcome
 
 _DOMAIN = b"vigil/tensor/v1\x00"
@@ -176,7 +176,12 @@ def check_finite(value: Any, field: str = "output") -> None:
 
 
 def classify(exc: BaseException) -> tuple[Outcome, D.Diagnostic]:
-    """Map an exception raised by a model to the outcome the state machine counts."""
+    """Map an exception raised by a model to the outcome the state machine counts.
+
+    :class:`~vigil.errors.InputRefused` (the model's own input validation refused the call)
+    maps to REJECTED with the model's code: bad input, not a failure of the model."""
+    if isinstance(exc, InputRefused):
+        return Outcome.REJECTED, exc.diagnostic
     if isinstance(exc, DeviceFatal):
         return Outcome.DEVICE_FATAL, D.DEVICE_FATAL
     if isinstance(exc, torch.OutOfMemoryError):
