@@ -36,18 +36,17 @@ from collections.abc import Callable
 import torch
 from _common import pct, timed
 
-from vigil.model import Decoder, DecoderConfig
+from vigil.model import PRESETS, Decoder, DecoderConfig
 from vigil.runtime import Supervisor, digest
 from vigil.schemas import Contract, TensorSpec
 
 MS = 1_000_000
-PRESETS = {"tiny": DecoderConfig.tiny, "gpu": DecoderConfig.gpu}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--preset", choices=tuple(PRESETS), default="tiny")
+    ap.add_argument("--preset", choices=PRESETS, default="tiny")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="override")
     ap.add_argument("--tokens", type=int, default=16, help="tokens per call (default: 16)")
@@ -60,7 +59,7 @@ def main() -> None:
         args.repeats, args.calls = 1, 50
     torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
     overrides = {"dtype": args.dtype} if args.dtype else {}
-    config = PRESETS[args.preset](**overrides)
+    config = DecoderConfig.preset(args.preset, **overrides)
     device = torch.device(args.device)
     model = Decoder(config, seed=0).to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

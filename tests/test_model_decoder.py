@@ -370,3 +370,11 @@ def test_the_fallback_is_the_reference_without_its_layers() -> None:
     with pytest.raises(InvalidInput) as err:
         fallback(torch.tensor([[256]]))
     assert err.value.code == "DIA-5012"
+
+
+def test_presets_by_name() -> None:
+    assert DecoderConfig.preset("tiny") == DecoderConfig.tiny()
+    assert DecoderConfig.preset("gpu", num_layers=2) == DecoderConfig.gpu(num_layers=2)
+    with pytest.raises(ConfigError) as err:
+        DecoderConfig.preset("huge")
+    assert err.value.code == "DIA-5001" and "tiny, gpu" in err.value.message

@@ -36,10 +36,10 @@ from vigil import _keys
 from vigil.auditlog import LogReader, RingConfig
 from vigil.errors import InvalidInput, Unavailable
 from vigil.fsm import Policy
-from vigil.model import Decoder, DecoderConfig, DecoderFallback, load_model, save_model_dir
+from vigil.model import DecoderConfig, DecoderFallback, load_model
 from vigil.runtime import Constant, FallbackModel, LastGood, Supervisor, replay
 from vigil.runtime._faults import Fault, FaultPlan, FaultyModel
-from vigil.runtime._models import build_reference
+from vigil.runtime._models import build_reference, save_reference_decoder
 from vigil.schemas import Contract, ServedBy, State, TensorSpec
 
 MS = 1_000_000
@@ -63,7 +63,6 @@ DEADLINE_NS = 25 * MS
 FRAME_PERIOD_S = 0.001  # the frames arrive like a 1 kHz sensor stream
 SAFE_STOP_HOLD = 100  # calls answered in SAFE_STOP before the operator resets
 TOKENS = 16  # token ids per frame
-PRESETS = {"tiny": DecoderConfig.tiny, "gpu": DecoderConfig.gpu}
 
 
 def plan_for(seed: int, calls: int) -> FaultPlan:
@@ -193,21 +192,13 @@ def run(out: str, calls: int, seed: int, device: str, preset: str = "tiny") -> i
 def _signed_reference(out: str, preset: str, seed: int) -> Any:
     """Sign the reference decoder's weights with a key made for this run, then load them back
     through the verifying loader (a :class:`vigil.model.LoadedModel`)."""
-    config = PRESETS[preset]()
     key = _keys.generate(_keys.KeyAlgorithm.ECDSA_P384)
     model_dir = os.path.join(out, "model")
     public_path = model_dir + "-signer.pub"
     with contextlib.suppress(FileNotFoundError):
         os.remove(public_path)  # the demo's own key from a previous run
     key.public.save(public_path)
-    save_model_dir(
-        model_dir,
-        Decoder(config, seed=seed).state_dict(),
-        name="reference-decoder",
-        version="1",
-        config={"model": "decoder", "preset": preset, "seed": seed, "decoder": config.to_dict()},
-        key=key,
-    )
+    save_reference_decoder(model_dir, key, preset=preset, seed=seed)
     return load_model(model_dir, key.public, build_reference)
 
 

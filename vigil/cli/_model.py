@@ -22,7 +22,6 @@ from vigil.errors import ArtifactError, KeyFileError, ManifestInvalid, UsageErro
 
 EXIT_REFUSED = 1
 EXPORT_MODELS = ("decoder", "tiny-reference")
-DECODER_PRESETS = ("tiny", "gpu")
 
 
 def add_parser(sub: Any) -> None:
@@ -59,7 +58,7 @@ def add_parser(sub: Any) -> None:
     )
     export.add_argument(
         "--preset",
-        choices=DECODER_PRESETS,
+        choices=("tiny", "gpu"),  # vigil.model.PRESETS, without importing torch
         help="decoder size: DecoderConfig.tiny() or .gpu() (default: tiny; decoder only)",
     )
     export.add_argument("--seed", type=int, default=0, help="weights seed (default: %(default)s)")
@@ -128,20 +127,12 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def _export_decoder(args: argparse.Namespace) -> int:
-    from vigil.model import Decoder, DecoderConfig, save_model_dir  # noqa: PLC0415 - torch
+    from vigil.runtime._models import save_reference_decoder  # noqa: PLC0415 - torch
 
     preset = args.preset or "tiny"
     key = _keys.load_private(args.key, algorithm=_keys.KeyAlgorithm.ECDSA_P384)
-    decoder_config = DecoderConfig.tiny() if preset == "tiny" else DecoderConfig.gpu()
-    model = Decoder(decoder_config, seed=args.seed)
-    config = {
-        "model": "decoder",
-        "preset": preset,
-        "seed": args.seed,
-        "decoder": decoder_config.to_dict(),
-    }
-    digest = save_model_dir(
-        args.dir, model.state_dict(), name="decoder", version=args.version, config=config, key=key
+    digest, decoder_config = save_reference_decoder(
+        args.dir, key, preset=preset, seed=args.seed, version=args.version
     )
     vocab = decoder_config.vocab_size
     print(

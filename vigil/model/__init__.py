@@ -19,7 +19,7 @@ from vigil.model._artifact import (
     verify_model_dir,
 )
 from vigil.model._cache import KVCache
-from vigil.model._config import DTYPES, DecoderConfig
+from vigil.model._config import DTYPES, PRESETS, DecoderConfig
 from vigil.model._decoder import Decoder, DecoderFallback, check_logits
 from vigil.model._hf import hf_llama_config_kwargs, to_hf_llama_state_dict
 from vigil.model._manifest import (
@@ -38,6 +38,7 @@ __all__ = [
     "MANIFEST",
     "MAX_MANIFEST_BYTES",
     "OUT_FEATURES",
+    "PRESETS",
     "SIGNATURE",
     "WEIGHTS",
     "Decoder",

@@ -22,7 +22,7 @@ import torch
 from vigil import _diagnostics as D
 from vigil.errors import ConfigError
 
-__all__ = ["DTYPES", "DecoderConfig"]
+__all__ = ["DTYPES", "PRESETS", "DecoderConfig"]
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -275,6 +275,19 @@ class DecoderConfig:
         }
         return cls(**(fields | overrides))
 
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> DecoderConfig:
+        """The preset called ``name`` (one of :data:`PRESETS`: ``tiny``, ``gpu``).
+
+        Raises:
+            ConfigError: an unknown name (DIA-5001).
+        """
+        if name not in PRESETS:
+            raise _invalid("preset", name, f"must be one of {', '.join(PRESETS)}", "pick one")
+        build: Any = getattr(cls, name)
+        config: DecoderConfig = build(**overrides)
+        return config
+
     # --- serialisation ------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -309,3 +322,7 @@ class DecoderConfig:
                 missing=missing,
             )
         return cls(**data)
+
+
+PRESETS: tuple[str, ...] = ("tiny", "gpu")
+"""The names :meth:`DecoderConfig.preset` knows: ``tiny`` (the CPU demo's), ``gpu``."""

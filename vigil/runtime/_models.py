@@ -23,7 +23,7 @@ from torch import nn
 
 from vigil.errors import ConfigError, DeviceFatal
 
-__all__ = ["TRIGGERS", "build_reference", "triggered_model"]
+__all__ = ["TRIGGERS", "build_reference", "save_reference_decoder", "triggered_model"]
 
 TRIGGERS = {
     "hang": -1001.0,  # block forever (the worker is killed at the deadline)
@@ -58,6 +58,33 @@ def build_reference(config: dict[str, Any]) -> nn.Module:
         f"the manifest's config names model {kind!r}: build_reference knows 'tiny-reference' "
         "and 'decoder'; pass your own builder for other models"
     )
+
+
+def save_reference_decoder(
+    directory: str | os.PathLike[str],
+    key: Any,
+    *,
+    preset: str = "tiny",
+    seed: int = 0,
+    version: str = "1",
+) -> tuple[bytes, Any]:
+    """Draw the reference decoder's weights (``DecoderConfig.preset(preset)``, ``seed``) and
+    write them, signed with ``key`` (ECDSA P-384), as a model directory that
+    :func:`build_reference` builds again. Returns the model digest and the config.
+    """
+    from vigil.model import Decoder, DecoderConfig, save_model_dir  # noqa: PLC0415
+
+    config = DecoderConfig.preset(preset)
+    manifest_config = {"model": "decoder", "preset": preset, "seed": seed}
+    digest = save_model_dir(
+        directory,
+        Decoder(config, seed=seed).state_dict(),
+        name="decoder",
+        version=version,
+        config=manifest_config | {"decoder": config.to_dict()},
+        key=key,
+    )
+    return digest, config
 
 
 class _Triggered(nn.Module):
