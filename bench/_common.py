@@ -21,3 +21,17 @@ def pct(values: list[int], q: float) -> float:
     """The ``q`` quantile of nanosecond samples, in microseconds (nearest rank)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] / 1000
+
+
+def interleaved(fns: list[Callable[[], object]], calls: int) -> list[list[int]]:
+    """Like :func:`timed` for several functions at once, alternating them call by call (the
+    order rotating each round), so that a slow phase of a noisy machine reaches each alike."""
+    out: list[list[int]] = [[] for _ in fns]
+    clock = time.perf_counter_ns
+    for i in range(calls):
+        for k in range(len(fns)):
+            j = (i + k) % len(fns)
+            t0 = clock()
+            fns[j]()
+            out[j].append(clock() - t0)
+    return out

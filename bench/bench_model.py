@@ -1,7 +1,8 @@
 """What supervision costs around the reference decoder, at batch 1 and 8, in one run.
 
 Cases, for each batch size (each call timed with ``perf_counter_ns``; medians of per-repeat
-percentiles over round-robin repeats):
+percentiles over repeats; the three whole calls alternate call by call, so that drift of the
+machine reaches each alike):
 
 - ``bare``: ``Decoder(ids)`` under ``inference_mode``, then a device synchronisation (on CUDA:
   a bare call is done when its logits are);
@@ -34,7 +35,7 @@ import tempfile
 from collections.abc import Callable
 
 import torch
-from _common import pct, timed
+from _common import interleaved, pct, timed
 
 from vigil.model import PRESETS, Decoder, DecoderConfig
 from vigil.runtime import Supervisor, digest
@@ -142,9 +143,16 @@ def _run_batch(
         timed(fn, warm)
     p50: dict[str, list[float]] = {k: [] for k in cases}
     p99: dict[str, list[float]] = {k: [] for k in cases}
+    whole = ["bare", "supervised (inline)", "supervised (thread)"]
     for rep in range(args.repeats):
-        for name, fn in cases.items():
-            samples = timed(fn, args.calls)
+        # the whole calls alternate call by call, so that the machine's drift (large here)
+        # reaches each of them alike; the parts are timed in blocks
+        timings = interleaved([cases[n] for n in whole], args.calls)
+        for name, samples in zip(whole, timings, strict=True):
+            p50[name].append(pct(samples, 0.5))
+            p99[name].append(pct(samples, 0.99))
+        for name in cases.keys() - set(whole):
+            samples = timed(cases[name], args.calls)
             p50[name].append(pct(samples, 0.5))
             p99[name].append(pct(samples, 0.99))
         print(f"  batch {batch}: repeat {rep + 1}/{args.repeats} done", flush=True)

@@ -1,4 +1,4 @@
-"""Run every benchmark (five of the flight recorder, three of the supervisor and its service)
+"""Run every benchmark (five of the flight recorder, four of the supervisor and its service)
 one after another.
 
 Each benchmark runs as its own subprocess (a fresh interpreter, so one cannot warm or pollute
@@ -18,7 +18,17 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHES = ("crc", "append", "verify", "recover", "seal", "supervisor", "protocol", "worker")
+BENCHES = (
+    "crc",
+    "append",
+    "verify",
+    "recover",
+    "seal",
+    "supervisor",
+    "model",
+    "protocol",
+    "worker",
+)
 
 
 def main() -> int:
