@@ -11,6 +11,7 @@ the same id reaches the decoder in the worker, whose own validation refuses it
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,15 +27,17 @@ from vigil import _diagnostics as D
 from vigil import _keys
 from vigil.auditlog import LogReader
 from vigil.cli import main
-from vigil.errors import InvalidInput
+from vigil.errors import InvalidInput, Unavailable
 from vigil.fsm import Policy
 from vigil.model import Decoder, DecoderConfig, load_model
 from vigil.runtime import Supervisor
 from vigil.runtime._client import Client
 from vigil.runtime._config import ServeConfig
-from vigil.runtime._models import build_reference
+from vigil.runtime._models import KNOWN_ANSWER, build_reference, known_answer_file
 from vigil.runtime._worker import WorkerPool, WorkerSpec
-from vigil.schemas import Outcome, RecordType, ServedBy, State
+from vigil.schemas import CallFlags, Outcome, RecordType, ServedBy, State
+
+from conftest import FakeClock
 
 VOCAB = DecoderConfig.tiny().vocab_size
 POLICY = Policy(consecutive_failures=2, cooldown_ns=60_000_000_000)
@@ -216,8 +219,11 @@ max = {VOCAB - 1}
 heartbeat_timeout_ms = 5000
 [supervisor]
 deadline_ms = 10000
+[supervisor.known_answer]
+file = "known_answer.safetensors"
 [supervisor.policy]
 consecutive_failures = 2
+probe_interval_ms = 1
 """
     )
     root = str(Path(vigil.__file__).resolve().parent.parent)  # the code under test
@@ -257,4 +263,60 @@ consecutive_failures = 2
         recs = list(r.records())
     codes = [x.body["code"] for x in recs if x.type is RecordType.REJECTED]
     assert codes == [D.OUT_OF_RANGE.number] * (3 * len(BAD_IDS))
-    assert [x.body["outcome"] for x in recs if x.type is RecordType.INFERENCE] == [Outcome.OK]
+    calls = [x.body for x in recs if x.type is RecordType.INFERENCE]
+    known = [b["outcome"] for b in calls if b["flags"] & CallFlags.KNOWN_ANSWER]
+    assert [b["outcome"] for b in calls if not b["flags"] & CallFlags.KNOWN_ANSWER] == [Outcome.OK]
+    assert known and set(known) == {Outcome.OK}  # the signed known answer, run by the workers
+
+
+@pytest.mark.slow
+def test_a_known_answer_from_another_model_trips_the_supervisor(
+    signed_decoder: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The probe catches a model that answers, finitely and quickly, but wrongly."""
+    model, _ = signed_decoder
+    wrong = tmp_path / "model"
+    shutil.copytree(model, wrong)
+    ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+    other = Decoder(DecoderConfig.tiny(), seed=4)  # not the directory's seed-3 weights
+    (wrong / KNOWN_ANSWER).write_bytes(known_answer_file(ids, other(ids)))
+    key = tmp_path / "signer"  # re-sign the directory, known answer included
+    assert main(["model", "keygen", "--out", str(key)]) == 0
+    assert main(["model", "sign", str(wrong), "--key", str(key)]) == 0
+    cfg = ServeConfig.from_dict(
+        {
+            "service": {"socket": "vigil.sock"},
+            "log": {"path": "flight.vigil"},
+            "model": {"dir": str(wrong), "public_key": f"{key}.pub"},
+            "supervisor": {
+                "deadline_ms": 10_000,
+                "known_answer": {"file": KNOWN_ANSWER},
+                "policy": {"probe_interval_ms": 1000, "consecutive_failures": 2},
+            },
+        }
+    )
+    found = cfg.known_answer()
+    assert found is not None
+    clock = FakeClock()
+    pool = WorkerPool(WorkerSpec(model_dir=str(wrong), public_key=f"{key}.pub", threads=1))
+    with Supervisor(
+        pool, isolation="process", log=tmp_path / "f.vigil", policy=cfg.to_policy(),
+        deadline_ns=cfg.supervisor.deadline_ns, known_answer=found[0], clock=clock,
+    ) as sup:  # fmt: skip
+        assert pool.digest == found[1]
+        assert sup.infer(ids).served_by is ServedBy.PRIMARY  # answers, finitely, quickly
+        clock.advance(1_000_000_000)  # a probe is due before the next call, and fails: one
+        with pytest.raises(Unavailable):  # failure trips at once (no fallback configured)
+            sup.infer(ids)
+        assert sup.state is State.DEGRADED
+    with LogReader(tmp_path / "f.vigil") as r:
+        records = list(r.records())
+    probes = [
+        x.body for x in records
+        if x.type is RecordType.INFERENCE and x.body["flags"] & CallFlags.KNOWN_ANSWER
+    ]  # fmt: skip
+    assert [(b["outcome"], b["code"]) for b in probes] == [
+        (Outcome.INVALID_OUTPUT, D.WRONG_ANSWER.number)
+    ]
+    trips = [x.body["code"] for x in records if x.type is RecordType.TRANSITION]
+    assert trips == [D.TRIP_KNOWN_ANSWER.number]

@@ -288,7 +288,8 @@ def test_shadow_and_live_probes_count_alike_and_slow_probes_fail() -> None:
 
 
 def test_known_answer_probes_are_scheduled_one_at_a_time() -> None:
-    m = SafetyMachine(dataclasses.replace(POLICY, probe_interval_ns=50 * MS), 0)
+    counted = dataclasses.replace(POLICY, probe_interval_ns=50 * MS, known_answer_trips=False)
+    m = SafetyMachine(counted, 0)
     assert not m.route(49 * MS).known_answer_probe
     first = m.route(50 * MS)
     assert first.known_answer_probe and first.route is Route.PRIMARY
@@ -306,6 +307,31 @@ def test_known_answer_probes_are_scheduled_one_at_a_time() -> None:
     assert d2.known_answer_probe
     (rec,) = ka.record(OK, 6 + 100 * MS, known_answer=True)
     assert rec.dest is N
+
+
+def test_a_failed_known_answer_probe_trips_at_once_however_good_the_calls_around_it() -> None:
+    m = SafetyMachine(dataclasses.replace(POLICY, probe_interval_ns=50 * MS), 0)
+    call(m, 1, OK)
+    assert m.route(50 * MS).known_answer_probe
+    (trip,) = m.record(Outcome.INVALID_OUTPUT, 51 * MS, known_answer=True, code=D.WRONG_ANSWER)
+    assert (trip.dest, trip.code) == (D_, D.TRIP_KNOWN_ANSWER)
+    old = dataclasses.replace(m.policy, known_answer_trips=False)  # counted like a user call
+    lax = SafetyMachine(old, 0)
+    for t in range(1, 11):  # wrong answers among good user calls: never 3 in a row, and
+        assert lax.route(t * 50 * MS).known_answer_probe  # a rate far below failure_rate
+        assert lax.record(Outcome.INVALID_OUTPUT, t * 50 * MS + 1, known_answer=True) == ()
+        for k in range(10):
+            assert call(lax, t * 50 * MS + 2 + k, OK) == (Route.PRIMARY, [])
+    expect(lax, state=N, failures=10)
+
+
+def test_a_recorded_policy_without_known_answer_trips_replays_as_it_ran() -> None:
+    recorded = Policy().to_json()
+    del recorded["known_answer_trips"]  # a log written before the field existed
+    assert Policy.from_json(recorded).known_answer_trips is False
+    assert Policy.from_json(Policy().to_json()) == Policy()
+    with pytest.raises(ConfigError):
+        Policy(known_answer_trips="yes")  # type: ignore[arg-type]
 
 
 def test_restore_sees_a_crash_loop_as_one() -> None:

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+import safetensors.torch
 import torch
 
-from vigil.errors import InvalidInput, ServiceConfigError
+from vigil import _keys
+from vigil.cli import main
+from vigil.errors import ArtifactTampered, InvalidInput, ServiceConfigError
 from vigil.fsm import Policy
+from vigil.model import Decoder, DecoderConfig, load_model, verify_model_dir
 from vigil.runtime import Constant, LastGood
 from vigil.runtime._config import ServeConfig
+from vigil.runtime._models import KNOWN_ANSWER, build_reference
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "vigil.toml"
 MINIMAL: dict[str, Any] = {
@@ -460,7 +466,33 @@ def test_syntax_error_has_line_and_column(tmp_path: Path) -> None:
         (
             with_(supervisor={"policy": {"probe_mode": "known_answer"}}),
             "DIA-7208",
-            "[supervisor.policy].probe_mode: known-answer probes",
+            "[supervisor.policy].probe_mode: known-answer probes need a known input and output: "
+            "add [supervisor.known_answer]",
+        ),
+        (
+            with_(supervisor={"policy": {"probe_interval_ms": 1000}}),
+            "DIA-7208",
+            "[supervisor.policy].probe_interval_ms: known-answer probes",
+        ),
+        (
+            with_(supervisor={"known_answer": {"file": "ka.safetensors"}}),
+            "DIA-7208",
+            "[supervisor].known_answer: set, but no probe uses it",
+        ),
+        (
+            with_(supervisor={"known_answer": {"atol": 0.1}, "policy": {"probe_interval_ms": 9}}),
+            "DIA-7207",
+            "[supervisor.known_answer].file: required key is missing",
+        ),
+        (
+            with_(
+                supervisor={
+                    "known_answer": {"file": "ka.safetensors", "atol": -1},
+                    "policy": {"probe_interval_ms": 9},
+                }
+            ),
+            "DIA-7206",
+            "[supervisor.known_answer].atol: must be a number >= 0, got -1",
         ),
         (
             with_(model={"input": {"min": 10, "max": 9.5}}),
@@ -526,3 +558,106 @@ def test_every_key_is_documented_and_in_the_example() -> None:
         for key in keys:
             assert f"`{key}`" in docs or f"[{section}.{key}]" in docs, f"[{section}].{key}"
             assert key in example, f"[{section}].{key} not in examples/vigil.toml"
+
+
+# --- the known answer of the probes ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny decoder exported by ``vigil model export-reference``: (directory, public key)."""
+    tmp = tmp_path_factory.mktemp("exported")
+    assert main(["model", "keygen", "--out", str(tmp / "k")]) == 0
+    assert main(["model", "export-reference", str(tmp / "m"), "--key", str(tmp / "k")]) == 0
+    return tmp / "m", tmp / "k.pub"
+
+
+def probing(model: dict[str, Any], file: str = KNOWN_ANSWER) -> dict[str, Any]:
+    """MINIMAL with ``model`` (its factory dropped unless given) and known-answer probes."""
+    return with_(
+        model={"factory": None} | model,
+        supervisor={
+            "known_answer": {"file": file, "atol": 1e-4},
+            "policy": {"probe_interval_ms": 500},
+        },
+    )
+
+
+def test_the_known_answer_comes_from_the_signed_directory(exported: tuple[Path, Path]) -> None:
+    model, public = exported
+    bounds = {"dtype": "int64", "shape": [-1, -1], "min": 0, "max": 255}
+    cfg = ServeConfig.from_dict(
+        probing({"dir": str(model), "public_key": str(public), "input": bounds})
+    )
+    got = cfg.known_answer()
+    assert got is not None
+    known, digest = got
+    artifact = verify_model_dir(model, _keys.load_public(public))
+    assert digest == artifact.digest and known.atol == 1e-4
+    reference = load_model(model, _keys.load_public(public), build_reference).module
+    assert known.input.shape == (1, 8) and known.matches(reference(known.input))
+    other = Decoder(DecoderConfig.tiny(), seed=1)  # another model fails the probe
+    assert not known.matches(other(known.input))
+
+
+def test_known_answer_refusals(exported: tuple[Path, Path], tmp_path: Path) -> None:
+    model, public = exported
+    signed = {"dir": str(model), "public_key": str(public)}
+
+    def refused_at_start(data: dict[str, Any]) -> ServiceConfigError:
+        cfg = ServeConfig.from_dict(data, source="vigil.toml", base_dir=tmp_path)
+        with pytest.raises(ServiceConfigError) as info:
+            cfg.known_answer()
+        assert info.value.code == "DIA-7213", str(info.value)
+        assert info.value.key == "[supervisor.known_answer].file"
+        return info.value
+
+    # not signed with the model: a file dropped into the directory afterwards does not count
+    shutil.copy(model / KNOWN_ANSWER, tmp_path / "extra.safetensors")
+    err = refused_at_start(probing(signed, file="extra.safetensors"))
+    assert "is not in the signed manifest" in err.message
+    # its input breaks the contract
+    tight = signed | {"input": {"dtype": "int64", "min": 0, "max": 3}}
+    assert "its input breaks [model.input]" in refused_at_start(probing(tight)).message
+    # from a path (a factory model): unreadable, not safetensors, not input/expected
+    factory = {"factory": "vigil.model:TinyReference"}
+    assert "cannot read" in refused_at_start(probing(factory, file="missing.st")).message
+    (tmp_path / "junk.st").write_bytes(b"not safetensors at all")
+    assert "not a safetensors file" in refused_at_start(probing(factory, file="junk.st")).message
+    (tmp_path / "one.st").write_bytes(safetensors.torch.save({"input": torch.ones(1, 64)}))
+    err = refused_at_start(probing(factory, file="one.st"))
+    assert "must hold exactly 'input' and 'expected'; it holds input" in err.message
+
+
+def test_a_tampered_known_answer_is_refused_like_tampered_weights(
+    exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, public = exported
+    copy_dir = tmp_path / "m"
+    shutil.copytree(model, copy_dir)
+    data = bytearray((copy_dir / KNOWN_ANSWER).read_bytes())
+    data[-1] ^= 0x01  # one bit of the expected logits
+    (copy_dir / KNOWN_ANSWER).write_bytes(bytes(data))
+    cfg = ServeConfig.from_dict(probing({"dir": str(copy_dir), "public_key": str(public)}))
+    with pytest.raises(ArtifactTampered) as info:
+        cfg.known_answer()
+    assert info.value.code == "DIA-5106" and info.value.context["file"] == KNOWN_ANSWER
+
+
+def test_serve_check_reads_the_known_answer(
+    exported: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, public = exported
+    conf = tmp_path / "vigil.toml"
+    conf.write_text(
+        f'[service]\nsocket = "v.sock"\n[log]\npath = "f.vigil"\n'
+        f'[model]\ndir = "{model}"\npublic_key = "{public}"\n'
+        "[supervisor]\ndeadline_ms = 50\n"
+        '[supervisor.known_answer]\nfile = "known_answer.safetensors"\n'
+        "[supervisor.policy]\nprobe_interval_ms = 1000\n"
+    )
+    assert main(["serve", "--config", str(conf), "--check"]) == 0
+    assert "valid; known answer (1, 8) read" in capsys.readouterr().out
+    conf.write_text(conf.read_text().replace("known_answer.safetensors", "nope.safetensors"))
+    assert main(["serve", "--config", str(conf), "--check"]) == 2
+    assert "DIA-7213" in capsys.readouterr().err

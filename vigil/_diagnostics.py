@@ -413,6 +413,13 @@ OPERATOR_RESET = _d(
     "an operator reset the state machine",
     "nothing; the reset is audited",
 )
+TRIP_KNOWN_ANSWER = _d(
+    "DIA-4111",
+    "TRIP_KNOWN_ANSWER",
+    "a known-answer probe failed in NORMAL: the model answers, but not correctly",
+    "the fallback answers at once; find why the model's answer changed (weights, device, "
+    "numerics) before it recovers",
+)
 
 # --- signed model artifacts and hot reload (5100-5199) ----------------------------------
 ARTIFACT_UNSIGNED = _d(
@@ -809,6 +816,13 @@ WATCHDOG_WITHHELD = _d(
     "WATCHDOG_WITHHELD",
     "the service stopped sending systemd watchdog pings: it cannot give trustworthy answers",
     "systemd restarts the unit after WatchdogSec; the STATUS line and the flight log say why",
+)
+KNOWN_ANSWER_INVALID = _d(
+    "DIA-7213",
+    "KNOWN_ANSWER_INVALID",
+    "the known-answer file for the service's probes cannot be used",
+    "the message says why (unreadable, not in the signed manifest, not input/expected, an "
+    "input the contract refuses, another model's); fix the file or re-export the model",
 )
 
 REGISTRY: dict[str, Diagnostic] = {

@@ -1,8 +1,9 @@
 """``vigil serve --config FILE``: run the supervisor as a service (docs/SERVICE.md).
 
 ``--check`` validates the configuration and exits (0 valid, 2 invalid) without starting
-anything. Otherwise the command serves until SIGTERM, drains, and exits 0 (1 when calls were
-still in flight when the drain timed out); a start-up failure exits 2 with its DIA code.
+anything (it does read the known-answer file, verifying a signed model directory for it).
+Otherwise the command serves until SIGTERM, drains, and exits 0 (1 when calls were still in
+flight when the drain timed out); a start-up failure exits 2 with its DIA code.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def serve_command(args: argparse.Namespace) -> int:
 
     config = ServeConfig.load(args.config)
     if args.check:
-        print(f"{args.config}: valid")
+        known = config.known_answer()  # reads and verifies the file, as the service would
+        extra = "" if known is None else f"; known answer {tuple(known[0].input.shape)} read"
+        print(f"{args.config}: valid{extra}")
         return 0
     return Service(config).run()

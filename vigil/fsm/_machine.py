@@ -262,7 +262,12 @@ class SafetyMachine:
                 if state is RECOVERING:
                     self._failed_recovery(now_ns)
             return tuple(self._pending)
-        if state is NORMAL:
+        if state is NORMAL and known_answer and bad and self.policy.known_answer_trips:
+            self._calls += 1
+            self._failures += 1
+            self._consecutive += 1
+            self._fire("trip", D.TRIP_KNOWN_ANSWER, f"known-answer probe failed: {why}", now_ns)
+        elif state is NORMAL:
             self._count(outcome, now_ns, bad, why)
         elif state is RECOVERING and (probe or known_answer):
             self._calls += 1

@@ -46,6 +46,9 @@ class Policy:
             recorded in the log count too).
         probe_interval_ns: in NORMAL, run the known-answer probe this often (None: never).
         count_bad_input: hold inputs that break their contract against the model.
+        known_answer_trips: a failed known-answer probe in NORMAL trips at once (DIA-4111);
+            False counts it like a user call. A recorded policy without the field (written
+            before it existed) reads as False, so that old logs replay as they ran.
     """
 
     consecutive_failures: int = 3
@@ -64,6 +67,7 @@ class Policy:
     failed_recovery_period_ns: int = 300 * _SECOND
     probe_interval_ns: int | None = None
     count_bad_input: bool = False
+    known_answer_trips: bool = True
 
     def __post_init__(self) -> None:
         _positive_int(self, "consecutive_failures", "window", "min_calls", "probes_required")
@@ -88,6 +92,9 @@ class Policy:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise ConfigError(f"{name}={value!r}: must be a positive integer or None")
+        for name in ("count_bad_input", "known_answer_trips"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r}: must be True or False")
         if self.probe_mode not in PROBE_MODES:
             raise ConfigError(f"probe_mode={self.probe_mode!r}: choose one of {PROBE_MODES}")
 
@@ -95,6 +102,11 @@ class Policy:
         """Cooldown in ns after ``failed_in_a_row`` failed recoveries (0 for the first)."""
         grown = self.cooldown_ns * self.cooldown_backoff ** min(failed_in_a_row, 64)
         return int(min(grown, self.cooldown_max_ns))
+
+    @property
+    def known_answer_probes(self) -> bool:
+        """Whether this policy runs known-answer probes (and so needs a known answer)."""
+        return self.probe_mode == "known_answer" or self.probe_interval_ns is not None
 
     def to_json(self) -> dict[str, Any]:
         """The canonical description recorded in the flight log."""
@@ -116,7 +128,8 @@ class Policy:
         unknown = set(data) - fields - {"policy"}
         if unknown:
             raise ConfigError(f"unknown policy fields: {sorted(unknown)}")
-        return cls(**{k: v for k, v in data.items() if k != "policy"})
+        values = {"known_answer_trips": False} | data  # absent: recorded before it existed
+        return cls(**{k: v for k, v in values.items() if k != "policy"})
 
 
 def _positive_int(policy: Policy, *names: str) -> None:

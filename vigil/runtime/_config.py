@@ -33,11 +33,14 @@ import torch
 
 from vigil import _diagnostics as D
 from vigil.auditlog import RingConfig
-from vigil.errors import ConfigError, ServiceConfigError
+from vigil.errors import ConfigError, InvalidInput, ServiceConfigError
 from vigil.fsm import Policy
 from vigil.runtime._fallbacks import Constant, LastGood
+from vigil.runtime._supervisor import KnownAnswer
 from vigil.schemas import Contract, TensorSpec
 from vigil.schemas._records import SUPERBLOCK_AREA
+
+_MAX_KNOWN_ANSWER = 256 << 20  # a known answer is one small input and its output
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -156,6 +159,20 @@ class WorkersSection:
 
 
 @dataclass(frozen=True)
+class KnownAnswerSection:
+    """``[supervisor.known_answer]``: the file of the known-answer probes and its tolerance.
+
+    ``file`` as written: with ``[model].dir``, a file of the signed directory (read from the
+    verified bytes); otherwise ``path``, resolved against the configuration's directory.
+    """
+
+    file: str
+    path: Path
+    atol: float = 1e-5
+    rtol: float = 1e-4
+
+
+@dataclass(frozen=True)
 class SupervisorSection:
     """``[supervisor]``: the deadline, the policy and the fallback chain."""
 
@@ -166,6 +183,7 @@ class SupervisorSection:
     constant_value: float = 0.0
     constant_shape: tuple[int, ...] | None = None
     constant_dtype: str = "float32"
+    known_answer: KnownAnswerSection | None = None
 
     @property
     def deadline_ns(self) -> int:
@@ -295,6 +313,69 @@ class ServeConfig:
         dtype = getattr(torch, spec.dtype) if spec.dtype else None
         tensor = TensorSpec(shape=shape, dtype=dtype, min=spec.min, max=spec.max)
         return Contract(tensor, name="model.input")
+
+    def known_answer(self) -> tuple[KnownAnswer, bytes | None] | None:
+        """The probes' known answer, read and checked, or None without
+        ``[supervisor.known_answer]``. With ``[model].dir`` the file comes from the directory's
+        verified bytes, and the directory's model digest comes with it (the workers must
+        load that same digest); otherwise it is read from its path (digest None).
+
+        Raises:
+            ServiceConfigError: DIA-7213 (see ``docs/DIAGNOSTICS.md``).
+            ArtifactError: the model directory does not verify (DIA-51xx).
+        """
+        import safetensors.torch  # noqa: PLC0415
+
+        from vigil import _keys  # noqa: PLC0415
+        from vigil.model import verify_model_dir  # noqa: PLC0415
+
+        ka = self.supervisor.known_answer
+        if ka is None:
+            return None
+        where = "[supervisor.known_answer].file"
+
+        def invalid(why: str) -> ServiceConfigError:
+            return ServiceConfigError(
+                f"{self.source}: {where}: {why}",
+                diagnostic=D.KNOWN_ANSWER_INVALID,
+                file=self.source,
+                key=where,
+            )
+
+        digest = None
+        if self.model.dir is not None:
+            assert self.model.public_key is not None  # checked on load
+            public = _keys.load_public(self.model.public_key)
+            artifact = verify_model_dir(self.model.dir, public)
+            if ka.file not in artifact.files:
+                raise invalid(
+                    f"{ka.file!r} is not in the signed manifest of {self.model.dir} (it lists "
+                    f"{', '.join(sorted(artifact.files))}): a known answer must be signed with "
+                    "its model"
+                )
+            data, digest = artifact.files[ka.file], artifact.digest
+        else:
+            try:
+                if ka.path.stat().st_size > _MAX_KNOWN_ANSWER:
+                    raise invalid(f"{ka.path} is larger than {_MAX_KNOWN_ANSWER >> 20} MiB")
+                data = ka.path.read_bytes()
+            except OSError as exc:
+                raise invalid(f"cannot read {ka.path}: {exc.strerror or exc}") from None
+        try:
+            tensors = safetensors.torch.load(data)
+        except Exception as exc:  # safetensors raises its own error types
+            raise invalid(f"{ka.file} is not a safetensors file ({exc})") from None
+        if set(tensors) != {"input", "expected"}:
+            names = ", ".join(sorted(tensors)) or "nothing"
+            raise invalid(f"{ka.file} must hold exactly 'input' and 'expected'; it holds {names}")
+        contract = self.input_contract()
+        if contract is not None:
+            try:
+                contract.check(tensors["input"], field="known_answer.input")
+            except InvalidInput as exc:
+                raise invalid(f"its input breaks [model.input]: {exc}") from None
+        known = KnownAnswer(tensors["input"], tensors["expected"], atol=ka.atol, rtol=ka.rtol)
+        return known, digest
 
 
 # --- reading tables -------------------------------------------------------------------------
@@ -479,8 +560,10 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "constant_value",
         "constant_shape",
         "constant_dtype",
+        "known_answer",
     ),
     "supervisor.policy": tuple(_POLICY_KEYS),
+    "supervisor.known_answer": ("file", "atol", "rtol"),
     "metrics": ("listen",),
     "systemd": ("notify",),
 }
@@ -725,18 +808,41 @@ def _supervisor(t: _Table | None) -> SupervisorSection:
     value = t._get("constant_value", d.constant_value)
     t._type("constant_value", value, type(value) in (int, float), "a number")
     dtype = t.choice("constant_dtype", DTYPES, d.constant_dtype)
+    policy = _policy(t.table("policy"), known_answer=t.has("known_answer"))
+    if t.has("known_answer") and not policy.known_answer_probes:
+        raise t.error(
+            "known_answer",
+            'set, but no probe uses it: add probe_mode = "known_answer" or probe_interval_ms '
+            "to [supervisor.policy]",
+            D.SERVICE_CONFIG_INCONSISTENT,
+        )
     return SupervisorSection(
         deadline_ms=t.number("deadline_ms"),
-        policy=_policy(t.table("policy")),
+        policy=policy,
         fallback=chain,
         last_good_max_age_ms=t.number("last_good_max_age_ms", d.last_good_max_age_ms),
         constant_value=float(value),
         constant_shape=t.shape("constant_shape", any_dim=False),
         constant_dtype=dtype,
+        known_answer=_known_answer(t.table("known_answer")),
     )
 
 
-def _policy(t: _Table | None) -> Policy:
+def _known_answer(t: _Table | None) -> KnownAnswerSection | None:
+    if t is None:
+        return None
+    d = KnownAnswerSection("", Path())
+    path = t.path("file")
+    assert path is not None  # required
+    return KnownAnswerSection(
+        file=t.text("file"),
+        path=path,
+        atol=t.number("atol", d.atol, zero=True),
+        rtol=t.number("rtol", d.rtol, zero=True),
+    )
+
+
+def _policy(t: _Table | None, *, known_answer: bool) -> Policy:
     if t is None:
         return Policy()
     defaults = Policy()
@@ -768,12 +874,12 @@ def _policy(t: _Table | None) -> Policy:
             file=t.ctx.source,
             key="[supervisor.policy]",
         ) from exc
-    if policy.probe_mode == "known_answer" or policy.probe_interval_ns is not None:
+    if policy.known_answer_probes and not known_answer:
         which = "probe_mode" if policy.probe_mode == "known_answer" else "probe_interval_ms"
         raise t.error(
             which,
-            "known-answer probes need a known input and output, which the service "
-            'configuration cannot declare yet; use probe_mode "shadow" or "live"',
+            "known-answer probes need a known input and output: add [supervisor.known_answer] "
+            '(file = "known_answer.safetensors"), or use probe_mode "shadow" or "live"',
             D.SERVICE_CONFIG_INCONSISTENT,
         )
     return policy

@@ -23,7 +23,18 @@ from torch import nn
 
 from vigil.errors import ConfigError, DeviceFatal
 
-__all__ = ["TRIGGERS", "build_reference", "save_reference_decoder", "triggered_model"]
+__all__ = [
+    "KNOWN_ANSWER",
+    "TRIGGERS",
+    "build_reference",
+    "known_answer_file",
+    "save_reference_decoder",
+    "triggered_model",
+]
+
+KNOWN_ANSWER = "known_answer.safetensors"
+"""The file of a model directory that holds its known answer: safetensors with exactly the
+tensors ``input`` and ``expected`` (signed with the weights, so it cannot be swapped alone)."""
 
 TRIGGERS = {
     "hang": -1001.0,  # block forever (the worker is killed at the deadline)
@@ -70,21 +81,36 @@ def save_reference_decoder(
 ) -> tuple[bytes, Any]:
     """Draw the reference decoder's weights (``DecoderConfig.preset(preset)``, ``seed``) and
     write them, signed with ``key`` (ECDSA P-384), as a model directory that
-    :func:`build_reference` builds again. Returns the model digest and the config.
+    :func:`build_reference` builds again, with its known answer (:data:`KNOWN_ANSWER`: eight
+    token ids and the logits this CPU computes for them). Returns the model digest and the
+    config.
     """
     from vigil.model import Decoder, DecoderConfig, save_model_dir  # noqa: PLC0415
 
     config = DecoderConfig.preset(preset)
     manifest_config = {"model": "decoder", "preset": preset, "seed": seed}
+    model = Decoder(config, seed=seed)
+    ids = torch.randint(0, config.vocab_size, (1, 8), generator=torch.Generator().manual_seed(seed))
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, KNOWN_ANSWER), "wb") as f:  # signed below, with the rest
+        f.write(known_answer_file(ids, model(ids)))
     digest = save_model_dir(
         directory,
-        Decoder(config, seed=seed).state_dict(),
+        model.state_dict(),
         name="decoder",
         version=version,
         config=manifest_config | {"decoder": config.to_dict()},
         key=key,
     )
     return digest, config
+
+
+def known_answer_file(inputs: torch.Tensor, expected: torch.Tensor) -> bytes:
+    """The bytes of a :data:`KNOWN_ANSWER` file: ``inputs`` and ``expected`` as safetensors."""
+    import safetensors.torch  # noqa: PLC0415
+
+    tensors = {"input": inputs, "expected": expected}
+    return safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
 
 
 class _Triggered(nn.Module):

@@ -31,8 +31,10 @@ from typing import Any
 
 import torch
 
+from vigil import _diagnostics as D
 from vigil import _keys
 from vigil.auditlog import FlightRecorder, ForwardSecureKey, Sealer
+from vigil.errors import ServiceConfigError
 from vigil.runtime._config import ServeConfig
 from vigil.runtime._metrics import Health, HealthServer, ServiceMetrics
 from vigil.runtime._server import SocketServer
@@ -77,6 +79,7 @@ class Service:
         os.environ.pop("NOTIFY_SOCKET", None)
         torch.set_num_threads(1)  # this process copies bytes; the workers compute
         try:
+            known = cfg.known_answer()  # before anything starts: a bad file is a config error
             self.log = self._open_log()
             self.pool = WorkerPool(
                 self._spec(),
@@ -94,7 +97,10 @@ class Service:
                 policy=cfg.to_policy(),
                 deadline_ns=cfg.supervisor.deadline_ns,
                 input_contract=cfg.input_contract(),
-            )
+                known_answer=None if known is None else known[0],
+            )  # the workers are ready from here on
+            if known is not None:
+                _check_same_model(cfg, known[1], self.pool.digest)
             self.metrics = ServiceMetrics(self.supervisor, pool=self.pool)
             if cfg.metrics.enabled:
                 self.health_server = HealthServer(
@@ -220,3 +226,18 @@ class Service:
             threads=1 if m.device == "cpu" else None,
             spin_us=w.spin_us,
         )
+
+
+def _check_same_model(cfg: ServeConfig, read: bytes | None, loaded: bytes) -> None:
+    """Refuse a known answer read from another model than the one the workers loaded (the
+    signed directory changed in between); ``read`` is None for a factory model."""
+    if read is None or read == loaded:
+        return
+    raise ServiceConfigError(
+        f"{cfg.source}: [supervisor.known_answer].file: the known answer was read from model "
+        f"{read.hex()[:16]}…, the workers loaded {loaded.hex()[:16]}…: {cfg.model.dir} "
+        "changed meanwhile; start again",
+        diagnostic=D.KNOWN_ANSWER_INVALID,
+        file=cfg.source,
+        key="[supervisor.known_answer].file",
+    )

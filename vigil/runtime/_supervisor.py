@@ -314,9 +314,7 @@ class Supervisor:
         if not isinstance(workers, int) or workers < 1:
             raise ConfigError(f"workers={workers!r}: must be at least 1")
         self.policy = policy or Policy()
-        if known_answer is None and (
-            self.policy.probe_mode == "known_answer" or self.policy.probe_interval_ns
-        ):
+        if known_answer is None and self.policy.known_answer_probes:
             raise ConfigError(
                 "the policy asks for known-answer probes (probe_mode='known_answer' or "
                 "probe_interval_ns): pass known_answer=KnownAnswer(input, expected)"
