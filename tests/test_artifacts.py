@@ -468,8 +468,11 @@ def test_cli_export_reference_writes_the_decoder_by_default(tmp_path, capsys):
     assert not torch.equal(loaded.module(ids), Decoder(tiny, seed=0)(ids))
     # what it prints is the [model.input] table a service configuration needs
     assert f"vocab size {tiny.vocab_size}" in out
-    table = tomllib.loads(out[out.index("[model.input]") :])["model"]["input"]
+    printed = tomllib.loads(out[out.index("[model.input]") :])
+    table = printed["model"]["input"]
     assert table == {"dtype": "int64", "shape": [-1, -1], "min": 0, "max": tiny.vocab_size - 1}
+    assert printed["supervisor"]["known_answer"] == {"file": "known_answer.safetensors"}
+    assert "known_answer.safetensors" in art.files  # signed with the weights
 
 
 @pytest.mark.parametrize(

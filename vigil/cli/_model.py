@@ -141,7 +141,7 @@ def _export_decoder(args: argparse.Namespace) -> int:
     )
     print(f"vocab size {vocab}: token ids lie in [0, {vocab}); the service configuration needs")
     print(f'[model.input]\ndtype = "int64"\nshape = [-1, -1]\nmin = 0\nmax = {vocab - 1}')
-    print("and, for known-answer probes from the signed known_answer.safetensors:")
+    print("# known-answer probes, from the signed known_answer.safetensors:")
     print('[supervisor.known_answer]\nfile = "known_answer.safetensors"')
     return 0
 
