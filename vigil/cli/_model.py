@@ -143,6 +143,7 @@ def _export_decoder(args: argparse.Namespace) -> int:
     print(f'[model.input]\ndtype = "int64"\nshape = [-1, -1]\nmin = 0\nmax = {vocab - 1}')
     print("# known-answer probes, from the signed known_answer.safetensors:")
     print('[supervisor.known_answer]\nfile = "known_answer.safetensors"')
+    print('# ... used by [supervisor.policy] probe_interval_ms and/or probe_mode = "known_answer"')
     return 0
 
 
