@@ -151,7 +151,7 @@ def _run_batch(
         for name, samples in zip(whole, timings, strict=True):
             p50[name].append(pct(samples, 0.5))
             p99[name].append(pct(samples, 0.99))
-        for name in cases.keys() - set(whole):
+        for name in [n for n in cases if n not in whole]:
             samples = timed(cases[name], args.calls)
             p50[name].append(pct(samples, 0.5))
             p99[name].append(pct(samples, 0.99))

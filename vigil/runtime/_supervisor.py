@@ -757,10 +757,8 @@ class Supervisor:
     def _refused(self, rid: bytes, x: Any, attempt: _Attempt) -> InputRefused:
         """The model refused ``x`` at its own boundary (it raised ``InputRefused``): recorded
         and raised like a broken input contract, not counted as the model's failure."""
-        code = attempt.code
-        assert code is not None
-        message = attempt.reason.removeprefix("InputRefused: ")  # as T.describe wrote it
-        exc = InputRefused(message.removeprefix(f"{code.code} {code.name}: "), diagnostic=code)
+        assert attempt.code is not None
+        exc = InputRefused(attempt.reason, diagnostic=attempt.code)
         self._reject(rid, x, exc)
         return exc
 

@@ -196,6 +196,8 @@ def classify(exc: BaseException) -> tuple[Outcome, D.Diagnostic]:
 
 
 def describe(exc: BaseException, limit: int = 200) -> str:
-    """``Type: message`` for a record's reason, cut to ``limit`` characters."""
-    text = f"{type(exc).__name__}: {exc}"
+    """``Type: message`` for a record's reason, cut to ``limit`` characters. An
+    ``InputRefused`` gives its message alone: its record carries the code, and the caller
+    gets the message back (:meth:`Supervisor.infer` raises it again)."""
+    text = exc.message if isinstance(exc, InputRefused) else f"{type(exc).__name__}: {exc}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
