@@ -33,6 +33,8 @@ from vigil.model import (
 )
 from vigil.model import _manifest as M
 
+from conftest import examples
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 only
@@ -339,7 +341,7 @@ def test_manifest_refuses_duplicate_keys_nan_and_deep_nesting():
         assert e.value.code in ("DIA-5107", "DIA-5108")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.binary(max_size=512) | st.text(max_size=256).map(str.encode))
 def test_parsing_any_bytes_returns_or_raises_manifest_invalid(data):
     with contextlib.suppress(ManifestInvalid):

@@ -24,6 +24,8 @@ from vigil.errors import ConfigError, InvalidInput
 from vigil.schemas import Contract, Rule, TensorSpec, perception_contract
 from vigil.schemas import _contracts as C
 
+from conftest import examples
+
 NAN, INF = math.nan, math.inf
 FLOATS = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
@@ -777,7 +779,7 @@ def _specs(draw: st.DrawFn, t: torch.Tensor) -> TensorSpec:
     return TensorSpec(shape, dtype, None, low, high, draw(st.booleans()))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.data())
 def test_check_agrees_with_the_reference(data: st.DataObject) -> None:
     value: dict[str, object] = {}

@@ -16,6 +16,8 @@ from vigil.errors import ConfigError, InvalidArgument
 from vigil.fsm import TRANSITIONS, Policy, Route, SafetyMachine, Snapshot
 from vigil.schemas import Outcome, State
 
+from conftest import examples
+
 OK, ERR, SLOW = Outcome.OK, Outcome.ERROR, Outcome.SLOW
 N, D_, R, S = State.NORMAL, State.DEGRADED, State.RECOVERING, State.SAFE_STOP
 MS = 1_000_000
@@ -380,7 +382,7 @@ EVENTS = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(EVENTS)
 def test_invariants_hold_for_any_event_sequence(events: list[tuple[str, Outcome, int]]) -> None:
     edges = {

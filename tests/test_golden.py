@@ -49,8 +49,11 @@ def test_golden_bytes_follow_the_specification() -> None:
     seg_size, seg_count = struct.unpack_from("<II", image, 52)
     assert (seg_size, seg_count, len(image)) == (8192, 8, 4096 + 8 * 8192)
     rows = [json.loads(x) for x in (DATA / "golden-v1.jsonl").read_text("utf-8").splitlines()]
-    first = rows[0]
-    assert first["seq"] == 1 or first["type"]  # the retained range starts after eviction
+    first = rows[0]  # the session's OPENED, kept in a frozen segment while the ring evicts
+    assert (first["seq"], first["type"], first["event"]) == (1, "LIFECYCLE", "OPENED")
+    (evicted,) = json.loads((DATA / "golden-v1.verify.json").read_text())["findings"]
+    lost = range(evicted["seq"], evicted["last_seq"] + 1)  # 31..179 left the ring
+    assert [r["seq"] for r in rows] == [n for n in range(1, 371) if n not in lost]
     genesis = hashlib.sha256(b"vigil/chain/v1\x00\x00" + log_id).digest()
     by_seq = {r["seq"]: r for r in rows}
     for row in rows[:50]:

@@ -4,7 +4,9 @@ Our decoder's weights are loaded into ``LlamaForCausalLM`` (dense) and ``Mixtral
 (MoE on every layer, no shared expert: Mixtral has none), both with the eager attention
 implementation, so the reference shares no attention kernel with us. Logits are compared in
 float32 with the cache off (one forward) and on (prefill, then one token at a time with HF's
-``past_key_values`` against our :class:`~vigil.model.KVCache`).
+cache against our :class:`~vigil.model.KVCache`). transformers renamed the cache argument and
+output field from ``past_key_values`` to ``cache`` (the old name warns, an error here):
+:func:`_next` speaks whichever the installed version has, so a lock refresh needs no repair.
 
 Routing: Mixtral takes a softmax over all experts, keeps the top-k probabilities and divides
 them by their sum; we take the softmax over the top-k logits. The two are equal in exact
@@ -16,6 +18,7 @@ To print the measured differences: ``PYTHONPATH=. python -c "import sys; sys.pat
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
@@ -79,6 +82,18 @@ def _hf_mixtral(model: Decoder) -> Any:
     return hf.to(model.device)
 
 
+def _cache_name(hf: Any) -> str:
+    """The cache argument and output field of this transformers: ``cache`` (5.x), else the old."""
+    return "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
+
+
+def _next(hf: Any, ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
+    """One cached forward: the logits and the cache to pass to the next step."""
+    name = _cache_name(hf)
+    out = hf(input_ids=ids, use_cache=True, **({name: cache} if cache is not None else {}))
+    return out.logits, getattr(out, name)
+
+
 def _ids(device: str) -> torch.Tensor:
     gen = torch.Generator().manual_seed(0)
     return torch.randint(0, 256, (2, TOKENS), generator=gen).to(device)
@@ -90,12 +105,12 @@ def _diffs(model: Decoder, hf: Any, ids: torch.Tensor) -> tuple[float, float]:
         off = (model(ids) - hf(input_ids=ids).logits).abs().max().item()
         cache = model.new_cache(ids.shape[0])
         ours = [model(ids[:, :PREFILL], cache=cache)]
-        out = hf(input_ids=ids[:, :PREFILL], use_cache=True)
-        theirs = [out.logits]
+        logits, hf_cache = _next(hf, ids[:, :PREFILL], None)
+        theirs = [logits]
         for t in range(PREFILL, TOKENS):
             ours.append(model(ids[:, t : t + 1], cache=cache))
-            out = hf(input_ids=ids[:, t : t + 1], past_key_values=out.past_key_values)
-            theirs.append(out.logits)
+            logits, hf_cache = _next(hf, ids[:, t : t + 1], hf_cache)
+            theirs.append(logits)
         on = (torch.cat(ours, 1) - torch.cat(theirs, 1)).abs().max().item()
     return off, on
 

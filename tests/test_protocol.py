@@ -18,6 +18,8 @@ from vigil.errors import ProtocolError
 from vigil.runtime import _protocol as P
 from vigil.schemas import Outcome, ServedBy, State
 
+from conftest import examples
+
 RID = bytes(range(16))
 
 # PING, request id 00..0f, empty body: magic, version 1, type 6, flags 0, id, length 0, CRC
@@ -269,7 +271,7 @@ def test_bad_bodies_are_refused() -> None:
         P.decode_result(result)
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=200))
 def test_any_bytes_decode_to_a_frame_or_a_protocol_error(data: bytes) -> None:
     try:
@@ -279,7 +281,7 @@ def test_any_bytes_decode_to_a_frame_or_a_protocol_error(data: bytes) -> None:
     assert frame.type in P.FrameType
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.binary(max_size=120),
     st.sampled_from([P.decode_tensors, P.decode_result, P.decode_error, P.decode_health]),
@@ -289,7 +291,7 @@ def test_any_body_decodes_or_raises_a_protocol_error(data: bytes, decode: object
         decode(data)  # type: ignore[operator]
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.integers(0, len(GOLDEN_INFER) - 1), st.integers(1, 255), st.binary(max_size=8))
 def test_mutated_golden_frames_never_decode_silently(pos: int, flip: int, tail: bytes) -> None:
     bad = bytearray(GOLDEN_INFER)

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from vigil.auditlog._format import SegmentInfo
 from vigil.auditlog._ring import RingIndex
 
+from conftest import examples
+
 
 def naive_choose(segs: list[SegmentInfo], head: SegmentInfo | None) -> SegmentInfo | None:
     free = [s for s in segs if s.status in ("empty", "unreadable") and s is not head]
@@ -28,7 +30,7 @@ def naive_retained_from(
     return first
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.integers(2, 12),
     st.lists(st.sampled_from(["corrupt"]), max_size=2),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 import re
+import types
 from pathlib import Path
 
 import pytest
@@ -17,14 +20,55 @@ from vigil.schemas import DIAGNOSTICS, lookup
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "DIAGNOSTICS.md"
 
 
-@pytest.mark.parametrize("module", [vigil, vigil.auditlog, vigil.errors, vigil.schemas])
-def test_all_names_exist_and_are_public(module: object) -> None:
-    names = module.__all__  # type: ignore[attr-defined]
-    assert names == sorted(names, key=lambda n: (not n.isupper(), n)) or len(set(names)) == len(
-        names
+def _public_modules() -> list[str]:
+    """Every module of the package whose dotted path has no private (``_``) part."""
+    found = [info.name for info in pkgutil.walk_packages(vigil.__path__, "vigil.")]
+    return sorted(
+        ["vigil"] + [n for n in found if not any(p.startswith("_") for p in n.split("."))]
     )
-    for name in names:
-        assert hasattr(module, name), name
+
+
+def _isort_key(name: str) -> tuple[int, str]:
+    """ruff's RUF022 order: CONSTANTS, then Classes, then functions and the rest."""
+    return (0 if name.isupper() else 1 if name[:1].isupper() else 2, name)
+
+
+def test_the_public_modules_are_the_ones_we_know() -> None:
+    """A new public module must be added here on purpose (and so get the checks below)."""
+    assert set(_public_modules()) == {
+        "vigil",
+        "vigil.auditlog",
+        "vigil.cli",
+        "vigil.errors",
+        "vigil.fsm",
+        "vigil.model",
+        "vigil.runtime",
+        "vigil.runtime.pytest_plugin",
+        "vigil.schemas",
+    }
+
+
+@pytest.mark.parametrize("name", _public_modules())
+def test_public_names_are_exactly_all(name: str) -> None:
+    """``__all__`` is sorted, unique, resolvable, and holds every public name the module
+    defines itself (names it merely imports from elsewhere, like ``typing.Any``, are not its
+    surface; pytest finds a plugin's ``pytest_*`` hooks by name)."""
+    module = importlib.import_module(name)
+    names = module.__all__
+    assert names == sorted(names, key=_isort_key)
+    assert len(set(names)) == len(names)
+    for n in names:
+        assert getattr(module, n, None) is not None, n
+    package = name if hasattr(module, "__path__") else name.rpartition(".")[0]
+    own = {
+        n
+        for n, value in vars(module).items()
+        if not n.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and getattr(value, "__module__", "").startswith((f"{package}.", name))
+        and not (n.startswith("pytest_") and name.endswith("pytest_plugin"))
+    }
+    assert own <= set(names), sorted(own - set(names))
 
 
 def test_auditlog_surface_is_what_we_document() -> None:

@@ -302,6 +302,15 @@ class Walker:
                     seq=seg.first_seq,
                     **where,
                 )
+            elif seg.first_seq < expected:
+                self.sink.add(
+                    "TAMPERING",
+                    f"segment {seg.index} (lap {seg.generation}) restarts at record "
+                    f"{seg.first_seq}, below record {expected - 1} already in the log: "
+                    "copied or its header forged",
+                    seq=seg.first_seq,
+                    **where,
+                )
             expected = seg.first_seq
             prev_chain = seg.start_chain
             if not self.yield_records and base == 0:
@@ -386,6 +395,8 @@ class Walker:
                         seq=seq,
                         **self._at(seg.index, base_off + item.offset),
                     )
+                if self.last_seq is not None and seq <= self.last_seq:
+                    continue  # a copy of a record already returned (reported above): never twice
                 prev_boot, prev_mono = item.boot_id, item.mono_ns
                 prev_chain = item.chain
                 expected = seq + 1
