@@ -38,8 +38,8 @@ import torch
 from _common import interleaved, pct, timed
 
 from vigil.model import PRESETS, Decoder, DecoderConfig
-from vigil.runtime import Supervisor, digest
 from vigil.schemas import Contract, TensorSpec
+from vigil.supervisor import Supervisor, digest
 
 MS = 1_000_000
 

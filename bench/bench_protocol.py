@@ -26,9 +26,9 @@ from collections.abc import Callable
 import torch
 from _common import timed
 
-from vigil.runtime import Supervisor
-from vigil.runtime._client import Client
-from vigil.runtime._server import SocketServer
+from vigil.service._client import Client
+from vigil.service._server import SocketServer
+from vigil.supervisor import Supervisor
 
 torch.set_num_threads(1)
 

@@ -18,7 +18,7 @@ import statistics
 import tempfile
 import time
 
-from vigil import _keys
+from vigil import keys as _keys
 from vigil.auditlog import (
     FlightRecorder,
     ForwardSecureKey,

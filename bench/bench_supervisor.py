@@ -32,9 +32,9 @@ import torch
 from _common import pct, timed
 
 from vigil.fsm import Policy, SafetyMachine
-from vigil.runtime import Constant, Supervisor, Watchdog, digest
-from vigil.runtime._tensors import check_finite
 from vigil.schemas import Contract, Outcome, TensorSpec
+from vigil.supervisor import Constant, Supervisor, Watchdog, digest
+from vigil.supervisor._tensors import check_finite
 
 torch.set_num_threads(1)
 

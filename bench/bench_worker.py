@@ -25,8 +25,8 @@ from multiprocessing.connection import Connection
 
 import torch
 
-from vigil.runtime._models import triggered_model
-from vigil.runtime._worker import WorkerPool, WorkerSpec
+from vigil.testing._models import triggered_model
+from vigil.workers._pool import WorkerPool, WorkerSpec
 
 
 def _echo(conn: Connection) -> None:
@@ -107,7 +107,7 @@ def main() -> None:
     calls, kills = (300, 2) if a.quick else (a.calls, a.kills)
     torch.set_num_threads(1)  # the supervisor's side copies bytes; it must not spin OpenMP
     spec = WorkerSpec(
-        factory="vigil.runtime._models:triggered_model",
+        factory="vigil.testing._models:triggered_model",
         device=a.device,
         warmup_input=torch.ones(1, 16),
         threads=1 if a.device == "cpu" else None,

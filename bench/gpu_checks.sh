@@ -28,7 +28,7 @@ step() {  # step NAME CMD...: run CMD, keep its output in $OUT/NAME.log
     [ "$rc" -eq 0 ] || failed=$((failed + 1))
 }
 step env python3 -c "import torch, sys; print(sys.version); print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"
-step tests python3 -m pytest -q -p vigil.runtime.pytest_plugin -m gpu -o addopts="" tests
+step tests python3 -m pytest -q -p vigil.testing.pytest_plugin -m gpu -o addopts="" tests
 step model python3 bench/bench_model.py --preset gpu --device cuda --tokens 16 --batches 1,8 --calls 300
 step model-tiny python3 bench/bench_model.py --preset tiny --device cuda --calls 300
 step worker python3 bench/bench_worker.py --device cuda

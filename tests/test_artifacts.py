@@ -17,7 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vigil import _keys
+from vigil import keys as _keys
 from vigil.errors import ArtifactError, KeyFileError, ManifestInvalid
 from vigil.model import (
     MANIFEST,
@@ -350,8 +350,8 @@ def test_parsing_any_bytes_returns_or_raises_manifest_invalid(data):
 
 def test_through_the_runtime_each_refusal_is_a_model_refused_record(tmp_path, key):
     from vigil.auditlog import FlightRecorder, LogReader
-    from vigil.runtime import load_signed_model
     from vigil.schemas import LifecycleEvent, RecordType
+    from vigil.supervisor import load_signed_model
 
     log = tmp_path / "log"
     dirs = []
@@ -446,7 +446,7 @@ def test_cli_keygen_export_sign_verify_exit_codes(tmp_path, capsys):
 
 def test_cli_export_reference_writes_the_decoder_by_default(tmp_path, capsys):
     from vigil.model import Decoder, DecoderConfig
-    from vigil.runtime._models import build_reference
+    from vigil.testing._models import build_reference
 
     key, pub, d = str(tmp_path / "k"), str(tmp_path / "k.pub"), tmp_path / "decoder"
     assert run_cli("model", "keygen", "--out", key) == 0
@@ -498,15 +498,15 @@ def test_cli_export_reference_usage_errors(tmp_path, capsys, argv, message):
     assert not d.exists()  # nothing written
 
 
-def test_public_surfaces_of_model_and_runtime():
+def test_public_surfaces_of_model_and_supervisor():
     import vigil.model
-    import vigil.runtime
+    import vigil.supervisor
 
-    for module in (vigil.model, vigil.runtime):
+    for module in (vigil.model, vigil.supervisor):
         assert len(set(module.__all__)) == len(module.__all__)
         for name in module.__all__:
             assert hasattr(module, name), name
     assert {"save_model_dir", "sign_model_dir", "verify_model_dir", "load_model"} <= set(
         vigil.model.__all__
     )
-    assert {"ModelReloader", "load_signed_model"} <= set(vigil.runtime.__all__)
+    assert {"ModelReloader", "load_signed_model"} <= set(vigil.supervisor.__all__)

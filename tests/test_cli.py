@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vigil import _keys
+from vigil import keys as _keys
 from vigil.auditlog import FlightRecorder, LogReader, RingConfig
 from vigil.cli import main
 from vigil.model import verify_model_dir

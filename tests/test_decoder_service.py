@@ -24,18 +24,18 @@ import torch
 
 import vigil
 from vigil import _diagnostics as D
-from vigil import _keys
+from vigil import keys as _keys
 from vigil.auditlog import LogReader
 from vigil.cli import main
 from vigil.errors import InvalidInput, Unavailable
 from vigil.fsm import Policy
 from vigil.model import Decoder, DecoderConfig, load_model
-from vigil.runtime import Supervisor
-from vigil.runtime._client import Client
-from vigil.runtime._config import ServeConfig
-from vigil.runtime._models import KNOWN_ANSWER, build_reference, known_answer_file
-from vigil.runtime._worker import WorkerPool, WorkerSpec
 from vigil.schemas import CallFlags, Outcome, RecordType, ServedBy, State
+from vigil.service._client import Client
+from vigil.service._config import ServeConfig
+from vigil.supervisor import Supervisor
+from vigil.testing._models import KNOWN_ANSWER, build_reference, known_answer_file
+from vigil.workers._pool import WorkerPool, WorkerSpec
 
 from conftest import FakeClock
 

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import torch
 
-import vigil.runtime._faults as faults_module
+import vigil.testing._faults as faults_module
 from vigil.errors import ConfigError, DeviceFatal
-from vigil.runtime._faults import Fault, FaultPlan, FaultyModel, inject
+from vigil.testing._faults import Fault, FaultPlan, FaultyModel, inject
 
-pytest_plugins = ["pytester", "vigil.runtime.pytest_plugin"]
+pytest_plugins = ["pytester", "vigil.testing.pytest_plugin"]
 
 JOIN_S = 5.0  # only ever reached when a hang was not released: the test then fails
 
@@ -553,7 +553,7 @@ def test_fixtures_give_a_plan_seeded_from_the_node_id(
 # --- the pytest plugin, in isolation ------------------------------------------------------
 
 SCHEDULE_TEST = """
-from vigil.runtime._faults import Fault
+from vigil.testing._faults import Fault
 
 def test_schedule(fault_plan, faulty):
     fault_plan.with_probability(0.5, Fault.EXCEPTION)
@@ -575,7 +575,7 @@ def isolated(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pyte
 
 
 def schedule_of(pytester: pytest.Pytester, *args: str) -> tuple[int, list[int]]:
-    result = pytester.runpytest("-p", "vigil.runtime.pytest_plugin", "-s", *args)
+    result = pytester.runpytest("-p", "vigil.testing.pytest_plugin", "-s", *args)
     result.assert_outcomes(passed=1)
     found = re.search(r"SCHEDULE (\d+) (\[.*\])", result.stdout.str())
     assert found is not None, result.stdout.str()
@@ -611,7 +611,7 @@ def test_plugin_names_the_seed_of_a_failed_test_and_in_the_header(
         """
     )
     seed = zlib.crc32(b"test_fail.py::test_with_plan")
-    result = isolated.runpytest("-p", "vigil.runtime.pytest_plugin")
+    result = isolated.runpytest("-p", "vigil.testing.pytest_plugin")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
         [
@@ -623,7 +623,7 @@ def test_plugin_names_the_seed_of_a_failed_test_and_in_the_header(
     )
     assert result.stdout.str().count("vigil fault plan") == 1
     assert "vigil fault seed:" not in result.stdout.str()
-    result = isolated.runpytest("-p", "vigil.runtime.pytest_plugin", "--vigil-fault-seed", "77")
+    result = isolated.runpytest("-p", "vigil.testing.pytest_plugin", "--vigil-fault-seed", "77")
     result.stdout.fnmatch_lines(
         ["vigil fault seed: 77 *", "seed 77; replay with --vigil-fault-seed 77"]
     )
@@ -633,7 +633,7 @@ def test_plugin_releases_hangs_at_teardown(isolated: pytest.Pytester) -> None:
     isolated.makepyfile(
         test_hang="""
         import threading
-        from vigil.runtime._faults import Fault
+        from vigil.testing._faults import Fault
 
         threads = []
 
@@ -649,7 +649,7 @@ def test_plugin_releases_hangs_at_teardown(isolated: pytest.Pytester) -> None:
             assert not threads[0].is_alive()
         """
     )
-    isolated.runpytest("-p", "vigil.runtime.pytest_plugin").assert_outcomes(passed=2)
+    isolated.runpytest("-p", "vigil.testing.pytest_plugin").assert_outcomes(passed=2)
 
 
 # --- a real device-side assert, in a child process ---------------------------------------
@@ -658,7 +658,7 @@ CUDA_CHILD = """
 import functools
 import json
 import torch
-from vigil.runtime._faults import Fault, FaultPlan, inject
+from vigil.testing._faults import Fault, FaultPlan, inject
 
 model = inject(lambda x: x * 2, FaultPlan().at_calls([1], Fault.DEVICE_FATAL))
 x = torch.ones(4, device="cuda")

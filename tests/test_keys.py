@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from vigil import _keys
+from vigil import keys as _keys
 from vigil.errors import KeyFileError
 
 ALGORITHMS = list(_keys.KeyAlgorithm)

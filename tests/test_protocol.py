@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from vigil import _diagnostics as D
 from vigil.auditlog._crc import crc32c_portable
 from vigil.errors import ProtocolError
-from vigil.runtime import _protocol as P
 from vigil.schemas import Outcome, ServedBy, State
+from vigil.service import _protocol as P
 
 from conftest import examples
 

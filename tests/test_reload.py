@@ -12,19 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from vigil import _keys
+from vigil import keys as _keys
 from vigil.auditlog import FlightRecorder, LogReader
 from vigil.errors import ConfigError, KeyFileError
 from vigil.fsm import Policy
 from vigil.model import WEIGHTS, save_model_dir
-from vigil.runtime import (
-    KnownAnswer,
-    ModelReloader,
-    ReloadStatus,
-    Supervisor,
-    load_signed_model,
-)
 from vigil.schemas import CallFlags, LifecycleEvent, RecordType, ServedBy
+from vigil.supervisor import KnownAnswer, ModelReloader, ReloadStatus, Supervisor, load_signed_model
 
 X0 = torch.zeros(1, 4)  # the known-answer input: every version answers zeros
 X1 = torch.ones(1, 4)  # any other input: version k answers x + k

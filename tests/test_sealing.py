@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from vigil import _keys
+from vigil import keys as _keys
 from vigil.auditlog import (
     Anchor,
     FlightRecorder,

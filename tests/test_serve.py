@@ -2,7 +2,7 @@
 
 The service runs as ``python -m vigil serve --config FILE`` with ``NOTIFY_SOCKET`` pointing
 at a datagram socket this test reads (READY, WATCHDOG, STOPPING arrive as systemd would get
-them). The model is :func:`vigil.runtime._models.triggered_model`, whose input selects a fault.
+them). The model is :func:`vigil.testing._models.triggered_model`, whose input selects a fault.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import torch
 
 from vigil.auditlog import LogReader
 from vigil.cli import main
-from vigil.runtime._client import Client
-from vigil.runtime._models import TRIGGERS
 from vigil.schemas import LifecycleEvent, Outcome, RecordType, ServedBy
+from vigil.service._client import Client
+from vigil.testing._models import TRIGGERS
 
 START_S = 120.0
 
@@ -44,7 +44,7 @@ segments = 8
 durability = "batch"
 
 [model]
-factory = "vigil.runtime._models:triggered_model"
+factory = "vigil.testing._models:triggered_model"
 
 [model.input]
 dtype = "float32"

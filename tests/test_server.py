@@ -32,11 +32,11 @@ from vigil.errors import (
     ServiceUnreachable,
     Unavailable,
 )
-from vigil.runtime import Constant, Supervisor
-from vigil.runtime import _protocol as P
-from vigil.runtime._client import Client
-from vigil.runtime._server import SocketServer, _Violations
 from vigil.schemas import Outcome, RecordType, ServedBy, State
+from vigil.service import _protocol as P
+from vigil.service._client import Client
+from vigil.service._server import SocketServer, _Violations
+from vigil.supervisor import Constant, Supervisor
 
 REPO = Path(__file__).resolve().parent.parent
 RING = RingConfig(size=4096 + 32 * 32768, segment_size=32768)  # ~3000 records, no wrap
@@ -514,7 +514,7 @@ def test_stop_reports_calls_still_in_flight(service: Callable[..., Service]) -> 
 
 _CLIENT = """
 import sys, torch
-from vigil.runtime._client import Client
+from vigil.service._client import Client
 path, who, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 with Client(path, timeout_s=20) as c:
     for i in range(n):

@@ -11,14 +11,14 @@ import pytest
 import safetensors.torch
 import torch
 
-from vigil import _keys
+from vigil import keys as _keys
 from vigil.cli import main
 from vigil.errors import ArtifactTampered, InvalidInput, ServiceConfigError
 from vigil.fsm import Policy
 from vigil.model import Decoder, DecoderConfig, load_model, verify_model_dir
-from vigil.runtime import Constant, LastGood
-from vigil.runtime._config import ServeConfig
-from vigil.runtime._models import KNOWN_ANSWER, build_reference
+from vigil.service._config import ServeConfig
+from vigil.supervisor import Constant, LastGood
+from vigil.testing._models import KNOWN_ANSWER, build_reference
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "vigil.toml"
 MINIMAL: dict[str, Any] = {
@@ -549,7 +549,7 @@ def test_refusals_are_config_errors() -> None:
 
 
 def test_every_key_is_documented_and_in_the_example() -> None:
-    from vigil.runtime._config import _KEYS
+    from vigil.service._config import _KEYS
 
     docs = (EXAMPLE.parent.parent / "docs" / "SERVICE.md").read_text(encoding="utf-8")
     example = EXAMPLE.read_text(encoding="utf-8")

@@ -25,12 +25,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from vigil import _diagnostics as D
-from vigil.errors import InvalidInput, ServiceConfigError, Unavailable
+from vigil.errors import InvalidArgument, InvalidInput, ServiceConfigError, Unavailable
 from vigil.fsm import Policy
-from vigil.runtime import Constant, Supervisor
-from vigil.runtime._metrics import Health, HealthServer, ServiceMetrics
-from vigil.runtime._systemd import SystemdNotifier, WatchdogPinger, watchdog_interval_s
 from vigil.schemas import ServedBy, State
+from vigil.service._metrics import Health, HealthServer, ServiceMetrics
+from vigil.service._systemd import SystemdNotifier, WatchdogPinger, watchdog_interval_s
+from vigil.supervisor import Constant, Supervisor
 
 from conftest import SMALL, FakeClock
 
@@ -466,6 +466,9 @@ def test_notifier_enablement(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_watchdog_interval() -> None:
     me = str(os.getpid())
     assert watchdog_interval_s({}) is None
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(InvalidArgument, match="interval_s"):
+            WatchdogPinger(SystemdNotifier(False), bad, lambda: (True, ""))
     assert watchdog_interval_s({"WATCHDOG_USEC": "2000000"}) == 1.0
     assert watchdog_interval_s({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": me}) == 1.0
     assert watchdog_interval_s({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}) is None

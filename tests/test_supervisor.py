@@ -19,9 +19,9 @@ from vigil.auditlog import LogReader, RingConfig
 from vigil.errors import ConfigError, InputRefused, InvalidInput, Unavailable
 from vigil.fsm import Policy
 from vigil.model import Decoder, DecoderConfig, DecoderFallback
-from vigil.runtime import Constant, FallbackModel, KnownAnswer, LastGood, Supervisor, digest
-from vigil.runtime._faults import Fault, FaultPlan, FaultyModel
 from vigil.schemas import CallFlags, Outcome, RecordType, ServedBy, State
+from vigil.supervisor import Constant, FallbackModel, KnownAnswer, LastGood, Supervisor, digest
+from vigil.testing._faults import Fault, FaultPlan, FaultyModel
 
 from conftest import FakeClock
 

@@ -23,10 +23,10 @@ from vigil.auditlog import _format as F
 from vigil.cli import main
 from vigil.errors import InvalidInput
 from vigil.fsm import Policy
-from vigil.runtime import Constant, FallbackModel, Supervisor, replay
-from vigil.runtime._faults import Fault, FaultPlan, FaultyModel
 from vigil.schemas import CallFlags, RecordType, ServedBy, State
 from vigil.schemas import _records as R
+from vigil.supervisor import Constant, FallbackModel, Supervisor, replay
+from vigil.testing._faults import Fault, FaultPlan, FaultyModel
 
 from conftest import FakeClock
 
@@ -181,7 +181,7 @@ def test_state_survives_a_restart_and_replay_follows(tmp_path: Path) -> None:
 
 _CRASHER = """
 import sys, torch
-from vigil.runtime import Supervisor, Constant
+from vigil.supervisor import Constant, Supervisor
 from vigil.fsm import Policy
 policy = Policy(max_failed_recoveries=2, failed_recovery_period_ns=3600 * 10**9)
 sup = Supervisor(lambda x: x * 2, log=sys.argv[1], policy=policy, isolation="inline",

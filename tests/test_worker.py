@@ -2,7 +2,7 @@
 frozen heartbeats, cold restarts, bad inputs, and a SIGKILLed supervisor.
 
 Every test here starts real spawned processes (about 2 s each for torch to import); the model is
-:func:`vigil.runtime._models.triggered_model`, whose input selects a fault.
+:func:`vigil.testing._models.triggered_model`, whose input selects a fault.
 """
 
 from __future__ import annotations
@@ -23,22 +23,22 @@ import pytest
 import torch
 
 from vigil import _diagnostics as D
-from vigil import _keys
+from vigil import keys as _keys
 from vigil.auditlog import LogReader
 from vigil.cli import main
 from vigil.errors import InvalidInput, WorkerError
 from vigil.fsm import Policy
 from vigil.model import verify_model_dir
-from vigil.runtime import Constant, Supervisor
-from vigil.runtime import _worker as W
-from vigil.runtime._models import TRIGGERS
-from vigil.runtime._worker import WorkerPool, WorkerSpec
 from vigil.schemas import LifecycleEvent, Outcome, RecordType, ServedBy, State
+from vigil.supervisor import Constant, Supervisor
+from vigil.testing._models import TRIGGERS
+from vigil.workers import _pool as W
+from vigil.workers._pool import WorkerPool, WorkerSpec
 
 from conftest import FakeClock
 
 SPEC = WorkerSpec(
-    factory="vigil.runtime._models:triggered_model",
+    factory="vigil.testing._models:triggered_model",
     warmup_input=torch.ones(1, 4),
     threads=1,
 )
@@ -273,7 +273,7 @@ def test_a_frozen_worker_is_found_by_its_heartbeat(tmp_path: Path) -> None:
 
 
 def test_a_model_that_cannot_be_built_fails_the_start_and_is_recorded(tmp_path: Path) -> None:
-    spec = WorkerSpec(factory="vigil.runtime._models:no_such_factory")
+    spec = WorkerSpec(factory="vigil.testing._models:no_such_factory")
     with pytest.raises(WorkerError) as err:
         Supervisor(WorkerPool(spec, standby=False), isolation="process", log=tmp_path / "l")
     assert err.value.diagnostic is D.WORKER_START_FAILED
@@ -283,11 +283,11 @@ def test_a_model_that_cannot_be_built_fails_the_start_and_is_recorded(tmp_path: 
 
 _SUPERVISOR_SCRIPT = """
 import sys, torch
-from vigil.runtime import Constant, Supervisor
-from vigil.runtime import _worker as W
-from vigil.runtime._worker import WorkerPool, WorkerSpec
+from vigil.supervisor import Constant, Supervisor
+from vigil.workers import _pool as W
+from vigil.workers._pool import WorkerPool, WorkerSpec
 def main():
-    spec = WorkerSpec(factory="vigil.runtime._models:triggered_model", threads=1)
+    spec = WorkerSpec(factory="vigil.testing._models:triggered_model", threads=1)
     sup = Supervisor(WorkerPool(spec), isolation="process", log=sys.argv[1],
                      fallback=Constant(torch.zeros(1, 4)), durability="always")
     stats = sup._pool.statistics()

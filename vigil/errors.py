@@ -42,6 +42,7 @@ __all__ = [
     "RemoteModelError",
     "ServiceBusy",
     "ServiceConfigError",
+    "ServiceError",
     "ServiceUnreachable",
     "SimulatedPowerCut",
     "SuperblockCorrupt",
@@ -314,7 +315,9 @@ class SimulatedPowerCut(BaseException):
 
 
 class WorkerError(VigilError):
-    """A model worker process could not be started, loaded or reached (DIA-70xx)."""
+    """The family of worker-process failures: a worker could not be started, loaded or
+    reached (DIA-70xx, this class itself), or a call on it was lost, timed out, found it busy
+    or raised (the subclasses). Catch it to handle everything process isolation adds."""
 
     diagnostic = codes.WORKER_FAILED
 
@@ -326,25 +329,25 @@ class WorkerUnavailable(WorkerError):
     diagnostic = codes.NO_WORKER
 
 
-class WorkerLost(VigilError):
+class WorkerLost(WorkerError):
     """The worker process died during the call (DIA-4007); the standby took over."""
 
     diagnostic = codes.WORKER_LOST
 
 
-class WorkerTimeout(VigilError):
+class WorkerTimeout(WorkerError):
     """No answer within the deadline (DIA-4002): the worker was killed and replaced."""
 
     diagnostic = codes.DEADLINE_MISSED
 
 
-class WorkerBusy(VigilError):
+class WorkerBusy(WorkerError):
     """The active worker was busy with other calls until the deadline (DIA-4008)."""
 
     diagnostic = codes.PRIMARY_BUSY
 
 
-class RemoteModelError(VigilError):
+class RemoteModelError(WorkerError):
     """The model raised inside its worker process (DIA-4001, or the code it was classified
     as there: DIA-4005 out of memory, DIA-4006 process-fatal). Attribute ``outcome``: the
     worker's classification (a ``vigil.schemas.Outcome``). After a process-fatal error the
@@ -360,7 +363,14 @@ class ProtocolError(VigilError):
     diagnostic = codes.PROTOCOL_ERROR
 
 
-class ServiceUnreachable(ProtocolError):
+class ServiceError(VigilError):
+    """The family of a client's failures to get an answer from ``vigil serve`` that are not
+    the peer's protocol violations: unreachable, busy (DIA-711x)."""
+
+    diagnostic = codes.SERVICE_UNREACHABLE
+
+
+class ServiceUnreachable(ServiceError):
     """The service socket could not be reached, or the connection was lost or timed out
     (DIA-7112). A call cut off after it was sent may have been served and recorded: look its
     ``request_id`` up in the flight log before retrying a call that must not run twice."""

@@ -21,13 +21,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from vigil._keys import PublicKey
 from vigil.auditlog import _format as F
 from vigil.auditlog._seal import FssSeed
 from vigil.auditlog._sealcheck import Anchor, SealChecker
 from vigil.auditlog._storage import is_locked
 from vigil.auditlog._verify import FindingSink, VerifyReport, Walker
 from vigil.errors import InvalidArgument, LogIOError
+from vigil.keys import PublicKey
 from vigil.schemas import _records as R
 from vigil.schemas._enums import RecordType, coerce
 

@@ -46,9 +46,9 @@ from pathlib import Path
 from typing import Any
 
 from vigil import _diagnostics as codes
-from vigil._keys import PrivateKey, read_secret, write_secret
 from vigil.auditlog._crc import crc32c
 from vigil.errors import ConfigError, KeyFileError
+from vigil.keys import PrivateKey, read_secret, write_secret
 from vigil.schemas import _records as R
 from vigil.schemas._enums import CheckpointReason, RecordType
 from vigil.schemas._layout import Layout

@@ -38,11 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vigil._keys import KeyAlgorithm, PublicKey
 from vigil.auditlog import _format as F
 from vigil.auditlog._seal import FssSeed, checkpoint_message, fss_tag, signed_message
 from vigil.auditlog._verify import FindingSink
 from vigil.errors import InvalidArgument, UsageError
+from vigil.keys import KeyAlgorithm, PublicKey
 from vigil.schemas import _records as R
 from vigil.schemas._enums import LifecycleEvent, RecordType
 

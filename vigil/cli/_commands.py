@@ -62,7 +62,7 @@ def verify(args: argparse.Namespace) -> int:
 
 
 def replay(args: argparse.Namespace) -> int:
-    from vigil.runtime import replay as run_replay  # noqa: PLC0415 - torch only when needed
+    from vigil.supervisor import replay as run_replay  # noqa: PLC0415 - torch only when needed
 
     report = run_replay(args.path)
     if args.json:

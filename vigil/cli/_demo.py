@@ -32,15 +32,15 @@ from typing import Any
 
 import torch
 
-from vigil import _keys
+from vigil import keys as _keys
 from vigil.auditlog import LogReader, RingConfig
 from vigil.errors import InvalidInput, Unavailable
 from vigil.fsm import Policy
 from vigil.model import DecoderConfig, DecoderFallback, load_model
-from vigil.runtime import Constant, FallbackModel, LastGood, Supervisor, replay
-from vigil.runtime._faults import Fault, FaultPlan, FaultyModel
-from vigil.runtime._models import build_reference, save_reference_decoder
 from vigil.schemas import Contract, ServedBy, State, TensorSpec
+from vigil.supervisor import Constant, FallbackModel, LastGood, Supervisor, replay
+from vigil.testing._faults import Fault, FaultPlan, FaultyModel
+from vigil.testing._models import build_reference, save_reference_decoder
 
 MS = 1_000_000
 POLICY = Policy(

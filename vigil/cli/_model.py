@@ -3,7 +3,7 @@
 ``keygen`` writes an ECDSA P-384 key pair; ``sign`` writes the manifest and signature over the
 files of a directory; ``export-reference`` writes a reference model as a signed directory (the
 decoder by default, or the small ``tiny-reference`` perceptron) that
-:func:`vigil.runtime._models.build_reference` builds again; ``verify`` exits 0 when a directory
+:func:`vigil.testing._models.build_reference` builds again; ``verify`` exits 0 when a directory
 verifies against a public key, 1 when it is refused (the diagnostic code is printed), 2 on a
 usage error.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vigil import _diagnostics as codes
-from vigil import _keys
+from vigil import keys as _keys
 from vigil.errors import ArtifactError, KeyFileError, ManifestInvalid, UsageError
 
 EXIT_REFUSED = 1
@@ -127,7 +127,7 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def _export_decoder(args: argparse.Namespace) -> int:
-    from vigil.runtime._models import save_reference_decoder  # noqa: PLC0415 - torch
+    from vigil.testing._models import save_reference_decoder  # noqa: PLC0415 - torch
 
     preset = args.preset or "tiny"
     key = _keys.load_private(args.key, algorithm=_keys.KeyAlgorithm.ECDSA_P384)

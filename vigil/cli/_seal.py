@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vigil import _keys
+from vigil import keys as _keys
 from vigil.auditlog import Anchor, FssSeed, LogReader, fss_generate
 from vigil.errors import UsageError
 from vigil.schemas import _records as R

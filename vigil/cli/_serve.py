@@ -23,8 +23,8 @@ def add_parser(sub: Any) -> None:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from vigil.runtime._config import ServeConfig  # noqa: PLC0415 - torch only when serving
-    from vigil.runtime._service import Service  # noqa: PLC0415
+    from vigil.service._config import ServeConfig  # noqa: PLC0415 - torch only when serving
+    from vigil.service._service import Service  # noqa: PLC0415
 
     config = ServeConfig.load(args.config)
     if args.check:

@@ -20,7 +20,7 @@ exactly (same keys, shapes and dtypes). There is no unsigned escape hatch: signi
 directory is one command.
 
 A valid signature proves who published the bytes, not that the model is good: the runtime's
-hot reload (:mod:`vigil.runtime._reload`) probes a candidate before it serves.
+hot reload (:mod:`vigil.supervisor._reload`) probes a candidate before it serves.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from vigil import _diagnostics as codes
-from vigil import _keys
+from vigil import keys as _keys
 from vigil.errors import (
     ArtifactError,
     ArtifactFileMissing,

@@ -1,49 +1,68 @@
-"""The supervisor runtime: every call routed, bounded in time, checked and audited.
+"""Deprecated: ``vigil.runtime`` was split by concern (kept for one release).
 
-:class:`Supervisor` wraps a primary model and a chain of fallbacks; one :class:`Watchdog`
-thread enforces every call's deadline; the state machine (:mod:`vigil.fsm`) decides who
-answers; every call and state change is recorded in the flight log (:mod:`vigil.auditlog`).
-:func:`load_signed_model` loads a signed model directory (audited) and :class:`ModelReloader`
-hot-swaps a new verified and probed version in.
+==========================  =========================================================
+old name                    new home
+==========================  =========================================================
+Supervisor, fallbacks,      :mod:`vigil.supervisor`
+watchdog, reload, replay
+WorkerPool, WorkerSpec      :mod:`vigil.workers`
+Service, Client, config,    :mod:`vigil.service`
+metrics, systemd
+FaultPlan, triggered_model  :mod:`vigil.testing`
+==========================  =========================================================
 
-Process isolation and the service: :class:`WorkerPool` runs the model in spawned worker
-processes with a hot standby (``Supervisor(pool, isolation="process")``); :class:`Service`
-is ``vigil serve`` (config :class:`ServeConfig`, the socket :class:`SocketServer` and its
-:class:`Client`, :class:`ServiceMetrics` and :class:`HealthServer`, systemd's
-:class:`SystemdNotifier` and :class:`WatchdogPinger`); docs/SERVICE.md.
+Every name still resolves here, with a :class:`DeprecationWarning` that names its new home.
 """
 
-from vigil.runtime._client import Client, ClientResult
-from vigil.runtime._config import ServeConfig
-from vigil.runtime._fallbacks import Constant, Fallback, FallbackModel, LastGood
-from vigil.runtime._faults import Fault, FaultPlan, FaultyModel, inject
-from vigil.runtime._metrics import Health, HealthServer, ServiceMetrics
-from vigil.runtime._models import TRIGGERS, build_reference, triggered_model
-from vigil.runtime._reload import (
-    ModelReloader,
-    ReloadResult,
-    ReloadStatistics,
-    ReloadStatus,
-    load_signed_model,
-)
-from vigil.runtime._replay import ReplayFinding, ReplayReport, replay
-from vigil.runtime._server import SocketServer
-from vigil.runtime._service import Service
-from vigil.runtime._supervisor import (
-    KnownAnswer,
-    Result,
-    Supervisor,
-    SupervisorStatistics,
-)
-from vigil.runtime._systemd import SystemdNotifier, WatchdogPinger, watchdog_interval_s
-from vigil.runtime._tensors import classify, digest
-from vigil.runtime._watchdog import Watchdog
-from vigil.runtime._worker import (
-    PoolStatistics,
-    WorkerEvent,
-    WorkerPool,
-    WorkerSpec,
-)
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Any
+
+_MOVED = {
+    "TRIGGERS": "vigil.testing",
+    "Client": "vigil.service",
+    "ClientResult": "vigil.service",
+    "Constant": "vigil.supervisor",
+    "Fallback": "vigil.supervisor",
+    "FallbackModel": "vigil.supervisor",
+    "Fault": "vigil.testing",
+    "FaultPlan": "vigil.testing",
+    "FaultyModel": "vigil.testing",
+    "Health": "vigil.service",
+    "HealthServer": "vigil.service",
+    "KnownAnswer": "vigil.supervisor",
+    "LastGood": "vigil.supervisor",
+    "ModelReloader": "vigil.supervisor",
+    "PoolStatistics": "vigil.workers",
+    "ReloadResult": "vigil.supervisor",
+    "ReloadStatistics": "vigil.supervisor",
+    "ReloadStatus": "vigil.supervisor",
+    "ReplayFinding": "vigil.supervisor",
+    "ReplayReport": "vigil.supervisor",
+    "Result": "vigil.supervisor",
+    "ServeConfig": "vigil.service",
+    "Service": "vigil.service",
+    "ServiceMetrics": "vigil.service",
+    "SocketServer": "vigil.service",
+    "Supervisor": "vigil.supervisor",
+    "SupervisorStatistics": "vigil.supervisor",
+    "SystemdNotifier": "vigil.service",
+    "Watchdog": "vigil.supervisor",
+    "WatchdogPinger": "vigil.service",
+    "WorkerEvent": "vigil.workers",
+    "WorkerPool": "vigil.workers",
+    "WorkerSpec": "vigil.workers",
+    "build_reference": "vigil.testing",
+    "classify": "vigil.supervisor",
+    "digest": "vigil.supervisor",
+    "inject": "vigil.testing",
+    "load_signed_model": "vigil.supervisor",
+    "replay": "vigil.supervisor",
+    "triggered_model": "vigil.testing",
+    "watchdog_interval_s": "vigil.service",
+}
 
 __all__ = [
     "TRIGGERS",
@@ -88,3 +107,16 @@ __all__ = [
     "triggered_model",
     "watchdog_interval_s",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _MOVED.get(name)
+    if home is None:
+        raise AttributeError(f"module 'vigil.runtime' has no attribute {name!r}")
+    warnings.warn(
+        f"vigil.runtime.{name} moved to {home}.{name}; import it from there "
+        "(vigil.runtime is removed in the next release)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(home), name)

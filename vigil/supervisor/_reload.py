@@ -16,7 +16,7 @@ checking thread while the supervisor serves the old model:
 2. **same version?** a candidate whose digest is the serving one is not swapped again;
 3. **warm up**: a few calls on the warm-up inputs; an exception or a NaN/Inf refuses it
    (DIA-5120);
-4. **probe**: the known answer (:class:`~vigil.runtime.KnownAnswer`) and/or the caller's
+4. **probe**: the known answer (:class:`~vigil.supervisor.KnownAnswer`) and/or the caller's
    check; a wrong answer refuses it (DIA-5121).
 
 Only then does :meth:`Supervisor.swap_primary` replace the (model, digest) pair in one
@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from vigil import _diagnostics as codes
-from vigil import _keys
+from vigil import keys as _keys
 from vigil.auditlog import FlightRecorder
 from vigil.errors import (
     CandidateRefused,
@@ -50,9 +50,9 @@ from vigil.errors import (
     VigilError,
 )
 from vigil.model import SIGNATURE, LoadedModel, VerifiedArtifact, load_model
-from vigil.runtime import _tensors as T
-from vigil.runtime._supervisor import KnownAnswer, Supervisor
 from vigil.schemas import LifecycleEvent
+from vigil.supervisor import _tensors as T
+from vigil.supervisor._supervisor import KnownAnswer, Supervisor
 
 __all__ = [
     "ModelReloader",

@@ -14,7 +14,7 @@ Theory of operation
    its deadline, never more. With ``isolation="inline"`` the caller runs the model itself
    (~20 µs less per call), and a hung model holds its caller until it returns -- only later
    callers are protected. With ``isolation="process"`` the primary is a
-   :class:`~vigil.runtime.WorkerPool`: the model runs in a worker process, a call past its
+   :class:`~vigil.workers.WorkerPool`: the model runs in a worker process, a call past its
    deadline kills that process, and a hot standby takes over (docs/SERVICE.md); a lost
    worker, a process-fatal device error or a frozen heartbeat is an outcome like any other,
    and its LIFECYCLE records (WORKER_LOST, WORKER_PROMOTED, WORKER_READY) are written here;
@@ -74,12 +74,12 @@ from vigil.errors import (
     WorkerUnavailable,
 )
 from vigil.fsm import MachineStatistics, Policy, Route, SafetyMachine, Transition
-from vigil.runtime import _tensors as T
-from vigil.runtime._fallbacks import Fallback, LastGood, as_chain
-from vigil.runtime._restore import restore_snapshot
-from vigil.runtime._watchdog import Ticket, Watchdog
-from vigil.runtime._worker import WorkerEvent, WorkerPool
 from vigil.schemas import CallFlags, LifecycleEvent, Outcome, ServedBy, State
+from vigil.supervisor import _tensors as T
+from vigil.supervisor._fallbacks import Fallback, LastGood, as_chain
+from vigil.supervisor._restore import restore_snapshot
+from vigil.supervisor._watchdog import Ticket, Watchdog
+from vigil.workers._pool import WorkerEvent, WorkerPool
 
 _NO_CODE = 0
 _ZERO_DIGEST = bytes(32)
@@ -266,7 +266,7 @@ class Supervisor:
         known_answer: a :class:`KnownAnswer`; required by ``probe_mode="known_answer"`` and by
             ``probe_interval_ns``.
         isolation: ``"thread"`` (bounded answer time), ``"inline"`` (lowest overhead) or
-            ``"process"`` (``primary`` is a :class:`~vigil.runtime.WorkerPool`, started here
+            ``"process"`` (``primary`` is a :class:`~vigil.workers.WorkerPool`, started here
             if it was not, and closed with the supervisor).
         workers: worker threads for ``isolation="thread"``.
         clock: timestamps for the log and time for the state machine (a

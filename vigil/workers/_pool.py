@@ -137,7 +137,7 @@ class WorkerSpec:
       moved to ``device`` and put in eval mode), or
     * ``model_dir`` (a signed model directory) with ``public_key`` (the trusted key file) and
       ``builder="package.module:function"`` (config -> module; default
-      :func:`vigil.runtime._models.build_reference`).
+      :func:`vigil.testing._models.build_reference`).
 
     Attributes:
         device: where the model runs in the worker (``cpu``, ``cuda``, ``cuda:N``).
@@ -156,7 +156,7 @@ class WorkerSpec:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     model_dir: str | None = None
     public_key: str | None = None
-    builder: str = "vigil.runtime._models:build_reference"
+    builder: str = "vigil.testing._models:build_reference"
     device: str = "cpu"
     warmup_input: Any = None
     warmup_calls: int = 3
@@ -199,10 +199,10 @@ def _resolve(name: str) -> Callable[..., Any]:
 
 def _build(spec: WorkerSpec) -> tuple[Callable[[Any], Any], bytes, dict[str, Any]]:
     """In the worker: the model, its digest, and what to report about it."""
-    from vigil.runtime import _tensors as T  # noqa: PLC0415
+    from vigil.supervisor import _tensors as T  # noqa: PLC0415
 
     if spec.model_dir is not None:
-        from vigil import _keys  # noqa: PLC0415
+        from vigil import keys as _keys  # noqa: PLC0415
         from vigil.model import load_model  # noqa: PLC0415
 
         assert spec.public_key is not None
@@ -350,7 +350,7 @@ class _SharedArea:
 
 def _worker_main(spec: WorkerSpec, path: str, conn: Connection, heartbeat_ns: int) -> None:
     """Entry point of a worker process (spawned): load, warm up, say ready, serve calls."""
-    from vigil.runtime import _tensors as T  # noqa: PLC0415
+    from vigil.supervisor import _tensors as T  # noqa: PLC0415
 
     shm = _SharedArea(path, spec.shm_bytes * 2 + _HEADER_SIZE, create=False)
     stop = threading.Event()
@@ -609,7 +609,7 @@ class WorkerPool:
                 f"the worker loaded model {worker.digest.hex()[:16]}, the pool runs "
                 f"{self._digest.hex()[:16]}"
             )
-            detail["code"] = "DIA-7006"
+            detail["code"] = D.WORKER_DIGEST_MISMATCH.code
         if reason or self._closed.is_set():
             self._discard(worker)
             if reason:  # recorded before start() can see the failure and close the log

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 import sdnotify  # type: ignore[import-untyped]
 
 from vigil import _diagnostics as D
-from vigil.errors import ServiceConfigError
+from vigil.errors import InvalidArgument, ServiceConfigError
 
 HealthyFn = Callable[[], tuple[bool, str]]
 
@@ -164,7 +164,10 @@ class WatchdogPinger:
         wait: Callable[[float], bool] | None = None,
     ) -> None:
         if not interval_s > 0:
-            raise ValueError(f"interval_s={interval_s!r}: must be positive")
+            raise InvalidArgument(
+                f"WatchdogPinger: interval_s={interval_s!r} must be positive (half of "
+                "systemd's WATCHDOG_USEC, as watchdog_interval_s() returns it)"
+            )
         self.notifier = notifier
         self.interval_s = interval_s
         self.healthy_fn = healthy_fn

@@ -1,6 +1,6 @@
 """pytest fixtures for fault injection: ``fault_plan``, ``faulty`` and ``--vigil-fault-seed``.
 
-Each test gets its own :class:`~vigil.runtime.FaultPlan`, seeded from a stable hash (CRC-32)
+Each test gets its own :class:`~vigil.testing.FaultPlan`, seeded from a stable hash (CRC-32)
 of its node id, so a test sees the same schedule on every run and on every machine. When a
 test that used the plan fails, its report gains a "vigil fault plan" section with the seed;
 ``--vigil-fault-seed N`` overrides the seed of every plan (to replay a run, or to explore
@@ -8,7 +8,7 @@ other schedules), and the header of the run names it. At teardown the plan is re
 hanging call outlives its test.
 
 Installed with vigil as the ``pytest11`` plugin; without the entry point, load it with
-``-p vigil.runtime.pytest_plugin``.
+``-p vigil.testing.pytest_plugin``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:  # importing the toolkit imports torch: only when a fixture is used
-    from vigil.runtime._faults import FaultPlan, FaultyModel
+    from vigil.testing._faults import FaultPlan, FaultyModel
 
 __all__ = ["fault_plan", "faulty", "seed_for"]
 
@@ -59,7 +59,7 @@ def fault_plan(request: pytest.FixtureRequest) -> Iterator[FaultPlan]:
     seed = seed_for(request.node.nodeid) if override is None else int(override)
     request.node.stash[_SEED] = seed
     request.node.user_properties.append(("vigil_fault_seed", seed))
-    from vigil.runtime._faults import FaultPlan  # noqa: PLC0415 - see the imports above
+    from vigil.testing._faults import FaultPlan  # noqa: PLC0415 - see the imports above
 
     plan = FaultPlan(seed)
     yield plan
@@ -71,7 +71,7 @@ def faulty(fault_plan: FaultPlan) -> Callable[..., FaultyModel]:
     """A factory ``faulty(model, plan=None)`` wrapping ``model`` in a :class:`FaultyModel`
     that follows ``plan``, by default the test's ``fault_plan``."""
 
-    from vigil.runtime._faults import FaultyModel  # noqa: PLC0415 - see the imports above
+    from vigil.testing._faults import FaultyModel  # noqa: PLC0415 - see the imports above
 
     def make(model: Callable[..., Any], plan: FaultPlan | None = None) -> FaultyModel:
         return FaultyModel(model, fault_plan if plan is None else plan)

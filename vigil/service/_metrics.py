@@ -142,7 +142,7 @@ class ServiceMetrics:
     """The service's metrics on their own registry.
 
     Args:
-        supervisor: a :class:`~vigil.runtime.Supervisor` (``statistics()`` and ``log``).
+        supervisor: a :class:`~vigil.supervisor.Supervisor` (``statistics()`` and ``log``).
         pool: the worker pool, or None; duck-typed: ``statistics()`` with ``active_pid``,
             ``standby_pid``, ``standby_ready``, ``restarts``, ``failovers``,
             ``last_heartbeat_age_ns`` (missing fields are left out).
@@ -174,7 +174,7 @@ class ServiceMetrics:
         """Count one request. Called by the socket server after every request; never raises.
 
         Args:
-            result: the :class:`~vigil.runtime.Result`, or None when the call raised.
+            result: the :class:`~vigil.supervisor.Result`, or None when the call raised.
             error: the exception the request ended with, or None.
             seconds: time to answer, as the server measured it.
         """

@@ -24,8 +24,8 @@ from vigil.errors import (
     Unavailable,
     VigilError,
 )
-from vigil.runtime import _protocol as P
 from vigil.schemas import Outcome, ServedBy, State
+from vigil.service import _protocol as P
 
 
 class ClientResult(NamedTuple):
@@ -35,7 +35,7 @@ class ClientResult(NamedTuple):
         output: a tensor, a dict of tensors or a tuple of tensors (CPU, sharing the memory of
             the received frame).
         state, served_by, outcome, seq, code, reason, answer_age_ns, latency_ns: as in
-            :class:`vigil.runtime.Result` (``code`` is the ``DIA-xxxx`` string or None).
+            :class:`vigil.supervisor.Result` (``code`` is the ``DIA-xxxx`` string or None).
         request_id: the 16-byte id the flight log holds for this call.
     """
 
@@ -212,9 +212,9 @@ class Client:
         except TimeoutError as exc:
             self._drop()  # a late answer would be read as the next call's
             raise ServiceUnreachable(f"no answer within {self._timeout} s") from exc
-        except (OSError, ProtocolError) as exc:
+        except (OSError, ProtocolError, ServiceUnreachable) as exc:
             self._drop()
-            if isinstance(exc, ProtocolError):
+            if isinstance(exc, VigilError):
                 raise
             raise ServiceUnreachable(f"the connection was lost: {exc}") from exc
         return P.Frame(header.type, header.request_id, body)

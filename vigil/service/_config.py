@@ -35,10 +35,10 @@ from vigil import _diagnostics as D
 from vigil.auditlog import RingConfig
 from vigil.errors import ConfigError, InvalidInput, ServiceConfigError
 from vigil.fsm import Policy
-from vigil.runtime._fallbacks import Constant, LastGood
-from vigil.runtime._supervisor import KnownAnswer
 from vigil.schemas import Contract, TensorSpec
 from vigil.schemas._records import SUPERBLOCK_AREA
+from vigil.supervisor._fallbacks import Constant, LastGood
+from vigil.supervisor._supervisor import KnownAnswer
 
 _MAX_KNOWN_ANSWER = 256 << 20  # a known answer is one small input and its output
 
@@ -291,7 +291,7 @@ class ServeConfig:
         return self.supervisor.policy
 
     def fallback_chain(self) -> list[Any]:
-        """Fresh fallback objects for :class:`~vigil.runtime.Supervisor` (``fallback=``), in
+        """Fresh fallback objects for :class:`~vigil.supervisor.Supervisor` (``fallback=``), in
         the configured order; an empty list when ``fallback = "none"``."""
         s = self.supervisor
         chain: list[Any] = []
@@ -326,7 +326,7 @@ class ServeConfig:
         """
         import safetensors.torch  # noqa: PLC0415
 
-        from vigil import _keys  # noqa: PLC0415
+        from vigil import keys as _keys  # noqa: PLC0415
         from vigil.model import verify_model_dir  # noqa: PLC0415
 
         ka = self.supervisor.known_answer

@@ -35,8 +35,8 @@ from typing import Any, NoReturn, Protocol
 
 from vigil import _diagnostics as D
 from vigil.errors import InvalidInput, ProtocolError, ServiceConfigError, Unavailable, VigilError
-from vigil.runtime import _protocol as P
-from vigil.runtime._tensors import describe
+from vigil.service import _protocol as P
+from vigil.supervisor._tensors import describe
 
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
 _SMALL_SEND = 64 << 10  # below this a frame is joined and sent in one syscall
@@ -56,7 +56,7 @@ OnCall = Callable[[Any, BaseException | None, float], None]
 
 
 class Servable(Protocol):
-    """What the server needs of a :class:`~vigil.runtime.Supervisor`."""
+    """What the server needs of a :class:`~vigil.supervisor.Supervisor`."""
 
     log: Any
 
@@ -147,7 +147,7 @@ class SocketServer:
     """Serves ``supervisor`` on the Unix socket ``path`` (protocol: docs/PROTOCOL.md).
 
     Args:
-        supervisor: a :class:`~vigil.runtime.Supervisor` (or anything with its ``infer``,
+        supervisor: a :class:`~vigil.supervisor.Supervisor` (or anything with its ``infer``,
             ``statistics``, ``state`` and ``log``).
         path: the socket file. A stale socket there is replaced; a live one (a server answers)
             or any other file is refused.

@@ -6,10 +6,10 @@ Theory of operation
 
 1. the flight log (created with the configured ring, or opened and continued; sealed when
    ``[log.seal]`` says so);
-2. the worker pool (:class:`~vigil.runtime.WorkerPool`): an active worker and a hot standby,
+2. the worker pool (:class:`~vigil.workers.WorkerPool`): an active worker and a hot standby,
    spawned, loaded and warmed up. This process never initialises CUDA: the model and every
    device byte live in the workers;
-3. the :class:`~vigil.runtime.Supervisor` in process isolation, with the configured policy,
+3. the :class:`~vigil.supervisor.Supervisor` in process isolation, with the configured policy,
    deadline, input contract and fallback chain;
 4. the metrics and health endpoint (when ``[metrics].listen`` is set) and the socket server;
 5. READY to systemd, and the watchdog pinger, which pings only while the state machine says
@@ -32,15 +32,15 @@ from typing import Any
 import torch
 
 from vigil import _diagnostics as D
-from vigil import _keys
+from vigil import keys as _keys
 from vigil.auditlog import FlightRecorder, ForwardSecureKey, Sealer
 from vigil.errors import ServiceConfigError
-from vigil.runtime._config import ServeConfig
-from vigil.runtime._metrics import Health, HealthServer, ServiceMetrics
-from vigil.runtime._server import SocketServer
-from vigil.runtime._supervisor import Supervisor
-from vigil.runtime._systemd import SystemdNotifier, WatchdogPinger, watchdog_interval_s
-from vigil.runtime._worker import WorkerPool, WorkerSpec
+from vigil.service._config import ServeConfig
+from vigil.service._metrics import Health, HealthServer, ServiceMetrics
+from vigil.service._server import SocketServer
+from vigil.service._systemd import SystemdNotifier, WatchdogPinger, watchdog_interval_s
+from vigil.supervisor._supervisor import Supervisor
+from vigil.workers._pool import WorkerPool, WorkerSpec
 
 __all__ = ["Service"]
 

@@ -36,9 +36,12 @@ __all__ = [
     "KeyAlgorithm",
     "PrivateKey",
     "PublicKey",
+    "check_private_mode",
     "generate",
     "load_private",
     "load_public",
+    "read_secret",
+    "write_secret",
 ]
 
 _P384_HALF = 48
