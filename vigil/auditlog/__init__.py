@@ -4,23 +4,18 @@ Write with :class:`FlightRecorder`, read and verify with :class:`LogReader`. The
 format is specified in ``docs/FORMAT.md``.
 """
 
+from vigil.auditlog._clock import Clock, SystemClock
 from vigil.auditlog._crc import BACKEND as CRC_BACKEND
 from vigil.auditlog._crc import crc32c
 from vigil.auditlog._format import Geometry, SegmentInfo, genesis_chain
 from vigil.auditlog._powercut import PowerCutDisk
 from vigil.auditlog._reader import LogReader, LogRecord, decode_body
+from vigil.auditlog._ringconfig import RingConfig, format_image
 from vigil.auditlog._seal import ForwardSecureKey, FssSeed, Sealer, fss_generate
 from vigil.auditlog._sealcheck import Anchor, SealReport
 from vigil.auditlog._storage import FileStorage, Storage
 from vigil.auditlog._verify import EXPECTED_KINDS, Finding, VerifyReport
-from vigil.auditlog._writer import (
-    Clock,
-    FlightRecorder,
-    RingConfig,
-    SystemClock,
-    WriterStatistics,
-    format_image,
-)
+from vigil.auditlog._writer import FlightRecorder, WriterStatistics
 
 __all__ = [
     "CRC_BACKEND",

@@ -42,23 +42,22 @@ highest sequence number known to be on stable storage.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import mmap
 import os
 import struct
 import threading
-import time
-import uuid
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import vigil
 from vigil import _diagnostics as codes
 from vigil.auditlog import _format as F
+from vigil.auditlog._clock import Clock, SystemClock
 from vigil.auditlog._crc import crc32c
-from vigil.auditlog._ring import RingIndex
+from vigil.auditlog._freeze import Freezing
+from vigil.auditlog._recovery import Recovery
+from vigil.auditlog._ringconfig import RingConfig, superblock_area
 from vigil.auditlog._seal import Sealer
 from vigil.auditlog._storage import FileStorage, Storage
 from vigil.errors import (
@@ -66,15 +65,11 @@ from vigil.errors import (
     FreezeQuotaExceeded,
     InvalidArgument,
     LogClosed,
-    LogCorrupt,
-    LogGeometryError,
-    LogVersionError,
     RecordTooLarge,
 )
 from vigil.schemas import _records as R
 from vigil.schemas._enums import (
     CheckpointReason,
-    ClockSource,
     Durability,
     LifecycleEvent,
     Outcome,
@@ -105,128 +100,6 @@ _CRC_PACK = F.CRC.pack_into
 _sha256 = hashlib.sha256
 
 
-class Clock(Protocol):
-    """Where timestamps come from. ``boot_uuid`` scopes monotonic time (16 bytes)."""
-
-    source: ClockSource
-    boot_uuid: bytes
-
-    def realtime_ns(self) -> int: ...
-
-    def monotonic_ns(self) -> int: ...
-
-
-class SystemClock:
-    """CLOCK_REALTIME and CLOCK_MONOTONIC, scoped by the kernel's boot id."""
-
-    source = ClockSource.SYSTEM
-
-    def __init__(self) -> None:
-        self.boot_uuid, self.boot_from_kernel = _boot_uuid()
-        self.realtime_ns = time.time_ns
-        self.monotonic_ns = time.monotonic_ns
-
-
-def _boot_uuid() -> tuple[bytes, bool]:
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            return uuid.UUID(f.read().strip()).bytes, True
-    except (OSError, ValueError):
-        return uuid.uuid4().bytes, False  # no boot id: each writer is its own session
-
-
-@dataclass(frozen=True)
-class RingConfig:
-    """Geometry of a new log. Validated on construction (:class:`~vigil.errors.ConfigError`).
-
-    Attributes:
-        size: total file size in bytes; rounded down to whole segments.
-        segment_size: bytes per segment, a multiple of 4096 (8 KiB .. 1 GiB). Larger segments
-            mean fewer header writes and slower open (one segment is scanned at open).
-        frozen_quota: most segments that may be frozen at once; default a quarter.
-    """
-
-    size: int = 64 << 20
-    segment_size: int = 1 << 20
-    frozen_quota: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.segment_size % F.PAGE or not 2 * F.PAGE <= self.segment_size <= 1 << 30:
-            raise ConfigError(
-                f"segment_size={self.segment_size}: must be a multiple of 4096 in [8 KiB, 1 GiB]"
-            )
-        if self.segment_count < 2:
-            raise ConfigError(
-                f"size={self.size}: room for {self.segment_count} segment(s) of "
-                f"{self.segment_size} bytes; a ring needs at least 2"
-            )
-        if self.segment_count > 1 << 24:
-            raise ConfigError(f"size={self.size}: more than 2^24 segments; use larger segments")
-        if self.quota < 0 or self.quota > self.segment_count - 2:
-            raise ConfigError(
-                f"frozen_quota={self.frozen_quota}: must be in [0, {self.segment_count - 2}] "
-                "so that two segments always stay writable"
-            )
-
-    @property
-    def segment_count(self) -> int:
-        return (self.size - R.SUPERBLOCK_AREA) // self.segment_size
-
-    @property
-    def file_size(self) -> int:
-        """Bytes the log file occupies: the superblock area and whole segments."""
-        return R.SUPERBLOCK_AREA + self.segment_count * self.segment_size
-
-    @property
-    def quota(self) -> int:
-        return self.segment_count // 4 if self.frozen_quota is None else self.frozen_quota
-
-
-def superblock_area(
-    config: RingConfig,
-    created_ns: int,
-    log_id: bytes | None = None,
-    sealer: Sealer | None = None,
-) -> bytes:
-    """The first 4096 bytes of a new log: two superblock copies (fresh random log id).
-
-    A sealed log is format 1.1 (flags and key id set); an unsealed one stays 1.0, byte for
-    byte, so that older readers keep reading it."""
-    if log_id is not None and len(log_id) != 16:
-        raise InvalidArgument(f"log_id must be 16 bytes, got {len(log_id)}")
-    sb = F.encode_superblock(
-        {
-            "major": R.FORMAT_MAJOR,
-            "minor": 1 if sealer else 0,
-            "flags": sealer.superblock_flags if sealer else 0,
-            "revision": 1,
-            "log_id": log_id or uuid.uuid4().bytes,
-            "created_ns": created_ns,
-            "sector_size": R.SECTOR,
-            "segment_size": config.segment_size,
-            "segment_count": config.segment_count,
-            "frozen_quota": config.quota,
-            "segments_offset": R.SUPERBLOCK_AREA,
-            "header_area": R.SEGMENT_HEADER_AREA,
-            "crc_alg": R.CRC_ALG_CRC32C,
-            "hash_alg": R.HASH_ALG_SHA256,
-            "key_id": sealer.key_id if sealer else bytes(32),
-        }
-    )
-    gap = bytes(R.SUPERBLOCK_SLOTS[1] - len(sb))
-    area = sb + gap + sb
-    return area + bytes(R.SUPERBLOCK_AREA - len(area))
-
-
-def format_image(
-    config: RingConfig, created_ns: int | None = None, log_id: bytes | None = None
-) -> bytearray:
-    """A complete, empty log as bytes (for emulated storage, golden files and tests)."""
-    image = bytearray(config.file_size)
-    image[: R.SUPERBLOCK_AREA] = superblock_area(config, created_ns or time.time_ns(), log_id)
-    return image
-
-
 _DURABILITY = {"none": Durability.NONE, "batch": Durability.BATCH, "always": Durability.ALWAYS}
 
 
@@ -246,7 +119,7 @@ class WriterStatistics:
     wear_max: int
 
 
-class FlightRecorder:
+class FlightRecorder(Recovery, Freezing):
     """The single writer of a flight log. Thread-safe; one instance per file.
 
     Create a log with :meth:`create`, open an existing one with :meth:`open`, and always
@@ -396,109 +269,6 @@ class FlightRecorder:
         except BaseException:
             storage.close()
             raise
-
-    # --- recovery -----------------------------------------------------------------------
-
-    def _recover_without_readahead(self) -> dict[str, Any]:
-        """Recovery reads one page per segment and then the head segment. With the kernel's
-        readahead on, opening a 1 GiB ring with a cold page cache read the whole file (~0.5 s
-        here); with readahead off, one synchronous read per page (~0.13 s). So: readahead
-        off, and every page recovery will need requested up front, asynchronously."""
-        if not hasattr(self._buf, "madvise") or not hasattr(mmap, "MADV_WILLNEED"):
-            return self._recover()
-        self._advise(mmap.MADV_RANDOM, 0, len(self._buf))
-        try:
-            return self._recover()
-        finally:
-            self._advise(mmap.MADV_NORMAL, 0, len(self._buf))
-
-    def _advise(self, advice: int, start: int, length: int) -> None:
-        """``madvise`` on the mapping, when storage is a mapping (never fails recovery)."""
-        madvise = getattr(self._buf, "madvise", None)
-        if madvise is not None:
-            with contextlib.suppress(OSError, ValueError):
-                madvise(advice, start, length)
-
-    def _recover(self) -> dict[str, Any]:
-        """Find the head, cut a torn tail, and prepare the append position."""
-        buf = self._buf
-        raw = bytes(buf[: R.SUPERBLOCK_AREA])
-        self.geometry, sb_problems = F.read_superblock(raw, len(buf), self.path)
-        geo = self.geometry
-        if geo.minor > R.FORMAT_MINOR:
-            raise LogVersionError(
-                f"{self.path}: written by a newer vigil (format {R.FORMAT_MAJOR}."
-                f"{geo.minor}); this one writes {R.FORMAT_MAJOR}.{R.FORMAT_MINOR} and would "
-                "drop what it does not know. Read it, or write with the newer vigil",
-                path=self.path,
-            )
-        if len(buf) != geo.file_size:
-            raise LogGeometryError(
-                f"{self.path}: file is {len(buf)} bytes, geometry says {geo.file_size}; "
-                "refusing to write to a resized log",
-                path=self.path,
-            )
-        self._genesis = F.genesis_chain(geo.log_id)
-        if hasattr(mmap, "MADV_WILLNEED"):
-            for i in range(geo.segment_count):  # queue every header page read at once
-                self._advise(mmap.MADV_WILLNEED, geo.segment_offset(i), F.PAGE)
-        self._max_record = geo.max_record
-        self._max_body = min(R.MAX_BODY, geo.max_record - F.OVERHEAD)
-        self._segs = [
-            F.read_segment_info(buf, geo.segment_offset(i), geo.segment_size, i, geo)
-            for i in range(geo.segment_count)
-        ]
-        report: dict[str, Any] = {}
-        if sb_problems:
-            report["superblock"] = [p.reason for p in sb_problems]
-        damaged = {s.index: s.status for s in self._segs if s.status in ("salvaged", "unreadable")}
-        if damaged:
-            report["damaged_segments"] = damaged
-        self._ring = RingIndex(self._segs)
-        live = [s for s in self._segs if s.live]
-        if not live:
-            self._head: F.SegmentInfo | None = None
-            self._next_seq = 1
-            self._chain = self._genesis
-            self._pos = self._seg_end = self._seg_start = 0
-            self._lap = 0
-            return report
-        head = max(live, key=lambda s: (s.generation, s.index))
-        self._set_head(head)
-        if hasattr(mmap, "MADV_WILLNEED"):
-            self._advise(mmap.MADV_WILLNEED, self._seg_start, geo.segment_size)
-        tail = F.scan_tail(buf, self._seg_start, geo.segment_size, head, geo.header_area)
-        if tail.chain is None:  # a salvaged head always has a readable first record
-            raise LogCorrupt(f"{self.path}: head segment {head.index} has no chain anchor")
-        end = self._seg_start + tail.end
-        self._next_seq, self._chain, self._pos = tail.last_seq + 1, tail.chain, end
-        where = {"segment": head.index, "offset": tail.end}
-        if tail.orphans:
-            # Records the writer never acknowledged follow the tear: leave them as evidence
-            # and continue in a fresh segment.
-            self._pos = self._seg_end
-            report["abandoned_segment"] = where
-        elif tail.tear is not None:
-            report["torn_tail"] = {**where, "bytes_zeroed": self._zero_torn(end)}
-        return report
-
-    def _zero_torn(self, end: int) -> int:
-        """Zero the torn bytes after ``end`` so that no fragment of them outlives the next
-        records: the torn record's declared span, at least to the end of its page."""
-        length = struct.unpack_from("<I", self._view, end)[0] if end + 4 <= self._seg_end else 0
-        stop = end + (length if 0 < length <= self._seg_end - end else 0)
-        stop = min(max(stop, (end // F.PAGE + 1) * F.PAGE), self._seg_end)
-        self._view[end:stop] = bytes(stop - end)
-        self._storage.sync(end, stop - end)
-        return stop - end
-
-    def _set_head(self, seg: F.SegmentInfo) -> None:
-        geo = self.geometry
-        self._head = seg
-        self._seg_start = geo.segment_offset(seg.index)
-        self._seg_end = self._seg_start + geo.segment_size
-        self._pos = self._seg_start + geo.header_area
-        self._lap = seg.generation
 
     # --- appending ----------------------------------------------------------------------
 
@@ -916,99 +686,6 @@ class FlightRecorder:
         self._ring.started(nxt, evicted)
         self._set_head(nxt)
         self._switches += 1
-
-    def _segment_ranges(self) -> list[tuple[F.SegmentInfo, int, int]]:
-        """``(segment, first_seq, last_seq)`` for every live segment, oldest first."""
-        live = sorted((s for s in self._segs if s.live), key=lambda s: s.generation)
-        out = []
-        for i, s in enumerate(live):
-            last = live[i + 1].first_seq - 1 if i + 1 < len(live) else self._next_seq - 1
-            out.append((s, s.first_seq, last))
-        return out
-
-    def freeze(self, first_seq: int, last_seq: int | None = None) -> list[int]:
-        """Keep the segments holding records ``first_seq..last_seq`` from being overwritten.
-
-        The freeze is durable when this returns and is itself recorded as an ANNOTATION.
-
-        Returns:
-            The indexes of the segments newly frozen.
-
-        Raises:
-            FreezeQuotaExceeded: the quota would be exceeded (nothing is frozen then).
-            LogCorrupt: a segment in the range has no valid header to rewrite.
-        """
-        with self._lock:
-            if self._closed:
-                raise LogClosed(f"{self.path}: flight recorder is closed", path=self.path)
-            hi = self._next_seq - 1 if last_seq is None else last_seq
-            chosen = [s for s, a, b in self._segment_ranges() if a <= hi and b >= first_seq]
-            new = [s for s in chosen if not s.frozen]
-            frozen = sum(s.frozen for s in self._segs)
-            quota = self.geometry.frozen_quota
-            if frozen + len(new) > quota:
-                raise FreezeQuotaExceeded(
-                    f"{self.path}: freezing {len(new)} segment(s) would make "
-                    f"{frozen + len(new)} frozen, quota is {quota}",
-                    requested=len(new),
-                    frozen=frozen,
-                    quota=quota,
-                )
-            for s in new:
-                self._rewrite_header(s, frozen=True)
-        self.annotate(
-            "vigil.freeze",
-            json.dumps(
-                {
-                    "first_seq": first_seq,
-                    "last_seq": hi,
-                    "segments": [s.index for s in new],
-                }
-            ),
-        )
-        return [s.index for s in new]
-
-    def unfreeze(self, segments: list[int] | None = None) -> list[int]:
-        """Release frozen segments (all when ``segments`` is None); durable on return."""
-        with self._lock:
-            if self._closed:
-                raise LogClosed(f"{self.path}: flight recorder is closed", path=self.path)
-            chosen = [
-                s for s in self._segs if s.frozen and (segments is None or s.index in segments)
-            ]
-            for s in chosen:
-                self._rewrite_header(s, frozen=False)
-        self.annotate("vigil.unfreeze", json.dumps({"segments": [s.index for s in chosen]}))
-        return [s.index for s in chosen]
-
-    def _rewrite_header(self, seg: F.SegmentInfo, *, frozen: bool) -> None:
-        if seg.status != "valid" or seg.start_chain is None:
-            raise LogCorrupt(
-                f"{self.path}: segment {seg.index} has no valid header; it cannot be "
-                "frozen or unfrozen",
-                path=self.path,
-                segment=seg.index,
-            )
-        geo = self.geometry
-        slot = 1 - seg.slot
-        values = {
-            "version": R.FORMAT_MAJOR,
-            "flags": R.SEGMENT_FROZEN if frozen else 0,
-            "index": seg.index,
-            "generation": seg.generation,
-            "revision": seg.revision + 1,
-            "wear": seg.wear,
-            "first_seq": seg.first_seq,
-            "retained_from": seg.retained_from,
-            "created_ns": seg.created_ns,
-            "log_id": geo.log_id,
-            "start_chain": seg.start_chain,
-        }
-        off = geo.segment_offset(seg.index) + R.SEGMENT_SLOTS[slot]
-        raw = F.encode_segment_header(values)
-        self._view[off : off + len(raw)] = raw
-        self._sync(off, len(raw))
-        seg.slot, seg.revision, seg.frozen = slot, seg.revision + 1, frozen
 
     # --- durability ---------------------------------------------------------------------
 
