@@ -294,6 +294,27 @@ def test_a_bad_tensor_spec_is_refused_and_the_connection_stays_usable(
     s.close()
 
 
+def test_a_shape_torch_cannot_lay_out_is_refused_and_the_connection_stays_usable(
+    service: Callable[..., Service],
+) -> None:
+    """A zero dimension beside three of 2^32-1 (no bytes needed) once reached torch.empty and
+    died there ("Stride calculation overflowed"): a traceback, no answer."""
+    svc = service()
+    shape = (0, 2**32 - 1, 2**32 - 1, 2**32 - 1)
+    meta = bytes([0, 0, 1, 0, 0, 1, len(shape)]) + struct.pack("<4QQ", *shape, 0)
+    body = meta + bytes(-len(meta) % 8)
+    head = P.HEADER.pack(P.MAGIC, 1, 1, 0, b"\x02" * 16, len(body), 0)
+    s = raw(svc.path)
+    s.sendall(with_crc(head, body) + infer_frame(rid=b"\x03" * 16))
+    bad, good = read_frame(s), read_frame(s)
+    assert bad is not None and good is not None
+    info = P.decode_error(bad.body)
+    assert (info.code, info.closing) == (D.TENSOR_SPEC.code, False)
+    assert "spans" in info.message
+    assert good.type is P.FrameType.RESULT and good.request_id == b"\x03" * 16
+    s.close()
+
+
 def test_a_client_gone_mid_frame_is_dropped_quietly(service: Callable[..., Service]) -> None:
     svc = service()
     s = raw(svc.path)
