@@ -418,6 +418,75 @@ def test_clients_over_the_limit_are_told_busy(service: Callable[..., Service]) -
     second.close()
 
 
+# --- memory: what a client must send to make the server hold memory ---------------------
+
+PROBE = str(Path(__file__).with_name("_buffer_probe.py"))
+
+
+def test_a_header_alone_pins_no_body_buffer(short_dir: Path) -> None:
+    """Four clients in turn announce 64 MiB and send 1 KiB: the server once allocated (and
+    zeroed) each announced body at its header, so its peak RSS rose by 64 MiB; the buffer now
+    grows with the bytes that arrive. Measured in a subprocess (VmHWM of the server's process,
+    see tests/_buffer_probe.py), where nothing else allocates."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, PROBE, str(short_dir), "4", "64", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    assert m["after_kib"] - m["before_kib"] < 16 << 10, m  # was >= 64 MiB
+    assert m["violations"] == 4 and m["buffered_bytes"] == 0  # all four read and dropped
+
+
+def test_request_bytes_over_the_server_wide_budget_are_refused_busy(
+    service: Callable[..., Service],
+) -> None:
+    """One request's body is held (its call is running); a second one grows its buffer past
+    max_buffered_bytes and is refused BUSY (DIA-7120), the first is served, and the budget
+    comes back once both are done."""
+    entered, gate = threading.Event(), threading.Event()
+
+    def slow(x: Any) -> Any:
+        entered.set()
+        assert gate.wait(10.0)
+        return x[:1] * 2
+
+    svc = service(slow, max_request_bytes=1 << 20, max_buffered_bytes=1 << 20)
+    big = torch.ones(175_000)  # 700 000 bytes of body: held while its call runs
+    a = raw(svc.path)
+    a.sendall(infer_frame(big, rid=b"\x0a" * 16))
+    assert entered.wait(5.0)
+    held = svc.server.statistics()["buffered_bytes"]
+    assert 700_000 <= held <= 700_100
+    b = raw(svc.path)  # its buffer: 64 KiB, 128, 256, then 512 would pass the 1 MiB budget
+    head = P.HEADER.pack(P.MAGIC, 1, 1, 0, b"\x0b" * 16, 700_000, 0)
+    b.sendall(head + bytes(256 << 10))
+    refused = read_frame(b)
+    assert refused is not None and refused.request_id == b"\x0b" * 16
+    info = P.decode_error(refused.body)
+    assert (info.error_class, info.code, info.closing) == (
+        P.ErrorClass.BUSY,
+        D.BUFFER_BUDGET.code,
+        True,
+    )
+    assert read_frame(b) is None
+    b.close()
+    gate.set()
+    answer = read_frame(a)
+    assert answer is not None and answer.type is P.FrameType.RESULT
+    a.close()
+    assert svc.server.wait_open(0, 5.0)
+    stats = svc.server.statistics()
+    assert (stats["buffered_bytes"], stats["over_budget"]) == (0, 1)
+    svc.assert_serves()
+    codes = [n["code"] for n in annotations(svc.close())]
+    assert codes == [D.BUFFER_BUDGET.code]
+
+
 def test_violations_are_rate_limited_with_a_count_of_the_suppressed() -> None:
     class Log:
         def __init__(self) -> None:

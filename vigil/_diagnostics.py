@@ -749,6 +749,12 @@ SERVER_FAULT = _d(
     "an unexpected failure inside the service while handling a request",
     "see the message and the flight log; the service serves on",
 )
+BUFFER_BUDGET = _d(
+    "DIA-7120",
+    "BUFFER_BUDGET",
+    "the service already holds max_buffered_bytes of request bodies: this request was refused",
+    "retry later (nothing was done; the connection was closed), or raise max_buffered_bytes",
+)
 
 # --- service configuration and operations (7200-7299) -----------------------------------
 SERVICE_CONFIG = _d(

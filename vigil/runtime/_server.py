@@ -39,6 +39,7 @@ from vigil.runtime import _protocol as P
 from vigil.runtime._tensors import describe
 
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+_FIRST_CHUNK = 64 << 10  # a body buffer starts this large and doubles as its bytes arrive
 _SMALL_SEND = 64 << 10  # below this a frame is joined and sent in one syscall
 _STATS_FIELDS = (
     "calls",
@@ -153,6 +154,11 @@ class SocketServer:
             or any other file is refused.
         max_request_bytes: the largest request body accepted (checked before reading it).
         max_clients: connections served at once; one more is told "busy" (DIA-7111).
+        max_buffered_bytes: request body bytes held at once, across connections (default
+            4 x ``max_request_bytes``; at least ``max_request_bytes``). A body's buffer grows
+            with the bytes that actually arrive, and is charged here until its answer is sent;
+            a request that would go over is refused "busy" (DIA-7120) and its connection
+            closed.
         read_timeout_s: the longest the server waits for bytes from a client (also for its
             next request: an idle connection is closed after it) or for a send to drain.
         on_call: called as ``on_call(result_or_None, exception_or_None, seconds)`` after each
@@ -173,11 +179,20 @@ class SocketServer:
         read_timeout_s: float = 30.0,
         on_call: OnCall | None = None,
         violations_per_s: int = 20,
+        max_buffered_bytes: int | None = None,
     ) -> None:
         if not 0 < max_request_bytes <= P.MAX_FRAME_BODY:
             raise ServiceConfigError(f"max_request_bytes={max_request_bytes}: 1..2^32-1")
         if max_clients < 1 or read_timeout_s <= 0 or violations_per_s < 1:
             raise ServiceConfigError("max_clients, read_timeout_s and violations_per_s: > 0")
+        budget = 4 * max_request_bytes if max_buffered_bytes is None else max_buffered_bytes
+        if budget < max_request_bytes:
+            raise ServiceConfigError(
+                f"max_buffered_bytes={budget} is under max_request_bytes={max_request_bytes}: "
+                "no request of the largest size could ever be read"
+            )
+        self._max_buffered = budget
+        self._buffered = 0
         self._sup = supervisor
         self.path = os.fspath(path)
         self._max_body = max_request_bytes
@@ -193,7 +208,7 @@ class SocketServer:
         self._listener: socket.socket | None = None
         self._inode = 0
         self._acceptor: threading.Thread | None = None
-        self._counts = {"connections": 0, "requests": 0, "busy": 0}
+        self._counts = {"connections": 0, "requests": 0, "busy": 0, "over_budget": 0}
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -307,6 +322,7 @@ class SocketServer:
                 "violations": self._violations.total,
                 "open": len(self._conns),
                 "in_flight": self._in_flight,
+                "buffered_bytes": self._buffered,
             }
 
     # --- connections -----------------------------------------------------------------------
@@ -359,7 +375,10 @@ class SocketServer:
                 if frame is None:
                     return
                 served += 1
-                self._answer(conn, peer, frame)
+                try:
+                    self._answer(conn, peer, frame)
+                finally:
+                    self._release(len(frame.body))
         except (_Drop, OSError):
             pass
         finally:
@@ -388,20 +407,67 @@ class SocketServer:
             header = P.parse_header(head, max_body=self._max_body, expect=P.REQUESTS)
         except ProtocolError as exc:
             self._violation(conn, peer, exc.diagnostic, exc.message, detail=exc.context)
-        body = bytearray(header.length)
+        body = bytearray()
         try:
-            got = _recv_into(conn, memoryview(body), deadline)
-        except TimeoutError:
-            self._violation(conn, peer, D.READ_TIMEOUT, "body stalled", answer=False)
-        if got < header.length:
-            msg = f"body {got}/{header.length}"
-            self._violation(conn, peer, D.FRAME_TRUNCATED, msg, answer=False)
-        conn.settimeout(self._timeout)  # for sending the answer
-        try:
+            self._read_body(conn, peer, header, body, deadline)
+            conn.settimeout(self._timeout)  # for sending the answer
             P.check_crc(head, body, header.crc)
         except ProtocolError as exc:
+            self._release(len(body))
             self._violation(conn, peer, exc.diagnostic, exc.message, rid=header.request_id)
+        except BaseException:
+            self._release(len(body))
+            raise
         return P.Frame(header.type, header.request_id, body)
+
+    def _read_body(
+        self,
+        conn: socket.socket,
+        peer: dict[str, int | None],
+        header: P.Header,
+        body: bytearray,
+        deadline: float,
+    ) -> None:
+        """Read the body into ``body``, growing it only as its bytes arrive (a header alone
+        pins no memory), each growth charged to the server-wide budget. Raises _Drop (the
+        caller releases what ``body`` holds)."""
+        got = 0
+        while got < header.length:
+            add = min(header.length, max(_FIRST_CHUNK, 2 * len(body))) - len(body)
+            with self._lock:
+                over = self._buffered + add > self._max_buffered
+                if over:
+                    self._counts["over_budget"] += 1
+                else:
+                    self._buffered += add
+            if over:
+                message = (
+                    f"the service holds {self._max_buffered} bytes of requests at most "
+                    f"(max_buffered_bytes) and is at that limit; body {got}/{header.length} "
+                    "bytes read; retry later"
+                )
+                self._violation(
+                    conn,
+                    peer,
+                    D.BUFFER_BUDGET,
+                    message,
+                    rid=header.request_id,
+                    error_class=P.ErrorClass.BUSY,
+                )
+            body += bytes(add)  # calloc'd zeros: pages cost nothing until the data lands
+            try:
+                n = _recv_into(conn, memoryview(body)[got:], deadline)
+            except TimeoutError:
+                self._violation(conn, peer, D.READ_TIMEOUT, "body stalled", answer=False)
+            got += n
+            if got < len(body):
+                msg = f"body {got}/{header.length}"
+                self._violation(conn, peer, D.FRAME_TRUNCATED, msg, answer=False)
+
+    def _release(self, nbytes: int) -> None:
+        if nbytes:
+            with self._lock:
+                self._buffered -= nbytes
 
     def _violation(
         self,
@@ -413,13 +479,14 @@ class SocketServer:
         answer: bool = True,
         rid: bytes = P.ZERO_ID,
         detail: dict[str, Any] | None = None,
+        error_class: P.ErrorClass = P.ErrorClass.PROTOCOL,
     ) -> NoReturn:
         """Record a stream-fatal violation, answer it when the peer can read, raise _Drop."""
         self._violations.note(peer, diagnostic.code, reason)
         if answer:
             with contextlib.suppress(OSError):
                 body = P.encode_error(
-                    P.ErrorClass.PROTOCOL, diagnostic.code, reason, closing=True, detail=detail
+                    error_class, diagnostic.code, reason, closing=True, detail=detail
                 )
                 _send(conn, P.encode_frame(P.FrameType.ERROR, rid, body))
         raise _Drop
@@ -438,6 +505,10 @@ class SocketServer:
             self._violations.note(peer, exc.code, exc.message)
             body = P.encode_error(P.ErrorClass.PROTOCOL, exc.code, exc.message)
             _send(conn, P.encode_frame(P.FrameType.ERROR, rid, body))
+            return
+        except Exception as exc:  # a codec bug must cost one answer, never the thread
+            self._violations.note(peer, D.SERVER_FAULT.code, describe(exc, 500))
+            _send(conn, _error_frame(exc, rid))
             return
         with self._lock:
             if self._stopping:
