@@ -403,19 +403,74 @@ def test_an_idle_connection_closed_by_the_server_is_reopened(
 
 
 def test_clients_over_the_limit_are_told_busy(service: Callable[..., Service]) -> None:
-    svc = service(max_clients=1)
-    first = svc.client()
-    first.ping()
+    """Busy means every slot holds a request in progress: idle connections do not count."""
+    entered, gate = threading.Event(), threading.Event()
+
+    def slow(x: Any) -> Any:
+        entered.set()
+        assert gate.wait(10.0)
+        return x * 2
+
+    svc = service(slow, max_clients=1)
+    first = raw(svc.path)
+    first.sendall(infer_frame(rid=b"\x01" * 16))
+    assert entered.wait(5.0)
     second = svc.client()
     with pytest.raises(ServiceBusy) as busy:
         second.ping()
     assert busy.value.code == D.SERVICE_BUSY.code
     assert isinstance(busy.value, ServiceUnreachable)
-    first.ping()  # unharmed
+    gate.set()
+    answer = read_frame(first)  # unharmed
+    assert answer is not None and answer.type is P.FrameType.RESULT
+    assert svc.server.wait_busy(0, 5.0)
+    second.ping()  # reconnects: the first connection is idle now, and makes room
+    assert read_frame(first) is None  # it was the one closed
     first.close()
-    assert svc.server.wait_open(0, 5.0)
-    second.ping()  # reconnects, now admitted
     second.close()
+    assert svc.server.statistics()["evicted"] == 1
+
+
+def _closed(socks: list[socket.socket]) -> list[socket.socket]:
+    """The sockets the server has closed (readable now, and at EOF)."""
+    readable, _, _ = select.select(socks, [], [], 0)
+    return [s for s in socks if s in readable and s.recv(1) == b""]
+
+
+def test_idle_connections_never_lock_an_active_client_out(
+    service: Callable[..., Service],
+) -> None:
+    """64 connections that never send a byte once held all 64 slots: every other client was
+    told BUSY for read_timeout_s. Now a newcomer closes the connection idle the longest."""
+    svc = service(read_timeout_s=30.0)
+    squatters = [raw(svc.path) for _ in range(64)]
+    assert svc.server.wait_open(64, 5.0)
+    for _ in range(3):
+        svc.assert_serves()
+    stats = svc.server.statistics()
+    assert stats["busy"] == 0 and 1 <= stats["evicted"] <= 3
+    assert _closed(squatters) == squatters[: stats["evicted"]]  # the oldest first
+    for s in squatters:
+        s.close()
+    assert svc.server.wait_open(0, 5.0)
+    assert annotations(svc.close()) == []  # making room is no violation
+
+
+def test_a_trickled_header_holds_no_slot(service: Callable[..., Service]) -> None:
+    """Slowloris: connections that send a few header bytes, then nothing, are idle too."""
+    svc = service(max_clients=2, read_timeout_s=30.0)
+    trickling = [raw(svc.path) for _ in range(2)]
+    for s in trickling:
+        s.sendall(_GOOD[:5])
+    assert svc.server.wait_open(2, 5.0)
+    svc.assert_serves()
+    assert _closed(trickling) == trickling[:1]
+    assert svc.server.statistics()["evicted"] == 1
+    for s in trickling:
+        s.close()
+    assert svc.server.wait_open(0, 5.0)
+    notes = annotations(svc.close())  # the one left open was cut off mid-header by its client
+    assert [(n["code"], n["reason"]) for n in notes] == [(D.FRAME_TRUNCATED.code, "header 5/32")]
 
 
 # --- memory: what a client must send to make the server hold memory ---------------------

@@ -728,7 +728,7 @@ OUTPUT_NOT_ENCODABLE = _d(
 SERVICE_BUSY = _d(
     "DIA-7111",
     "SERVICE_BUSY",
-    "the service refused the connection or request: too many clients, or shutting down",
+    "the service refused the connection or request: every slot busy, or shutting down",
     "retry later or on another instance; nothing was done",
 )
 SERVICE_UNREACHABLE = _d(

@@ -2,10 +2,17 @@
 
 Theory of operation
 -------------------
-One accept thread hands each connection to its own thread (at most ``max_clients``; one more
-is told "busy" in an ERROR frame and closed). A connection carries requests one after the
-other: read a frame (header checked before the body is read, see :mod:`._protocol`), answer
-it, read the next.
+One accept thread hands each connection to its own thread, ``max_clients`` at most. A
+connection carries requests one after the other: read a frame (header checked before the body
+is read, see :mod:`._protocol`), answer it, read the next. It is *busy* from a whole header
+until the answer is sent, *idle* otherwise (silent, between requests, or part of a header in).
+When the table is full, a new connection evicts the one idle the longest (shut down: its thread
+reads EOF and leaves quietly) and is refused "busy" only when every slot is busy, so idle or
+trickling clients can never lock active ones out; threads stay bounded by ``max_clients``.
+
+Memory follows the bytes that arrive, not the lengths announced: a body's buffer starts at
+64 KiB and doubles as it fills, and what all connections hold (until each answer is sent) is
+capped by ``max_buffered_bytes``; a request that would pass it is refused "busy" (DIA-7120).
 
 Bad clients never hurt the service. A frame that loses the stream's framing (bad magic,
 version, CRC, type, oversize length) is answered with an ERROR frame and the connection is
@@ -71,6 +78,18 @@ class Servable(Protocol):
 
 class _Drop(Exception):
     """Internal: end this connection now (already recorded where it had to be)."""
+
+
+class _Conn:
+    """One open connection's slot: its thread and whether it may be evicted."""
+
+    __slots__ = ("busy", "evicted", "idle_since", "thread")
+
+    def __init__(self, thread: threading.Thread, now: float) -> None:
+        self.thread = thread
+        self.busy = False  # from a whole header until its answer is sent: never evicted
+        self.evicted = False  # closed by the acceptor to make room: leave quietly
+        self.idle_since = now
 
 
 class _Violations:
@@ -153,7 +172,8 @@ class SocketServer:
         path: the socket file. A stale socket there is replaced; a live one (a server answers)
             or any other file is refused.
         max_request_bytes: the largest request body accepted (checked before reading it).
-        max_clients: connections served at once; one more is told "busy" (DIA-7111).
+        max_clients: connections open at once. One more evicts the connection idle the longest,
+            or is told "busy" (DIA-7111) when every open one is in the middle of a request.
         max_buffered_bytes: request body bytes held at once, across connections (default
             4 x ``max_request_bytes``; at least ``max_request_bytes``). A body's buffer grows
             with the bytes that actually arrive, and is charged here until its answer is sent;
@@ -203,12 +223,18 @@ class SocketServer:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
-        self._conns: dict[socket.socket, threading.Thread] = {}
+        self._conns: dict[socket.socket, _Conn] = {}
         self._stopping = False
         self._listener: socket.socket | None = None
         self._inode = 0
         self._acceptor: threading.Thread | None = None
-        self._counts = {"connections": 0, "requests": 0, "busy": 0, "over_budget": 0}
+        self._counts = {
+            "connections": 0,
+            "requests": 0,
+            "busy": 0,
+            "evicted": 0,
+            "over_budget": 0,
+        }
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -278,7 +304,7 @@ class SocketServer:
         self.wait_idle(drain_timeout_s)
         with self._lock:
             left = self._in_flight
-            conns = list(self._conns.items())
+            conns = [(c, slot.thread) for c, slot in self._conns.items()]
         for conn, _ in conns:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)  # readers see EOF; their threads close it
@@ -313,6 +339,14 @@ class SocketServer:
         with self._idle:
             return self._idle.wait_for(lambda: len(self._conns) == count, timeout)
 
+    def wait_busy(self, count: int, timeout: float | None = None) -> bool:
+        """Block until exactly ``count`` connections hold a request in progress (from its
+        whole header until its answer was sent); False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(
+                lambda: sum(slot.busy for slot in self._conns.values()) == count, timeout
+            )
+
     def statistics(self) -> dict[str, int]:
         """Counters: connections accepted, requests, busy refusals, violations (recorded or
         not), connections open, calls in flight."""
@@ -321,6 +355,7 @@ class SocketServer:
                 **self._counts,
                 "violations": self._violations.total,
                 "open": len(self._conns),
+                "active": sum(slot.busy for slot in self._conns.values()),
                 "in_flight": self._in_flight,
                 "buffered_bytes": self._buffered,
             }
@@ -338,12 +373,12 @@ class SocketServer:
                 time.sleep(0.01)  # EMFILE and friends: let descriptors free up, no spin
                 continue
             with self._lock:
-                busy = self._stopping or len(self._conns) >= self._max_clients
+                busy = self._stopping or not self._make_room()
                 if not busy:
                     thread = threading.Thread(
                         target=self._serve, args=(conn,), name="vigil-conn", daemon=True
                     )
-                    self._conns[conn] = thread
+                    self._conns[conn] = _Conn(thread, time.monotonic())
                     self._counts["connections"] += 1
                     self._idle.notify_all()
                 else:
@@ -353,8 +388,32 @@ class SocketServer:
             else:
                 thread.start()
 
+    def _make_room(self) -> bool:
+        """Under the lock: True when a new connection fits, after evicting the connection idle
+        the longest if ``max_clients`` are open; False when every one is busy in a request.
+
+        An idle connection (no whole header of a next request yet: silent, between requests,
+        or trickling a header) holds no request and may be closed at any time, as the read
+        timeout would; so idle connections can never lock an active client out, and a new
+        connection is refused only when ``max_clients`` requests are being read or served."""
+        live = [(c, slot) for c, slot in self._conns.items() if not slot.evicted]
+        if len(live) < self._max_clients:
+            return True
+        idle = [(slot.idle_since, i) for i, (_, slot) in enumerate(live) if not slot.busy]
+        if not idle:
+            return False
+        conn, slot = live[min(idle)[1]]
+        slot.evicted = True
+        self._counts["evicted"] += 1
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_RDWR)  # its thread reads EOF, closes it and leaves
+        return True
+
     def _refuse_busy(self, conn: socket.socket) -> None:
-        message = f"the service is busy ({self._max_clients} clients) or stopping; retry later"
+        message = (
+            f"the service is busy ({self._max_clients} requests in progress) or stopping; "
+            "retry later"
+        )
         self._violations.note(_peer(conn), D.SERVICE_BUSY.code, message)
         try:
             conn.settimeout(1.0)
@@ -379,6 +438,7 @@ class SocketServer:
                     self._answer(conn, peer, frame)
                 finally:
                     self._release(len(frame.body))
+                    self._mark(conn, busy=False)
         except (_Drop, OSError):
             pass
         finally:
@@ -401,6 +461,8 @@ class SocketServer:
             self._violation(conn, peer, D.READ_TIMEOUT, "no request", answer=False)
         if got == 0:
             return None
+        if not self._mark(conn, busy=got == P.HEADER_SIZE):
+            raise _Drop  # evicted while idle: the connection was closed to make room
         if got < P.HEADER_SIZE:
             self._violation(conn, peer, D.FRAME_TRUNCATED, f"header {got}/32", answer=False)
         try:
@@ -463,6 +525,19 @@ class SocketServer:
             if got < len(body):
                 msg = f"body {got}/{header.length}"
                 self._violation(conn, peer, D.FRAME_TRUNCATED, msg, answer=False)
+
+    def _mark(self, conn: socket.socket, *, busy: bool) -> bool:
+        """Mark the connection busy (a whole header arrived: no longer evictable) or idle
+        again; False when it was evicted first (then nothing of its request was done)."""
+        with self._lock:
+            slot = self._conns[conn]
+            if slot.evicted:
+                return False
+            slot.busy = busy
+            if not busy:
+                slot.idle_since = time.monotonic()
+                self._idle.notify_all()
+            return True
 
     def _release(self, nbytes: int) -> None:
         if nbytes:
