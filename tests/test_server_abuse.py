@@ -9,7 +9,9 @@ import os
 import socket
 import struct
 import threading
+import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,7 +28,9 @@ from test_server import (  # the fixtures and raw-socket helpers of the socket t
 )
 
 from vigil import _diagnostics as D
+from vigil.errors import ServiceUnreachable
 from vigil.runtime import _protocol as P
+from vigil.runtime._client import Client
 
 __all__ = ["service", "short_dir"]  # fixtures, re-exported for pytest
 
@@ -159,3 +163,64 @@ def test_a_crowd_of_good_and_bad_clients(service: Callable[..., Service]) -> Non
     _settled(svc, threads, fds)
     records = svc.close()
     assert sum(1 for r in records if r.type.name == "INFERENCE") == 40
+
+
+def test_a_client_allocates_only_what_a_rogue_server_sends(short_dir: Path) -> None:
+    """Something else on the socket path answers with a header announcing 256 MiB and sends
+    1 KiB: the client once allocated (and zeroed) the whole announced body."""
+    path = str(short_dir / "rogue.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def rogue() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(P.HEADER_SIZE)  # the PING
+            head = P.HEADER.pack(P.MAGIC, 1, int(P.FrameType.PONG), 0, bytes(16), 256 << 20, 0)
+            conn.sendall(head + bytes(1024))
+
+    t = threading.Thread(target=rogue)
+    t.start()
+    tracemalloc.start()
+    try:
+        with Client(path, timeout_s=10.0) as c, pytest.raises(ServiceUnreachable) as lost:
+            c.ping()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        t.join(10.0)
+        listener.close()
+    assert "1024/268435456 bytes" in lost.value.message
+    assert peak < 4 << 20, peak  # was 256 MiB
+
+
+def test_a_codec_failure_is_one_server_fault_answer(
+    service: Callable[..., Service], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever escapes the payload decoder (a bug, a torch failure) costs one answer with a
+    code, never the connection's thread."""
+    svc = service()
+    real = P.decode_tensors
+    calls = [0]
+
+    def flaky(body: P.Buffer, offset: int = 0) -> object:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("Stride calculation overflowed")
+        return real(body, offset)
+
+    monkeypatch.setattr(P, "decode_tensors", flaky)
+    s = raw(svc.path)
+    s.sendall(infer_frame(rid=b"\x0c" * 16) + infer_frame(rid=b"\x0d" * 16))
+    fault, good = read_frame(s), read_frame(s)
+    assert fault is not None and good is not None
+    info = P.decode_error(fault.body)
+    assert (info.error_class, info.code, info.closing) == (
+        P.ErrorClass.SERVER,
+        D.SERVER_FAULT.code,
+        False,
+    )
+    assert "Stride calculation overflowed" in info.message
+    assert good.type is P.FrameType.RESULT and good.request_id == b"\x0d" * 16
+    s.close()

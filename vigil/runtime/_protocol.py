@@ -51,6 +51,7 @@ MAX_EXTENT = 0xFFFF_FFFF  # product of the dimensions, a zero counted as one (bo
 MAX_TENSORS = 1024
 MAX_NAME = 255
 ZERO_ID = bytes(16)
+FIRST_CHUNK = 64 << 10  # a receiver's body buffer starts this large and doubles as bytes arrive
 
 assert sys.byteorder == "little", "the wire format is little-endian; so is every supported host"
 

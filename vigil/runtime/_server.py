@@ -46,7 +46,6 @@ from vigil.runtime import _protocol as P
 from vigil.runtime._tensors import describe
 
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
-_FIRST_CHUNK = 64 << 10  # a body buffer starts this large and doubles as its bytes arrive
 _SMALL_SEND = 64 << 10  # below this a frame is joined and sent in one syscall
 _STATS_FIELDS = (
     "calls",
@@ -495,7 +494,7 @@ class SocketServer:
         caller releases what ``body`` holds)."""
         got = 0
         while got < header.length:
-            add = min(header.length, max(_FIRST_CHUNK, 2 * len(body))) - len(body)
+            add = min(header.length, max(P.FIRST_CHUNK, 2 * len(body))) - len(body)
             with self._lock:
                 over = self._buffered + add > self._max_buffered
                 if over:
