@@ -473,6 +473,44 @@ def test_a_trickled_header_holds_no_slot(service: Callable[..., Service]) -> Non
     assert [(n["code"], n["reason"]) for n in notes] == [(D.FRAME_TRUNCATED.code, "header 5/32")]
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_trickled_body_makes_room_once_it_is_slow(service: Callable[..., Service]) -> None:
+    """A whole header, then a body a few bytes at a time, once held its slot for the whole
+    read timeout; now, the table full, a newcomer closes it (BUSY, DIA-7121)."""
+    clock = FakeClock()
+    svc = service(max_clients=1, read_timeout_s=30.0, clock=clock)
+    slow = raw(svc.path)
+    head = P.HEADER.pack(P.MAGIC, 1, 1, 0, b"\x0e" * 16, 4096, 0)
+    slow.sendall(head + bytes(10))
+    assert svc.server.wait_busy(1, 5.0)
+    with svc.client() as c, pytest.raises(ServiceBusy):  # in its grace: it keeps its slot
+        c.ping()
+    clock.now += 2.0  # 10 bytes in 2 s
+    with svc.client() as c:
+        c.ping()
+    answer = read_frame(slow)
+    assert answer is not None and answer.request_id == b"\x0e" * 16
+    info = P.decode_error(answer.body)
+    assert (info.error_class, info.code, info.closing) == (
+        P.ErrorClass.BUSY,
+        D.SLOW_BODY.code,
+        True,
+    )
+    slow.close()
+    assert svc.server.wait_open(0, 5.0)
+    stats = svc.server.statistics()
+    assert (stats["evicted_slow"], stats["buffered_bytes"]) == (1, 0)
+    codes = [n["code"] for n in annotations(svc.close())]
+    assert codes == [D.SERVICE_BUSY.code, D.SLOW_BODY.code]
+
+
 # --- memory: what a client must send to make the server hold memory ---------------------
 
 PROBE = str(Path(__file__).with_name("_buffer_probe.py"))

@@ -755,6 +755,12 @@ BUFFER_BUDGET = _d(
     "the service already holds max_buffered_bytes of request bodies: this request was refused",
     "retry later (nothing was done; the connection was closed), or raise max_buffered_bytes",
 )
+SLOW_BODY = _d(
+    "DIA-7121",
+    "SLOW_BODY",
+    "a request body arrived too slowly while every connection was taken: closed to make room",
+    "nothing was done; send each frame at once (the Python client does) and retry",
+)
 
 # --- service configuration and operations (7200-7299) -----------------------------------
 SERVICE_CONFIG = _d(

@@ -7,8 +7,10 @@ connection carries requests one after the other: read a frame (header checked be
 is read, see :mod:`._protocol`), answer it, read the next. It is *busy* from a whole header
 until the answer is sent, *idle* otherwise (silent, between requests, or part of a header in).
 When the table is full, a new connection evicts the one idle the longest (shut down: its thread
-reads EOF and leaves quietly) and is refused "busy" only when every slot is busy, so idle or
-trickling clients can never lock active ones out; threads stay bounded by ``max_clients``.
+reads EOF and leaves quietly), else the slowest body under 1 MiB/s after its first second (its
+read side shut down: its thread answers BUSY, DIA-7121), and is refused "busy" only when no one
+qualifies (:mod:`._slots`); idle or trickling clients can never lock active ones out, and
+threads stay bounded by ``max_clients``.
 
 Memory follows the bytes that arrive, not the lengths announced: a body's buffer starts at
 64 KiB and doubles as it fills, and what all connections hold (until each answer is sent) is
@@ -43,9 +45,12 @@ from typing import Any, NoReturn, Protocol
 from vigil import _diagnostics as D
 from vigil.errors import InvalidInput, ProtocolError, ServiceConfigError, Unavailable, VigilError
 from vigil.runtime import _protocol as P
+from vigil.runtime._slots import Evict, Slot, choose
 from vigil.runtime._tensors import describe
 
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+SLOW_BODY_GRACE_S = 1.0  # a body may take this long before its rate is judged
+SLOW_BODY_RATE = 1 << 20  # bytes/s: a body slower than this may be closed to make room
 _SMALL_SEND = 64 << 10  # below this a frame is joined and sent in one syscall
 _STATS_FIELDS = (
     "calls",
@@ -77,18 +82,6 @@ class Servable(Protocol):
 
 class _Drop(Exception):
     """Internal: end this connection now (already recorded where it had to be)."""
-
-
-class _Conn:
-    """One open connection's slot: its thread and whether it may be evicted."""
-
-    __slots__ = ("busy", "evicted", "idle_since", "thread")
-
-    def __init__(self, thread: threading.Thread, now: float) -> None:
-        self.thread = thread
-        self.busy = False  # from a whole header until its answer is sent: never evicted
-        self.evicted = False  # closed by the acceptor to make room: leave quietly
-        self.idle_since = now
 
 
 class _Violations:
@@ -183,6 +176,7 @@ class SocketServer:
         on_call: called as ``on_call(result_or_None, exception_or_None, seconds)`` after each
             ``infer`` (for metrics); what it raises is ignored.
         violations_per_s: protocol violations recorded in the flight log per second at most.
+        clock: monotonic seconds, for judging idle and slow connections (tests pass a fake).
 
     Raises:
         ServiceConfigError: from :meth:`start`, when ``path`` cannot be used.
@@ -199,6 +193,7 @@ class SocketServer:
         on_call: OnCall | None = None,
         violations_per_s: int = 20,
         max_buffered_bytes: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 < max_request_bytes <= P.MAX_FRAME_BODY:
             raise ServiceConfigError(f"max_request_bytes={max_request_bytes}: 1..2^32-1")
@@ -211,6 +206,7 @@ class SocketServer:
                 "no request of the largest size could ever be read"
             )
         self._max_buffered = budget
+        self._clock = clock
         self._buffered = 0
         self._sup = supervisor
         self.path = os.fspath(path)
@@ -222,7 +218,7 @@ class SocketServer:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
-        self._conns: dict[socket.socket, _Conn] = {}
+        self._conns: dict[socket.socket, Slot] = {}
         self._stopping = False
         self._listener: socket.socket | None = None
         self._inode = 0
@@ -232,6 +228,7 @@ class SocketServer:
             "requests": 0,
             "busy": 0,
             "evicted": 0,
+            "evicted_slow": 0,
             "over_budget": 0,
         }
 
@@ -377,7 +374,7 @@ class SocketServer:
                     thread = threading.Thread(
                         target=self._serve, args=(conn,), name="vigil-conn", daemon=True
                     )
-                    self._conns[conn] = _Conn(thread, time.monotonic())
+                    self._conns[conn] = Slot(thread, self._clock())
                     self._counts["connections"] += 1
                     self._idle.notify_all()
                 else:
@@ -388,25 +385,22 @@ class SocketServer:
                 thread.start()
 
     def _make_room(self) -> bool:
-        """Under the lock: True when a new connection fits, after evicting the connection idle
-        the longest if ``max_clients`` are open; False when every one is busy in a request.
-
-        An idle connection (no whole header of a next request yet: silent, between requests,
-        or trickling a header) holds no request and may be closed at any time, as the read
-        timeout would; so idle connections can never lock an active client out, and a new
-        connection is refused only when ``max_clients`` requests are being read or served."""
-        live = [(c, slot) for c, slot in self._conns.items() if not slot.evicted]
-        if len(live) < self._max_clients:
-            return True
-        idle = [(slot.idle_since, i) for i, (_, slot) in enumerate(live) if not slot.busy]
-        if not idle:
-            return False
-        conn, slot = live[min(idle)[1]]
-        slot.evicted = True
-        self._counts["evicted"] += 1
-        with contextlib.suppress(OSError):
-            conn.shutdown(socket.SHUT_RDWR)  # its thread reads EOF, closes it and leaves
-        return True
+        """Under the lock: True when a new connection fits, after closing one idle or slow
+        connection if ``max_clients`` are open (see :mod:`._slots`); False: refuse it busy."""
+        fits, victim, why = choose(
+            self._conns.items(),
+            self._max_clients,
+            self._clock(),
+            grace_s=SLOW_BODY_GRACE_S,
+            min_rate=SLOW_BODY_RATE,
+        )
+        if victim is not None:
+            assert isinstance(victim, socket.socket)
+            self._conns[victim].evicted = True
+            self._counts["evicted" if why is Evict.IDLE else "evicted_slow"] += 1
+            with contextlib.suppress(OSError):  # its thread reads EOF and leaves (see _read)
+                victim.shutdown(socket.SHUT_RDWR if why is Evict.IDLE else socket.SHUT_RD)
+        return fits
 
     def _refuse_busy(self, conn: socket.socket) -> None:
         message = (
@@ -492,6 +486,8 @@ class SocketServer:
         """Read the body into ``body``, growing it only as its bytes arrive (a header alone
         pins no memory), each growth charged to the server-wide budget. Raises _Drop (the
         caller releases what ``body`` holds)."""
+        with self._lock:
+            slot = self._conns[conn]
         got = 0
         while got < header.length:
             add = min(header.length, max(P.FIRST_CHUNK, 2 * len(body))) - len(body)
@@ -516,25 +512,59 @@ class SocketServer:
                     error_class=P.ErrorClass.BUSY,
                 )
             body += bytes(add)  # calloc'd zeros: pages cost nothing until the data lands
-            try:
-                n = _recv_into(conn, memoryview(body)[got:], deadline)
-            except TimeoutError:
-                self._violation(conn, peer, D.READ_TIMEOUT, "body stalled", answer=False)
-            got += n
-            if got < len(body):
-                msg = f"body {got}/{header.length}"
-                self._violation(conn, peer, D.FRAME_TRUNCATED, msg, answer=False)
+            while got < len(body):  # at most 1 MiB a step: the slot's progress stays fresh
+                step = min(len(body), got + (1 << 20))
+                try:
+                    n = _recv_into(conn, memoryview(body)[got:step], deadline)
+                except TimeoutError:
+                    self._violation(conn, peer, D.READ_TIMEOUT, "body stalled", answer=False)
+                got += n
+                slot.received = got
+                if got < step:
+                    self._end_body(conn, peer, header, slot, got)
+                    msg = f"body {got}/{header.length}"
+                    self._violation(conn, peer, D.FRAME_TRUNCATED, msg, answer=False)
+        self._end_body(conn, peer, header, slot, got)
+
+    def _end_body(
+        self,
+        conn: socket.socket,
+        peer: dict[str, int | None],
+        header: P.Header,
+        slot: Slot,
+        got: int,
+    ) -> None:
+        """The body phase is over (whole, or cut short); raises _Drop, after answering busy,
+        when the connection was closed to make room for a newcomer (nothing was done)."""
+        with self._lock:
+            evicted = slot.evicted
+            slot.end_body()
+        if evicted:
+            message = (
+                f"the request's body arrived slower than {SLOW_BODY_RATE} bytes/s "
+                f"({got}/{header.length} bytes) while every connection was taken: closed to "
+                "make room; nothing was done; send whole frames at once and retry"
+            )
+            self._violation(
+                conn,
+                peer,
+                D.SLOW_BODY,
+                message,
+                rid=header.request_id,
+                error_class=P.ErrorClass.BUSY,
+            )
 
     def _mark(self, conn: socket.socket, *, busy: bool) -> bool:
-        """Mark the connection busy (a whole header arrived: no longer evictable) or idle
+        """Mark the connection busy (a whole header arrived: its body phase begins) or idle
         again; False when it was evicted first (then nothing of its request was done)."""
         with self._lock:
             slot = self._conns[conn]
             if slot.evicted:
                 return False
-            slot.busy = busy
-            if not busy:
-                slot.idle_since = time.monotonic()
+            if busy:
+                slot.start_body(self._clock())
+            else:
+                slot.to_idle(self._clock())
                 self._idle.notify_all()
             return True
 
