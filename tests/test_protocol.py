@@ -174,6 +174,8 @@ def _payload(
         (_payload(1, (2,), 8, bytes(4)), "fewer present"),
         (_payload(1, (1,) * 9, 4, bytes(4)), "9 dims"),
         (_payload(1, (2**40, 0), 0, b""), "exceeds"),
+        (_payload(1, (0, 2**32 - 1, 2**32 - 1, 2**32 - 1), 0, b""), "spans"),
+        (_payload(9, (2**32 - 1, 2**32 - 1, 0), 0, b""), "spans"),
         (_payload(10, (2,), 2, b"\x01\x02"), "bool byte"),
         (_payload(1, (1,), 4, bytes(4)) + b"x", "after the last tensor"),
         (_payload(1, (1,), 4, bytes(4), name=b"x"), "name"),
@@ -305,3 +307,33 @@ def test_a_payload_prefix_with_a_valid_structure_fuzzes_cleanly() -> None:
     for cut in range(len(base)):
         with pytest.raises(ProtocolError):
             P.decode_tensors(base[:cut])
+
+
+_EDGE_DIMS = st.sampled_from([0, 1, 2, 3, 7, 2**16, 2**31, 2**32 - 1, 2**32, 2**63, 2**64 - 1])
+
+
+@settings(max_examples=400)
+@given(
+    st.integers(0, 12),
+    st.lists(_EDGE_DIMS, max_size=9),
+    st.one_of(st.just(-1), st.integers(0, 64), st.sampled_from([2**32 - 1, 2**63, 2**64 - 1])),
+    st.binary(max_size=64),
+)
+def test_any_tensor_entry_header_decodes_or_raises_a_protocol_error(
+    code: int, shape: list[int], nbytes: int, data: bytes
+) -> None:
+    """Entry headers built from edge values (zero dims beside huge ones, sizes that overflow
+    int64): torch never sees one that it cannot lay out, so nothing but DIA-7108 escapes."""
+    dims = [min(d, 2**64 - 1) for d in shape]
+    size = P.DTYPES.get(code, (None, 1))[1]
+    announced = nbytes if nbytes >= 0 else min(2**64 - 1, size * _product(dims))
+    payload = _payload(code, tuple(dims), announced, data)
+    with contextlib.suppress(ProtocolError):  # DIA-7108 or a value; nothing else
+        P.decode_tensors(payload)
+
+
+def _product(dims: list[int]) -> int:
+    n = 1
+    for d in dims:
+        n *= d
+    return n

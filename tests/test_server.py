@@ -294,6 +294,27 @@ def test_a_bad_tensor_spec_is_refused_and_the_connection_stays_usable(
     s.close()
 
 
+def test_a_shape_torch_cannot_lay_out_is_refused_and_the_connection_stays_usable(
+    service: Callable[..., Service],
+) -> None:
+    """A zero dimension beside three of 2^32-1 (no bytes needed) once reached torch.empty and
+    died there ("Stride calculation overflowed"): a traceback, no answer."""
+    svc = service()
+    shape = (0, 2**32 - 1, 2**32 - 1, 2**32 - 1)
+    meta = bytes([0, 0, 1, 0, 0, 1, len(shape)]) + struct.pack("<4QQ", *shape, 0)
+    body = meta + bytes(-len(meta) % 8)
+    head = P.HEADER.pack(P.MAGIC, 1, 1, 0, b"\x02" * 16, len(body), 0)
+    s = raw(svc.path)
+    s.sendall(with_crc(head, body) + infer_frame(rid=b"\x03" * 16))
+    bad, good = read_frame(s), read_frame(s)
+    assert bad is not None and good is not None
+    info = P.decode_error(bad.body)
+    assert (info.code, info.closing) == (D.TENSOR_SPEC.code, False)
+    assert "spans" in info.message
+    assert good.type is P.FrameType.RESULT and good.request_id == b"\x03" * 16
+    s.close()
+
+
 def test_a_client_gone_mid_frame_is_dropped_quietly(service: Callable[..., Service]) -> None:
     svc = service()
     s = raw(svc.path)
@@ -382,19 +403,181 @@ def test_an_idle_connection_closed_by_the_server_is_reopened(
 
 
 def test_clients_over_the_limit_are_told_busy(service: Callable[..., Service]) -> None:
-    svc = service(max_clients=1)
-    first = svc.client()
-    first.ping()
+    """Busy means every slot holds a request in progress: idle connections do not count."""
+    entered, gate = threading.Event(), threading.Event()
+
+    def slow(x: Any) -> Any:
+        entered.set()
+        assert gate.wait(10.0)
+        return x * 2
+
+    svc = service(slow, max_clients=1)
+    first = raw(svc.path)
+    first.sendall(infer_frame(rid=b"\x01" * 16))
+    assert entered.wait(5.0)
     second = svc.client()
     with pytest.raises(ServiceBusy) as busy:
         second.ping()
     assert busy.value.code == D.SERVICE_BUSY.code
     assert isinstance(busy.value, ServiceUnreachable)
-    first.ping()  # unharmed
+    gate.set()
+    answer = read_frame(first)  # unharmed
+    assert answer is not None and answer.type is P.FrameType.RESULT
+    assert svc.server.wait_busy(0, 5.0)
+    second.ping()  # reconnects: the first connection is idle now, and makes room
+    assert read_frame(first) is None  # it was the one closed
     first.close()
-    assert svc.server.wait_open(0, 5.0)
-    second.ping()  # reconnects, now admitted
     second.close()
+    assert svc.server.statistics()["evicted"] == 1
+
+
+def _closed(socks: list[socket.socket]) -> list[socket.socket]:
+    """The sockets the server has closed (readable now, and at EOF)."""
+    readable, _, _ = select.select(socks, [], [], 0)
+    return [s for s in socks if s in readable and s.recv(1) == b""]
+
+
+def test_idle_connections_never_lock_an_active_client_out(
+    service: Callable[..., Service],
+) -> None:
+    """64 connections that never send a byte once held all 64 slots: every other client was
+    told BUSY for read_timeout_s. Now a newcomer closes the connection idle the longest."""
+    svc = service(read_timeout_s=30.0)
+    squatters = [raw(svc.path) for _ in range(64)]
+    assert svc.server.wait_open(64, 5.0)
+    for _ in range(3):
+        svc.assert_serves()
+    stats = svc.server.statistics()
+    assert stats["busy"] == 0 and 1 <= stats["evicted"] <= 3
+    assert _closed(squatters) == squatters[: stats["evicted"]]  # the oldest first
+    for s in squatters:
+        s.close()
+    assert svc.server.wait_open(0, 5.0)
+    assert annotations(svc.close()) == []  # making room is no violation
+
+
+def test_a_trickled_header_holds_no_slot(service: Callable[..., Service]) -> None:
+    """Slowloris: connections that send a few header bytes, then nothing, are idle too."""
+    svc = service(max_clients=2, read_timeout_s=30.0)
+    trickling = [raw(svc.path) for _ in range(2)]
+    for s in trickling:
+        s.sendall(_GOOD[:5])
+    assert svc.server.wait_open(2, 5.0)
+    svc.assert_serves()
+    assert _closed(trickling) == trickling[:1]
+    assert svc.server.statistics()["evicted"] == 1
+    for s in trickling:
+        s.close()
+    assert svc.server.wait_open(0, 5.0)
+    notes = annotations(svc.close())  # the one left open was cut off mid-header by its client
+    assert [(n["code"], n["reason"]) for n in notes] == [(D.FRAME_TRUNCATED.code, "header 5/32")]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_trickled_body_makes_room_once_it_is_slow(service: Callable[..., Service]) -> None:
+    """A whole header, then a body a few bytes at a time, once held its slot for the whole
+    read timeout; now, the table full, a newcomer closes it (BUSY, DIA-7121)."""
+    clock = FakeClock()
+    svc = service(max_clients=1, read_timeout_s=30.0, clock=clock)
+    slow = raw(svc.path)
+    head = P.HEADER.pack(P.MAGIC, 1, 1, 0, b"\x0e" * 16, 4096, 0)
+    slow.sendall(head + bytes(10))
+    assert svc.server.wait_busy(1, 5.0)
+    with svc.client() as c, pytest.raises(ServiceBusy):  # in its grace: it keeps its slot
+        c.ping()
+    clock.now += 2.0  # 10 bytes in 2 s
+    with svc.client() as c:
+        c.ping()
+    answer = read_frame(slow)
+    assert answer is not None and answer.request_id == b"\x0e" * 16
+    info = P.decode_error(answer.body)
+    assert (info.error_class, info.code, info.closing) == (
+        P.ErrorClass.BUSY,
+        D.SLOW_BODY.code,
+        True,
+    )
+    slow.close()
+    assert svc.server.wait_open(0, 5.0)
+    stats = svc.server.statistics()
+    assert (stats["evicted_slow"], stats["buffered_bytes"]) == (1, 0)
+    codes = [n["code"] for n in annotations(svc.close())]
+    assert codes == [D.SERVICE_BUSY.code, D.SLOW_BODY.code]
+
+
+# --- memory: what a client must send to make the server hold memory ---------------------
+
+PROBE = str(Path(__file__).with_name("_buffer_probe.py"))
+
+
+def test_a_header_alone_pins_no_body_buffer(short_dir: Path) -> None:
+    """Four clients in turn announce 64 MiB and send 1 KiB: the server once allocated (and
+    zeroed) each announced body at its header, so its peak RSS rose by 64 MiB; the buffer now
+    grows with the bytes that arrive. Measured in a subprocess (VmHWM of the server's process,
+    see tests/_buffer_probe.py), where nothing else allocates."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, PROBE, str(short_dir), "4", "64", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    assert m["after_kib"] - m["before_kib"] < 16 << 10, m  # was >= 64 MiB
+    assert m["violations"] == 4 and m["buffered_bytes"] == 0  # all four read and dropped
+
+
+def test_request_bytes_over_the_server_wide_budget_are_refused_busy(
+    service: Callable[..., Service],
+) -> None:
+    """One request's body is held (its call is running); a second one grows its buffer past
+    max_buffered_bytes and is refused BUSY (DIA-7120), the first is served, and the budget
+    comes back once both are done."""
+    entered, gate = threading.Event(), threading.Event()
+
+    def slow(x: Any) -> Any:
+        entered.set()
+        assert gate.wait(10.0)
+        return x[:1] * 2
+
+    svc = service(slow, max_request_bytes=1 << 20, max_buffered_bytes=1 << 20)
+    big = torch.ones(175_000)  # 700 000 bytes of body: held while its call runs
+    a = raw(svc.path)
+    a.sendall(infer_frame(big, rid=b"\x0a" * 16))
+    assert entered.wait(5.0)
+    held = svc.server.statistics()["buffered_bytes"]
+    assert 700_000 <= held <= 700_100
+    b = raw(svc.path)  # its buffer: 64 KiB, 128, 256, then 512 would pass the 1 MiB budget
+    head = P.HEADER.pack(P.MAGIC, 1, 1, 0, b"\x0b" * 16, 700_000, 0)
+    b.sendall(head + bytes(256 << 10))
+    refused = read_frame(b)
+    assert refused is not None and refused.request_id == b"\x0b" * 16
+    info = P.decode_error(refused.body)
+    assert (info.error_class, info.code, info.closing) == (
+        P.ErrorClass.BUSY,
+        D.BUFFER_BUDGET.code,
+        True,
+    )
+    assert read_frame(b) is None
+    b.close()
+    gate.set()
+    answer = read_frame(a)
+    assert answer is not None and answer.type is P.FrameType.RESULT
+    a.close()
+    assert svc.server.wait_open(0, 5.0)
+    stats = svc.server.statistics()
+    assert (stats["buffered_bytes"], stats["over_budget"]) == (0, 1)
+    svc.assert_serves()
+    codes = [n["code"] for n in annotations(svc.close())]
+    assert codes == [D.BUFFER_BUDGET.code]
 
 
 def test_violations_are_rate_limited_with_a_count_of_the_suppressed() -> None:

@@ -728,7 +728,7 @@ OUTPUT_NOT_ENCODABLE = _d(
 SERVICE_BUSY = _d(
     "DIA-7111",
     "SERVICE_BUSY",
-    "the service refused the connection or request: too many clients, or shutting down",
+    "the service refused the connection or request: every slot busy, or shutting down",
     "retry later or on another instance; nothing was done",
 )
 SERVICE_UNREACHABLE = _d(
@@ -748,6 +748,18 @@ SERVER_FAULT = _d(
     "SERVER_FAULT",
     "an unexpected failure inside the service while handling a request",
     "see the message and the flight log; the service serves on",
+)
+BUFFER_BUDGET = _d(
+    "DIA-7120",
+    "BUFFER_BUDGET",
+    "the service already holds max_buffered_bytes of request bodies: this request was refused",
+    "retry later (nothing was done; the connection was closed), or raise max_buffered_bytes",
+)
+SLOW_BODY = _d(
+    "DIA-7121",
+    "SLOW_BODY",
+    "a request body arrived too slowly while every connection was taken: closed to make room",
+    "nothing was done; send each frame at once (the Python client does) and retry",
 )
 
 # --- service configuration and operations (7200-7299) -----------------------------------

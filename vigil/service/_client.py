@@ -220,17 +220,23 @@ class Client:
         return P.Frame(header.type, header.request_id, body)
 
     def _exactly(self, sock: socket.socket, n: int) -> bytearray:
-        buf = bytearray(n)
-        view = memoryview(buf)
+        """``n`` bytes; the buffer grows as they arrive (a header that announces a large body
+        makes the client allocate only what the peer really sends)."""
+        buf = bytearray(min(n, P.FIRST_CHUNK))
         got = 0
-        while got < n:
-            k = sock.recv_into(view[got:])
-            if k == 0:
-                raise ServiceUnreachable(
-                    f"the service closed the connection ({got}/{n} bytes of a frame)"
-                )
-            got += k
-        return buf
+        while True:
+            view = memoryview(buf)
+            while got < len(buf):
+                k = sock.recv_into(view[got:])
+                if k == 0:
+                    raise ServiceUnreachable(
+                        f"the service closed the connection ({got}/{n} bytes of a frame)"
+                    )
+                got += k
+            view.release()  # the buffer can grow only with no view on it
+            if got == n:
+                return buf
+            buf += bytes(min(n, 2 * len(buf)) - len(buf))
 
     def _raise(self, frame: P.Frame) -> None:
         info = P.decode_error(frame.body)

@@ -25,7 +25,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 from vigil import _diagnostics as D
 from vigil.errors import InvalidInput, ProtocolError, ServiceConfigError, Unavailable, VigilError
 from vigil.schemas import ServedBy, State
+from vigil.service._http import BoundedHTTPServer
 
 LATENCY_BUCKETS = (
     0.0001,
@@ -389,17 +390,28 @@ class HealthServer:
         metrics: the :class:`ServiceMetrics` to expose.
         health_fn: returns the service's current :class:`Health`; if it raises, both health
             endpoints answer 503 (fail closed).
+        timeout_s, max_threads: a connection silent this long is closed; at most this many
+            are handled at once, more are answered 503 (see :mod:`._http`).
 
     Raises:
         ServiceConfigError: DIA-7210, the address cannot be bound.
     """
 
     def __init__(
-        self, host: str, port: int, metrics: ServiceMetrics, health_fn: Callable[[], Health]
+        self,
+        host: str,
+        port: int,
+        metrics: ServiceMetrics,
+        health_fn: Callable[[], Health],
+        *,
+        timeout_s: float = 10.0,
+        max_threads: int = 8,
     ) -> None:
         handler = type("_Handler", (_Handler,), {"metrics": metrics, "health_fn": health_fn})
         try:
-            self._server = ThreadingHTTPServer((host, port), handler)
+            self._server = BoundedHTTPServer(
+                (host, port), handler, timeout_s=timeout_s, max_threads=max_threads
+            )
         except OSError as exc:
             raise ServiceConfigError(
                 f"[metrics].listen: cannot listen on {host}:{port}: {exc.strerror or exc}",
@@ -407,7 +419,6 @@ class HealthServer:
                 host=host,
                 port=port,
             ) from exc
-        self._server.daemon_threads = True
         self.host = host
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(

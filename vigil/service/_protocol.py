@@ -47,9 +47,11 @@ _CRC_AT = HEADER_SIZE - 4  # the CRC covers the header before it, then the body
 MAX_FRAME_BODY = 0xFFFF_FFFF
 MAX_NDIM = 8
 MAX_DIM = 0xFFFF_FFFF
+MAX_EXTENT = 0xFFFF_FFFF  # product of the dimensions, a zero counted as one (bounds strides)
 MAX_TENSORS = 1024
 MAX_NAME = 255
 ZERO_ID = bytes(16)
+FIRST_CHUNK = 64 << 10  # a receiver's body buffer starts this large and doubles as bytes arrive
 
 assert sys.byteorder == "little", "the wire format is little-endian; so is every supported host"
 
@@ -317,6 +319,7 @@ def encode_tensors(value: Any, *, offset: int = 0) -> list[Buffer]:
             raise fail(D.TENSOR_SPEC, f"{name or 'tensor'}: dtype {t.dtype} is not supported")
         if t.dim() > MAX_NDIM:
             raise fail(D.TENSOR_SPEC, f"{name or 'tensor'}: {t.dim()} dims, at most {MAX_NDIM}")
+        _elements(tuple(t.shape), name or "tensor")
         if t.device.type != "cpu":
             t = t.cpu()
         t = t.contiguous()
@@ -334,6 +337,27 @@ def encode_tensors(value: Any, *, offset: int = 0) -> list[Buffer]:
         parts.append(data)
         pos += pad + len(data)
     return parts
+
+
+def _elements(shape: tuple[int, ...], label: str) -> int:
+    """The element count of ``shape``, computed in Python ints, after checking that torch can
+    lay it out: every dimension at most 2^32-1, and the extent (the product of the dimensions
+    with a zero counted as one, which bounds every stride) at most 2^32-1 as well. A non-empty
+    tensor whose bytes fit in a frame always passes; a zero-size one such as (0, 2^32-1,
+    2^32-1) would overflow torch's int64 stride computation."""
+    numel = extent = 1
+    for d in shape:
+        if d > MAX_DIM:
+            raise fail(D.TENSOR_SPEC, f"{label}: dimension {d} exceeds {MAX_DIM}")
+        numel *= d
+        extent *= max(d, 1)
+    if extent > MAX_EXTENT:
+        raise fail(
+            D.TENSOR_SPEC,
+            f"{label}: shape {list(shape)} spans {extent} elements (zero dimensions counted "
+            f"as one), more than {MAX_EXTENT}",
+        )
+    return numel
 
 
 def decode_tensors(body: Buffer, offset: int = 0) -> Any:
@@ -390,11 +414,7 @@ def decode_tensors(body: Buffer, offset: int = 0) -> Any:
         (nbytes,) = _U64.unpack_from(view, pos + dims_s.size)
         pos += dims_s.size + 8
         dtype, size = DTYPES[code]
-        numel = 1
-        for d in shape:
-            if d > MAX_DIM:
-                raise fail(D.TENSOR_SPEC, f"{label}: dimension {d} exceeds {MAX_DIM}")
-            numel *= d
+        numel = _elements(shape, label)
         if numel * size != nbytes:
             raise fail(
                 D.TENSOR_SPEC,

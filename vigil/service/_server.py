@@ -2,10 +2,19 @@
 
 Theory of operation
 -------------------
-One accept thread hands each connection to its own thread (at most ``max_clients``; one more
-is told "busy" in an ERROR frame and closed). A connection carries requests one after the
-other: read a frame (header checked before the body is read, see :mod:`._protocol`), answer
-it, read the next.
+One accept thread hands each connection to its own thread, ``max_clients`` at most. A
+connection carries requests one after the other: read a frame (header checked before the body
+is read, see :mod:`._protocol`), answer it, read the next. It is *busy* from a whole header
+until the answer is sent, *idle* otherwise (silent, between requests, or part of a header in).
+When the table is full, a new connection evicts the one idle the longest (shut down: its thread
+reads EOF and leaves quietly), else the slowest body under 1 MiB/s after its first second (its
+read side shut down: its thread answers BUSY, DIA-7121), and is refused "busy" only when no one
+qualifies (:mod:`._slots`); idle or trickling clients can never lock active ones out, and
+threads stay bounded by ``max_clients``.
+
+Memory follows the bytes that arrive, not the lengths announced: a body's buffer starts at
+64 KiB and doubles as it fills, and what all connections hold (until each answer is sent) is
+capped by ``max_buffered_bytes``; a request that would pass it is refused "busy" (DIA-7120).
 
 Bad clients never hurt the service. A frame that loses the stream's framing (bad magic,
 version, CRC, type, oversize length) is answered with an ERROR frame and the connection is
@@ -36,9 +45,12 @@ from typing import Any, NoReturn, Protocol
 from vigil import _diagnostics as D
 from vigil.errors import InvalidInput, ProtocolError, ServiceConfigError, Unavailable, VigilError
 from vigil.service import _protocol as P
+from vigil.service._slots import Evict, Slot, choose
 from vigil.supervisor._tensors import describe
 
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+SLOW_BODY_GRACE_S = 1.0  # a body may take this long before its rate is judged
+SLOW_BODY_RATE = 1 << 20  # bytes/s: a body slower than this may be closed to make room
 _SMALL_SEND = 64 << 10  # below this a frame is joined and sent in one syscall
 _STATS_FIELDS = (
     "calls",
@@ -152,12 +164,19 @@ class SocketServer:
         path: the socket file. A stale socket there is replaced; a live one (a server answers)
             or any other file is refused.
         max_request_bytes: the largest request body accepted (checked before reading it).
-        max_clients: connections served at once; one more is told "busy" (DIA-7111).
+        max_clients: connections open at once. One more evicts the connection idle the longest,
+            or is told "busy" (DIA-7111) when every open one is in the middle of a request.
+        max_buffered_bytes: request body bytes held at once, across connections (default
+            4 x ``max_request_bytes``; at least ``max_request_bytes``). A body's buffer grows
+            with the bytes that actually arrive, and is charged here until its answer is sent;
+            a request that would go over is refused "busy" (DIA-7120) and its connection
+            closed.
         read_timeout_s: the longest the server waits for bytes from a client (also for its
             next request: an idle connection is closed after it) or for a send to drain.
         on_call: called as ``on_call(result_or_None, exception_or_None, seconds)`` after each
             ``infer`` (for metrics); what it raises is ignored.
         violations_per_s: protocol violations recorded in the flight log per second at most.
+        clock: monotonic seconds, for judging idle and slow connections (tests pass a fake).
 
     Raises:
         ServiceConfigError: from :meth:`start`, when ``path`` cannot be used.
@@ -173,11 +192,22 @@ class SocketServer:
         read_timeout_s: float = 30.0,
         on_call: OnCall | None = None,
         violations_per_s: int = 20,
+        max_buffered_bytes: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 < max_request_bytes <= P.MAX_FRAME_BODY:
             raise ServiceConfigError(f"max_request_bytes={max_request_bytes}: 1..2^32-1")
         if max_clients < 1 or read_timeout_s <= 0 or violations_per_s < 1:
             raise ServiceConfigError("max_clients, read_timeout_s and violations_per_s: > 0")
+        budget = 4 * max_request_bytes if max_buffered_bytes is None else max_buffered_bytes
+        if budget < max_request_bytes:
+            raise ServiceConfigError(
+                f"max_buffered_bytes={budget} is under max_request_bytes={max_request_bytes}: "
+                "no request of the largest size could ever be read"
+            )
+        self._max_buffered = budget
+        self._clock = clock
+        self._buffered = 0
         self._sup = supervisor
         self.path = os.fspath(path)
         self._max_body = max_request_bytes
@@ -188,12 +218,19 @@ class SocketServer:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
-        self._conns: dict[socket.socket, threading.Thread] = {}
+        self._conns: dict[socket.socket, Slot] = {}
         self._stopping = False
         self._listener: socket.socket | None = None
         self._inode = 0
         self._acceptor: threading.Thread | None = None
-        self._counts = {"connections": 0, "requests": 0, "busy": 0}
+        self._counts = {
+            "connections": 0,
+            "requests": 0,
+            "busy": 0,
+            "evicted": 0,
+            "evicted_slow": 0,
+            "over_budget": 0,
+        }
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -263,7 +300,7 @@ class SocketServer:
         self.wait_idle(drain_timeout_s)
         with self._lock:
             left = self._in_flight
-            conns = list(self._conns.items())
+            conns = [(c, slot.thread) for c, slot in self._conns.items()]
         for conn, _ in conns:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)  # readers see EOF; their threads close it
@@ -298,6 +335,14 @@ class SocketServer:
         with self._idle:
             return self._idle.wait_for(lambda: len(self._conns) == count, timeout)
 
+    def wait_busy(self, count: int, timeout: float | None = None) -> bool:
+        """Block until exactly ``count`` connections hold a request in progress (from its
+        whole header until its answer was sent); False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(
+                lambda: sum(slot.busy for slot in self._conns.values()) == count, timeout
+            )
+
     def statistics(self) -> dict[str, int]:
         """Counters: connections accepted, requests, busy refusals, violations (recorded or
         not), connections open, calls in flight."""
@@ -306,7 +351,9 @@ class SocketServer:
                 **self._counts,
                 "violations": self._violations.total,
                 "open": len(self._conns),
+                "active": sum(slot.busy for slot in self._conns.values()),
                 "in_flight": self._in_flight,
+                "buffered_bytes": self._buffered,
             }
 
     # --- connections -----------------------------------------------------------------------
@@ -322,12 +369,12 @@ class SocketServer:
                 time.sleep(0.01)  # EMFILE and friends: let descriptors free up, no spin
                 continue
             with self._lock:
-                busy = self._stopping or len(self._conns) >= self._max_clients
+                busy = self._stopping or not self._make_room()
                 if not busy:
                     thread = threading.Thread(
                         target=self._serve, args=(conn,), name="vigil-conn", daemon=True
                     )
-                    self._conns[conn] = thread
+                    self._conns[conn] = Slot(thread, self._clock())
                     self._counts["connections"] += 1
                     self._idle.notify_all()
                 else:
@@ -337,8 +384,29 @@ class SocketServer:
             else:
                 thread.start()
 
+    def _make_room(self) -> bool:
+        """Under the lock: True when a new connection fits, after closing one idle or slow
+        connection if ``max_clients`` are open (see :mod:`._slots`); False: refuse it busy."""
+        fits, victim, why = choose(
+            self._conns.items(),
+            self._max_clients,
+            self._clock(),
+            grace_s=SLOW_BODY_GRACE_S,
+            min_rate=SLOW_BODY_RATE,
+        )
+        if victim is not None:
+            assert isinstance(victim, socket.socket)
+            self._conns[victim].evicted = True
+            self._counts["evicted" if why is Evict.IDLE else "evicted_slow"] += 1
+            with contextlib.suppress(OSError):  # its thread reads EOF and leaves (see _read)
+                victim.shutdown(socket.SHUT_RDWR if why is Evict.IDLE else socket.SHUT_RD)
+        return fits
+
     def _refuse_busy(self, conn: socket.socket) -> None:
-        message = f"the service is busy ({self._max_clients} clients) or stopping; retry later"
+        message = (
+            f"the service is busy ({self._max_clients} requests in progress) or stopping; "
+            "retry later"
+        )
         self._violations.note(_peer(conn), D.SERVICE_BUSY.code, message)
         try:
             conn.settimeout(1.0)
@@ -359,7 +427,11 @@ class SocketServer:
                 if frame is None:
                     return
                 served += 1
-                self._answer(conn, peer, frame)
+                try:
+                    self._answer(conn, peer, frame)
+                finally:
+                    self._release(len(frame.body))
+                    self._mark(conn, busy=False)
         except (_Drop, OSError):
             pass
         finally:
@@ -382,26 +454,124 @@ class SocketServer:
             self._violation(conn, peer, D.READ_TIMEOUT, "no request", answer=False)
         if got == 0:
             return None
+        if not self._mark(conn, busy=got == P.HEADER_SIZE):
+            raise _Drop  # evicted while idle: the connection was closed to make room
         if got < P.HEADER_SIZE:
             self._violation(conn, peer, D.FRAME_TRUNCATED, f"header {got}/32", answer=False)
         try:
             header = P.parse_header(head, max_body=self._max_body, expect=P.REQUESTS)
         except ProtocolError as exc:
             self._violation(conn, peer, exc.diagnostic, exc.message, detail=exc.context)
-        body = bytearray(header.length)
+        body = bytearray()
         try:
-            got = _recv_into(conn, memoryview(body), deadline)
-        except TimeoutError:
-            self._violation(conn, peer, D.READ_TIMEOUT, "body stalled", answer=False)
-        if got < header.length:
-            msg = f"body {got}/{header.length}"
-            self._violation(conn, peer, D.FRAME_TRUNCATED, msg, answer=False)
-        conn.settimeout(self._timeout)  # for sending the answer
-        try:
+            self._read_body(conn, peer, header, body, deadline)
+            conn.settimeout(self._timeout)  # for sending the answer
             P.check_crc(head, body, header.crc)
         except ProtocolError as exc:
+            self._release(len(body))
             self._violation(conn, peer, exc.diagnostic, exc.message, rid=header.request_id)
+        except BaseException:
+            self._release(len(body))
+            raise
         return P.Frame(header.type, header.request_id, body)
+
+    def _read_body(
+        self,
+        conn: socket.socket,
+        peer: dict[str, int | None],
+        header: P.Header,
+        body: bytearray,
+        deadline: float,
+    ) -> None:
+        """Read the body into ``body``, growing it only as its bytes arrive (a header alone
+        pins no memory), each growth charged to the server-wide budget. Raises _Drop (the
+        caller releases what ``body`` holds)."""
+        with self._lock:
+            slot = self._conns[conn]
+        got = 0
+        while got < header.length:
+            add = min(header.length, max(P.FIRST_CHUNK, 2 * len(body))) - len(body)
+            with self._lock:
+                over = self._buffered + add > self._max_buffered
+                if over:
+                    self._counts["over_budget"] += 1
+                else:
+                    self._buffered += add
+            if over:
+                message = (
+                    f"the service holds {self._max_buffered} bytes of requests at most "
+                    f"(max_buffered_bytes) and is at that limit; body {got}/{header.length} "
+                    "bytes read; retry later"
+                )
+                self._violation(
+                    conn,
+                    peer,
+                    D.BUFFER_BUDGET,
+                    message,
+                    rid=header.request_id,
+                    error_class=P.ErrorClass.BUSY,
+                )
+            body += bytes(add)  # calloc'd zeros: pages cost nothing until the data lands
+            while got < len(body):  # at most 1 MiB a step: the slot's progress stays fresh
+                step = min(len(body), got + (1 << 20))
+                try:
+                    n = _recv_into(conn, memoryview(body)[got:step], deadline)
+                except TimeoutError:
+                    self._violation(conn, peer, D.READ_TIMEOUT, "body stalled", answer=False)
+                got += n
+                slot.received = got
+                if got < step:
+                    self._end_body(conn, peer, header, slot, got)
+                    msg = f"body {got}/{header.length}"
+                    self._violation(conn, peer, D.FRAME_TRUNCATED, msg, answer=False)
+        self._end_body(conn, peer, header, slot, got)
+
+    def _end_body(
+        self,
+        conn: socket.socket,
+        peer: dict[str, int | None],
+        header: P.Header,
+        slot: Slot,
+        got: int,
+    ) -> None:
+        """The body phase is over (whole, or cut short); raises _Drop, after answering busy,
+        when the connection was closed to make room for a newcomer (nothing was done)."""
+        with self._lock:
+            evicted = slot.evicted
+            slot.end_body()
+        if evicted:
+            message = (
+                f"the request's body arrived slower than {SLOW_BODY_RATE} bytes/s "
+                f"({got}/{header.length} bytes) while every connection was taken: closed to "
+                "make room; nothing was done; send whole frames at once and retry"
+            )
+            self._violation(
+                conn,
+                peer,
+                D.SLOW_BODY,
+                message,
+                rid=header.request_id,
+                error_class=P.ErrorClass.BUSY,
+            )
+
+    def _mark(self, conn: socket.socket, *, busy: bool) -> bool:
+        """Mark the connection busy (a whole header arrived: its body phase begins) or idle
+        again; False when it was evicted first (then nothing of its request was done)."""
+        with self._lock:
+            slot = self._conns[conn]
+            if slot.evicted:
+                return False
+            if busy:
+                slot.start_body(self._clock())
+            else:
+                slot.to_idle(self._clock())
+                self._idle.notify_all()
+            return True
+
+    def _release(self, nbytes: int) -> None:
+        if nbytes:
+            with self._lock:
+                self._buffered -= nbytes
 
     def _violation(
         self,
@@ -413,13 +583,14 @@ class SocketServer:
         answer: bool = True,
         rid: bytes = P.ZERO_ID,
         detail: dict[str, Any] | None = None,
+        error_class: P.ErrorClass = P.ErrorClass.PROTOCOL,
     ) -> NoReturn:
         """Record a stream-fatal violation, answer it when the peer can read, raise _Drop."""
         self._violations.note(peer, diagnostic.code, reason)
         if answer:
             with contextlib.suppress(OSError):
                 body = P.encode_error(
-                    P.ErrorClass.PROTOCOL, diagnostic.code, reason, closing=True, detail=detail
+                    error_class, diagnostic.code, reason, closing=True, detail=detail
                 )
                 _send(conn, P.encode_frame(P.FrameType.ERROR, rid, body))
         raise _Drop
@@ -438,6 +609,10 @@ class SocketServer:
             self._violations.note(peer, exc.code, exc.message)
             body = P.encode_error(P.ErrorClass.PROTOCOL, exc.code, exc.message)
             _send(conn, P.encode_frame(P.FrameType.ERROR, rid, body))
+            return
+        except Exception as exc:  # a codec bug must cost one answer, never the thread
+            self._violations.note(peer, D.SERVER_FAULT.code, describe(exc, 500))
+            _send(conn, _error_frame(exc, rid))
             return
         with self._lock:
             if self._stopping:
