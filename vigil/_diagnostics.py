@@ -284,6 +284,24 @@ REPLAY_INCOMPLETE = _d(
     "the log lacks what replay needs (the policy record, or history the ring evicted)",
     "replay covers what the ring still holds; the report says from which record",
 )
+REPLAY_UNDECODABLE = _d(
+    "DIA-3210",
+    "REPLAY_UNDECODABLE",
+    "a sealed record that replay reads has a body that does not decode (length, UTF-8, version)",
+    "run vigil verify --pubkey to learn who wrote it; replay skips that session from there on",
+)
+REPLAY_UNREADABLE = _d(
+    "DIA-3211",
+    "REPLAY_UNREADABLE",
+    "a policy, restore or call record decodes but holds nothing the state machine can use",
+    "treat the session as unchecked (a writer fault or a forged record); replay skips its rest",
+)
+REPLAY_NOTHING_CHECKED = _d(
+    "DIA-3212",
+    "REPLAY_NOTHING_CHECKED",
+    "replay checked nothing: no readable session, or no counted call and no transition",
+    "the verdict is INCONCLUSIVE, not AGREES; keep the policy records in the ring",
+)
 # --- outcomes of guarded calls (4000-4099) ----------------------------------------------
 MODEL_ERROR = _d(
     "DIA-4001",
