@@ -186,6 +186,20 @@ HEADER_COPY = _d(
     "nothing after a crash; repeated findings suggest failing storage",
 )
 
+# --- caller input examined before routing (2010-2019) -----------------------------------
+INPUT_UNREADABLE = _d(
+    "DIA-2010",
+    "INPUT_UNREADABLE",
+    "the supervisor could not examine the input: its checks or its digest raised",
+    "send a tensor or a structure of tensors; the exception's type is in the message",
+)
+REQUEST_ID_INVALID = _d(
+    "DIA-2011",
+    "REQUEST_ID_INVALID",
+    "the request id given to a call is not 16 bytes",
+    "pass 16 bytes (a UUID's bytes or a W3C trace id), or none for a generated one",
+)
+
 # --- contracts on tensors (2100-2199) --------------------------------------------------
 SHAPE_MISMATCH = _d(
     "DIA-2101",
