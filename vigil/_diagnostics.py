@@ -186,6 +186,20 @@ HEADER_COPY = _d(
     "nothing after a crash; repeated findings suggest failing storage",
 )
 
+# --- caller input examined before routing (2010-2019) -----------------------------------
+INPUT_UNREADABLE = _d(
+    "DIA-2010",
+    "INPUT_UNREADABLE",
+    "the supervisor could not examine the input: its checks or its digest raised",
+    "send a tensor or a structure of tensors; the exception's type is in the message",
+)
+REQUEST_ID_INVALID = _d(
+    "DIA-2011",
+    "REQUEST_ID_INVALID",
+    "the request id given to a call is not 16 bytes",
+    "pass 16 bytes (a UUID's bytes or a W3C trace id), or none for a generated one",
+)
+
 # --- contracts on tensors (2100-2199) --------------------------------------------------
 SHAPE_MISMATCH = _d(
     "DIA-2101",
@@ -283,6 +297,24 @@ REPLAY_INCOMPLETE = _d(
     "REPLAY_INCOMPLETE",
     "the log lacks what replay needs (the policy record, or history the ring evicted)",
     "replay covers what the ring still holds; the report says from which record",
+)
+REPLAY_UNDECODABLE = _d(
+    "DIA-3210",
+    "REPLAY_UNDECODABLE",
+    "a sealed record that replay reads has a body that does not decode (length, UTF-8, version)",
+    "run vigil verify --pubkey to learn who wrote it; replay skips that session from there on",
+)
+REPLAY_UNREADABLE = _d(
+    "DIA-3211",
+    "REPLAY_UNREADABLE",
+    "a policy, restore or call record decodes but holds nothing the state machine can use",
+    "treat the session as unchecked (a writer fault or a forged record); replay skips its rest",
+)
+REPLAY_NOTHING_CHECKED = _d(
+    "DIA-3212",
+    "REPLAY_NOTHING_CHECKED",
+    "replay checked nothing: no readable session, or no counted call and no transition",
+    "the verdict is INCONCLUSIVE, not AGREES; keep the policy records in the ring",
 )
 # --- outcomes of guarded calls (4000-4099) ----------------------------------------------
 MODEL_ERROR = _d(

@@ -22,7 +22,19 @@ breaks itself (TAMPERING); a stretch that contains one is not counted as authent
 
 After the last checkpoint, records are *unauthenticated*: expected for a live log or after a
 crash (UNSEALED_TAIL), not after a clean close or beyond the interval (UNSEALED: the closing
-checkpoint was cut off, or records were appended by someone who could not seal them).
+checkpoint was cut off, or records were appended by someone who could not seal them). The
+interval is the one the last checkpoint signs: ``every_records``, and ``every_ms``. The writer
+checks the time after each append and seals at once when it is due, and the first record after
+a checkpoint was written after the checkpoint set its deadline; so every tail record *but the
+last* lies less than ``every_ms`` after the tail's first record, on the same boot, and is no
+OPENED record (a writer seals right after its OPENED). A record that breaks this and is not
+the last is proof that the tail was written by someone who could not seal it.
+
+A forward-secure tag proves only what its epoch label says: a thief holding epoch *e*'s key can
+tag any checkpoint labelled *e* or later. Labels are trusted only while every checkpoint since
+the first the log holds passed its own checks; after one failed (an EPOCH_GAP of relabelled
+epochs, a bad tag...), later tags alone authenticate nothing, and their stretches are not
+reported valid. A signature under the auditor's key does not depend on the label.
 
 Nothing in a log proves that newer records did not exist: an attacker can cut the log after
 any checkpoint, or put back an older copy of the whole file. An *anchor* (the newest
@@ -151,6 +163,7 @@ class _Last:
     seq: int
     epoch: int
     every_records: int
+    every_ms: int = 0
 
 
 class SealChecker:
@@ -194,6 +207,9 @@ class SealChecker:
         self.last_good = 0
         self.stretch_start = 0
         self.stretches: list[tuple[int, int, int, int, bool]] = []
+        self.anchored = True  # every checkpoint so far passed its own checks (FSS epoch labels)
+        self.tail_first: F.RawRecord | None = None  # the first record after the last checkpoint
+        self.tail_late: tuple[int, str] | None = None  # a tail record the writer sealed after
         if public_key is not None and geometry.key_id != public_key.key_id:
             self.sink.add(
                 "WRONG_KEY",
@@ -213,11 +229,39 @@ class SealChecker:
         if raw.type == _T_CHECKPOINT and body is not None:
             self._checkpoint(raw, body)
             self.closed_at = None
-        elif raw.type == _T_LIFECYCLE and body and body[0] == LifecycleEvent.CLOSED:
-            self.closed_at = raw.seq
+            self.tail_first = self.tail_late = None
+        else:
+            self._tail(raw, body)
+            if raw.type == _T_LIFECYCLE and body and body[0] == LifecycleEvent.CLOSED:
+                self.closed_at = raw.seq
         if self.anchor is not None and raw.seq == self.anchor.seq:
             self._check_anchor_record(raw, body)
         self.prev = raw
+
+    def _tail(self, raw: F.RawRecord, body: bytes | None) -> None:
+        """Note the first record after the last checkpoint past which its writer, had it held
+        the key, would have sealed (see the module docstring)."""
+        last = self.last
+        if last is None or self.tail_late is not None:
+            return
+        if self.tail_first is None:
+            self.tail_first = raw
+        first = self.tail_first
+        every_ns = last.every_ms * 1_000_000
+        if raw.type == _T_LIFECYCLE and body and body[0] == LifecycleEvent.OPENED:
+            self.tail_late = (raw.seq, "is a writer's OPENED record, which it seals at once")
+        elif raw.boot_id != first.boot_id:
+            self.tail_late = (
+                raw.seq,
+                f"comes from another boot than record {first.seq} and follows no OPENED record",
+            )
+        elif every_ns and raw.mono_ns - first.mono_ns >= every_ns:
+            self.tail_late = (
+                raw.seq,
+                f"was written {(raw.mono_ns - first.mono_ns) / 1e6:.0f} ms after record "
+                f"{first.seq}, the first after checkpoint {last.seq}, whose signed interval is "
+                f"{last.every_ms} ms",
+            )
 
     # --- one checkpoint ---------------------------------------------------------------------
 
@@ -226,6 +270,7 @@ class SealChecker:
         if len(self.bad) < _MAX_RANGES:
             self.bad.append((start, raw.seq))
         self.unbroken = False
+        self.anchored = False
 
     def _checkpoint(self, raw: F.RawRecord, body: bytes) -> None:
         bad = len(self.bad)
@@ -260,7 +305,7 @@ class SealChecker:
                 f"{prev.seq if prev else None}: moved or replayed from elsewhere",
                 start,
             )
-            self.last = _Last(raw.seq, epoch, every)
+            self.last = _Last(raw.seq, epoch, every, cp["every_ms"])
             return
         if prev is not None and prev.chain != cp["chain"]:
             self._fail(
@@ -271,7 +316,7 @@ class SealChecker:
                 "checkpoint comes from another log",
                 start,
             )
-            self.last = _Last(raw.seq, epoch, every)
+            self.last = _Last(raw.seq, epoch, every, cp["every_ms"])
             return
         ok = self._order(raw, cp, last, start) and self._seal(raw, body, cp, start)
         between = raw.seq - start
@@ -290,7 +335,11 @@ class SealChecker:
                 self.bad.append((start, raw.seq))
             self.unbroken = False
         self.broken_seqs.clear()
-        self.last = _Last(raw.seq, epoch, every)
+        self.last = _Last(raw.seq, epoch, every, cp["every_ms"])
+        if ok and self.public_key is None and self.fss_seed is not None and not self.anchored:
+            ok = False  # a tag under an epoch label no valid checkpoint leads to proves nothing
+            if len(self.bad) < _MAX_RANGES:
+                self.bad.append((start, raw.seq))
         if ok:
             self.good += 1
             self.last_good = raw.seq
@@ -461,6 +510,15 @@ class SealChecker:
                         "UNSEALED",
                         f"records {start}..{end} follow no checkpoint, more than the writer's "
                         "interval allows: written by someone who could not seal them",
+                        **where,
+                    )
+                elif self.tail_late is not None and self.tail_late[0] < end:
+                    late, why = self.tail_late
+                    self.sink.add(
+                        "UNSEALED",
+                        f"records {start}..{end} follow no checkpoint, but record {late} {why}: "
+                        "its writer would have sealed right after it, so the records after it "
+                        "were written by someone who could not seal them",
                         **where,
                     )
                 else:

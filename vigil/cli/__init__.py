@@ -4,7 +4,8 @@ anchor for sealed logs; ``vigil model`` for signed model artifacts.
 Exit codes are part of the interface: 0 success (for ``verify``: the log is intact; for
 ``replay``: every transition agrees with the recorded policy), 1 an integrity failure
 (``verify`` found damage or tampering, ``replay`` a disagreement; the log's superblock or
-size is corrupt), 2 a usage or I/O error (bad arguments, missing file, not a vigil log). Errors are
+size is corrupt), 2 a usage or I/O error (bad arguments, missing file, not a vigil log), 3
+``replay`` inconclusive (records it needs do not decode, or it checked nothing). Errors are
 printed to stderr with their diagnostic code.
 """
 
@@ -26,8 +27,9 @@ from vigil.errors import (
 EXIT_OK = 0
 EXIT_INTEGRITY = 1
 EXIT_USAGE = 2
+EXIT_INCONCLUSIVE = 3
 
-__all__ = ["EXIT_INTEGRITY", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_INCONCLUSIVE", "EXIT_INTEGRITY", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 
 class _Parser(argparse.ArgumentParser):

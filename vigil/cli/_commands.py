@@ -65,11 +65,11 @@ def replay(args: argparse.Namespace) -> int:
     from vigil.supervisor import replay as run_replay  # noqa: PLC0415 - torch only when needed
 
     report = run_replay(args.path)
+    code = REPLAY_EXIT[report.verdict]
     if args.json:
         print(json.dumps(report.to_json(), indent=2, sort_keys=True))
-        return 0 if report.agrees else 1
-    verdict = "AGREES" if report.agrees else "DISAGREES"
-    print(f"{report.path}: {verdict} with its recorded policy")
+        return code
+    print(f"{report.path}: {report.verdict}" + _VERDICT_TAIL[report.verdict])
     print(
         f"  {report.sessions} session(s), {report.counted} counted calls, "
         f"{report.transitions} transitions checked"
@@ -77,7 +77,16 @@ def replay(args: argparse.Namespace) -> int:
     for f in report.findings:
         tag = "expected" if f.expected else "FAILURE"
         print(f"  [{f.code} {f.kind} {tag}] seq={f.seq}: {f.message}")
-    return 0 if report.agrees else 1
+    return code
+
+
+REPLAY_EXIT = {"AGREES": 0, "DISAGREES": 1, "INCONCLUSIVE": 3}
+"""``vigil replay``'s exit code for each verdict."""
+_VERDICT_TAIL = {
+    "AGREES": " with its recorded policy",
+    "DISAGREES": " with its recorded policy",
+    "INCONCLUSIVE": ": replay could not check (all of) the log",
+}
 
 
 def _bound(text: str | None, flag: str) -> tuple[str, int] | None:
@@ -209,4 +218,4 @@ def inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["TYPE_NAMES", "demo", "dump", "inspect", "replay", "summarize", "verify"]
+__all__ = ["REPLAY_EXIT", "TYPE_NAMES", "demo", "dump", "inspect", "replay", "summarize", "verify"]

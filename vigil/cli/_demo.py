@@ -176,7 +176,7 @@ def run(out: str, calls: int, seed: int, device: str, preset: str = "tiny") -> i
     )
     print(
         f"  verify: {'INTACT' if report.intact else 'NOT INTACT'} ({report.records} records); "
-        f"replay: {'AGREES' if replayed.agrees else 'DISAGREES'} "
+        f"replay: {replayed.verdict} "
         f"({replayed.transitions} transitions)"
     )
     vigil = _command_name()

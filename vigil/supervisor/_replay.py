@@ -18,6 +18,14 @@ and says so (DIA-3202, expected).
 What replay cannot check: that a time-driven transition happened as soon as it was due (the
 machine evaluates time only when a call arrives, and the log does not record arrival times);
 it does check that none happened before it was due.
+
+Hostile logs: a sealed record whose body does not decode (DIA-3210), or a policy or restore
+record that decodes but holds no valid policy or snapshot (DIA-3211), is a finding with its
+seq, never an exception; replay of that session stops there (its machine can no longer be
+trusted to match the log) and resumes at the next session that records its policy. A replay
+that checked nothing -- no session, or no counted call and no transition -- says so
+(DIA-3212). Either makes the verdict INCONCLUSIVE, not AGREES: only a disagreement is
+DISAGREES.
 """
 
 from __future__ import annotations
@@ -49,11 +57,34 @@ class ReplayFinding:
         return dict(self.__dict__)
 
 
+AGREES = "AGREES"
+DISAGREES = "DISAGREES"
+INCONCLUSIVE = "INCONCLUSIVE"
+
+# the record types replay reads; one of these whose body does not decode stops its session
+_READ = frozenset(
+    {
+        RecordType.INFERENCE,
+        RecordType.TRANSITION,
+        RecordType.REJECTED,
+        RecordType.ANNOTATION,
+        RecordType.LIFECYCLE,
+    }
+)
+_UNCHECKABLE = frozenset({D.REPLAY_UNDECODABLE.code, D.REPLAY_UNREADABLE.code})
+
+
 @dataclass(frozen=True)
 class ReplayReport:
-    """The result of :func:`replay`. ``agrees`` is True when no finding is a disagreement."""
+    """The result of :func:`replay`.
+
+    ``verdict`` is ``DISAGREES`` when a finding is a disagreement (DIA-3201), else
+    ``INCONCLUSIVE`` when a record replay needs could not be read (DIA-3210, DIA-3211) or
+    nothing was checked (DIA-3212), else ``AGREES``; ``agrees`` is ``verdict == AGREES``.
+    """
 
     path: str
+    verdict: str
     agrees: bool
     sessions: int
     counted: int
@@ -110,129 +141,222 @@ def _name(value: Any) -> str:
 def replay(path: str | os.PathLike[str], max_findings: int = 1000) -> ReplayReport:
     """Re-derive every state change of a flight log from its calls and its policy.
 
+    Never raises for what the records hold: undecodable or meaningless records are findings
+    (DIA-3210, DIA-3211), and the verdict says whether anything was checked.
+
     Raises:
         LogError: the file cannot be read as a flight log (see :mod:`vigil.errors`).
     """
     path = os.fspath(path)
-    findings: list[ReplayFinding] = []
-    counted = transitions = sessions = 0
-    first_seq: int | None = None
-
-    def find(kind: D.Diagnostic, seq: int, message: str) -> None:
-        if len(findings) < max_findings:
-            findings.append(
-                ReplayFinding(kind.name, kind.code, seq, message, kind is D.REPLAY_INCOMPLETE)
-            )
-
-    policy: Policy | None = None
-    machine: SafetyMachine | None = None
-    skipped_from: int | None = None
+    run = _Replay(max_findings)
     with LogReader(path) as reader:
         records = _Peekable(reader.records())
         for rec in records:
-            if first_seq is None:
-                first_seq = rec.seq
-            body = rec.body
-            if rec.type is RecordType.LIFECYCLE and body.get("event") is LifecycleEvent.OPENED:
-                policy = machine = None  # a new session announces its policy and snapshot
-                continue
-            if rec.type is RecordType.ANNOTATION and body.get("key") == "vigil.policy":
-                try:
-                    policy = Policy.from_json(json.loads(body["text"]))
-                except (ValueError, ConfigError) as exc:
-                    find(D.REPLAY_DISAGREES, rec.seq, f"unreadable policy record: {exc}")
-                    policy = None
-                continue
-            if rec.type is RecordType.ANNOTATION and body.get("key") == "vigil.restore":
-                if policy is None:
-                    continue
-                machine, derived = _restored(policy, rec)
-                sessions += 1
-                if skipped_from is not None:
-                    find(
-                        D.REPLAY_INCOMPLETE,
-                        skipped_from,
-                        f"records {skipped_from}..{rec.seq - 1} precede the first session "
-                        "whose policy is still in the log; they were not replayed",
-                    )
-                    skipped_from = None
-                transitions += _expect(derived, records, 0, rec.seq, find)
-                continue
-            if machine is None:
-                if (
-                    rec.type in (RecordType.INFERENCE, RecordType.TRANSITION, RecordType.REJECTED)
-                    and skipped_from is None
-                ):
-                    skipped_from = rec.seq
-                continue
-            if rec.type is RecordType.TRANSITION:
-                transitions += 1
-                if body["cause_seq"] != 0:
-                    find(
-                        D.REPLAY_DISAGREES,
-                        rec.seq,
-                        f"recorded {_describe(rec)} names record {body['cause_seq']} as its "
-                        "cause, which does not derive it",
-                    )
-                    continue
-                derived = _uncaused(machine, rec)
-                if not derived or not _same(derived[0], rec):
-                    find(
-                        D.REPLAY_DISAGREES,
-                        rec.seq,
-                        f"recorded {_describe(rec)} at {body['at_ns']} ns; the policy derives "
-                        + (_describe(derived[0]) if derived else "no change")
-                        + " then",
-                    )
-                    machine = _follow(machine, rec)
-                continue
-            if rec.type is RecordType.INFERENCE and body["flags"] & CallFlags.COUNTED:
-                outcome = body["outcome"]
-                probe = bool(body["flags"] & CallFlags.PROBE)
-                known = bool(body["flags"] & CallFlags.KNOWN_ANSWER)
-            elif rec.type is RecordType.REJECTED and policy is not None and policy.count_bad_input:
-                outcome, probe, known = Outcome.REJECTED, False, False
-            else:
-                continue
-            counted += 1
-            caused: list[LogRecord] = []
-            while (
-                (nxt := records.peek()) is not None
-                and nxt.type is RecordType.TRANSITION
-                and nxt.body["cause_seq"] == rec.seq
+            if run.first_seq is None:
+                run.first_seq = rec.seq
+            try:
+                run.step(rec, records)
+            except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+                # a decodable body whose values make no sense to the machine: the same as one
+                # that does not decode, never a traceback
+                run.unreadable(D.REPLAY_UNREADABLE, rec, f"{type(exc).__name__}: {exc}")
+    return run.report(path)
+
+
+class _Replay:
+    """The running state of one replay: the session's policy and machine, and the counts."""
+
+    def __init__(self, max_findings: int) -> None:
+        self.max_findings = max_findings
+        self.findings: list[ReplayFinding] = []
+        self.counted = self.transitions = self.sessions = 0
+        self.first_seq: int | None = None
+        self.policy: Policy | None = None
+        self.machine: SafetyMachine | None = None
+        self.skipped_from: int | None = None
+        self.halted = False  # a session stopped at an unreadable record: its rest is skipped
+
+    def find(self, kind: D.Diagnostic, seq: int, message: str) -> None:
+        if len(self.findings) < self.max_findings:
+            self.findings.append(
+                ReplayFinding(kind.name, kind.code, seq, message, kind is D.REPLAY_INCOMPLETE)
+            )
+
+    def unreadable(self, kind: D.Diagnostic, rec: LogRecord, why: str) -> None:
+        """Report a record replay cannot use and stop the session it belongs to."""
+        stops = (
+            "; replay of this session stops here and resumes at the next session that records "
+            "its policy"
+        )
+        self.find(kind, rec.seq, f"{rec.type_name} record {rec.seq}: {why}{stops}")
+        self.policy = self.machine = None
+        self.skipped_from = None
+        self.halted = True
+
+    def report(self, path: str) -> ReplayReport:
+        if self.sessions == 0 or self.counted + self.transitions == 0:
+            what = (
+                "no session could be replayed (no policy and restore record that replay can read)"
+                if self.sessions == 0
+                else f"{self.sessions} session(s) hold no counted call and no transition"
+            )
+            self.find(D.REPLAY_NOTHING_CHECKED, self.first_seq or 0, f"{what}: nothing checked")
+        codes = {f.code for f in self.findings}
+        if D.REPLAY_DISAGREES.code in codes:
+            verdict = DISAGREES
+        elif codes & (_UNCHECKABLE | {D.REPLAY_NOTHING_CHECKED.code}):
+            verdict = INCONCLUSIVE
+        else:
+            verdict = AGREES
+        return ReplayReport(
+            path=path,
+            verdict=verdict,
+            agrees=verdict == AGREES,
+            sessions=self.sessions,
+            counted=self.counted,
+            transitions=self.transitions,
+            first_seq=self.first_seq,
+            findings=tuple(self.findings),
+        )
+
+    def step(self, rec: LogRecord, records: _Peekable) -> None:
+        body = rec.body
+        if rec.type in _READ and "raw" in body:
+            why = body.get("undecodable", "unknown body version")
+            self.unreadable(D.REPLAY_UNDECODABLE, rec, f"body does not decode ({why})")
+            return
+        if rec.type is RecordType.LIFECYCLE and body.get("event") is LifecycleEvent.OPENED:
+            self.policy = self.machine = None  # a new session announces policy and snapshot
+            self.halted = False
+            return
+        if rec.type is RecordType.ANNOTATION and body.get("key") == "vigil.policy":
+            self.machine = None
+            self.halted = False
+            try:
+                self.policy = _policy(body["text"])
+            except (ValueError, TypeError) as exc:
+                self.unreadable(D.REPLAY_UNREADABLE, rec, f"not a valid policy: {exc}")
+            return
+        if rec.type is RecordType.ANNOTATION and body.get("key") == "vigil.restore":
+            if self.policy is None:
+                return
+            try:
+                self.machine, derived = _restored(self.policy, rec)
+            except (ValueError, TypeError) as exc:
+                self.unreadable(D.REPLAY_UNREADABLE, rec, f"not a valid restore record: {exc}")
+                return
+            self.sessions += 1
+            if self.skipped_from is not None:
+                self.find(
+                    D.REPLAY_INCOMPLETE,
+                    self.skipped_from,
+                    f"records {self.skipped_from}..{rec.seq - 1} precede the first session "
+                    "whose policy is still in the log; they were not replayed",
+                )
+                self.skipped_from = None
+            self.transitions += _expect(derived, records, 0, rec.seq, self.find)
+            return
+        machine = self.machine
+        if machine is None:
+            if (
+                rec.type in (RecordType.INFERENCE, RecordType.TRANSITION, RecordType.REJECTED)
+                and self.skipped_from is None
+                and not self.halted
             ):
-                caused.append(next(records))
-            now = caused[0].body["at_ns"] if caused else rec.mono_ns
-            if not isinstance(outcome, Outcome):
-                find(D.REPLAY_DISAGREES, rec.seq, f"unknown outcome {outcome} counted")
-                continue
-            derived = machine.record(outcome, now, probe=probe, known_answer=known)
-            transitions += len(caused)
-            _compare(derived, caused, rec.seq, find)
-            if caused and [(d.source, d.dest) for d in derived] != [
-                (c.body["from_state"], c.body["to_state"]) for c in caused
-            ]:
-                machine = _follow(machine, caused[-1])
-    return ReplayReport(
-        path=path,
-        agrees=not any(not f.expected for f in findings),
-        sessions=sessions,
-        counted=counted,
-        transitions=transitions,
-        first_seq=first_seq,
-        findings=tuple(findings),
-    )
+                self.skipped_from = rec.seq
+            return
+        if rec.type is RecordType.TRANSITION:
+            self.transitions += 1
+            if body["cause_seq"] != 0:
+                self.find(
+                    D.REPLAY_DISAGREES,
+                    rec.seq,
+                    f"recorded {_describe(rec)} names record {body['cause_seq']} as its "
+                    "cause, which does not derive it",
+                )
+                return
+            derived = _uncaused(machine, rec)
+            if not derived or not _same(derived[0], rec):
+                self.find(
+                    D.REPLAY_DISAGREES,
+                    rec.seq,
+                    f"recorded {_describe(rec)} at {body['at_ns']} ns; the policy derives "
+                    + (_describe(derived[0]) if derived else "no change")
+                    + " then",
+                )
+                self.machine = _follow(machine, rec)
+            return
+        if rec.type is RecordType.INFERENCE and body["flags"] & CallFlags.COUNTED:
+            outcome = body["outcome"]
+            probe = bool(body["flags"] & CallFlags.PROBE)
+            known = bool(body["flags"] & CallFlags.KNOWN_ANSWER)
+        elif (
+            rec.type is RecordType.REJECTED
+            and self.policy is not None
+            and self.policy.count_bad_input
+        ):
+            outcome, probe, known = Outcome.REJECTED, False, False
+        else:
+            return
+        self.counted += 1
+        caused: list[LogRecord] = []
+        while (
+            (nxt := records.peek()) is not None
+            and nxt.type is RecordType.TRANSITION
+            and nxt.body.get("cause_seq") == rec.seq
+        ):
+            caused.append(next(records))
+        now = caused[0].body["at_ns"] if caused else rec.mono_ns
+        if not isinstance(outcome, Outcome):
+            self.find(D.REPLAY_DISAGREES, rec.seq, f"unknown outcome {outcome} counted")
+            return
+        derived = machine.record(outcome, now, probe=probe, known_answer=known)
+        self.transitions += len(caused)
+        _compare(derived, caused, rec.seq, self.find)
+        if caused and [(d.source, d.dest) for d in derived] != [
+            (c.body["from_state"], c.body["to_state"]) for c in caused
+        ]:
+            self.machine = _follow(machine, caused[-1])
+
+
+def _policy(text: str) -> Policy:
+    """The policy a ``vigil.policy`` record holds. Raises ValueError or TypeError."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"its text is not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise TypeError(f"its text is a JSON {type(data).__name__}, not an object")
+    try:
+        return Policy.from_json(data)
+    except (ConfigError, TypeError) as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _restored(policy: Policy, rec: LogRecord) -> tuple[SafetyMachine, tuple[Transition, ...]]:
-    carried = json.loads(rec.body["text"])
-    snap = Snapshot(
-        state=State[carried["state"]],
-        failed_recovery_ages_ns=tuple(carried.get("failed_recovery_ages_ns", ())),
-        failed_in_a_row=carried.get("failed_in_a_row", 0),
-    )
+    """The machine a ``vigil.restore`` record starts. Raises ValueError or TypeError."""
+    try:
+        carried = json.loads(rec.body["text"])
+    except ValueError as exc:
+        raise ValueError(f"its text is not JSON ({exc})") from None
+    if not isinstance(carried, dict):
+        raise TypeError(f"its text is a JSON {type(carried).__name__}, not an object")
+    state = carried.get("state")
+    ages = carried.get("failed_recovery_ages_ns", [])
+    in_a_row = carried.get("failed_in_a_row", 0)
+    if not isinstance(state, str) or state not in State.__members__:
+        raise ValueError(f"state {state!r} is not a state")
+    if not isinstance(ages, list) or not all(_natural(a) for a in ages):
+        raise ValueError("failed_recovery_ages_ns is not a list of integers >= 0")
+    if not _natural(in_a_row):
+        raise ValueError(f"failed_in_a_row {in_a_row!r} is not an integer >= 0")
+    snap = Snapshot(State[state], tuple(ages), in_a_row)
     machine = SafetyMachine(policy, rec.mono_ns, restore=snap)
     return machine, machine.check_restart_intensity(rec.mono_ns)
+
+
+def _natural(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _expect(

@@ -411,32 +411,39 @@ class Supervisor:
         Raises:
             InvalidInput: ``x`` breaks the input contract (recorded as REJECTED; the model
                 never saw it), or the model refused it at its own boundary
-                (``InputRefused``, recorded as REJECTED with the model's code).
+                (``InputRefused``, recorded as REJECTED with the model's code). Anything
+                that goes wrong before routing fails closed the same way: a ``request_id``
+                that is not 16 bytes (DIA-2011), an input whose checks or digest raise
+                (DIA-2010, the original exception as ``__cause__``).
             Unavailable: no trustworthy answer exists (recorded; ``reason`` says why).
         """
         start = self._mono()
         primary = self._current  # one read: this call runs and records this pair
         if self._closed:
             raise Unavailable("the supervisor is closed", reason="closed")
-        if request_id is None:
-            rid = self._new_request_id()
-        elif len(request_id) != 16:
-            raise ConfigError("request_id must be 16 bytes")
-        else:
-            rid = request_id
-        if self._input_contract is not None:  # before hashing: the input may not be hashable
-            try:
+        # fail closed before routing: whatever is wrong with the call's arguments, and
+        # whatever examining them raises, ends in a REJECTED record and an InvalidInput
+        rid, bad_id = self._request_id(request_id)
+        if bad_id is not None:
+            self._reject(rid, x, bad_id)
+            raise bad_id
+        try:
+            if self._input_contract is not None:  # before hashing: it may not be hashable
                 self._input_contract.check(x, field="input")
-            except InvalidInput as exc:
-                self._reject(rid, x, exc)
-                raise
-        if self._pool is not None:
-            try:
+            if self._pool is not None:
                 self._pool.check_input(x)
-            except InvalidInput as exc:
-                self._reject(rid, x, exc)
-                raise
-        in_digest = T.digest(x)
+            in_digest = T.digest(x)
+        except InvalidInput as exc:
+            self._reject(rid, x, exc)
+            raise
+        except Exception as exc:
+            refused = InvalidInput(
+                f"input: cannot be examined: {_describe_error(exc)}; the model did not see it",
+                diagnostic=D.INPUT_UNREADABLE,
+                field="input",
+            )
+            self._reject(rid, x, refused)
+            raise refused from exc
         with self._lock:
             decision = self._fsm.route(self._mono())
             if decision.transitions:
@@ -839,6 +846,27 @@ class Supervisor:
                 reason=tr.reason[:2000],
             )
 
+    def _request_id(self, given: Any) -> tuple[bytes, InvalidInput | None]:
+        """The call's request id, and the error to refuse it with when ``given`` is not 16
+        bytes (the REJECTED record then carries a generated id)."""
+        if given is None:
+            return self._new_request_id(), None
+        if isinstance(given, bytes | bytearray | memoryview):
+            try:
+                rid = bytes(given)
+            except (TypeError, ValueError, BufferError):  # an exotic buffer
+                rid = b""
+            if len(rid) == 16:
+                return rid, None
+            what = f"{len(rid)} bytes"
+        else:
+            what = f"a {type(given).__name__}"
+        return self._new_request_id(), InvalidInput(
+            f"request_id: must be 16 bytes, got {what}",
+            diagnostic=D.REQUEST_ID_INVALID,
+            field="request_id",
+        )
+
     def _new_request_id(self) -> bytes:
         """8 random bytes per supervisor, then a call counter (unique within the session)."""
         return self._session + next(self._requests).to_bytes(8, "little")
@@ -973,6 +1001,16 @@ class Supervisor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _describe_error(exc: BaseException) -> str:
+    """``Type: message`` of an exception raised by a hostile input, whose own ``__str__``
+    may raise too; at most 200 characters."""
+    try:
+        text = str(exc)
+    except Exception:  # the message is the hostile object's own: never let it escape
+        text = "<unprintable>"
+    return f"{type(exc).__name__}: {text}"[:200]
 
 
 def _digest_model(model: Any) -> bytes:
