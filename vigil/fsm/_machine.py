@@ -314,6 +314,19 @@ class SafetyMachine:
         """A fresh process now runs the primary: it may be probed again after the cooldown."""
         self._primary_dead = False
 
+    def primary_lost(self, now_ns: int, reason: str) -> tuple[Transition, ...]:
+        """No process is left to run the primary (every worker lost, outside any call): trip
+        to DEGRADED (DIA-7011; from RECOVERING it is a failed recovery) and probe nothing
+        until :meth:`primary_replaced` says a fresh process runs it."""
+        self._pending = []
+        self._primary_dead = True
+        state = self.state
+        if state in (NORMAL, RECOVERING):
+            self._fire("fatal", D.NO_WORKER_LEFT, reason or "every worker was lost", now_ns)
+            if state is RECOVERING:
+                self._failed_recovery(now_ns)
+        return tuple(self._pending)
+
     # --- internals ------------------------------------------------------------------------
 
     def _count(self, outcome: Outcome, now_ns: int, bad: bool, why: str) -> None:

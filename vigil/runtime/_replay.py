@@ -136,6 +136,12 @@ def replay(path: str | os.PathLike[str], max_findings: int = 1000) -> ReplayRepo
             if rec.type is RecordType.LIFECYCLE and body.get("event") is LifecycleEvent.OPENED:
                 policy = machine = None  # a new session announces its policy and snapshot
                 continue
+            if rec.type is RecordType.LIFECYCLE and body.get("event") is (
+                LifecycleEvent.WORKER_PROMOTED
+            ):
+                if machine is not None:  # a fresh process runs the primary (as live)
+                    machine.primary_replaced()
+                continue
             if rec.type is RecordType.ANNOTATION and body.get("key") == "vigil.policy":
                 try:
                     policy = Policy.from_json(json.loads(body["text"]))
@@ -286,6 +292,8 @@ def _uncaused(machine: SafetyMachine, rec: LogRecord) -> tuple[Transition, ...]:
             return ()
     if rec.body["code"] == D.RESTART_INTENSITY.number:
         return machine.check_restart_intensity(at)
+    if rec.body["code"] == D.NO_WORKER_LEFT.number:
+        return machine.primary_lost(at, rec.body["reason"])
     return machine.tick(at)
 
 
