@@ -87,14 +87,14 @@ def test_overload_is_refused_before_any_worker_sees_it() -> None:
         with pytest.raises(WorkerBusy) as waited:  # no worker came free in time
             pool.call(GOOD, 5_000_000_000, wait_ns=20_000_000)
         assert waited.value.diagnostic is D.WORKER_OVERLOADED
-        with pool._free:  # the queue is full: a second waiter is refused at once
-            pool._waiting += 1
+        with pool._lock:  # the queue is full: a second waiter is refused at once
+            pool._queue.append(W._Waiter(pool._lock))
         try:
             with pytest.raises(WorkerBusy, match="max_queue 1"):
                 pool.call(GOOD, 5_000_000_000)
         finally:
-            with pool._free:
-                pool._waiting -= 1
+            with pool._lock:
+                pool._queue.clear()
         first.join(START_S)
         stats = pool.statistics()
         assert stats.overloads == 2 and stats.calls == 1 and stats.restarts == 0

@@ -6,9 +6,9 @@ Theory of operation
 
 1. the flight log (created with the configured ring, or opened and continued; sealed when
    ``[log.seal]`` says so);
-2. the worker pool (:class:`~vigil.runtime.WorkerPool`): an active worker and a hot standby,
-   spawned, loaded and warmed up. This process never initialises CUDA: the model and every
-   device byte live in the workers;
+2. the worker pool (:class:`~vigil.runtime.WorkerPool`): ``[workers] active`` workers and a
+   hot standby, spawned, loaded and warmed up. This process never initialises CUDA: the model
+   and every device byte live in the workers;
 3. the :class:`~vigil.runtime.Supervisor` in process isolation, with the configured policy,
    deadline, input contract and fallback chain;
 4. the metrics and health endpoint (when ``[metrics].listen`` is set) and the socket server;
@@ -84,6 +84,8 @@ class Service:
             self.pool = WorkerPool(
                 self._spec(),
                 standby=cfg.workers.standby,
+                active=cfg.workers.active,
+                max_queue=cfg.workers.max_queue,
                 heartbeat_ns=cfg.workers.heartbeat_ms * 1_000_000,
                 heartbeat_timeout_ns=cfg.workers.heartbeat_timeout_ms * 1_000_000,
                 start_timeout_ns=round(cfg.workers.start_timeout_s * 1e9),
@@ -121,7 +123,8 @@ class Service:
         self._ready = True
         pool = self.pool.statistics()
         about = (
-            f"serving on {cfg.service.socket}; workers: active {pool.active_pid}, standby "
+            f"serving on {cfg.service.socket}; workers: active "
+            f"{','.join(map(str, pool.active_pids)) or None}, standby "
             f"{pool.standby_pid}"
             + (f"; metrics on {self.health_server.url}" if self.health_server else "")
         )

@@ -470,6 +470,16 @@ class _Worker:
         self.lock = threading.Lock()
 
 
+class _Waiter:
+    """A call waiting for a free worker; :meth:`WorkerPool._release` hands one over."""
+
+    __slots__ = ("cond", "worker")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.cond = threading.Condition(lock)
+        self.worker: _Worker | None = None
+
+
 @dataclass(frozen=True)
 class PoolStatistics:
     """A snapshot of the pool (see :meth:`WorkerPool.statistics`)."""
@@ -548,12 +558,11 @@ class WorkerPool:
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()  # workers, idle queue, counters
         self._changed = threading.Condition(self._lock)  # a worker was installed or lost
-        self._free = threading.Condition(self._lock)  # a worker came free (one waiter)
         self._actives: list[_Worker] = []  # ready, serving
         self._idle: collections.deque[_Worker] = collections.deque()  # actives not in a call
+        self._queue: collections.deque[_Waiter] = collections.deque()  # calls waiting, FIFO
         self._standby: _Worker | None = None
         self._starting = 0
-        self._waiting = 0
         self._overloads = 0
         self._seq = 0
         self._restarts = 0
@@ -701,9 +710,8 @@ class WorkerPool:
             if len(self._actives) < self.active_wanted:
                 worker.role = "active"
                 self._actives.append(worker)
-                self._idle.append(worker)
+                self._release(worker)
                 promoted = True
-                self._free.notify()
             else:
                 worker.role = "standby"
                 self._standby = worker
@@ -724,7 +732,7 @@ class WorkerPool:
             self._actives, self._standby = [], None
             self._idle.clear()
             starting = list(self._pending)
-            self._free.notify_all()
+            self._wake_all()
             self._changed.notify_all()
         for w in starting:  # its start-up thread reaps it and unmaps its memory
             w.shm.unlink()
@@ -820,40 +828,53 @@ class WorkerPool:
         finally:
             with self._lock:
                 if worker.role == "active" and worker in self._actives:
-                    self._idle.append(worker)
-                    self._free.notify()
+                    self._release(worker)
+
+    def _release(self, worker: _Worker) -> None:
+        """(Under the lock.) Hand a free active worker to the longest-waiting call, or put
+        it in the idle queue: first come, first served, so no waiting call starves."""
+        if self._queue:
+            waiter = self._queue.popleft()
+            waiter.worker = worker
+            waiter.cond.notify()
+        else:
+            self._idle.append(worker)
+
+    def _wake_all(self) -> None:
+        """(Under the lock.) Wake every waiting call: the set of workers changed."""
+        for waiter in self._queue:
+            waiter.cond.notify()
 
     def _take(self, wait_end: int) -> _Worker:
-        """A free active worker, waiting (in a bounded queue) until ``wait_end`` for one."""
-        with self._free:
-            if self._idle:
+        """A free active worker, waiting (in a bounded FIFO queue) until ``wait_end``."""
+        with self._lock:
+            if self._idle and not self._queue:
                 return self._idle.popleft()
             if not self._actives:
                 raise WorkerUnavailable("no worker is ready (all lost; a new one is starting)")
-            if self._waiting >= self.max_queue:
+            if len(self._queue) >= self.max_queue:
                 self._overloads += 1
                 raise WorkerBusy(
-                    f"overload: {self._waiting} calls already wait for a worker (max_queue "
+                    f"overload: {len(self._queue)} calls already wait for a worker (max_queue "
                     f"{self.max_queue}); this call was not run"
                 )
-            self._waiting += 1
-            try:
-                while not self._idle:
+            waiter = _Waiter(self._lock)
+            self._queue.append(waiter)
+            while waiter.worker is None:
+                left = wait_end - time.monotonic_ns()
+                if not self._actives or left <= 0:
+                    self._queue.remove(waiter)
                     if not self._actives:
                         raise WorkerUnavailable(
                             "no worker is ready (all lost; a new one is starting)"
                         )
-                    left = wait_end - time.monotonic_ns()
-                    if left <= 0:
-                        self._overloads += 1
-                        raise WorkerBusy(
-                            f"overload: no worker came free in time ({len(self._actives)} "
-                            "busy with other calls); this call was not run"
-                        )
-                    self._free.wait(left / 1e9)
-                return self._idle.popleft()
-            finally:
-                self._waiting -= 1
+                    self._overloads += 1
+                    raise WorkerBusy(
+                        f"overload: no worker came free in time ({len(self._actives)} busy "
+                        "with other calls); this call was not run"
+                    )
+                waiter.cond.wait(left / 1e9)
+            return waiter.worker
 
     def _run(self, worker: _Worker, x: Any, deadline_ns: int) -> tuple[Any, int]:
         """One call on ``worker``, which the caller holds alone; the deadline starts now."""
@@ -919,7 +940,7 @@ class WorkerPool:
                 if promoted is not None:
                     promoted.role = "active"
                     self._actives.append(promoted)
-                    self._idle.append(promoted)
+                    self._release(promoted)
                     self._failovers += 1
             elif worker is self._standby:
                 promoted, self._standby = None, None
@@ -932,7 +953,7 @@ class WorkerPool:
             replace = not self._closed.is_set()
             if replace:
                 self._starting += 1  # counted now: alive() stays true until it is ready
-            self._free.notify_all()  # a promoted worker is free; or no worker is left
+            self._wake_all()  # no worker may be left: the waiting calls must know
             self._changed.notify_all()
         with contextlib.suppress(OSError):
             worker.process.kill()
@@ -1026,7 +1047,7 @@ class WorkerPool:
                 busy=any(w.shm.busy() for w in actives),
                 active_pids=tuple(w.pid for w in actives if w.pid is not None),
                 active_wanted=self.active_wanted,
-                queued=self._waiting,
+                queued=len(self._queue),
                 overloads=self._overloads,
             )
 
