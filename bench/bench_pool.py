@@ -4,7 +4,8 @@ The tiny reference decoder (8 token ids -> logits) runs in process-isolated work
 :class:`~vigil.runtime.Supervisor` with a 50 ms deadline and a constant fallback, exactly as
 ``vigil serve`` runs it (minus the socket). For each number of active workers (1, then 2;
 both with a hot standby) and each client count (1, 4, 16 threads calling ``infer`` in a
-loop), it reports calls/s answered, calls/s the primary (the model) served and its share,
+loop; before each point every worker is warm and the state machine NORMAL), it reports
+calls/s answered, calls/s the primary (the model) served and its share,
 overloads (DIA-7010: no worker free within the deadline) and workers killed or lost -- which
 must stay 0: a worker is judged only on the time it runs a call, never on the time a call
 queued for it.
@@ -33,7 +34,7 @@ import torch
 from vigil.model import DecoderConfig
 from vigil.runtime import Constant, Supervisor
 from vigil.runtime._worker import WorkerPool, WorkerSpec
-from vigil.schemas import ServedBy
+from vigil.schemas import ServedBy, State
 
 CLIENTS = (1, 4, 16)
 
@@ -103,6 +104,11 @@ def main() -> None:
             ) as sup:
                 measure(sup, x, 2, min(0.5, seconds))  # warm both sides
                 for clients in CLIENTS:
+                    # each point starts alike: every worker warm, the machine NORMAL (a
+                    # worker killed in the previous point tripped it)
+                    pool.wait_standby(120)
+                    if sup.state is not State.NORMAL:
+                        sup.reset("bench_pool: next point")
                     before = pool.statistics()
                     t0 = time.perf_counter()
                     calls, primary = measure(sup, x, clients, seconds)

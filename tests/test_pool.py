@@ -23,9 +23,11 @@ from vigil.errors import WorkerBusy
 from vigil.fsm import Policy
 from vigil.runtime import Constant, Supervisor
 from vigil.runtime import _worker as W
+from vigil.runtime._config import ServeConfig
 from vigil.runtime._metrics import Health
 from vigil.runtime._models import TRIGGERS
 from vigil.runtime._replay import replay
+from vigil.runtime._service import Service
 from vigil.runtime._worker import WorkerEvent, WorkerPool, WorkerSpec
 from vigil.schemas import Outcome, RecordType, ServedBy, State
 
@@ -283,3 +285,30 @@ def test_close_during_a_respawn_leaves_no_shared_memory_file(monkeypatch: Any) -
     with pool._changed:  # its start-up thread saw it killed and gave up
         assert pool._changed.wait_for(lambda: pool._starting == 0, START_S)
     assert {f for f in os.listdir(W._SHM_DIR) if f.startswith(prefix)} - before == set()
+
+
+def test_sigterm_landing_in_another_thread_stops_run(monkeypatch: Any) -> None:
+    """The kernel may hand SIGTERM to any thread; the main thread waiting in run() must wake
+    (before: it slept in Event.wait() until a second signal happened to land on it)."""
+    config = ServeConfig.load(Path(__file__).parent.parent / "examples" / "vigil.toml")
+    svc = Service(config)
+    started, stopped, missed = threading.Event(), threading.Event(), threading.Event()
+    monkeypatch.setattr(svc, "start", started.set)
+    monkeypatch.setattr(svc, "stop", lambda: 0)
+    main_thread = threading.get_ident()
+
+    def other_thread() -> None:
+        assert started.wait(START_S)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # lands here, not in main
+        if not stopped.wait(30):  # a bound on the failure, not a wait for success
+            missed.set()
+            signal.pthread_kill(main_thread, signal.SIGTERM)  # unblock a broken run()
+
+    helper = threading.Thread(target=other_thread)
+    helper.start()
+    try:
+        assert svc.run() == 0
+    finally:
+        stopped.set()
+        helper.join(START_S)
+    assert not missed.is_set()
