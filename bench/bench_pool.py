@@ -23,6 +23,8 @@ the core count printed at the top.
 from __future__ import annotations
 
 import argparse
+import collections
+import json
 import os
 import tempfile
 import threading
@@ -31,10 +33,11 @@ from pathlib import Path
 
 import torch
 
+from vigil.auditlog import LogReader
 from vigil.model import DecoderConfig
 from vigil.runtime import Constant, Supervisor
 from vigil.runtime._worker import WorkerPool, WorkerSpec
-from vigil.schemas import ServedBy, State
+from vigil.schemas import LifecycleEvent, RecordType, ServedBy, State
 
 CLIENTS = (1, 4, 16)
 
@@ -59,6 +62,19 @@ def measure(sup: Supervisor, x: torch.Tensor, clients: int, seconds: float) -> t
     for t in threads:
         t.join()
     return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+
+def lost_by_code(path: str) -> dict[str, int]:
+    """WORKER_LOST records of a flight log, counted by code (DIA-4002: killed at the deadline
+    of a call it was running; DIA-7003: heartbeat; DIA-4007: died)."""
+    with LogReader(path) as reader:
+        return dict(
+            collections.Counter(
+                json.loads(r.body["detail"])["code"]
+                for r in reader.records()
+                if r.type is RecordType.LIFECYCLE and r.body["event"] is LifecycleEvent.WORKER_LOST
+            )
+        )
 
 
 def main() -> None:
@@ -123,6 +139,7 @@ def main() -> None:
                         f"{share[key]:>8.1%} "
                         f"{after.overloads - before.overloads:>8} {killed[key]:>6}"
                     )
+            print(f"    workers lost with {active} active, by code: {lost_by_code(sup.log.path)}")
     for clients in CLIENTS:
         print(
             f"  {clients:>2} clients: 2 workers / 1 worker = "

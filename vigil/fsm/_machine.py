@@ -301,8 +301,8 @@ class SafetyMachine:
         """
         if self._primary_dead:
             raise InvalidArgument(
-                "the primary hit a process-fatal device error in this process; a reset "
-                "cannot heal the device context: restart the primary in a fresh process"
+                "the primary's process is lost (a process-fatal device error, or no worker "
+                "left); a reset cannot bring it back: wait for a fresh worker or restart it"
             )
         self._pending = []
         self._failed_recoveries.clear()
