@@ -1,4 +1,4 @@
-"""Run every benchmark (five of the flight recorder, four of the supervisor and its service)
+"""Run every benchmark (five of the flight recorder, five of the supervisor and its service)
 one after another.
 
 Each benchmark runs as its own subprocess (a fresh interpreter, so one cannot warm or pollute
@@ -28,6 +28,7 @@ BENCHES = (
     "model",
     "protocol",
     "worker",
+    "pool",
 )
 
 

@@ -535,9 +535,18 @@ def test_refusals_name_code_file_and_key(data: dict[str, Any], code: str, where:
     assert err.file == "vigil.toml"
 
 
+def test_workers_active_and_max_queue() -> None:
+    assert ServeConfig.from_dict(with_()).workers.active == 1  # the default: one, as before
+    cfg = ServeConfig.from_dict(with_(workers={"active": 2, "max_queue": 0}))
+    assert (cfg.workers.active, cfg.workers.max_queue) == (2, 0)
+    assert refused(with_(workers={"active": 0})).key == "[workers].active"
+    assert refused(with_(workers={"active": 65})).key == "[workers].active"
+    assert refused(with_(workers={"max_queue": -1})).key == "[workers].max_queue"
+
+
 def test_unknown_key_lists_the_known_keys() -> None:
     err = refused(with_(workers={"heartbeat": 5}))
-    known = "known keys here: heartbeat_ms, heartbeat_timeout_ms, shm_mb, spin_us, standby"
+    known = "known keys here: active, heartbeat_ms, heartbeat_timeout_ms, max_queue, shm_mb"
     assert known in str(err)
     assert err.key == "[workers].heartbeat"
 

@@ -5,6 +5,7 @@ crashes too."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -233,6 +234,13 @@ def test_a_log_handed_over_open_is_not_an_unclean_restart(tmp_path: Path) -> Non
         child.wait()
     with FlightRecorder.open(path) as rec, Supervisor(lambda x: x, log=rec, policy=strict) as sup:
         assert sup.state is State.SAFE_STOP  # the killed session counts
+    with LogReader(path) as r:  # what each start said about the session before it
+        said = [
+            json.loads(x.body["text"])["unclean_restart"]
+            for x in r.records()
+            if x.type is RecordType.ANNOTATION and x.body["key"] == "vigil.restore"
+        ]
+    assert said == [False, False, False, True]  # fresh, after CLOSED twice, after SIGKILL
 
 
 @pytest.mark.slow

@@ -140,7 +140,9 @@ def test_a_hung_worker_is_killed_at_the_deadline_and_replaced(
     assert sup.statistics().hung == 0
     sup.close()
     lost = [d for e, d in lifecycle(tmp_path / "log.vigil") if e is LifecycleEvent.WORKER_LOST]
-    assert lost == [{"pid": before.active_pid, "reason": "deadline", "code": "DIA-4002"}]
+    assert lost == [
+        {"pid": before.active_pid, "reason": "deadline", "code": "DIA-4002", "ready_left": 1}
+    ]
 
 
 def test_a_process_fatal_error_replaces_the_worker_and_recovery_can_follow(
@@ -238,10 +240,11 @@ def test_without_a_standby_calls_fall_back_until_a_cold_start_is_ready(tmp_path:
         clock=clock,
     ) as sup:
         assert sup.infer(poison("crash")).outcome is Outcome.WORKER_LOST
-        clock.advance(POLICY.cooldown_ns)  # a probe is due, but no worker is there to take it
-        waiting = sup.infer(GOOD)  # the fallback answers; the probe is not held against anyone
-        assert waiting.code is D.NO_WORKER and waiting.served_by is ServedBy.CONSTANT
-        assert sup.statistics().machine.good_probes == 0 and sup.state is State.RECOVERING
+        assert sup.statistics().machine.primary_dead  # no worker left (DIA-7011)
+        clock.advance(POLICY.cooldown_ns)  # cooled down, but no worker is there to probe
+        waiting = sup.infer(GOOD)  # the fallback answers; no probe is held against anyone
+        assert waiting.served_by is ServedBy.CONSTANT and sup.state is State.DEGRADED
+        assert sup.statistics().machine.good_probes == 0
         assert pool.wait_standby(START_S)
         for _ in range(POLICY.probes_required):
             sup.infer(GOOD)

@@ -695,6 +695,18 @@ WORKER_UNSUPPORTED_IO = _d(
     "a worker exchanges tensors only: a tensor, a dict of str to tensors, or a tuple of them",
     "pass CPU tensors of a supported dtype; the supervisor moves nothing to the device itself",
 )
+WORKER_OVERLOADED = _d(
+    "DIA-7010",
+    "WORKER_OVERLOADED",
+    "overload: no worker came free within the call's deadline, or the queue was full",
+    "the fallback answered (not held against the model); add [workers].active or capacity",
+)
+NO_WORKER_LEFT = _d(
+    "DIA-7011",
+    "NO_WORKER_LEFT",
+    "every model worker was lost: none is ready to serve (a replacement may be starting)",
+    "the fallback answers; the primary is probed again once a fresh worker is ready",
+)
 
 # --- the socket protocol and its clients (7100-7199) ------------------------------------
 PROTOCOL_ERROR = _d(

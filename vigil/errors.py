@@ -342,9 +342,10 @@ class WorkerTimeout(WorkerError):
 
 
 class WorkerBusy(WorkerError):
-    """The active worker was busy with other calls until the deadline (DIA-4008)."""
+    """Overload (DIA-7010): no worker came free within the call's deadline, or too many calls
+    were queued already. No worker saw the call; it is not the model's failure."""
 
-    diagnostic = codes.PRIMARY_BUSY
+    diagnostic = codes.WORKER_OVERLOADED
 
 
 class RemoteModelError(WorkerError):

@@ -301,8 +301,9 @@ class SafetyMachine:
         """
         if self._primary_dead:
             raise InvalidArgument(
-                "the primary hit a process-fatal device error in this process; a reset "
-                "cannot heal the device context: restart the primary in a fresh process"
+                "the primary's process is lost (a process-fatal device error, or no worker "
+                "left); a reset cannot bring it back: wait for a fresh worker, or restart the "
+                "primary in a fresh process"
             )
         self._pending = []
         self._failed_recoveries.clear()
@@ -313,6 +314,19 @@ class SafetyMachine:
     def primary_replaced(self) -> None:
         """A fresh process now runs the primary: it may be probed again after the cooldown."""
         self._primary_dead = False
+
+    def primary_lost(self, now_ns: int, reason: str) -> tuple[Transition, ...]:
+        """No process is left to run the primary (every worker lost, outside any call): trip
+        to DEGRADED (DIA-7011; from RECOVERING it is a failed recovery) and probe nothing
+        until :meth:`primary_replaced` says a fresh process runs it."""
+        self._pending = []
+        self._primary_dead = True
+        state = self.state
+        if state in (NORMAL, RECOVERING):
+            self._fire("fatal", D.NO_WORKER_LEFT, reason or "every worker was lost", now_ns)
+            if state is RECOVERING:
+                self._failed_recovery(now_ns)
+        return tuple(self._pending)
 
     # --- internals ------------------------------------------------------------------------
 

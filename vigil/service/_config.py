@@ -150,6 +150,8 @@ class WorkersSection:
     """``[workers]``: the model worker processes."""
 
     standby: bool = True
+    active: int = 1
+    max_queue: int = 64
     heartbeat_ms: int = 100
     heartbeat_timeout_ms: int = 1000
     start_timeout_s: float = 120.0
@@ -545,6 +547,8 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "model.input": ("dtype", "shape", "min", "max"),
     "workers": (
         "standby",
+        "active",
+        "max_queue",
         "heartbeat_ms",
         "heartbeat_timeout_ms",
         "start_timeout_s",
@@ -743,6 +747,8 @@ def _workers(t: _Table | None) -> WorkersSection:
         return d
     section = WorkersSection(
         standby=t.flag("standby", d.standby),
+        active=t.integer("active", d.active, minimum=1, maximum=64),
+        max_queue=t.integer("max_queue", d.max_queue, minimum=0, maximum=1_000_000),
         heartbeat_ms=t.integer("heartbeat_ms", d.heartbeat_ms),
         heartbeat_timeout_ms=t.integer("heartbeat_timeout_ms", d.heartbeat_timeout_ms),
         start_timeout_s=t.number("start_timeout_s", d.start_timeout_s),

@@ -6,9 +6,9 @@ Theory of operation
 
 1. the flight log (created with the configured ring, or opened and continued; sealed when
    ``[log.seal]`` says so);
-2. the worker pool (:class:`~vigil.workers.WorkerPool`): an active worker and a hot standby,
-   spawned, loaded and warmed up. This process never initialises CUDA: the model and every
-   device byte live in the workers;
+2. the worker pool (:class:`~vigil.workers.WorkerPool`): ``[workers] active`` workers and a
+   hot standby, spawned, loaded and warmed up. This process never initialises CUDA: the model
+   and every device byte live in the workers;
 3. the :class:`~vigil.supervisor.Supervisor` in process isolation, with the configured policy,
    deadline, input contract and fallback chain;
 4. the metrics and health endpoint (when ``[metrics].listen`` is set) and the socket server;
@@ -22,8 +22,10 @@ gets its CLOSED record and is made durable, and :meth:`Service.run` returns 0.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
+import select
 import signal
 import threading
 from pathlib import Path
@@ -65,6 +67,7 @@ class Service:
         self._ready = False
         self._draining = False
         self._stop_requested = threading.Event()
+        self._wake_w: int | None = None  # run()'s wake-up pipe, while it waits
         self._notifier = SystemdNotifier(config.systemd.notify)
         self._watchdog_s = watchdog_interval_s()
         self._pinger: WatchdogPinger | None = None
@@ -84,6 +87,8 @@ class Service:
             self.pool = WorkerPool(
                 self._spec(),
                 standby=cfg.workers.standby,
+                active=cfg.workers.active,
+                max_queue=cfg.workers.max_queue,
                 heartbeat_ns=cfg.workers.heartbeat_ms * 1_000_000,
                 heartbeat_timeout_ns=cfg.workers.heartbeat_timeout_ms * 1_000_000,
                 start_timeout_ns=round(cfg.workers.start_timeout_s * 1e9),
@@ -121,7 +126,8 @@ class Service:
         self._ready = True
         pool = self.pool.statistics()
         about = (
-            f"serving on {cfg.service.socket}; workers: active {pool.active_pid}, standby "
+            f"serving on {cfg.service.socket}; workers: active "
+            f"{','.join(map(str, pool.active_pids)) or None}, standby "
             f"{pool.standby_pid}"
             + (f"; metrics on {self.health_server.url}" if self.health_server else "")
         )
@@ -135,23 +141,46 @@ class Service:
             self._pinger.start()
 
     def run(self) -> int:
-        """Start, serve until SIGTERM or SIGINT, drain and stop. Returns the exit status."""
+        """Start, serve until SIGTERM or SIGINT, drain and stop. Returns the exit status.
+
+        The kernel may deliver SIGTERM to any thread of the process (the server's, the
+        pool's...), and Python runs the handler only when the main thread next runs bytecode:
+        a main thread blocked in ``Event.wait()`` would sleep through it. So the main thread
+        waits in ``select`` on the signal wakeup fd, which the C-level handler writes in
+        whichever thread the signal lands, and on a pipe :meth:`request_stop` writes.
+        """
         faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every stack
+        wake_r, wake_w = os.pipe()
+        for fd in (wake_r, wake_w):
+            os.set_blocking(fd, False)
+        self._wake_w = wake_w
         previous = {
             sig: signal.signal(sig, lambda *_: self._stop_requested.set())
             for sig in (signal.SIGTERM, signal.SIGINT)
         }
+        previous_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         try:
             self.start()
-            self._stop_requested.wait()
+            while not self._stop_requested.is_set():
+                select.select([wake_r], [], [], 5.0)  # the timeout only bounds a lost byte
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 512)
             return self.stop()
         finally:
+            signal.set_wakeup_fd(previous_fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self._wake_w = None
+            os.close(wake_r)
+            os.close(wake_w)
 
     def request_stop(self) -> None:
-        """Ask :meth:`run` to drain and stop (what SIGTERM does)."""
+        """Ask :meth:`run` to drain and stop (what SIGTERM does); from any thread."""
         self._stop_requested.set()
+        wake = self._wake_w
+        if wake is not None:
+            with contextlib.suppress(OSError):  # full (a wake-up is pending) or closed
+                os.write(wake, b"\0")
 
     def stop(self) -> int:
         """Drain and stop: returns 0, or 1 when calls were still in flight at the timeout."""

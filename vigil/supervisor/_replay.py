@@ -229,6 +229,12 @@ class _Replay:
             self.policy = self.machine = None  # a new session announces policy and snapshot
             self.halted = False
             return
+        if rec.type is RecordType.LIFECYCLE and body.get("event") is (
+            LifecycleEvent.WORKER_PROMOTED
+        ):
+            if self.machine is not None:  # a fresh process runs the primary (as live)
+                self.machine.primary_replaced()
+            return
         if rec.type is RecordType.ANNOTATION and body.get("key") == "vigil.policy":
             self.machine = None
             self.halted = False
@@ -410,6 +416,8 @@ def _uncaused(machine: SafetyMachine, rec: LogRecord) -> tuple[Transition, ...]:
             return ()
     if rec.body["code"] == D.RESTART_INTENSITY.number:
         return machine.check_restart_intensity(at)
+    if rec.body["code"] == D.NO_WORKER_LEFT.number:
+        return machine.primary_lost(at, rec.body["reason"])
     return machine.tick(at)
 
 

@@ -36,7 +36,7 @@ def restore_snapshot(
     """
     path = log.path if isinstance(log, FlightRecorder) else os.fspath(log)
     if not os.path.exists(path):
-        return Snapshot(), {"restored_from": None}
+        return Snapshot(), {"restored_from": None, "unclean_restart": False}
     horizon = now_real_ns - policy.failed_recovery_period_ns
     try:
         with LogReader(path) as reader:
@@ -57,6 +57,7 @@ def restore_snapshot(
     state: State | None = None
     failed: list[int] = []  # CLOCK_REALTIME of each failed recovery or unclean restart
     open_session = False
+    after_unclosed = False  # the last OPENED came while the session before it was open
     in_a_row = 0
     for rec in records:
         body = rec.body
@@ -76,6 +77,7 @@ def restore_snapshot(
             state = body["state"]
         elif rec.type is RecordType.LIFECYCLE:
             if body["event"] is LifecycleEvent.OPENED:
+                after_unclosed = open_session
                 if open_session:  # the previous session never closed: a crash
                     failed.append(rec.real_ns)
                 open_session = True
@@ -87,11 +89,14 @@ def restore_snapshot(
             in_a_row = carried.get("failed_in_a_row", 0)
             state = State[carried["state"]]
     # the last session of the log did not close: this start is a restart -- unless the log
-    # was handed over open, when that last session is this very start (its own OPENED)
-    if open_session and not isinstance(log, FlightRecorder):
+    # was handed over open, when that last session is this very start (its own OPENED), and
+    # the restart was unclean only if the session before that OPENED never closed
+    handed_over = isinstance(log, FlightRecorder)
+    unclean = after_unclosed if handed_over else open_session
+    if open_session and not handed_over:
         failed.append(now_real_ns)
     if state is None or not isinstance(state, State) or state is State.UNKNOWN:
         state = State.NORMAL
     recent = tuple(sorted(now_real_ns - t for t in failed if t >= horizon))
-    found = {"restored_from": path, "records_read": len(records), "unclean_restart": open_session}
+    found = {"restored_from": path, "records_read": len(records), "unclean_restart": unclean}
     return Snapshot(state, recent, in_a_row), found

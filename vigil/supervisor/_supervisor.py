@@ -540,7 +540,8 @@ class Supervisor:
 
     def _worker_event(self, event: WorkerEvent, detail: dict[str, Any]) -> None:
         """The pool's threads (or a call's failover): record the event; a promoted worker is
-        a fresh process, so a process-fatal error no longer bars the primary."""
+        a fresh process, so a process-fatal error no longer bars the primary. The loss of the
+        last ready worker reaches the state machine (DIA-7011), and with it health."""
         kind = {
             WorkerEvent.READY: LifecycleEvent.WORKER_READY,
             WorkerEvent.LOST: LifecycleEvent.WORKER_LOST,
@@ -552,6 +553,9 @@ class Supervisor:
                 self._fsm.primary_replaced()
             if not self._closed:
                 self.log.record_lifecycle(kind, detail)
+                if event is WorkerEvent.LOST and detail.get("ready_left") == 0:
+                    why = f"no worker left: worker {detail.get('pid')} {detail.get('reason')}"
+                    self._log_transitions(self._fsm.primary_lost(self._mono(), why), cause=0)
 
     def _submit(self, model: Callable[[Any], Any], x: Any, rid: bytes) -> _Slot:
         slot = _Slot(model, x, rid)

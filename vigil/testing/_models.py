@@ -43,6 +43,7 @@ TRIGGERS = {
     "error": -1004.0,  # raise RuntimeError
     "nan": -1005.0,  # return NaN
     "exit": -1006.0,  # os._exit(3) mid-call
+    "slow": -1007.0,  # run for x[1] milliseconds (a slow but healthy call), then answer
 }
 """Input values that trigger a fault in :func:`triggered_model`: the first element of the
 input tensor selects it."""
@@ -139,6 +140,8 @@ class _Triggered(nn.Module):
             raise DeviceFatal("vigil fault injection: process-fatal device error")
         elif first == TRIGGERS["error"]:
             raise RuntimeError("vigil fault injection: exception")
+        elif first == TRIGGERS["slow"]:
+            self._never.wait(float(x.reshape(-1)[1]) / 1e3)
         y = x.to(self.scale.device) * self.scale
         if first == TRIGGERS["nan"]:
             y.reshape(-1)[0] = float("nan")
@@ -151,6 +154,7 @@ def triggered_model(*, device: str = "cpu", scale: float = 2.0) -> nn.Module:
     The first element of the input picks the fault (:data:`TRIGGERS`): ``-1001`` hangs,
     ``-1002`` SIGKILLs the worker process, ``-1003`` raises a process-fatal device error (a
     real device-side assert on CUDA), ``-1004`` raises, ``-1005`` returns NaN, ``-1006``
-    exits the process. Any other input is served normally.
+    exits the process, ``-1007`` runs for ``x[1]`` milliseconds then answers. Any other input
+    is served normally.
     """
     return _Triggered(scale, device).eval()

@@ -7,9 +7,17 @@ be cancelled and a segfault ends the process: the only sure way out is to kill t
 that runs the model. So the model lives in a *worker* process started with ``spawn`` (the
 supervisor process never initialises CUDA: a forked child cannot use it, and a poisoned
 context must die with its process). Starting one costs seconds (torch import, CUDA start,
-weights), so :class:`WorkerPool` keeps a *hot standby*: a second worker, loaded and warmed up,
-promoted the moment the active one is lost. A replacement standby is started in the
+weights), so :class:`WorkerPool` keeps a *hot standby*: one more worker, loaded and warmed
+up, promoted the moment an active one is lost. A replacement standby is started in the
 background; nothing on the failover path waits for a process to start or to be reaped.
+
+The pool runs ``active`` workers side by side (``[workers] active``), each one call at a
+time: a call takes a free worker from the idle queue, or waits for one in a bounded queue
+(``max_queue`` calls) no longer than its deadline. A worker is judged on its own run only: its
+deadline starts when it is handed the call. Time spent queueing is the service's overload,
+never the model's failure: a call that cannot start in time is refused with ``WorkerBusy``
+(DIA-7010) before any worker sees it, and the supervisor answers it from the fallback
+without counting it against the model (DESIGN.md, invariant 8).
 
 Each worker owns one shared-memory file (tmpfs) mapped by both processes::
 
@@ -25,21 +33,24 @@ stopped (a frozen process).
 
 The call path (:meth:`WorkerPool.call`), one call at a time per worker:
 
+0. take a free active worker (or wait for one until the deadline; overload otherwise);
 1. copy the input into the input area, write the deadline, send the message;
 2. wait on the pipe until the deadline: an answer -> copy the output out of the output area;
    the pipe closing -> the process died (``WorkerLost``); the deadline -> the worker is
    killed and replaced (``WorkerTimeout``); the model raised -> ``RemoteModelError`` with the
    outcome the worker classified it as (a process-fatal device error also replaces it);
 3. failover swaps the standby in under the pool's lock (microseconds), then kills and reaps
-   the lost process and starts a new standby on background threads.
+   the lost process and starts a new standby on background threads. The LOST event says how
+   many ready workers are left: at 0 the supervisor tells its state machine.
 
-A monitor thread watches both workers between calls: a process that died or a heartbeat older
+A monitor thread watches every worker between calls: a process that died or a heartbeat older
 than ``heartbeat_timeout_ns`` is replaced the same way. Every start, loss and promotion is
 reported through ``on_event`` (the supervisor records them as LIFECYCLE records).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import importlib
@@ -356,9 +367,10 @@ def _worker_main(spec: WorkerSpec, path: str, conn: Connection, heartbeat_ns: in
     stop = threading.Event()
 
     def beat() -> None:
-        while not stop.is_set():
+        while not stop.wait(heartbeat_ns / 1e9):
             shm.put(_HEARTBEAT, time.monotonic_ns())
-            stop.wait(heartbeat_ns / 1e9)
+
+    shm.put(_HEARTBEAT, time.monotonic_ns())  # before "ready", whenever the thread first runs
 
     threading.Thread(target=beat, name="vigil-heartbeat", daemon=True).start()
     spin_ns = spec.spin_us * 1000
@@ -427,9 +439,22 @@ def _to(value: Any, device: str) -> Any:
 
 
 class _Worker:
-    """A worker process as the pool sees it."""
+    """A worker process as the pool sees it. ``lock`` is held by the one call using it (and
+    by the reaper, which unmaps its memory only once no call reads it)."""
 
-    __slots__ = ("conn", "digest", "name", "pid", "process", "ready", "role", "shm", "started")
+    __slots__ = (
+        "conn",
+        "digest",
+        "lock",
+        "name",
+        "pid",
+        "process",
+        "ready",
+        "ready_ns",
+        "role",
+        "shm",
+        "started",
+    )
 
     def __init__(self, process: Any, conn: Connection, shm: _SharedArea, role: str) -> None:
         self.process = process
@@ -440,14 +465,26 @@ class _Worker:
         self.digest = b""
         self.ready = False
         self.started = time.monotonic_ns()
+        self.ready_ns = 0  # when the pool installed it: no heartbeat is judged older
         self.name = ""
+        self.lock = threading.Lock()
+
+
+class _Waiter:
+    """A call waiting for a free worker; :meth:`WorkerPool._release` hands one over."""
+
+    __slots__ = ("cond", "worker")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.cond = threading.Condition(lock)
+        self.worker: _Worker | None = None
 
 
 @dataclass(frozen=True)
 class PoolStatistics:
     """A snapshot of the pool (see :meth:`WorkerPool.statistics`)."""
 
-    active_pid: int | None
+    active_pid: int | None  # the first active worker's pid (None: no worker is ready)
     standby_pid: int | None
     standby_ready: bool
     restarts: int
@@ -455,19 +492,31 @@ class PoolStatistics:
     last_heartbeat_age_ns: int | None
     last_failover_ns: int | None
     calls: int
-    busy: bool  # the active worker is inside a call
+    busy: bool  # an active worker is inside a call
+    active_pids: tuple[int, ...] = ()  # every ready active worker
+    active_wanted: int = 1  # the configured number of active workers
+    queued: int = 0  # calls waiting for a free active worker now
+    overloads: int = 0  # calls refused because no worker was free in time (or queue full)
 
 
 Event = Callable[[WorkerEvent, dict[str, Any]], None]
 
 
 class WorkerPool:
-    """An active worker process and a hot standby running the same model.
+    """``active`` worker processes serving calls side by side, and a hot standby.
+
+    A call takes a free active worker (waiting in a bounded queue up to its deadline for one
+    to come free) and runs on it alone; the worker is judged on its own run only: the
+    deadline starts when the worker is handed the call, never while the call queued. A call
+    that cannot start in time, or finds the queue full, is refused with ``WorkerBusy``
+    (DIA-7010, overload) and no worker is touched.
 
     Args:
         spec: how each worker builds its model.
-        standby: keep a second worker loaded and warm (failover in microseconds instead of a
+        standby: keep one more worker loaded and warm (failover in microseconds instead of a
             process start, which costs seconds).
+        active: how many workers serve calls at once (each one call at a time).
+        max_queue: at most this many calls wait for a free worker; more are refused at once.
         heartbeat_ns: how often each worker writes its heartbeat.
         heartbeat_timeout_ns: a worker whose heartbeat is older than this is replaced.
         start_timeout_ns: a worker not ready within this is killed (START_FAILED).
@@ -483,6 +532,8 @@ class WorkerPool:
         spec: WorkerSpec,
         *,
         standby: bool = True,
+        active: int = 1,
+        max_queue: int = 64,
         heartbeat_ns: int = 100_000_000,
         heartbeat_timeout_ns: int = 1_000_000_000,
         start_timeout_ns: int = 120_000_000_000,
@@ -492,19 +543,27 @@ class WorkerPool:
             raise ConfigError("WorkerPool needs a WorkerSpec")
         if heartbeat_timeout_ns <= heartbeat_ns:
             raise ConfigError("heartbeat_timeout_ns must exceed heartbeat_ns")
+        if not isinstance(active, int) or not 1 <= active <= 64:
+            raise ConfigError(f"WorkerPool: active={active!r} workers: 1 .. 64")
+        if not isinstance(max_queue, int) or not 0 <= max_queue <= 1_000_000:
+            raise ConfigError(f"WorkerPool: max_queue={max_queue!r}: 0 .. 1000000")
         self.spec = spec
         self.standby_enabled = standby
+        self.active_wanted = active
+        self.max_queue = max_queue
         self.heartbeat_ns = heartbeat_ns
         self.heartbeat_timeout_ns = heartbeat_timeout_ns
         self.start_timeout_ns = start_timeout_ns
         self.on_event = on_event
         self._ctx = multiprocessing.get_context("spawn")
-        self._lock = threading.Lock()  # active, standby, counters
-        self._changed = threading.Condition(self._lock)
-        self._call_lock = threading.Lock()  # one call at a time on the active worker
-        self._active: _Worker | None = None
+        self._lock = threading.Lock()  # workers, idle queue, counters
+        self._changed = threading.Condition(self._lock)  # a worker was installed or lost
+        self._actives: list[_Worker] = []  # ready, serving
+        self._idle: collections.deque[_Worker] = collections.deque()  # actives not in a call
+        self._queue: collections.deque[_Waiter] = collections.deque()  # calls waiting, FIFO
         self._standby: _Worker | None = None
         self._starting = 0
+        self._overloads = 0
         self._seq = 0
         self._restarts = 0
         self._failovers = 0
@@ -515,16 +574,22 @@ class WorkerPool:
         self._monitor: threading.Thread | None = None
         self._pending: set[_Worker] = set()  # spawned, not ready yet
 
+    @property
+    def _active(self) -> _Worker | None:
+        """The first active worker (None: none is ready)."""
+        actives = self._actives
+        return actives[0] if actives else None
+
     # --- life --------------------------------------------------------------------------
 
     def start(self, timeout_s: float | None = None) -> None:
-        """Start the workers and wait until the active one (and the standby) are ready.
+        """Start the workers and wait until the active ones (and the standby) are ready.
 
         Raises:
             WorkerError: a worker failed to start or load its model (DIA-7002), or the
                 timeout passed first.
         """
-        wanted = 2 if self.standby_enabled else 1
+        wanted = self._wanted()
         for _ in range(wanted):
             self._start_worker()
         limit = timeout_s if timeout_s is not None else self.start_timeout_ns / 1e9
@@ -545,38 +610,56 @@ class WorkerPool:
         self._monitor = threading.Thread(target=self._watch, name="vigil-pool", daemon=True)
         self._monitor.start()
 
+    def _wanted(self) -> int:
+        return self.active_wanted + (1 if self.standby_enabled else 0)
+
     def _ready_count(self) -> int:
-        return (self._active is not None) + (self._standby is not None)
+        return len(self._actives) + (self._standby is not None)
 
     def _start_worker(self, *, counted: bool = False) -> None:
         """Spawn a worker; a thread waits for it to say ready and installs it. ``counted``:
-        the caller has already counted it in ``_starting``."""
-        path = os.path.join(_SHM_DIR, f"vigil-worker-{os.getpid()}-{os.urandom(6).hex()}")
-        shm = _SharedArea(path, self.spec.shm_bytes * 2 + _HEADER_SIZE, create=True)
-        ours, theirs = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=_worker_main,
-            args=(self.spec, path, theirs, self.heartbeat_ns),
-            name="vigil-worker",
-            daemon=True,
-        )
-        worker = _Worker(process, ours, shm, "starting")
-        if not counted:
-            with self._lock:
+        the caller has already counted it in ``_starting``.
+
+        The shared-memory file is created and the worker registered as pending in one step
+        under the lock, and not at all once the pool is closed: :meth:`close` unlinks every
+        pending worker's file, so none is left behind by a close during a respawn.
+        """
+        with self._changed:
+            if self._closed.is_set():
+                if counted:
+                    self._starting -= 1
+                    self._changed.notify_all()
+                return
+            path = os.path.join(_SHM_DIR, f"vigil-worker-{os.getpid()}-{os.urandom(6).hex()}")
+            shm = _SharedArea(path, self.spec.shm_bytes * 2 + _HEADER_SIZE, create=True)
+            ours, theirs = self._ctx.Pipe(duplex=True)
+            process = self._ctx.Process(
+                target=_worker_main,
+                args=(self.spec, path, theirs, self.heartbeat_ns),
+                name="vigil-worker",
+                daemon=True,
+            )
+            worker = _Worker(process, ours, shm, "starting")
+            self._pending.add(worker)
+            if not counted:
                 self._starting += 1
         try:
             process.start()
         except BaseException:
-            shm.unlink()
-            shm.close()
             with self._changed:
+                self._pending.discard(worker)
                 self._starting -= 1
                 self._changed.notify_all()
+            shm.unlink()
+            shm.close()
+            theirs.close()
+            ours.close()
             raise
         theirs.close()
         worker.pid = process.pid
-        with self._lock:
-            self._pending.add(worker)
+        if self._closed.is_set():  # closed while it started: close() could not kill it
+            with contextlib.suppress(OSError):
+                process.kill()
         threading.Thread(
             target=self._await_ready, args=(worker,), name="vigil-pool-start", daemon=True
         ).start()
@@ -621,11 +704,13 @@ class WorkerPool:
         with self._changed:
             self._starting -= 1
             worker.ready = True
+            worker.ready_ns = time.monotonic_ns()
             if self._digest is None:
                 self._digest = worker.digest
-            if self._active is None:
+            if len(self._actives) < self.active_wanted:
                 worker.role = "active"
-                self._active = worker
+                self._actives.append(worker)
+                self._release(worker)
                 promoted = True
             else:
                 worker.role = "standby"
@@ -641,13 +726,17 @@ class WorkerPool:
 
     def close(self) -> None:
         """Stop every worker (they exit when their pipe closes; stragglers are killed)."""
-        self._closed.set()
-        with self._lock:
-            workers = [w for w in (self._active, self._standby) if w is not None]
-            self._active = self._standby = None
+        with self._changed:
+            self._closed.set()  # under the lock: no worker is registered after this
+            workers = [*self._actives, *([self._standby] if self._standby else [])]
+            self._actives, self._standby = [], None
+            self._idle.clear()
             starting = list(self._pending)
+            self._wake_all()
+            self._changed.notify_all()
         for w in starting:  # its start-up thread reaps it and unmaps its memory
-            with contextlib.suppress(OSError):
+            w.shm.unlink()
+            with contextlib.suppress(OSError, AttributeError):  # not started yet: no popen
                 w.process.kill()
         for w in workers:
             w.conn.close()
@@ -707,8 +796,14 @@ class WorkerPool:
                 diagnostic=D.WORKER_SHM_TOO_SMALL,
             )
 
-    def call(self, x: Any, deadline_ns: int) -> tuple[Any, int]:
-        """Run the model on ``x`` in the active worker, answering by ``deadline_ns`` from now.
+    def call(self, x: Any, deadline_ns: int, *, wait_ns: int | None = None) -> tuple[Any, int]:
+        """Run the model on ``x`` in a free active worker, which gets ``deadline_ns`` from
+        the moment it is handed the call.
+
+        Args:
+            x: the input (CPU tensors).
+            deadline_ns: the worker's time for this call, counted from when it starts it.
+            wait_ns: how long the call may wait for a free worker (default: ``deadline_ns``).
 
         Returns:
             ``(output, latency_ns)``: CPU tensors the caller owns, and the model's time in the
@@ -717,59 +812,112 @@ class WorkerPool:
         Raises:
             InvalidInput: ``x`` is not a tensor, dict or tuple of CPU tensors, or does not fit
                 the shared memory (DIA-7005) -- the worker never saw it.
-            WorkerTimeout: no answer by the deadline; the worker was killed and replaced.
+            WorkerTimeout: no answer within ``deadline_ns`` of the start; the worker was
+                killed and replaced.
             WorkerLost: the worker died during the call; the standby took over.
             RemoteModelError: the model raised in the worker.
-            WorkerBusy: the active worker stayed busy with other calls until the deadline.
+            WorkerBusy: overload (DIA-7010): no worker came free within ``wait_ns``, or
+                ``max_queue`` calls were waiting already. No worker saw the call.
             WorkerUnavailable: no worker is ready.
         """
-        start = time.monotonic_ns()
-        end = start + deadline_ns
-        if not self._call_lock.acquire(timeout=deadline_ns / 1e9):
-            raise WorkerBusy("the worker was busy with other calls until the deadline")
+        wait_end = time.monotonic_ns() + (deadline_ns if wait_ns is None else wait_ns)
+        worker = self._take(wait_end)
         try:
-            worker = self._active
-            if worker is None:
-                raise WorkerUnavailable("no worker is ready (both lost; a new one is starting)")
-            try:
-                kind, specs = _write(worker.shm.inputs, x, "the input")
-            except TypeError as exc:
-                raise InvalidInput(str(exc), diagnostic=D.WORKER_UNSUPPORTED_IO) from None
-            except OverflowError as exc:
-                raise InvalidInput(str(exc), diagnostic=D.WORKER_SHM_TOO_SMALL) from None
+            with worker.lock:
+                return self._run(worker, x, deadline_ns)
+        finally:
+            with self._lock:
+                if worker.role == "active" and worker in self._actives:
+                    self._release(worker)
+
+    def _release(self, worker: _Worker) -> None:
+        """(Under the lock.) Hand a free active worker to the longest-waiting call, or put
+        it in the idle queue: first come, first served, so no waiting call starves."""
+        if self._queue:
+            waiter = self._queue.popleft()
+            waiter.worker = worker
+            waiter.cond.notify()
+        else:
+            self._idle.append(worker)
+
+    def _wake_all(self) -> None:
+        """(Under the lock.) Wake every waiting call: the set of workers changed."""
+        for waiter in self._queue:
+            waiter.cond.notify()
+
+    def _take(self, wait_end: int) -> _Worker:
+        """A free active worker, waiting (in a bounded FIFO queue) until ``wait_end``."""
+        with self._lock:
+            if self._idle and not self._queue:
+                return self._idle.popleft()
+            if not self._actives:
+                raise WorkerUnavailable("no worker is ready (all lost; a new one is starting)")
+            if len(self._queue) >= self.max_queue:
+                self._overloads += 1
+                raise WorkerBusy(
+                    f"overload: {len(self._queue)} calls already wait for a worker (max_queue "
+                    f"{self.max_queue}); this call was not run"
+                )
+            waiter = _Waiter(self._lock)
+            self._queue.append(waiter)
+            while waiter.worker is None:
+                left = wait_end - time.monotonic_ns()
+                if not self._actives or left <= 0:
+                    self._queue.remove(waiter)
+                    if not self._actives:
+                        raise WorkerUnavailable(
+                            "no worker is ready (all lost; a new one is starting)"
+                        )
+                    self._overloads += 1
+                    raise WorkerBusy(
+                        f"overload: no worker came free in time ({len(self._actives)} busy "
+                        "with other calls); this call was not run"
+                    )
+                waiter.cond.wait(left / 1e9)
+            return waiter.worker
+
+    def _run(self, worker: _Worker, x: Any, deadline_ns: int) -> tuple[Any, int]:
+        """One call on ``worker``, which the caller holds alone; the deadline starts now."""
+        try:
+            kind, specs = _write(worker.shm.inputs, x, "the input")
+        except TypeError as exc:
+            raise InvalidInput(str(exc), diagnostic=D.WORKER_UNSUPPORTED_IO) from None
+        except OverflowError as exc:
+            raise InvalidInput(str(exc), diagnostic=D.WORKER_SHM_TOO_SMALL) from None
+        with self._lock:
             self._seq += 1
             seq = self._seq
-            worker.shm.put(_DEADLINE, end)
-            try:
-                worker.conn.send_bytes(pickle.dumps((seq, kind, specs)))
-                if not _spin_poll(worker.conn, self.spec.spin_us * 1000) and not worker.conn.poll(
-                    max(0, end - time.monotonic_ns()) / 1e9
-                ):
-                    self._fail(worker, "deadline", D.DEADLINE_MISSED)
-                    raise WorkerTimeout(
-                        f"worker {worker.pid} gave no answer within {deadline_ns / 1e6:.1f} ms: "
-                        "killed and replaced"
-                    )
-                reply = pickle.loads(worker.conn.recv_bytes())
-            except (EOFError, OSError) as exc:
-                code = worker.process.exitcode  # no join here: reaping is the background's
-                self._fail(worker, f"died during a call (exit code {code})", D.WORKER_LOST)
-                raise WorkerLost(f"worker {worker.pid} died during the call") from exc
+        end = time.monotonic_ns() + deadline_ns
+        worker.shm.put(_DEADLINE, end)
+        try:
+            worker.conn.send_bytes(pickle.dumps((seq, kind, specs)))
+            if not _spin_poll(worker.conn, self.spec.spin_us * 1000) and not worker.conn.poll(
+                max(0, end - time.monotonic_ns()) / 1e9
+            ):
+                self._fail(worker, "deadline", D.DEADLINE_MISSED)
+                raise WorkerTimeout(
+                    f"worker {worker.pid} gave no answer within {deadline_ns / 1e6:.1f} ms of "
+                    "starting the call: killed and replaced"
+                )
+            reply = pickle.loads(worker.conn.recv_bytes())
+        except (EOFError, OSError) as exc:
+            code = worker.process.exitcode  # no join here: reaping is the background's
+            self._fail(worker, f"died during a call (exit code {code})", D.WORKER_LOST)
+            raise WorkerLost(f"worker {worker.pid} died during the call") from exc
+        with self._lock:
             self._calls += 1
-            latency = worker.shm.get(_END) - worker.shm.get(_START)
-            rseq, status, a, b = reply
-            if rseq != seq:  # cannot happen with one call at a time: fail closed if it does
-                self._fail(worker, f"answered call {rseq}, expected {seq}", D.WORKER_LOST)
-                raise WorkerLost(f"worker {worker.pid} answered another call")
-            if status == "ok":
-                return _read(worker.shm.outputs, a, b, copy=True), latency
-            outcome, code_s, text = a
-            diagnostic = D.lookup(code_s)
-            if Outcome(outcome) is Outcome.DEVICE_FATAL:
-                self._fail(worker, "process-fatal device error", diagnostic)
-            raise RemoteModelError(text, diagnostic=diagnostic, outcome=Outcome(outcome))
-        finally:
-            self._call_lock.release()
+        latency = worker.shm.get(_END) - worker.shm.get(_START)
+        rseq, status, a, b = reply
+        if rseq != seq:  # cannot happen with one call at a time: fail closed if it does
+            self._fail(worker, f"answered call {rseq}, expected {seq}", D.WORKER_LOST)
+            raise WorkerLost(f"worker {worker.pid} answered another call")
+        if status == "ok":
+            return _read(worker.shm.outputs, a, b, copy=True), latency
+        outcome, code_s, text = a
+        diagnostic = D.lookup(code_s)
+        if Outcome(outcome) is Outcome.DEVICE_FATAL:
+            self._fail(worker, "process-fatal device error", diagnostic)
+        raise RemoteModelError(text, diagnostic=diagnostic, outcome=Outcome(outcome))
 
     def __call__(self, x: Any) -> Any:
         """Run one call with the pool's start timeout as its deadline (for warm-up and
@@ -779,32 +927,39 @@ class WorkerPool:
     # --- failover ----------------------------------------------------------------------
 
     def _fail(self, worker: _Worker, reason: str, code: D.Diagnostic) -> None:
-        """Replace ``worker`` if it is still the active one: promote the standby now, kill
-        and reap the lost process and start a new standby in the background."""
+        """Replace ``worker`` if it is still installed: promote the standby now, kill and
+        reap the lost process and start a new standby in the background."""
         t0 = time.monotonic_ns()
         with self._changed:
-            if worker is self._active:
+            if worker in self._actives:
+                self._actives.remove(worker)
+                with contextlib.suppress(ValueError):
+                    self._idle.remove(worker)
                 promoted = self._standby
-                self._active, self._standby = promoted, None
+                self._standby = None
                 if promoted is not None:
                     promoted.role = "active"
+                    self._actives.append(promoted)
+                    self._release(promoted)
                     self._failovers += 1
             elif worker is self._standby:
                 promoted, self._standby = None, None
             else:
                 return  # replaced already (the monitor and a caller may both see it)
+            worker.role = "lost"
             self._restarts += 1
             self._last_failover_ns = time.monotonic_ns() - t0
+            left = self._ready_count()
             replace = not self._closed.is_set()
             if replace:
                 self._starting += 1  # counted now: alive() stays true until it is ready
+            self._wake_all()  # no worker may be left: the waiting calls must know
             self._changed.notify_all()
-        worker.role = "lost"
         with contextlib.suppress(OSError):
             worker.process.kill()
         self._emit(
             WorkerEvent.LOST,
-            {"pid": worker.pid, "reason": reason, "code": code.code},
+            {"pid": worker.pid, "reason": reason, "code": code.code, "ready_left": left},
         )
         if promoted is not None:
             self._emit(
@@ -833,7 +988,7 @@ class WorkerPool:
             with contextlib.suppress(OSError):
                 worker.process.kill()
         worker.process.join(5.0)
-        with self._call_lock:  # a call still reading this worker's areas finishes first
+        with worker.lock:  # a call still reading this worker's areas finishes first
             with contextlib.suppress(OSError):
                 worker.conn.close()
             worker.shm.unlink()
@@ -844,20 +999,26 @@ class WorkerPool:
         period = self.heartbeat_ns / 1e9
         while not self._closed.is_set():
             with self._lock:
-                workers = [w for w in (self._active, self._standby) if w is not None]
-            sentinels = [w.process.sentinel for w in workers]
-            wait([*sentinels], timeout=period)
+                workers = [*self._actives, *([self._standby] if self._standby else [])]
+            wait([w.process.sentinel for w in workers], timeout=period)
             if self._closed.is_set():
                 return
-            now = time.monotonic_ns()
-            with self._lock:  # only those still installed: a lost one may be unmapped already
-                workers = [w for w in (self._active, self._standby) if w is not None]
-            for w in workers:
-                if not w.process.is_alive():
-                    self._fail(w, f"died (exit code {_exitcode(w)})", D.WORKER_LOST)
-                elif now - w.shm.get(_HEARTBEAT) > self.heartbeat_timeout_ns:
-                    age = (now - w.shm.get(_HEARTBEAT)) / 1e6
-                    self._fail(w, f"heartbeat {age:.0f} ms old", D.WORKER_HEARTBEAT)
+            self._check(time.monotonic_ns())
+
+    def _check(self, now: int) -> None:
+        """One look at every installed worker at ``now`` (CLOCK_MONOTONIC, ns)."""
+        with self._lock:  # only those still installed, read under the lock: a lost one
+            installed = [*self._actives, *([self._standby] if self._standby else [])]
+            beats = [(w, w.shm.get(_HEARTBEAT)) for w in installed]  # may be unmapped later
+        for w, beat in beats:
+            if not w.process.is_alive():
+                self._fail(w, f"died (exit code {_exitcode(w)})", D.WORKER_LOST)
+                continue
+            # a worker is judged from when it was installed: its first beat may be written
+            # after its "ready" (the beat thread had not run yet), and reads 0 until then
+            age = now - max(beat, w.ready_ns)
+            if age > self.heartbeat_timeout_ns:
+                self._fail(w, f"heartbeat {age / 1e6:.0f} ms old", D.WORKER_HEARTBEAT)
 
     def _emit(self, event: WorkerEvent, detail: dict[str, Any]) -> None:
         if self.on_event is None:
@@ -871,10 +1032,11 @@ class WorkerPool:
 
     def statistics(self) -> PoolStatistics:
         with self._lock:
-            active, standby = self._active, self._standby
-            age = None if active is None else time.monotonic_ns() - active.shm.get(_HEARTBEAT)
+            actives, standby = list(self._actives), self._standby
+            first = actives[0] if actives else None
+            age = None if first is None else time.monotonic_ns() - first.shm.get(_HEARTBEAT)
             return PoolStatistics(
-                active_pid=None if active is None else active.pid,
+                active_pid=None if first is None else first.pid,
                 standby_pid=None if standby is None else standby.pid,
                 standby_ready=standby is not None,
                 restarts=self._restarts,
@@ -882,27 +1044,39 @@ class WorkerPool:
                 last_heartbeat_age_ns=age,
                 last_failover_ns=self._last_failover_ns,
                 calls=self._calls,
-                busy=active is not None and active.shm.busy(),
+                busy=any(w.shm.busy() for w in actives),
+                active_pids=tuple(w.pid for w in actives if w.pid is not None),
+                active_wanted=self.active_wanted,
+                queued=len(self._queue),
+                overloads=self._overloads,
             )
 
     def alive(self) -> bool:
         """A worker serves, waits as standby, or is starting: the pool can still answer."""
         with self._lock:
-            return self._active is not None or self._standby is not None or self._starting > 0
+            return bool(self._actives) or self._standby is not None or self._starting > 0
+
+    def ready_workers(self) -> int:
+        """How many workers are loaded and installed (active and standby) now."""
+        with self._lock:
+            return self._ready_count()
 
     def wait_standby(self, timeout_s: float) -> bool:
-        """Block until a standby is ready (or only an active one when standby is off)."""
-        want = 2 if self.standby_enabled else 1
+        """Block until every worker is ready: the active ones and the standby (if any)."""
+        want = self._wanted()
         with self._changed:
             return self._changed.wait_for(lambda: self._ready_count() >= want, timeout_s)
 
     def running(self) -> int | None:
-        """The pid of the active worker while it is inside a call, else None."""
-        worker = self._active
-        return worker.pid if worker is not None and worker.shm.busy() else None
+        """The pid of an active worker while it is inside a call, else None."""
+        for worker in list(self._actives):
+            with contextlib.suppress(ValueError):  # lost and unmapped meanwhile
+                if worker.shm.busy():
+                    return worker.pid
+        return None
 
     def wait_running(self, timeout_s: float) -> int | None:
-        """Block until the active worker is inside a call (the worker sets a flag in shared
+        """Block until an active worker is inside a call (the worker sets a flag in shared
         memory when it starts one); return its pid, or None after ``timeout_s``."""
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:

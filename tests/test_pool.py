@@ -1,0 +1,314 @@
+"""The worker pool under load and loss: a worker is judged on its own run time, overload is
+refused before any worker sees it, N active workers serve side by side, losing every worker
+reaches the state machine and health, and the monitor's and close()'s races.
+
+Tests with real workers start spawned processes (about 2 s each for torch to import); the
+model is :func:`vigil.testing._models.triggered_model` (``slow`` runs for ``x[1]`` ms).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from vigil import _diagnostics as D
+from vigil.auditlog import LogReader
+from vigil.errors import WorkerBusy
+from vigil.fsm import Policy
+from vigil.schemas import Outcome, RecordType, ServedBy, State
+from vigil.service._config import ServeConfig
+from vigil.service._metrics import Health
+from vigil.service._service import Service
+from vigil.supervisor import Constant, Supervisor
+from vigil.supervisor._replay import replay
+from vigil.testing._models import TRIGGERS
+from vigil.workers import _pool as W
+from vigil.workers._pool import WorkerEvent, WorkerPool, WorkerSpec
+
+from conftest import FakeClock
+
+SPEC = WorkerSpec(
+    factory="vigil.testing._models:triggered_model",
+    warmup_input=torch.ones(1, 4),
+    threads=1,
+)
+GOOD = torch.ones(1, 4)
+START_S = 120.0
+POLICY = Policy(consecutive_failures=1, cooldown_ns=1_000_000_000, probes_required=1)
+
+
+def slow(ms: float) -> torch.Tensor:
+    x = torch.zeros(1, 4)
+    x[0, 0], x[0, 1] = TRIGGERS["slow"], ms
+    return x
+
+
+def _in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out
+
+
+# --- item 9: the deadline counts the worker's run only ----------------------------------------
+
+
+def test_a_call_queued_behind_another_gets_its_whole_deadline_and_no_worker_is_killed() -> None:
+    with WorkerPool(SPEC, standby=False) as pool:
+        pool.start(START_S)
+        first, out = _in_thread(lambda: pool.call(slow(1200), 2_000_000_000))
+        assert pool.wait_running(START_S) is not None
+        # queued ~1.2 s behind the first call, then runs 1.2 s of its own 2 s: the old pool
+        # counted the queueing against the worker and killed it at 0.8 s
+        result, latency = pool.call(slow(1200), 2_000_000_000)
+        first.join(START_S)
+        assert not isinstance(out[0], BaseException)
+        assert latency >= 1_200_000_000 and result.shape == (1, 4)
+        stats = pool.statistics()
+        assert stats.restarts == 0 and stats.calls == 2 and stats.overloads == 0
+
+
+def test_overload_is_refused_before_any_worker_sees_it() -> None:
+    with WorkerPool(SPEC, standby=False, max_queue=1) as pool:
+        pool.start(START_S)
+        first, _ = _in_thread(lambda: pool.call(slow(1500), 5_000_000_000))
+        assert pool.wait_running(START_S) is not None
+        with pytest.raises(WorkerBusy) as waited:  # no worker came free in time
+            pool.call(GOOD, 5_000_000_000, wait_ns=20_000_000)
+        assert waited.value.diagnostic is D.WORKER_OVERLOADED
+        with pool._lock:  # the queue is full: a second waiter is refused at once
+            pool._queue.append(W._Waiter(pool._lock))
+        try:
+            with pytest.raises(WorkerBusy, match="max_queue 1"):
+                pool.call(GOOD, 5_000_000_000)
+        finally:
+            with pool._lock:
+                pool._queue.clear()
+        first.join(START_S)
+        stats = pool.statistics()
+        assert stats.overloads == 2 and stats.calls == 1 and stats.restarts == 0
+        assert pool._seq == 1  # neither refused call reached a worker
+
+
+def test_overload_is_answered_by_the_fallback_recorded_and_not_counted(tmp_path: Path) -> None:
+    pool = WorkerPool(SPEC, standby=False, max_queue=0)
+    with Supervisor(
+        pool,
+        isolation="process",
+        log=tmp_path / "log.vigil",
+        fallback=Constant(torch.zeros(1, 4)),
+        policy=POLICY,  # one failure would trip
+        deadline_ns=5_000_000_000,
+        clock=FakeClock(),
+    ) as sup:
+        first, out = _in_thread(lambda: sup.infer(slow(1500)))
+        assert pool.wait_running(START_S) is not None
+        r = sup.infer(GOOD)
+        assert r.served_by is ServedBy.CONSTANT and r.code is D.WORKER_OVERLOADED
+        first.join(START_S)
+        assert out[0].served_by is ServedBy.PRIMARY
+        stats = sup.statistics()
+        assert sup.state is State.NORMAL and stats.machine.failures == 0
+        assert stats.machine.calls == 1 and pool.statistics().restarts == 0
+    with LogReader(tmp_path / "log.vigil") as reader:
+        recs = [x.body for x in reader.records() if x.type is RecordType.INFERENCE]
+    overload = [b for b in recs if b["code"] == D.WORKER_OVERLOADED.number]
+    assert len(overload) == 1 and overload[0]["flags"] == 0  # recorded, not COUNTED
+
+
+# --- item 11: N active workers ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_active_workers_serve_side_by_side_and_the_standby_replaces_a_lost_one() -> None:
+    with WorkerPool(SPEC, active=2, max_queue=0) as pool:
+        pool.start(START_S)
+        stats = pool.statistics()
+        assert len(stats.active_pids) == 2 and stats.standby_pid is not None
+        first, out = _in_thread(lambda: pool.call(slow(1500), 5_000_000_000))
+        busy = pool.wait_running(START_S)
+        assert busy is not None
+        _, _ = pool.call(GOOD, 5_000_000_000)  # no queue: only the second worker can take it
+        first.join(START_S)
+        assert not isinstance(out[0], BaseException)
+        assert pool.statistics().overloads == 0
+        victim = stats.active_pids[1]
+        os.kill(victim, signal.SIGKILL)  # the monitor finds it; the standby is promoted
+        with pool._changed:
+            assert pool._changed.wait_for(lambda: pool._restarts >= 1, START_S)
+        after = pool.statistics()
+        assert set(after.active_pids) == {stats.active_pids[0], stats.standby_pid}
+        assert pool.wait_standby(START_S)
+        assert len(pool.statistics().active_pids) == 2
+        assert pool.statistics().standby_pid not in (None, *stats.active_pids)
+
+
+# --- item 10: losing every worker reaches the state machine and health ----------------------------
+
+
+def test_losing_every_worker_degrades_and_health_says_so(tmp_path: Path) -> None:
+    pool = WorkerPool(SPEC, standby=False, heartbeat_timeout_ns=5_000_000_000)
+    clock = FakeClock()
+    gate, lost = threading.Event(), threading.Event()
+    replace = pool._replace
+
+    def gated_replace() -> None:  # the replacement starts only when the test says so
+        gate.wait(START_S)
+        replace()
+
+    pool._replace = gated_replace  # type: ignore[method-assign]
+    with Supervisor(
+        pool,
+        isolation="process",
+        log=tmp_path / "log.vigil",
+        fallback=Constant(torch.zeros(1, 4)),
+        policy=POLICY,
+        deadline_ns=2_000_000_000,
+        clock=clock,
+    ) as sup:
+        record = pool.on_event
+        assert record is not None
+
+        def hook(event: WorkerEvent, detail: dict[str, Any]) -> None:
+            record(event, detail)
+            if event is WorkerEvent.LOST:
+                lost.set()
+
+        pool.on_event = hook
+        victim = pool.statistics().active_pid
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)  # idle: found by the monitor, not by a call
+        assert lost.wait(START_S)
+        stats = sup.statistics()
+        assert sup.state is State.DEGRADED and stats.machine.primary_dead
+        code, body = Health.of(sup, ready=True, fallback=True, workers_alive=pool.alive()).to_json(
+            readiness=False
+        )
+        assert code == 200 and body["degraded"] and body["primary_dead"]
+        assert body["status"] == "degraded"
+        code, body = Health.of(sup, ready=True, workers_alive=pool.alive()).to_json(readiness=True)
+        assert code == 503 and body["status"] == "unavailable"
+        clock.advance(POLICY.cooldown_ns)  # no probe while no worker is there
+        assert sup.infer(GOOD).served_by is ServedBy.CONSTANT and sup.state is State.DEGRADED
+        gate.set()
+        assert pool.wait_standby(START_S)
+        assert not sup.statistics().machine.primary_dead  # a fresh worker: probe it
+        probe = sup.infer(GOOD)  # the recovery probe runs on the fresh worker
+        assert probe.state is State.RECOVERING and probe.outcome is Outcome.OK
+        assert sup.state is State.NORMAL
+    with LogReader(tmp_path / "log.vigil") as reader:
+        trips = [
+            x.body
+            for x in reader.records()
+            if x.type is RecordType.TRANSITION and x.body["code"] == D.NO_WORKER_LEFT.number
+        ]
+    assert [(t["from_state"], t["to_state"]) for t in trips] == [(State.NORMAL, State.DEGRADED)]
+    assert replay(tmp_path / "log.vigil").agrees
+
+
+# --- item 16: races -----------------------------------------------------------------------------
+
+
+class _FakeShm:
+    def __init__(self, heartbeat: int) -> None:
+        self.heartbeat = heartbeat
+
+    def get(self, offset: int) -> int:
+        assert offset == W._HEARTBEAT
+        return self.heartbeat
+
+
+class _FakeProcess:
+    def is_alive(self) -> bool:
+        return True
+
+
+def test_a_ready_worker_whose_first_heartbeat_is_not_written_yet_is_not_killed() -> None:
+    """The worker said ready before its heartbeat thread first ran: its header reads 0. The
+    monitor judges it from its install time, not from the epoch of CLOCK_MONOTONIC."""
+    pool = WorkerPool(SPEC, heartbeat_ns=10_000_000, heartbeat_timeout_ns=100_000_000)
+    failed: list[str] = []
+    pool._fail = lambda w, reason, code: failed.append(reason)  # type: ignore[method-assign]
+    now = 10**15  # about 11.6 days of uptime
+    worker = W._Worker(_FakeProcess(), None, _FakeShm(0), "standby")  # type: ignore[arg-type]
+    worker.ready_ns = now - 50_000_000
+    pool._standby = worker
+    pool._check(now)
+    assert failed == []
+    pool._check(now + 200_000_000)  # a heartbeat that truly stopped is still found
+    assert failed == ["heartbeat 250 ms old"]
+
+
+def test_close_during_a_respawn_leaves_no_shared_memory_file(monkeypatch: Any) -> None:
+    """close() while a replacement is being spawned (its file created, its process not
+    started yet) unlinks the file; the late process start is killed."""
+    entered, release = threading.Event(), threading.Event()
+    pool = WorkerPool(SPEC)
+    real = pool._ctx.Process
+
+    class GatedProcess:
+        def __init__(self, **kw: Any) -> None:
+            self._p = real(**kw)
+
+        def start(self) -> None:
+            entered.set()
+            release.wait(START_S)
+            self._p.start()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._p, name)
+
+    monkeypatch.setattr(pool._ctx, "Process", GatedProcess)
+    prefix = f"vigil-worker-{os.getpid()}-"
+    before = {f for f in os.listdir(W._SHM_DIR) if f.startswith(prefix)}
+    spawner = threading.Thread(target=pool._start_worker)
+    spawner.start()
+    assert entered.wait(START_S)
+    pool.close()
+    left = {f for f in os.listdir(W._SHM_DIR) if f.startswith(prefix)} - before
+    release.set()
+    spawner.join(START_S)
+    assert left == set()
+    with pool._changed:  # its start-up thread saw it killed and gave up
+        assert pool._changed.wait_for(lambda: pool._starting == 0, START_S)
+    assert {f for f in os.listdir(W._SHM_DIR) if f.startswith(prefix)} - before == set()
+
+
+def test_sigterm_landing_in_another_thread_stops_run(monkeypatch: Any) -> None:
+    """The kernel may hand SIGTERM to any thread; the main thread waiting in run() must wake
+    (before: it slept in Event.wait() until a second signal happened to land on it)."""
+    config = ServeConfig.load(Path(__file__).parent.parent / "examples" / "vigil.toml")
+    svc = Service(config)
+    started, stopped, missed = threading.Event(), threading.Event(), threading.Event()
+    monkeypatch.setattr(svc, "start", started.set)
+    monkeypatch.setattr(svc, "stop", lambda: 0)
+    main_thread = threading.get_ident()
+
+    def other_thread() -> None:
+        assert started.wait(START_S)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # lands here, not in main
+        if not stopped.wait(30):  # a bound on the failure, not a wait for success
+            missed.set()
+            signal.pthread_kill(main_thread, signal.SIGTERM)  # unblock a broken run()
+
+    helper = threading.Thread(target=other_thread)
+    helper.start()
+    try:
+        assert svc.run() == 0
+    finally:
+        stopped.set()
+        helper.join(START_S)
+    assert not missed.is_set()
