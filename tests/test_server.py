@@ -35,7 +35,8 @@ from vigil.errors import (
 from vigil.schemas import Outcome, RecordType, ServedBy, State
 from vigil.service import _protocol as P
 from vigil.service._client import Client
-from vigil.service._server import SocketServer, _Violations
+from vigil.service._server import SocketServer
+from vigil.service._server_io import Violations
 from vigil.supervisor import Constant, Supervisor
 
 REPO = Path(__file__).resolve().parent.parent
@@ -591,7 +592,7 @@ def test_violations_are_rate_limited_with_a_count_of_the_suppressed() -> None:
 
     now = [100.0]
     log = Log()
-    v = _Violations(log, 3, lambda: now[0])
+    v = Violations(log, 3, lambda: now[0])
     peer = {"peer_pid": 1, "peer_uid": 0}
     results = [v.note(peer, "DIA-7103", f"r{i}") for i in range(10)]
     assert results == [True] * 3 + [False] * 7

@@ -32,26 +32,24 @@ then shuts every connection and removes the socket file.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import stat
-import struct
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn, Protocol
 
 from vigil import _diagnostics as D
-from vigil.errors import InvalidInput, ProtocolError, ServiceConfigError, Unavailable, VigilError
+from vigil.errors import ProtocolError, ServiceConfigError
 from vigil.service import _protocol as P
+from vigil.service._server_io import Violations, error_frame, peer_of, recv_into, send
 from vigil.service._slots import Evict, Slot, choose
 from vigil.supervisor._tensors import describe
 
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
 SLOW_BODY_GRACE_S = 1.0  # a body may take this long before its rate is judged
 SLOW_BODY_RATE = 1 << 20  # bytes/s: a body slower than this may be closed to make room
-_SMALL_SEND = 64 << 10  # below this a frame is joined and sent in one syscall
 _STATS_FIELDS = (
     "calls",
     "rejected",
@@ -82,77 +80,6 @@ class Servable(Protocol):
 
 class _Drop(Exception):
     """Internal: end this connection now (already recorded where it had to be)."""
-
-
-class _Violations:
-    """Records protocol violations in the flight log, at most ``per_s`` a second."""
-
-    def __init__(self, log: Any, per_s: int, clock: Callable[[], float]) -> None:
-        self._log = log
-        self._per_s = per_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._window = -1.0
-        self._in_window = 0
-        self.suppressed = 0
-        self.total = 0
-
-    def note(self, peer: dict[str, int | None], code: str, reason: str) -> bool:
-        """Record one violation; False when it was only counted (rate limit)."""
-        with self._lock:
-            self.total += 1
-            now = self._clock()
-            if now - self._window >= 1.0:
-                self._window, self._in_window = now, 0
-            if self._in_window >= self._per_s:
-                self.suppressed += 1
-                return False
-            self._in_window += 1
-            suppressed, self.suppressed = self.suppressed, 0
-        text = json.dumps(
-            {**peer, "code": code, "reason": reason[:500], "suppressed": suppressed},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
-        with contextlib.suppress(Exception):  # a closed or full log must not stop the service
-            self._log.annotate("vigil.protocol", text)
-        return True
-
-
-def _peer(conn: socket.socket) -> dict[str, int | None]:
-    """The peer's pid and uid from SO_PEERCRED (Linux), else None."""
-    try:
-        raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-        pid, uid, _ = struct.unpack("3i", raw)
-    except (AttributeError, OSError, struct.error):
-        return {"peer_pid": None, "peer_uid": None}
-    return {"peer_pid": pid, "peer_uid": uid}
-
-
-def _send(conn: socket.socket, buffers: list[P.Buffer]) -> None:
-    total = sum(memoryview(b).nbytes for b in buffers)
-    if total <= _SMALL_SEND:
-        conn.sendall(b"".join(buffers))
-    else:
-        for b in buffers:
-            conn.sendall(b)
-
-
-def _recv_into(conn: socket.socket, view: memoryview, deadline: float) -> int:
-    """Fill ``view`` by ``deadline`` (monotonic seconds: a client trickling a byte at a time
-    gets no more time than a silent one); returns how many bytes arrived before EOF
-    (``len(view)`` if all). Raises TimeoutError."""
-    got = 0
-    while got < len(view):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        conn.settimeout(left)
-        n = conn.recv_into(view[got:])
-        if n == 0:
-            return got
-        got += n
-    return got
 
 
 class SocketServer:
@@ -214,7 +141,7 @@ class SocketServer:
         self._max_clients = max_clients
         self._timeout = read_timeout_s
         self._on_call = on_call
-        self._violations = _Violations(supervisor.log, violations_per_s, time.monotonic)
+        self._violations = Violations(supervisor.log, violations_per_s, time.monotonic)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
@@ -407,18 +334,18 @@ class SocketServer:
             f"the service is busy ({self._max_clients} requests in progress) or stopping; "
             "retry later"
         )
-        self._violations.note(_peer(conn), D.SERVICE_BUSY.code, message)
+        self._violations.note(peer_of(conn), D.SERVICE_BUSY.code, message)
         try:
             conn.settimeout(1.0)
             body = P.encode_error(P.ErrorClass.BUSY, D.SERVICE_BUSY.code, message, closing=True)
-            _send(conn, P.encode_frame(P.FrameType.ERROR, P.ZERO_ID, body))
+            send(conn, P.encode_frame(P.FrameType.ERROR, P.ZERO_ID, body))
         except OSError:
             pass
         finally:
             conn.close()
 
     def _serve(self, conn: socket.socket) -> None:
-        peer = _peer(conn)
+        peer = peer_of(conn)
         conn.settimeout(self._timeout)
         served = 0
         try:
@@ -447,7 +374,7 @@ class SocketServer:
         head = bytearray(P.HEADER_SIZE)
         deadline = time.monotonic() + self._timeout  # for the whole frame
         try:
-            got = _recv_into(conn, memoryview(head), deadline)
+            got = recv_into(conn, memoryview(head), deadline)
         except TimeoutError:
             if served:  # an idle connection: closed, nothing to record
                 return None
@@ -515,7 +442,7 @@ class SocketServer:
             while got < len(body):  # at most 1 MiB a step: the slot's progress stays fresh
                 step = min(len(body), got + (1 << 20))
                 try:
-                    n = _recv_into(conn, memoryview(body)[got:step], deadline)
+                    n = recv_into(conn, memoryview(body)[got:step], deadline)
                 except TimeoutError:
                     self._violation(conn, peer, D.READ_TIMEOUT, "body stalled", answer=False)
                 got += n
@@ -592,27 +519,27 @@ class SocketServer:
                 body = P.encode_error(
                     error_class, diagnostic.code, reason, closing=True, detail=detail
                 )
-                _send(conn, P.encode_frame(P.FrameType.ERROR, rid, body))
+                send(conn, P.encode_frame(P.FrameType.ERROR, rid, body))
         raise _Drop
 
     def _answer(self, conn: socket.socket, peer: dict[str, int | None], frame: P.Frame) -> None:
         rid = frame.request_id
         if frame.type is P.FrameType.PING:
-            _send(conn, P.encode_frame(P.FrameType.PONG, rid))
+            send(conn, P.encode_frame(P.FrameType.PONG, rid))
             return
         if frame.type is P.FrameType.HEALTH:
-            _send(conn, P.encode_frame(P.FrameType.HEALTH_REPLY, rid, self._health()))
+            send(conn, P.encode_frame(P.FrameType.HEALTH_REPLY, rid, self._health()))
             return
         try:
             x = P.decode_tensors(frame.body)
         except ProtocolError as exc:  # the frame was sound: answer, and serve on
             self._violations.note(peer, exc.code, exc.message)
             body = P.encode_error(P.ErrorClass.PROTOCOL, exc.code, exc.message)
-            _send(conn, P.encode_frame(P.FrameType.ERROR, rid, body))
+            send(conn, P.encode_frame(P.FrameType.ERROR, rid, body))
             return
         except Exception as exc:  # a codec bug must cost one answer, never the thread
             self._violations.note(peer, D.SERVER_FAULT.code, describe(exc, 500))
-            _send(conn, _error_frame(exc, rid))
+            send(conn, error_frame(exc, rid))
             return
         with self._lock:
             if self._stopping:
@@ -625,10 +552,10 @@ class SocketServer:
             body = P.encode_error(
                 P.ErrorClass.BUSY, D.SERVICE_BUSY.code, "the service is stopping", closing=True
             )
-            _send(conn, P.encode_frame(P.FrameType.ERROR, rid, body))
+            send(conn, P.encode_frame(P.FrameType.ERROR, rid, body))
             raise _Drop
         try:
-            _send(conn, self._infer(x, rid))
+            send(conn, self._infer(x, rid))
         finally:
             with self._idle:
                 self._in_flight -= 1
@@ -648,7 +575,7 @@ class SocketServer:
             with contextlib.suppress(Exception):  # metrics must not hurt the service
                 self._on_call(result, error, seconds)
         if error is not None:
-            return _error_frame(error, rid)
+            return error_frame(error, rid)
         assert result is not None
         try:
             body = P.encode_result(
@@ -686,21 +613,3 @@ class SocketServer:
         detail["server"] = self.statistics()
         detail["protocol_version"] = P.VERSION
         return P.encode_health(not self._stopping and name != "SAFE_STOP", name, detail)
-
-
-def _error_frame(exc: Exception, rid: bytes) -> list[P.Buffer]:
-    """The ERROR frame for an exception ``infer`` raised."""
-    if isinstance(exc, InvalidInput):
-        cls = P.ErrorClass.INVALID_INPUT
-        detail = {"field": exc.context.get("field"), "rule": exc.context.get("rule")}
-    elif isinstance(exc, Unavailable):
-        cls = P.ErrorClass.UNAVAILABLE
-        state = exc.context.get("state")
-        detail = {"reason": exc.context.get("reason"), "state": getattr(state, "name", state)}
-    else:
-        cls, detail = P.ErrorClass.SERVER, {"type": type(exc).__name__}
-    if isinstance(exc, VigilError):
-        code, message = exc.code, exc.message
-    else:
-        code, message = D.SERVER_FAULT.code, describe(exc, 1000)
-    return P.encode_frame(P.FrameType.ERROR, rid, P.encode_error(cls, code, message, detail=detail))
