@@ -132,7 +132,6 @@ def test_every_documented_import_works_and_is_public() -> None:
                 assert hasattr(mod, base), (doc, module, name)
 
 
-@pytest.mark.xfail(strict=True, reason="the protocol module imports torch until it is lazy")
 def test_the_client_imports_nothing_it_does_not_use() -> None:
     """``from vigil.service import Client`` pulls none of the service's dependencies."""
     code = (

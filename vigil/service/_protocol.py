@@ -26,18 +26,21 @@ the same layout in byte tables.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import struct
 import sys
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import crc32c as _crc
-import torch
 
 from vigil import _diagnostics as D
 from vigil.errors import ProtocolError
 from vigil.schemas import Outcome, ServedBy, State
+
+if TYPE_CHECKING:
+    import torch
 
 MAGIC = b"VGLP"
 VERSION = 1
@@ -85,19 +88,35 @@ class ErrorClass(enum.IntEnum):
 
 
 # dtype code -> (dtype, item size); the table is part of the protocol and never renumbered
-DTYPES: dict[int, tuple[torch.dtype, int]] = {
-    1: (torch.float32, 4),
-    2: (torch.float16, 2),
-    3: (torch.bfloat16, 2),
-    4: (torch.float64, 8),
-    5: (torch.int8, 1),
-    6: (torch.int16, 2),
-    7: (torch.int32, 4),
-    8: (torch.int64, 8),
-    9: (torch.uint8, 1),
-    10: (torch.bool, 1),
+# dtype code -> (torch dtype name, element size). torch is imported on first use, so that a
+# client (vigil.service.Client) imports nothing heavy until it encodes or decodes a tensor.
+_DTYPE_TABLE = {
+    1: ("float32", 4),
+    2: ("float16", 2),
+    3: ("bfloat16", 2),
+    4: ("float64", 8),
+    5: ("int8", 1),
+    6: ("int16", 2),
+    7: ("int32", 4),
+    8: ("int64", 8),
+    9: ("uint8", 1),
+    10: ("bool", 1),
 }
-_CODES = {dtype: code for code, (dtype, _) in DTYPES.items()}
+
+
+@functools.cache
+def _tables() -> tuple[dict[int, tuple[torch.dtype, int]], dict[torch.dtype, int]]:
+    """``(code -> (dtype, size), dtype -> code)``, built when torch is first needed."""
+    import torch  # noqa: PLC0415 - see _DTYPE_TABLE
+
+    dtypes = {code: (getattr(torch, name), size) for code, (name, size) in _DTYPE_TABLE.items()}
+    return dtypes, {dtype: code for code, (dtype, _) in dtypes.items()}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DTYPES":  # code -> (torch dtype, element size)
+        return _tables()[0]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @enum.unique
@@ -293,6 +312,9 @@ def encode_tensors(value: Any, *, offset: int = 0) -> list[Buffer]:
         ProtocolError: DIA-7108 when ``value`` is not one of those, a name is not a string of
             1..255 UTF-8 bytes, a dtype is not in the table, or the rank exceeds 8.
     """
+    import torch  # noqa: PLC0415 - see _DTYPE_TABLE
+
+    codes = _tables()[1]
     if isinstance(value, torch.Tensor):
         kind, items = Kind.TENSOR, [("", value)]
     elif isinstance(value, Mapping):
@@ -314,7 +336,7 @@ def encode_tensors(value: Any, *, offset: int = 0) -> list[Buffer]:
         if not isinstance(item, torch.Tensor):
             raise fail(D.TENSOR_SPEC, f"{name or 'item'}: a {type(item).__name__}, not a tensor")
         t = item.detach()
-        code = _CODES.get(t.dtype)
+        code = codes.get(t.dtype)
         if code is None:
             raise fail(D.TENSOR_SPEC, f"{name or 'tensor'}: dtype {t.dtype} is not supported")
         if t.dim() > MAX_NDIM:
@@ -369,6 +391,9 @@ def decode_tensors(body: Buffer, offset: int = 0) -> Any:
     Raises:
         ProtocolError: DIA-7108 for anything the payload does not spell out exactly.
     """
+    import torch  # noqa: PLC0415 - see _DTYPE_TABLE
+
+    dtypes = _tables()[0]
     view = memoryview(body).cast("B")
     if view.readonly:
         view = memoryview(bytearray(view))
@@ -403,7 +428,7 @@ def decode_tensors(body: Buffer, offset: int = 0) -> Any:
         label = name or f"tensor #{i}"
         code, ndim = _ENTRY.unpack_from(view, pos)
         pos += _ENTRY.size
-        if code not in DTYPES:
+        if code not in dtypes:
             raise fail(D.TENSOR_SPEC, f"{label}: unknown dtype code {code}")
         if ndim > MAX_NDIM:
             raise fail(D.TENSOR_SPEC, f"{label}: {ndim} dims, at most {MAX_NDIM}")
@@ -413,7 +438,7 @@ def decode_tensors(body: Buffer, offset: int = 0) -> Any:
         shape = dims_s.unpack_from(view, pos)
         (nbytes,) = _U64.unpack_from(view, pos + dims_s.size)
         pos += dims_s.size + 8
-        dtype, size = DTYPES[code]
+        dtype, size = dtypes[code]
         numel = _elements(shape, label)
         if numel * size != nbytes:
             raise fail(
