@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from vigil import _diagnostics as D
 from vigil.auditlog._crc import crc32c_portable
 from vigil.errors import ProtocolError
-from vigil.schemas import Outcome, ServedBy, State
+from vigil.schemas import Outcome, Result, ServedBy, State
 from vigil.service import _protocol as P
 
 from conftest import examples
@@ -214,28 +214,26 @@ def test_values_that_cannot_be_sent_are_refused() -> None:
 
 
 def test_result_error_and_health_bodies_round_trip() -> None:
-    body = P.encode_result(
+    sent = Result(
         {"y": torch.ones(2)},
-        served_by=int(ServedBy.FALLBACK),
-        state=int(State.DEGRADED),
-        outcome=int(Outcome.TIMEOUT),
-        seq=2**40,
-        code="DIA-4002",
-        reason="no answer within 5.0 ms",
-        answer_age_ns=0,
-        latency_ns=123,
-    )
-    info = P.decode_result(bytearray(b"".join(bytes(b) for b in body)))
-    assert info[1:] == (
-        ServedBy.FALLBACK,
         State.DEGRADED,
+        ServedBy.FALLBACK,
         Outcome.TIMEOUT,
         2**40,
-        "DIA-4002",
+        D.DEADLINE_MISSED,
         "no answer within 5.0 ms",
         0,
         123,
+        RID,
     )
+    body = P.encode_result(sent)
+    info = P.decode_result(bytearray(b"".join(bytes(b) for b in body)), RID)
+    assert info[1:] == sent[1:]  # the same type on both sides, field for field
+    assert info.code is D.DEADLINE_MISSED  # the registry's own object
+    unknown = P.decode_result(
+        b"".join(P.encode_result(sent._replace(code=D.Diagnostic("DIA-9876", "X", "", ""))))
+    )
+    assert (unknown.code.code, unknown.code.name) == ("DIA-9876", "UNKNOWN")  # kept, not dropped
     assert torch.equal(info.output["y"], torch.ones(2))
     err = P.encode_error(P.ErrorClass.UNAVAILABLE, "DIA-4009", "none", detail={"state": "X"})
     assert P.decode_error(b"".join(err)) == P.ErrorInfo(
@@ -256,15 +254,7 @@ def test_bad_bodies_are_refused() -> None:
         b"".join(
             bytes(b)
             for b in P.encode_result(
-                torch.ones(1),
-                served_by=1,
-                state=1,
-                outcome=0,
-                seq=1,
-                code=None,
-                reason="",
-                answer_age_ns=0,
-                latency_ns=0,
+                Result(torch.ones(1), State(1), ServedBy(1), Outcome(0), 1, None, "", 0, 0, RID)
             )
         )
     )

@@ -23,7 +23,7 @@ from typing import Any
 _MOVED = {
     "TRIGGERS": "vigil.testing",
     "Client": "vigil.service",
-    "ClientResult": "vigil.service",
+    "ClientResult": "vigil.schemas:Result",  # one Result type for both sides now
     "Constant": "vigil.supervisor",
     "Fallback": "vigil.supervisor",
     "FallbackModel": "vigil.supervisor",
@@ -114,9 +114,11 @@ def __getattr__(name: str) -> Any:
     if home is None:
         raise AttributeError(f"module 'vigil.runtime' has no attribute {name!r}")
     warnings.warn(
-        f"vigil.runtime.{name} moved to {home}.{name}; import it from there "
+        f"vigil.runtime.{name} moved to {home.replace(':', '.')}"
+        f"{'' if ':' in home else '.' + name}; import it from there "
         "(vigil.runtime is removed in the next release)",
         DeprecationWarning,
         stacklevel=2,
     )
-    return getattr(importlib.import_module(home), name)
+    module, _, new_name = home.partition(":")
+    return getattr(importlib.import_module(module), new_name or name)

@@ -36,6 +36,7 @@ from vigil.schemas._records import (
     Superblock,
     TransitionBody,
 )
+from vigil.schemas._result import Result
 
 if TYPE_CHECKING:
     from vigil.schemas._contracts import Contract, Rule, TensorSpec, perception_contract
@@ -75,6 +76,7 @@ __all__ = [
     "RecordTrailer",
     "RecordType",
     "RejectedBody",
+    "Result",
     "Rule",
     "SegmentHeader",
     "ServedBy",

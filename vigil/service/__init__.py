@@ -18,7 +18,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vigil.service._client import Client, ClientResult
+    from vigil.schemas import Result
+    from vigil.service._client import Client
     from vigil.service._config import ServeConfig
     from vigil.service._metrics import Health, HealthServer, ServiceMetrics
     from vigil.service._server import SocketServer
@@ -27,9 +28,9 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "Client": "_client",
-    "ClientResult": "_client",
     "Health": "_metrics",
     "HealthServer": "_metrics",
+    "Result": "_client",  # vigil.schemas.Result: one type for both sides
     "ServeConfig": "_config",
     "Service": "_service",
     "ServiceMetrics": "_metrics",
@@ -41,9 +42,9 @@ _WHERE = {
 
 __all__ = [
     "Client",
-    "ClientResult",
     "Health",
     "HealthServer",
+    "Result",
     "ServeConfig",
     "Service",
     "ServiceMetrics",

@@ -13,7 +13,7 @@ import os
 import select
 import socket
 import threading
-from typing import Any, NamedTuple
+from typing import Any
 
 from vigil import _diagnostics as D
 from vigil.errors import (
@@ -24,35 +24,8 @@ from vigil.errors import (
     Unavailable,
     VigilError,
 )
-from vigil.schemas import Outcome, ServedBy, State
+from vigil.schemas import Result, State
 from vigil.service import _protocol as P
-
-
-class ClientResult(NamedTuple):
-    """The answer to one :meth:`Client.infer` call: the service's ``Result``, as received.
-
-    Attributes:
-        output: a tensor, a dict of tensors or a tuple of tensors (CPU, sharing the memory of
-            the received frame).
-        state, served_by, outcome, seq, code, reason, answer_age_ns, latency_ns: as in
-            :class:`vigil.supervisor.Result` (``code`` is the ``DIA-xxxx`` string or None).
-        request_id: the 16-byte id the flight log holds for this call.
-    """
-
-    output: Any
-    state: State
-    served_by: ServedBy
-    outcome: Outcome
-    seq: int
-    code: str | None
-    reason: str
-    answer_age_ns: int
-    latency_ns: int
-    request_id: bytes
-
-    @property
-    def from_primary(self) -> bool:
-        return self.served_by is ServedBy.PRIMARY
 
 
 class Client:
@@ -99,12 +72,12 @@ class Client:
 
     # --- calls -----------------------------------------------------------------------------
 
-    def infer(self, x: Any, *, request_id: bytes | None = None) -> ClientResult:
+    def infer(self, x: Any, *, request_id: bytes | None = None) -> Result:
         """Have the service answer ``x`` (a tensor, or a dict of name -> tensor).
 
         Args:
             request_id: 16 bytes recorded with the call (by default the service assigns one;
-                ``ClientResult.request_id`` says which).
+                ``Result.request_id`` says which).
 
         Raises:
             InvalidInput: the supervisor refused ``x`` (recorded as REJECTED).
@@ -119,19 +92,7 @@ class Client:
             raise ProtocolError("request_id must be 16 bytes", diagnostic=D.PROTOCOL_ERROR)
         body = P.encode_tensors(x)
         frame = self._call(P.FrameType.INFER, rid, body, P.FrameType.RESULT)
-        info = P.decode_result(frame.body)
-        return ClientResult(
-            info.output,
-            info.state,
-            info.served_by,
-            info.outcome,
-            info.seq,
-            info.code,
-            info.reason,
-            info.answer_age_ns,
-            info.latency_ns,
-            frame.request_id,
-        )
+        return P.decode_result(frame.body, frame.request_id)
 
     def health(self) -> dict[str, Any]:
         """``{"ready": bool, "state": "NORMAL", "detail": {...}}`` (statistics, server counters).

@@ -37,7 +37,8 @@ import crc32c as _crc
 
 from vigil import _diagnostics as D
 from vigil.errors import ProtocolError
-from vigil.schemas import Outcome, ServedBy, State
+from vigil.schemas import Outcome, Result, ServedBy, State
+from vigil.schemas._result import diagnostic_of
 
 if TYPE_CHECKING:
     import torch
@@ -168,20 +169,6 @@ class ErrorInfo(NamedTuple):
     code: str
     message: str
     detail: dict[str, Any]
-
-
-class ResultInfo(NamedTuple):
-    """A RESULT frame's body: the supervisor's Result, as sent."""
-
-    output: Any
-    served_by: ServedBy
-    state: State
-    outcome: Outcome
-    seq: int
-    code: str | None
-    reason: str
-    answer_age_ns: int
-    latency_ns: int
 
 
 def fail(diagnostic: D.Diagnostic, message: str, **context: Any) -> ProtocolError:
@@ -497,40 +484,31 @@ def _json(text: str, what: str) -> dict[str, Any]:
     return value
 
 
-def encode_result(
-    output: Any,
-    *,
-    served_by: int,
-    state: int,
-    outcome: int,
-    seq: int,
-    code: str | None,
-    reason: str,
-    answer_age_ns: int,
-    latency_ns: int,
-) -> list[Buffer]:
-    """A RESULT body: metadata, then the output's tensor payload (DIA-7108 if not tensors)."""
-    code_b = (code or "").encode("ascii")
-    reason_b = reason.encode("utf-8", "replace")
+def encode_result(result: Result) -> list[Buffer]:
+    """A RESULT body: ``result``'s fields (not its request id, which the frame header
+    carries), then its output's tensor payload (DIA-7108 if not tensors)."""
+    code_b = result.code.code.encode("ascii") if result.code else b""
+    reason_b = result.reason.encode("utf-8", "replace")
     meta = (
         _RESULT.pack(
-            served_by,
-            state,
-            outcome,
+            int(result.served_by),
+            int(result.state),
+            int(result.outcome),
             len(code_b),
-            seq,
-            max(0, answer_age_ns),
-            max(0, latency_ns),
+            result.seq,
+            max(0, result.answer_age_ns),
+            max(0, result.latency_ns),
         )
         + code_b
         + _U32.pack(len(reason_b))
         + reason_b
     )
-    return [meta, *encode_tensors(output, offset=len(meta))]
+    return [meta, *encode_tensors(result.output, offset=len(meta))]
 
 
-def decode_result(body: Buffer) -> ResultInfo:
-    """A RESULT body's fields and output. Raises ProtocolError (DIA-7108/7109)."""
+def decode_result(body: Buffer, request_id: bytes = ZERO_ID) -> Result:
+    """The :class:`~vigil.schemas.Result` a RESULT body carries (``request_id`` from its
+    frame's header). Raises ProtocolError (DIA-7108/7109)."""
     view = memoryview(body).cast("B")
     if len(view) < _RESULT.size:
         raise fail(D.BODY_MALFORMED, "RESULT body shorter than its fixed part")
@@ -542,7 +520,19 @@ def decode_result(body: Buffer) -> ResultInfo:
     code = _text(view, _RESULT.size, code_n, "RESULT code")
     reason, pos = _long_text(view, _RESULT.size + code_n, "RESULT reason")
     output = decode_tensors(view, pos)
-    return ResultInfo(output, *enums, seq, code or None, reason, age, latency)
+    served_by, state_, outcome_ = enums
+    return Result(
+        output,
+        state_,
+        served_by,
+        outcome_,
+        seq,
+        diagnostic_of(code) if code else None,
+        reason,
+        age,
+        latency,
+        bytes(request_id),
+    )
 
 
 def encode_error(

@@ -578,17 +578,7 @@ class SocketServer:
             return error_frame(error, rid)
         assert result is not None
         try:
-            body = P.encode_result(
-                result.output,
-                served_by=int(result.served_by),
-                state=int(result.state),
-                outcome=int(result.outcome),
-                seq=result.seq,
-                code=result.code.code if result.code else None,
-                reason=result.reason,
-                answer_age_ns=result.answer_age_ns,
-                latency_ns=result.latency_ns,
-            )
+            body = P.encode_result(result)
         except ProtocolError as exc:
             message = f"call seq {result.seq} was served, but its output cannot be sent: "
             body = P.encode_error(

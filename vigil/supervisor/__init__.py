@@ -13,6 +13,7 @@ This package owns threads and torch, not processes or sockets: running the model
 processes is :mod:`vigil.workers`; ``vigil serve`` is :mod:`vigil.service`.
 """
 
+from vigil.schemas import Result
 from vigil.supervisor._fallbacks import Constant, Fallback, FallbackModel, LastGood
 from vigil.supervisor._reload import (
     ModelReloader,
@@ -22,7 +23,7 @@ from vigil.supervisor._reload import (
     load_signed_model,
 )
 from vigil.supervisor._replay import ReplayFinding, ReplayReport, replay
-from vigil.supervisor._supervisor import KnownAnswer, Result, Supervisor, SupervisorStatistics
+from vigil.supervisor._supervisor import KnownAnswer, Supervisor, SupervisorStatistics
 from vigil.supervisor._tensors import classify, digest
 from vigil.supervisor._watchdog import Watchdog
 

@@ -74,7 +74,7 @@ from vigil.errors import (
     WorkerUnavailable,
 )
 from vigil.fsm import MachineStatistics, Policy, Route, SafetyMachine, Transition
-from vigil.schemas import CallFlags, LifecycleEvent, Outcome, ServedBy, State
+from vigil.schemas import CallFlags, LifecycleEvent, Outcome, Result, ServedBy, State
 from vigil.supervisor import _tensors as T
 from vigil.supervisor._fallbacks import Fallback, LastGood, as_chain
 from vigil.supervisor._restore import restore_snapshot
@@ -111,38 +111,6 @@ class KnownAnswer:
             and bool(torch.allclose(g.detach().to(w.device, w.dtype), w, self.rtol, self.atol))
             for g, w in zip(got, want, strict=True)
         )
-
-
-class Result(NamedTuple):
-    """The answer to one ``infer`` call, and how it came about (immutable).
-
-    Attributes:
-        output: what the caller may use.
-        state: the state machine's state when the call was routed.
-        served_by: who produced ``output`` (PRIMARY, FALLBACK, LAST_GOOD, CONSTANT).
-        outcome: how the primary's attempt ended, when it ran; else OK.
-        seq: the sequence number of the call's INFERENCE record.
-        code: the diagnostic explaining a non-OK outcome or a fallback answer, or None.
-        reason: the same, in words.
-        answer_age_ns: age of a LAST_GOOD answer (0 otherwise).
-        latency_ns: time inside ``infer``.
-        request_id: the 16-byte id recorded with the call.
-    """
-
-    output: Any
-    state: State
-    served_by: ServedBy
-    outcome: Outcome
-    seq: int
-    code: D.Diagnostic | None
-    reason: str
-    answer_age_ns: int
-    latency_ns: int
-    request_id: bytes
-
-    @property
-    def from_primary(self) -> bool:
-        return self.served_by is ServedBy.PRIMARY
 
 
 @dataclass(frozen=True)
