@@ -33,6 +33,18 @@ _MAX_ELEMENTS = 1 << 16
 _SPEC_KEYS = ("shape", "dtype", "device", "min", "max", "finite")
 
 
+_TENSOR_DTYPES = {
+    str(d).removeprefix("torch."): d
+    for d in (
+        torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn,
+        torch.float8_e5m2, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint64,
+        torch.uint32, torch.uint16, torch.uint8, torch.bool, torch.complex64, torch.complex128,
+    )
+}  # fmt: skip
+"""Dtypes a tensor of the harness may have (torch.frombuffer of a quantized dtype crashes the
+process; that is torch's, not a contract's, and no caller can send one)."""
+
+
 def _dtype(value: Any) -> Any:
     if isinstance(value, str) and isinstance(getattr(torch, value, None), torch.dtype):
         return getattr(torch, value)
@@ -52,9 +64,7 @@ def _tensor(raw: Any, pool: bytes) -> tuple[torch.Tensor, bytes]:
     """A tensor of the requested dtype and shape from the front of ``pool`` (zeros where the
     pool runs out), and what is left of the pool."""
     raw = raw if isinstance(raw, dict) else {}
-    dtype = _dtype(raw.get("dtype", "float32"))
-    if not isinstance(dtype, torch.dtype):
-        dtype = torch.float32
+    dtype = _TENSOR_DTYPES.get(str(raw.get("dtype")), torch.float32)
     shape = raw.get("shape", [len(pool) // max(1, dtype.itemsize)])
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         shape = [1]
