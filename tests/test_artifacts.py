@@ -510,3 +510,36 @@ def test_public_surfaces_of_model_and_supervisor():
         vigil.model.__all__
     )
     assert {"ModelReloader", "load_signed_model"} <= set(vigil.supervisor.__all__)
+
+
+# --- memory bounded by the weights present (found by tests/fuzz/fuzz_artifact.py) -------------
+
+
+def test_a_config_the_weights_do_not_fit_is_refused_before_a_real_build(model_dir, key):
+    """A signed config of a few bytes must not make the loader allocate a huge model: the
+    builder runs on the meta device first and the weights must fit that module."""
+    devices: list[str] = []
+
+    def recording(config: dict[str, Any]) -> torch.nn.Module:
+        devices.append(torch.empty(0).device.type)
+        return build(config)
+
+    doc = json.loads((model_dir / MANIFEST).read_bytes())
+    doc["config"] = {"hidden": 1 << 40, "seed": 1}  # 2**46 floats: 280 TB
+    sign_raw(model_dir, key, json.dumps(doc).encode())
+    with pytest.raises(ArtifactError) as info:
+        load_model(model_dir, key.public, recording)
+    assert info.value.code == "DIA-5112", str(info.value)
+    assert "fc1.weight: (32, 64) torch.float32 for (1099511627776, 64)" in str(info.value)
+    assert devices == ["meta"]
+
+
+def test_a_builder_that_cannot_build_on_meta_is_built_for_real(model_dir, key):
+    def cpu_only(config: dict[str, Any]) -> torch.nn.Module:
+        if torch.empty(0).is_meta:
+            raise RuntimeError("this builder needs real tensors")
+        return build(config)
+
+    loaded = load_model(model_dir, key.public, cpu_only)
+    assert not loaded.module.fc1.weight.is_meta
+    assert loaded.module.fc1.weight.shape == (32, 64)

@@ -931,3 +931,28 @@ def test_the_recorder_does_not_import_torch_for_the_contracts() -> None:
 def test_the_public_surface() -> None:
     assert {"Contract", "Rule", "TensorSpec", "perception_contract"} <= set(vigil.schemas.__all__)
     assert isinstance(perception_contract(1, 1).rules[0], Rule)
+
+
+# --- bounds of any size (found by tests/fuzz/fuzz_contracts.py) -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "values", "dtype", "rule", "index"),
+    [
+        # bounds past 64 bits: OverflowError from torch's scalar conversion before
+        (TensorSpec(min=10**30), [5, 2**63 - 1], torch.int64, "min", (0,)),
+        (TensorSpec(max=-(10**30)), [-(2**63), 5], torch.int64, "max", (0,)),
+        (TensorSpec(min=10**30), [1.0, 2e30], torch.float64, "min", (0,)),
+        (TensorSpec(max=10**400 * -1), [1.0], torch.float32, "max", (0,)),
+        # past 2**53 torch rounded the bound to the nearest even double, 2**53 + 4: no element
+        # compared outside it, and the error blamed element 0 (0.0, inside) before
+        (TensorSpec(max=2**53 + 3), [0.0, 2.0**53 + 4], torch.float64, "max", (1,)),
+        (TensorSpec(min=-(2**53) - 3), [0.0, -(2.0**53) - 4], torch.float64, "min", (1,)),
+    ],
+)
+def test_bounds_of_any_size_blame_the_right_element(
+    spec: TensorSpec, values: list[Any], dtype: torch.dtype, rule: str, index: tuple[int, ...]
+) -> None:
+    with pytest.raises(InvalidInput) as info:
+        spec.check(torch.tensor(values, dtype=dtype))
+    assert (info.value.rule, info.value.index) == (rule, index)

@@ -670,3 +670,69 @@ def test_serve_check_reads_the_known_answer(
     conf.write_text(conf.read_text().replace("known_answer.safetensors", "nope.safetensors"))
     assert main(["serve", "--config", str(conf), "--check"]) == 2
     assert "DIA-7213" in capsys.readouterr().err
+
+
+# --- hostile files (found by tests/fuzz/fuzz_config.py) ---------------------------------------
+
+_MINIMAL_TOML = (
+    '[service]\nsocket = "s.sock"\n[log]\npath = "f.vigil"\n'
+    '[model]\nfactory = "m:f"\n[supervisor]\ndeadline_ms = 5\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "where"),
+    [
+        # integers past 64 bits: OverflowError (float conversion) or ValueError (str) before
+        (_MINIMAL_TOML.replace("= 5", "= 1" + "0" * 400), "DIA-7206", "[supervisor].deadline_ms"),
+        (_MINIMAL_TOML.replace("= 5", "= 0x" + "f" * 5000), "DIA-7206", "[supervisor].deadline_ms"),
+        (_MINIMAL_TOML + "[model.input]\nmin = -1" + "0" * 30, "DIA-7206", "[model.input].min"),
+        (_MINIMAL_TOML.replace("= 5", "= " + "1" * 5000), "DIA-7203", "not valid TOML"),
+        (_MINIMAL_TOML + "[workers]\nstandby = " + "[" * 3000 + "]" * 3000, "DIA-7203", "nested"),
+        # paths: RuntimeError from Path.expanduser before; a NUL only failed when opened
+        (_MINIMAL_TOML.replace('"s.sock"', '"~no-such-user-x/s"'), "DIA-7206", "[service].socket"),
+        (_MINIMAL_TOML.replace('"f.vigil"', '"f\\u0000.vigil"'), "DIA-7206", "[log].path"),
+        # a constant the dtype cannot hold: RuntimeError or a NaN fallback before
+        (
+            _MINIMAL_TOML + 'fallback = "constant"\nconstant_shape = [1]\nconstant_value = 300\n'
+            'constant_dtype = "uint8"\n',
+            "DIA-7208",
+            "[supervisor].constant_value",
+        ),
+        (
+            _MINIMAL_TOML + 'fallback = "constant"\nconstant_shape = [1]\nconstant_value = nan\n',
+            "DIA-7208",
+            "[supervisor].constant_value",
+        ),
+        # tensors the service would allocate at start: 40 TB before
+        (
+            _MINIMAL_TOML + 'fallback = "constant"\nconstant_shape = [100000, 100000, 1000]\n',
+            "DIA-7208",
+            "[supervisor].constant_shape",
+        ),
+        (_MINIMAL_TOML + "[model.input]\nshape = [-1, 100000, 100000]\n", "DIA-7208", "shape"),
+        (_MINIMAL_TOML + "[model.input]\nshape = [" + "1, " * 9 + "1]\n", "DIA-7206", "shape"),
+        (_MINIMAL_TOML + "[model.input]\nshape = [4294967296]\n", "DIA-7206", "shape"),
+    ],
+)
+def test_hostile_files_are_refused_with_a_code(
+    tmp_path: Path, text: str, code: str, where: str
+) -> None:
+    conf = tmp_path / "vigil.toml"
+    conf.write_text(text)
+    with pytest.raises(ServiceConfigError) as info:
+        ServeConfig.load(conf)
+    assert info.value.code == code, str(info.value)
+    assert where in str(info.value)
+    assert len(str(info.value)) < 600
+
+
+def test_a_tensor_that_fits_shared_memory_loads() -> None:
+    data = with_(
+        supervisor={"fallback": "constant", "constant_shape": [1024, 1024], "constant_value": 1},
+        workers={"shm_mb": 4},
+        model={"input": {"shape": [-1, 1 << 20], "dtype": "float32", "min": -(1 << 62)}},
+    )
+    cfg = ServeConfig.from_dict(data)
+    assert cfg.fallback_chain()[0].value.shape == (1024, 1024)
+    assert refused(with_(**{**data, "workers": {"shm_mb": 3}})).code == "DIA-7208"

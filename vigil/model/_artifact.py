@@ -314,6 +314,12 @@ def load_model(
     complete before it is returned (and in eval mode); nothing is shared with the caller
     until then.
 
+    ``build`` is called twice, so it must have no side effects: first under
+    ``torch.device("meta")``, where a module allocates no memory, and the weights must fit
+    that module before the real one is built. The memory a load takes is thus bounded by the
+    weights actually present: a config of a few bytes cannot make it allocate a model of
+    terabytes (a builder that cannot build on the meta device is only built for real).
+
     Raises:
         The errors of :func:`verify_model_dir` and :func:`load_state_dict`, and
         WeightsInvalid: ``build`` failed (DIA-5113) or the weights do not fit (DIA-5112).
@@ -321,6 +327,13 @@ def load_model(
     artifact = verify_model_dir(directory, public_key)
     state = load_state_dict(artifact)
     where = artifact.directory
+    try:
+        with torch.device("meta"):
+            shadow = build(copy.deepcopy(artifact.config))
+    except Exception:  # the real build below raises it with its code, or succeeds
+        shadow = None
+    if isinstance(shadow, nn.Module):
+        _check_fit(shadow, state, where)  # before a single parameter is allocated
     try:
         module = build(copy.deepcopy(artifact.config))
     except Exception as exc:  # the builder is the caller's code: any failure refuses

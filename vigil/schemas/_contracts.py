@@ -403,9 +403,7 @@ class TensorSpec:
             first = _unravel(hit, t.shape)
         else:
             exact = t.detach().double() if t.is_floating_point() else t.detach().to(torch.int64)
-            if not t.is_floating_point():  # integers against an integer bound: exact
-                bound = math.ceil(bound) if which == "min" else math.floor(bound)
-            first = _first_index(exact < bound if which == "min" else exact > bound, t.shape)
+            first = _first_index(_outside(exact, bound, which == "min"), t.shape)
         low = "-inf" if self.min is None else repr(self.min)
         high = "inf" if self.max is None else repr(self.max)
         msg = (
@@ -416,6 +414,34 @@ class TensorSpec:
         return _fail(
             D.OUT_OF_RANGE, field, which, msg, expected=limits, actual=[lo, hi], index=first
         )
+
+
+_I64 = torch.iinfo(torch.int64)
+
+
+def _outside(exact: torch.Tensor, bound: int | float, lower: bool) -> torch.Tensor:
+    """The mask of ``exact < bound`` (``lower``) or ``exact > bound``, for float64 or int64
+    values and a bound of any size: a Python int overflows torch's scalar conversion past
+    64 bits and is rounded by it past 2**53, so the bound is first made a scalar that gives
+    the same answer for every value (rounded outward, clamped to the values' range)."""
+    limit: int | float
+    if not exact.is_floating_point():  # integers against an integer bound: exact
+        limit = math.ceil(bound) if lower else math.floor(bound)
+        if (lower and limit > _I64.max) or (not lower and limit < _I64.min):
+            return torch.ones(exact.shape, dtype=torch.bool)  # every value is outside
+        limit = min(max(limit, _I64.min), _I64.max)
+    elif isinstance(bound, float):
+        limit = bound
+    else:
+        try:
+            limit = float(bound)
+        except OverflowError:
+            limit = math.inf if bound > 0 else -math.inf
+        if lower and limit < bound:
+            limit = math.nextafter(limit, math.inf)
+        elif not lower and limit > bound:
+            limit = math.nextafter(limit, -math.inf)
+    return exact < limit if lower else exact > limit
 
 
 def _unravel(flat: int, shape: Sequence[int]) -> tuple[int, ...]:

@@ -37,6 +37,7 @@ from vigil.errors import ConfigError, InvalidInput, ServiceConfigError
 from vigil.fsm import Policy
 from vigil.schemas import Contract, TensorSpec
 from vigil.schemas._records import SUPERBLOCK_AREA
+from vigil.service._config_bounds import check_integers, check_tensor_sizes, fits_dtype
 from vigil.supervisor._fallbacks import Constant, LastGood
 from vigil.supervisor._supervisor import KnownAnswer
 
@@ -245,7 +246,13 @@ class ServeConfig:
             ) from exc
         try:
             data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
+        except RecursionError:
+            raise ServiceConfigError(
+                f"{p}: not valid TOML: arrays or inline tables nested too deeply",
+                diagnostic=D.SERVICE_CONFIG_SYNTAX,
+                file=str(p),
+            ) from None
+        except ValueError as exc:  # TOMLDecodeError, or an integer of over 4300 digits
             where = re.search(r"line (\d+), column (\d+)", str(exc))
             line, col = (int(where[1]), int(where[2])) if where else (None, None)
             raise ServiceConfigError(
@@ -277,7 +284,8 @@ class ServeConfig:
         """
         ctx = _Context(source, Path(base_dir) if base_dir is not None else Path.cwd())
         top = _Table(ctx, data, "", _TOP_KEYS)
-        return cls(
+        check_integers(data, source)
+        config = cls(
             source=source,
             service=_service(top.table("service", required=True)),
             log=_log(top.table("log", required=True)),
@@ -287,6 +295,8 @@ class ServeConfig:
             metrics=_metrics(top.table("metrics")),
             systemd=_systemd(top.table("systemd")),
         )
+        check_tensor_sizes(config)
+        return config
 
     def to_policy(self) -> Policy:
         """The state machine's policy (validated when the config was read)."""
@@ -499,7 +509,17 @@ class _Table:
         value = self.text(key, default)
         if value is None:
             return None
-        p = Path(value).expanduser()
+        if "\0" in value:
+            raise self.error(key, f"{value!r}: a path cannot hold a NUL", D.SERVICE_CONFIG_RANGE)
+        try:
+            p = Path(value).expanduser()
+        except RuntimeError:  # "~user/..." for a user without a home directory here
+            raise self.error(
+                key,
+                f"{value!r}: no home directory for its ~ prefix on this machine; write the path "
+                "in full",
+                D.SERVICE_CONFIG_RANGE,
+            ) from None
         return p if p.is_absolute() else self.ctx.base_dir / p
 
     def bound(self, key: str) -> int | float | None:
@@ -814,6 +834,13 @@ def _supervisor(t: _Table | None) -> SupervisorSection:
     value = t._get("constant_value", d.constant_value)
     t._type("constant_value", value, type(value) in (int, float), "a number")
     dtype = t.choice("constant_dtype", DTYPES, d.constant_dtype)
+    if t.has("constant_value") and not fits_dtype(value, getattr(torch, dtype)):
+        raise t.error(
+            "constant_value",
+            f"{value} is not a value of constant_dtype {dtype} (finite, and for integer dtypes "
+            "a whole number in range)",
+            D.SERVICE_CONFIG_INCONSISTENT,
+        )
     policy = _policy(t.table("policy"), known_answer=t.has("known_answer"))
     if t.has("known_answer") and not policy.known_answer_probes:
         raise t.error(

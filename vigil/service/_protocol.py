@@ -479,6 +479,8 @@ def _json(text: str, what: str) -> dict[str, Any]:
         value = json.loads(text) if text else {}
     except ValueError:
         raise fail(D.BODY_MALFORMED, f"{what} is not JSON") from None
+    except RecursionError:  # "[[[[...": nesting deeper than the interpreter's stack
+        raise fail(D.BODY_MALFORMED, f"{what} nests deeper than a JSON body may") from None
     if not isinstance(value, dict):
         raise fail(D.BODY_MALFORMED, f"{what} is not a JSON object")
     return value
