@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+import _requirements
+
 from vigil.auditlog import FlightRecorder, LogReader, PowerCutDisk, RingConfig, format_image
 from vigil.schemas import ClockSource, Outcome, ServedBy, State
 
@@ -151,3 +153,62 @@ def memory_log(
 def write_file(path: str | os.PathLike[str], data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
+
+
+# --- safety requirements: every SR-xxx has a passing test (tests/_requirements.py) -----------
+
+_REQUIREMENTS = _requirements.load()
+_TALLIES: dict[str, _requirements.Tally] = {}
+_NODE_REQS: dict[str, list[str]] = {}
+_DEFAULT_MARKEXPR = "not slow and not gpu"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Before ``-m`` deselects anything: which tests prove which requirement."""
+    for item in items:
+        for mark in item.iter_markers("requirement"):
+            if len(mark.args) != 1 or not isinstance(mark.args[0], str):
+                raise pytest.UsageError(f"{item.nodeid}: write @pytest.mark.requirement('SR-xxx')")
+            rid = mark.args[0]
+            tally = _TALLIES.setdefault(rid, _requirements.Tally())
+            tally.collected.append(item.nodeid)
+            if item.get_closest_marker("slow") is None and item.get_closest_marker("gpu") is None:
+                tally.by_default.append(item.nodeid)
+            _NODE_REQS.setdefault(item.nodeid, []).append(rid)
+    unknown = [x for x in _requirements.findings(_REQUIREMENTS, _TALLIES, whole_suite=False)]
+    if unknown:
+        raise pytest.UsageError("\n".join(unknown))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for rid in _NODE_REQS.get(report.nodeid, ()):
+        tally = _TALLIES[rid]
+        if report.failed:
+            tally.failed.append(report.nodeid)
+        elif report.when == "call" and report.passed:
+            tally.passed.append(report.nodeid)
+
+
+def _whole_suite(config: pytest.Config) -> bool:
+    """A run that should see every requirement: the default paths, ``-m``, and no ``-k``."""
+    if config.option.keyword or config.option.markexpr != _DEFAULT_MARKEXPR:
+        return False
+    tests = Path(__file__).parent.resolve()
+    args = [Path(a.split("::")[0]).resolve() for a in config.args] or [tests]
+    return args == [tests]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.option.collectonly or exitstatus not in (0, 1):
+        return
+    problems = _requirements.findings(
+        _REQUIREMENTS, _TALLIES, whole_suite=_whole_suite(session.config)
+    )
+    if problems:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.section("safety requirements (tests/safety/requirements.toml)", red=True)
+            for line in problems:
+                reporter.line(line, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
