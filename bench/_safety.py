@@ -40,14 +40,16 @@ from typing import Any
 import torch
 
 from vigil import _diagnostics as D
-from vigil.auditlog import LogReader, SystemClock
+from vigil.auditlog import LogReader, RingConfig, SystemClock
 from vigil.errors import VigilError
 from vigil.fsm import Policy
 from vigil.schemas import (
     ClockSource,
     Contract,
     LifecycleEvent,
+    Outcome,
     RecordType,
+    ServedBy,
     State,
     TensorSpec,
     lookup,
@@ -60,9 +62,10 @@ MS = 1_000_000
 ISOLATIONS = ("inline", "thread", "process")
 STATES = (State.NORMAL, State.DEGRADED, State.RECOVERING)
 DEADLINE_NS = {"inline": 50 * MS, "thread": 50 * MS, "process": 500 * MS}
+RING = RingConfig(size=4096 + 16 * 65536, segment_size=65536)
 GOOD = torch.full((1, 4), 0.5)
 EXPECTED = GOOD * 2
-OUT = Contract(TensorSpec(shape=(1, 4), dtype=torch.float32, min=-100.0, max=100.0))
+OUT = Contract(TensorSpec(shape=(1, 4), dtype=torch.float32, min=-1e4, max=1e4))
 IN = Contract(TensorSpec(shape=(1, 4), dtype=torch.float32))
 
 # class -> (FaultPlan fault or base mode, trigger name in a worker, description)
@@ -71,7 +74,7 @@ MODEL_FAULTS: dict[str, tuple[Fault | str, str | None, str]] = {
     "nan": (Fault.NAN, "nan", "NaN in the output"),
     "wrong_shape": (Fault.WRONG_SHAPE, "wrong_shape", "one extra output element"),
     "wrong_dtype": ("wrong_dtype", "wrong_dtype", "float64 instead of float32"),
-    "out_of_contract": ("out_of_contract", "out_of_range", "1e9 against max=100"),
+    "out_of_contract": ("out_of_contract", "out_of_range", "1e9 against max=1e4"),
     "hang": (Fault.HANG, "hang", "no return (inline: returns at 2x the deadline)"),
     "slow": (Fault.SLOW, "slow", "returns after 0.6x the deadline (slow_call_ns = 0.4x)"),
     "oom": (Fault.OOM, "oom", "torch.OutOfMemoryError"),
@@ -93,7 +96,8 @@ NOT_APPLICABLE = {
     ("worker_sigstop", "thread"): "no worker process",
 }
 # Faults of the model itself never happen in DEGRADED: the primary is not called there.
-_IDLE_IN_DEGRADED = set(MODEL_FAULTS) - {"bad_input"}
+# (worker_exit is chosen by the call's input, so it is a fault of the model's call too.)
+_IDLE_IN_DEGRADED = (set(MODEL_FAULTS) - {"bad_input"}) | {"worker_exit"}
 
 
 class ShiftClock:
@@ -206,6 +210,7 @@ class Rig:
             output_contract=OUT,
             clock=self.clock,
             workers=1,
+            ring=RING,
         )
         self.events: queue.SimpleQueue[tuple[LifecycleEvent, int]] = queue.SimpleQueue()
         if pool is not None:
@@ -256,7 +261,7 @@ class Rig:
 
     def records_after(self, seq: int) -> list[Any]:
         with LogReader(self.path) as r:
-            return [x for x in r.records() if x.seq > seq]
+            return list(r.records(since_seq=seq + 1))
 
     def close(self) -> None:
         self.plan.release()
@@ -337,6 +342,9 @@ def run_cell(rig: Rig, cls: str, state: State) -> tuple[Observation, int | None,
     t0 = rig.clock.monotonic_ns()
     if external:  # a signal between calls: the pool's monitor must find it
         assert pid is not None
+        with contextlib.suppress(queue.Empty):
+            while True:  # events of earlier runs
+                rig.events.get_nowait()
         t0 = time.monotonic_ns()
         os.kill(pid, signal.SIGKILL if cls == "worker_sigkill" else signal.SIGSTOP)
         lost = promoted = None
@@ -415,35 +423,48 @@ def run_matrix(
     cells: list[Cell] = []
     showcase: dict[str, Path] = {}
     for isolation in isolations:
-        for cls in classes:
-            na = NOT_APPLICABLE.get((cls, isolation))
-            if na is not None:
-                cells.extend(
-                    Cell(cls, s.name, isolation, DEADLINE_NS[isolation], na=na) for s in STATES
-                )
-                continue
-            if progress:
-                progress(f"{isolation} {cls}")
-            fresh = cls == "device_fatal" and isolation != "process"
-            with _rig(root, f"{cls}-{isolation}", isolation) as shared:
-                if isolation == "thread" or (isolation == "process" and cls in WORKER_FAULTS):
-                    showcase[cls] = shared.path
-                for state in STATES:
-                    cell = Cell(cls, state.name, isolation, shared.deadline_ns)
-                    for k in range(runs):
-                        if fresh and state is not State.DEGRADED:
-                            with _rig(root, f"{cls}-{isolation}-{state.name}-{k}", isolation) as r:
-                                obs, detect, react = run_cell(r, cls, state)
-                        else:
-                            obs, detect, react = run_cell(shared, cls, state)
-                        cell.runs += 1
-                        cell.observations[obs.key()] = cell.observations.get(obs.key(), 0) + 1
-                        cell.react_ns.append(react)
-                        if detect is not None:
-                            cell.detected += 1
-                            cell.detect_ns.append(detect)
-                    cells.append(cell)
+        # One pool for the whole process column: starting workers costs seconds each, and
+        # every run starts from NORMAL with a full pool (active + standby) either way.
+        column = _rig(root, "process", isolation) if isolation == "process" else None
+        with column or contextlib.nullcontext() as pooled:
+            for cls in classes:
+                na = NOT_APPLICABLE.get((cls, isolation))
+                if na is not None:
+                    cells.extend(
+                        Cell(cls, s.name, isolation, DEADLINE_NS[isolation], na=na)
+                        for s in STATES
+                    )
+                    continue
+                if progress:
+                    progress(f"{isolation} {cls}")
+                fresh = cls == "device_fatal" and isolation != "process"
+                own = _rig(root, f"{cls}-{isolation}", isolation) if pooled is None else None
+                with own or contextlib.nullcontext() as mine:
+                    shared = pooled or mine
+                    assert shared is not None
+                    if isolation == "thread" or cls in WORKER_FAULTS:
+                        showcase[cls] = shared.path
+                    for state in STATES:
+                        cells.append(_run_runs(shared, root, cls, state, runs, fresh=fresh))
     return cells, showcase
+
+
+def _run_runs(shared: Rig, root: Path, cls: str, state: State, runs: int, *, fresh: bool) -> Cell:
+    cell = Cell(cls, state.name, shared.isolation, shared.deadline_ns)
+    for k in range(runs):
+        if fresh and state is not State.DEGRADED:  # the machine refuses a reset after it
+            name = f"{cls}-{shared.isolation}-{state.name}-{k}"
+            with _rig(root, name, shared.isolation) as r:
+                obs, detect, react = run_cell(r, cls, state)
+        else:
+            obs, detect, react = run_cell(shared, cls, state)
+        cell.runs += 1
+        cell.observations[obs.key()] = cell.observations.get(obs.key(), 0) + 1
+        cell.react_ns.append(react)
+        if detect is not None:
+            cell.detected += 1
+            cell.detect_ns.append(detect)
+    return cell
 
 
 def quantiles(values: list[int]) -> tuple[float, float, float] | None:
@@ -465,3 +486,41 @@ def expected_table(cells: list[Cell]) -> dict[str, Any]:
         key = f"{c.cls}/{c.state}/{c.isolation}"
         out[key] = {"na": c.na} if c.na else (c.observation or {"unstable": c.observations})
     return out
+
+
+def vocabulary(root: Path) -> dict[str, set[str]]:
+    """Every value the matrix's logs under ``root`` hold (SOP §4.2: field coverage)."""
+    seen: dict[str, set[str]] = {
+        k: set() for k in ("record", "outcome", "served_by", "transition", "lifecycle", "code")
+    }
+    for path in sorted(root.glob("*.vigil")):
+        with LogReader(path) as r:
+            for rec in r.records():
+                seen["record"].add(rec.type.name)
+                b = rec.body
+                if rec.type is RecordType.INFERENCE:
+                    seen["outcome"].add(Outcome(b["outcome"]).name)
+                    seen["served_by"].add(ServedBy(b["served_by"]).name)
+                elif rec.type is RecordType.REJECTED:
+                    seen["outcome"].add(Outcome.REJECTED.name)
+                elif rec.type is RecordType.TRANSITION:
+                    seen["transition"].add(lookup(b["code"]).name)
+                elif rec.type is RecordType.LIFECYCLE:
+                    seen["lifecycle"].add(LifecycleEvent(b["event"]).name)
+                if rec.type in (RecordType.INFERENCE, RecordType.REJECTED, RecordType.TRANSITION):
+                    if b["code"]:
+                        seen["code"].add(lookup(b["code"]).name)
+    return seen
+
+
+def never_produced(seen: dict[str, set[str]]) -> dict[str, set[str]]:
+    """What the matrix's logs never hold: every enum value, and every 4xxx code."""
+    every = {
+        "record": {x.name for x in RecordType},
+        "outcome": {x.name for x in Outcome},
+        "served_by": {x.name for x in ServedBy},
+        "transition": {d.name for d in D.REGISTRY.values() if 4100 <= d.number < 4200},
+        "lifecycle": {x.name for x in LifecycleEvent},
+        "code": {d.name for d in D.REGISTRY.values() if 4000 <= d.number < 4200},
+    }
+    return {k: every[k] - seen[k] for k in every}

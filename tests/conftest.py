@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -212,3 +214,91 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             for line in problems:
                 reporter.line(line, red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# --- no leaks (SOP §3.2): every test leaves no thread, child, /dev/shm/vigil-*, fd or socket ---
+
+_JOIN_GRACE_S = 5.0  # a thread that is ending (its stop event set) is joined, never slept for
+_PROCESS_GLOBAL_THREADS = ("pydevd", "ThreadPoolExecutor")  # not ours: torch/pydev pools
+
+
+def _children() -> set[int]:
+    me = str(os.getpid())
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == me and fields[0] != "Z" and not _process_global(entry):
+                out.add(int(entry))
+    return out
+
+
+def _process_global(pid: str) -> bool:
+    """multiprocessing's resource tracker: started once per process, kept on purpose."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"resource_tracker" in f.read()
+    except OSError:
+        return True
+
+
+def _fds() -> dict[int, str]:
+    out = {}
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            out[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+    return out
+
+
+def _shm() -> set[str]:
+    """This process's segments (``vigil-worker-<pid>-...``; other processes share /dev/shm)."""
+    try:
+        return {n for n in os.listdir("/dev/shm") if n.startswith(f"vigil-worker-{os.getpid()}-")}
+    except OSError:
+        return set()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    threads = set(threading.enumerate())
+    children, fds, shm = _children(), _fds(), _shm()
+    yield
+    if request.node.get_closest_marker("leaks") is not None:
+        return
+    new = [
+        t
+        for t in threading.enumerate()
+        if t not in threads and not t.name.startswith(_PROCESS_GLOBAL_THREADS)
+    ]
+    for t in new:
+        t.join(_JOIN_GRACE_S)  # ending threads end now; a stuck one stays and is named
+    left = [t.name for t in new if t.is_alive()]
+    kids = _children() - children
+    for pid in kids:  # a child that is exiting: reap it (bounded), then judge
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, 0) if _exits_soon(pid) else None
+    kids = _children() - children
+    now = _fds()
+    opened = {fd: target for fd, target in now.items() if fds.get(fd) != target}
+    opened = {fd: t for fd, t in opened.items() if not t.startswith(("/dev/", "anon_inode:"))}
+    problems = {
+        "threads": left,
+        "child processes": sorted(kids),
+        "/dev/shm": sorted(_shm() - shm),
+        "file descriptors and sockets": sorted(opened.values()),
+    }
+    problems = {k: v for k, v in problems.items() if v}
+    assert not problems, f"left behind after the test: {problems}"
+
+
+def _exits_soon(pid: int) -> bool:
+    """A child already exiting (zombie or dying) is reaped; a live one is a leak."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return False
