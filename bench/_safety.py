@@ -54,7 +54,7 @@ from vigil.schemas import (
     TensorSpec,
     lookup,
 )
-from vigil.supervisor import Constant, KnownAnswer, Supervisor
+from vigil.supervisor import Constant, Supervisor
 from vigil.testing import TRIGGERS, Fault, FaultPlan, FaultyModel
 from vigil.workers import WorkerPool, WorkerSpec
 
@@ -310,7 +310,8 @@ def run_cell(rig: Rig, cls: str, state: State) -> tuple[Observation, int | None,
     if rig.pool is not None:
         stats = rig.pool.statistics()
         pid = stats.active_pid
-        assert pid is not None and stats.standby_ready
+        assert pid is not None
+        assert stats.standby_ready
     external = False
     if cls in MODEL_FAULTS:
         fault, trigger, _ = MODEL_FAULTS[cls]
@@ -431,8 +432,7 @@ def run_matrix(
                 na = NOT_APPLICABLE.get((cls, isolation))
                 if na is not None:
                     cells.extend(
-                        Cell(cls, s.name, isolation, DEADLINE_NS[isolation], na=na)
-                        for s in STATES
+                        Cell(cls, s.name, isolation, DEADLINE_NS[isolation], na=na) for s in STATES
                     )
                     continue
                 if progress:
@@ -444,8 +444,9 @@ def run_matrix(
                     assert shared is not None
                     if isolation == "thread" or cls in WORKER_FAULTS:
                         showcase[cls] = shared.path
-                    for state in STATES:
-                        cells.append(_run_runs(shared, root, cls, state, runs, fresh=fresh))
+                    cells.extend(
+                        _run_runs(shared, root, cls, state, runs, fresh=fresh) for state in STATES
+                    )
     return cells, showcase
 
 
@@ -507,9 +508,9 @@ def vocabulary(root: Path) -> dict[str, set[str]]:
                     seen["transition"].add(lookup(b["code"]).name)
                 elif rec.type is RecordType.LIFECYCLE:
                     seen["lifecycle"].add(LifecycleEvent(b["event"]).name)
-                if rec.type in (RecordType.INFERENCE, RecordType.REJECTED, RecordType.TRANSITION):
-                    if b["code"]:
-                        seen["code"].add(lookup(b["code"]).name)
+                coded = (RecordType.INFERENCE, RecordType.REJECTED, RecordType.TRANSITION)
+                if rec.type in coded and b["code"]:
+                    seen["code"].add(lookup(b["code"]).name)
     return seen
 
 

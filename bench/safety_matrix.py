@@ -21,7 +21,6 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
@@ -159,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     for cls, log in showcase.items():
         render(log, args.out / f"timeline-{cls}.png", f"fault class {cls}")
     results = [
-        {**c.__dict__, "observation": c.observation, "observations": c.observations}
-        for c in cells
+        {**c.__dict__, "observation": c.observation, "observations": c.observations} for c in cells
     ]
     (args.out / "matrix.json").write_text(json.dumps(results, indent=1), "utf-8")
     EXPECTED.write_text(json.dumps(S.expected_table(cells), indent=1, sort_keys=True) + "\n")

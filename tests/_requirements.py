@@ -8,9 +8,10 @@ data saying ``runs = "slow"`` for a requirement one of whose tests runs by defau
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 PATH = Path(__file__).parent / "safety" / "requirements.toml"
 

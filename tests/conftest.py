@@ -9,10 +9,9 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import _requirements
 import pytest
 from hypothesis import HealthCheck, settings
-
-import _requirements
 
 from vigil.auditlog import FlightRecorder, LogReader, PowerCutDisk, RingConfig, format_image
 from vigil.schemas import ClockSource, Outcome, ServedBy, State
@@ -178,7 +177,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if item.get_closest_marker("slow") is None and item.get_closest_marker("gpu") is None:
                 tally.by_default.append(item.nodeid)
             _NODE_REQS.setdefault(item.nodeid, []).append(rid)
-    unknown = [x for x in _requirements.findings(_REQUIREMENTS, _TALLIES, whole_suite=False)]
+    unknown = _requirements.findings(_REQUIREMENTS, _TALLIES, whole_suite=False)
     if unknown:
         raise pytest.UsageError("\n".join(unknown))
 

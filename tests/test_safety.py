@@ -4,12 +4,12 @@ a test, and the fault matrix still gives the committed observation in every cell
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
-import pytest
-
 import _requirements as R
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -68,7 +68,8 @@ def test_findings_name_unknown_missing_failed_and_mislabelled_requirements() -> 
         "SR-003: its test t3 failed",
     ]
     tallies["SR-003"] = R.Tally(collected=["t3"], by_default=["t3"])  # deselected by -k
-    assert R.findings(reqs, tallies, whole_suite=True)[-1].endswith("none of its tests passed in this run")
+    last = R.findings(reqs, tallies, whole_suite=True)[-1]
+    assert last.endswith("none of its tests passed in this run")
 
 
 def _check(cells: list[S.Cell]) -> None:
@@ -92,6 +93,11 @@ def test_the_fault_matrix_inline_and_thread(tmp_path: Path) -> None:
     cells, _ = S.run_matrix(1, isolations=("inline", "thread"), root=tmp_path)
     _check(cells)
     assert {c.isolation for c in cells} == {"inline", "thread"}
+    # SOP §4.2: every value the logs never hold is justified in SAFETY.md
+    justified = set(re.findall(r"`([A-Z_]+)`", safety_matrix.section(DOC, "completeness")))
+    absent = S.never_produced(S.vocabulary(tmp_path))
+    unjustified = {k: sorted(v - justified) for k, v in absent.items() if v - justified}
+    assert unjustified == {}
 
 
 @pytest.mark.slow
