@@ -437,7 +437,9 @@ def run_matrix(
                     continue
                 if progress:
                     progress(f"{isolation} {cls}")
-                fresh = cls == "device_fatal" and isolation != "process"
+                # DEVICE_FATAL cannot be reset; SLOW calls stay in the slow-rate window
+                # across an operator reset (each run would see the earlier runs' calls).
+                fresh = cls in ("device_fatal", "slow") and isolation != "process"
                 own = _rig(root, f"{cls}-{isolation}", isolation) if pooled is None else None
                 with own or contextlib.nullcontext() as mine:
                     shared = pooled or mine
@@ -453,7 +455,7 @@ def run_matrix(
 def _run_runs(shared: Rig, root: Path, cls: str, state: State, runs: int, *, fresh: bool) -> Cell:
     cell = Cell(cls, state.name, shared.isolation, shared.deadline_ns)
     for k in range(runs):
-        if fresh and state is not State.DEGRADED:  # the machine refuses a reset after it
+        if fresh and state is not State.DEGRADED:
             name = f"{cls}-{shared.isolation}-{state.name}-{k}"
             with _rig(root, name, shared.isolation) as r:
                 obs, detect, react = run_cell(r, cls, state)
