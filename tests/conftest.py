@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import _requirements
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -151,3 +154,164 @@ def memory_log(
 def write_file(path: str | os.PathLike[str], data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
+
+
+# --- safety requirements: every SR-xxx has a passing test (tests/_requirements.py) -----------
+
+_REQUIREMENTS = _requirements.load()
+_TALLIES: dict[str, _requirements.Tally] = {}
+_NODE_REQS: dict[str, list[str]] = {}
+_DEFAULT_MARKEXPR = "not slow and not gpu"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Before ``-m`` deselects anything: which tests prove which requirement."""
+    for item in items:
+        for mark in item.iter_markers("requirement"):
+            if len(mark.args) != 1 or not isinstance(mark.args[0], str):
+                raise pytest.UsageError(f"{item.nodeid}: write @pytest.mark.requirement('SR-xxx')")
+            rid = mark.args[0]
+            tally = _TALLIES.setdefault(rid, _requirements.Tally())
+            tally.collected.append(item.nodeid)
+            if item.get_closest_marker("slow") is None and item.get_closest_marker("gpu") is None:
+                tally.by_default.append(item.nodeid)
+            _NODE_REQS.setdefault(item.nodeid, []).append(rid)
+    unknown = _requirements.findings(_REQUIREMENTS, _TALLIES, whole_suite=False)
+    if unknown:
+        raise pytest.UsageError("\n".join(unknown))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for rid in _NODE_REQS.get(report.nodeid, ()):
+        tally = _TALLIES[rid]
+        if report.failed:
+            tally.failed.append(report.nodeid)
+        elif report.when == "call" and report.passed:
+            tally.passed.append(report.nodeid)
+
+
+def _whole_suite(config: pytest.Config) -> bool:
+    """A run that should see every requirement: the default paths, ``-m``, and no ``-k``."""
+    if config.option.keyword or config.option.markexpr != _DEFAULT_MARKEXPR:
+        return False
+    tests = Path(__file__).parent.resolve()
+    args = [Path(a.split("::")[0]).resolve() for a in config.args] or [tests]
+    return args == [tests]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.option.collectonly or exitstatus not in (0, 1):
+        return
+    problems = _requirements.findings(
+        _REQUIREMENTS, _TALLIES, whole_suite=_whole_suite(session.config)
+    )
+    if problems:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.section("safety requirements (tests/safety/requirements.toml)", red=True)
+            for line in problems:
+                reporter.line(line, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# --- no leaks (SOP §3.2): every test leaves no thread, child, /dev/shm/vigil-*, fd or socket ---
+
+_JOIN_GRACE_S = 5.0  # a thread that is ending (its stop event set) is joined, never slept for
+_PROCESS_GLOBAL_THREADS = ("pydevd", "ThreadPoolExecutor")  # not ours: torch/pydev pools
+
+
+def _children() -> set[int]:
+    me = str(os.getpid())
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == me and fields[0] != "Z" and not _process_global(entry):
+                out.add(int(entry))
+    return out
+
+
+def _process_global(pid: str) -> bool:
+    """multiprocessing's resource tracker: started once per process, kept on purpose."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"resource_tracker" in f.read()
+    except OSError:
+        return True
+
+
+def _fds() -> dict[int, str]:
+    out = {}
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            out[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+    return out
+
+
+def _shm() -> set[str]:
+    """This process's segments (``vigil-worker-<pid>-...``; other processes share /dev/shm)."""
+    try:
+        return {n for n in os.listdir("/dev/shm") if n.startswith(f"vigil-worker-{os.getpid()}-")}
+    except OSError:
+        return set()
+
+
+# Leaks the check found on its first whole-suite run, in code or tests owned elsewhere; each is
+# skipped by the check until fixed (docs/SAFETY.md, "No leaks"). Delete a line when it is fixed.
+KNOWN_LEAKS = {
+    "tests/test_reload.py::": "the tests open a FlightRecorder and never close it (flusher, fds)",
+    "tests/test_cli.py::test_a_short_demo": "the demo leaves a resource behind",
+    "tests/test_decoder_service.py::test_valid_token_ids_are_served_by_the_worker": "worker pool",
+    "tests/test_serve.py::test_serve_answers_fails_over_and_drains_on_sigterm": "service",
+    "tests/test_writer.py::test_writer_refuses_truncated_resized_or_newer_logs": "writer fd",
+    "tests/test_worker.py::test_sigkill_mid_call_fallback": "a pipe fd of the lost worker",
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    threads = set(threading.enumerate())
+    children, fds, shm = _children(), _fds(), _shm()
+    yield
+    if request.node.get_closest_marker("leaks") is not None or request.node.nodeid.startswith(
+        tuple(KNOWN_LEAKS)
+    ):
+        return
+    new = [
+        t
+        for t in threading.enumerate()
+        if t not in threads and not t.name.startswith(_PROCESS_GLOBAL_THREADS)
+    ]
+    for t in new:
+        t.join(_JOIN_GRACE_S)  # ending threads end now; a stuck one stays and is named
+    left = [t.name for t in new if t.is_alive()]
+    kids = _children() - children
+    for pid in kids:  # a child that is exiting: reap it (bounded), then judge
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, 0) if _exits_soon(pid) else None
+    kids = _children() - children
+    now = _fds()
+    opened = {fd: target for fd, target in now.items() if fds.get(fd) != target}
+    opened = {fd: t for fd, t in opened.items() if not t.startswith(("/dev/", "anon_inode:"))}
+    problems = {
+        "threads": left,
+        "child processes": sorted(kids),
+        "/dev/shm": sorted(_shm() - shm),
+        "file descriptors and sockets": sorted(opened.values()),
+    }
+    problems = {k: v for k, v in problems.items() if v}
+    assert not problems, f"left behind after the test: {problems}"
+
+
+def _exits_soon(pid: int) -> bool:
+    """A child already exiting (zombie or dying) is reaped; a live one is a leak."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return False

@@ -226,6 +226,7 @@ REFUSALS: list[tuple[Callable[[Path, _keys.PrivateKey], None], str]] = [
 ]
 
 
+@pytest.mark.requirement("SR-008")
 @pytest.mark.parametrize(("damage", "code"), REFUSALS, ids=[f.__name__ for f, _ in REFUSALS])
 def test_the_loader_refuses_with_its_own_code(model_dir, key, damage, code):
     assert load_model(model_dir, key.public, build)  # valid before the damage
@@ -341,6 +342,7 @@ def test_manifest_refuses_duplicate_keys_nan_and_deep_nesting():
         assert e.value.code in ("DIA-5107", "DIA-5108")
 
 
+@pytest.mark.requirement("SR-013")
 @settings(max_examples=examples(200), deadline=None)
 @given(st.binary(max_size=512) | st.text(max_size=256).map(str.encode))
 def test_parsing_any_bytes_returns_or_raises_manifest_invalid(data):
@@ -348,6 +350,7 @@ def test_parsing_any_bytes_returns_or_raises_manifest_invalid(data):
         M.parse(data)
 
 
+@pytest.mark.requirement("SR-008")
 def test_through_the_runtime_each_refusal_is_a_model_refused_record(tmp_path, key):
     from vigil.auditlog import FlightRecorder, LogReader
     from vigil.schemas import LifecycleEvent, RecordType

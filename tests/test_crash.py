@@ -64,6 +64,7 @@ def crash_rounds(path: str, seed: int, rounds: int) -> None:
     assert final.intact and set(final.counts) <= {"EVICTED"}, final.findings
 
 
+@pytest.mark.requirement("SR-011")
 @pytest.mark.parametrize("seed", range(3))
 def test_sigkill_mid_append(seed: int, tmp_path: Path) -> None:
     crash_rounds(str(tmp_path / "crash.vigil"), seed, rounds=2)

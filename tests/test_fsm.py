@@ -99,6 +99,7 @@ def test_policy_is_recorded_canonically_and_rebuilt() -> None:
 # --- the table ----------------------------------------------------------------------------
 
 
+@pytest.mark.requirement("SR-010")
 def test_every_event_not_in_the_table_is_refused_and_changes_nothing() -> None:
     allowed = {
         (src, t["trigger"])
@@ -116,6 +117,7 @@ def test_every_event_not_in_the_table_is_refused_and_changes_nothing() -> None:
         assert m.statistics() == before, (state, trigger)
 
 
+@pytest.mark.requirement("SR-010")
 def test_no_automatic_transitions_exist() -> None:
     m = SafetyMachine(POLICY, 0)
     assert not hasattr(m, "to_DEGRADED") and not hasattr(m, "to_NORMAL")
@@ -124,6 +126,7 @@ def test_no_automatic_transitions_exist() -> None:
 # --- scenarios, step by step ----------------------------------------------------------------
 
 
+@pytest.mark.requirement("SR-003")
 def test_trip_cooldown_probe_and_recover() -> None:
     m = SafetyMachine(POLICY, 0)
     expect(m, state=N, calls=0, consecutive_failures=0, transitions=0)
@@ -149,6 +152,7 @@ def test_trip_cooldown_probe_and_recover() -> None:
     )
 
 
+@pytest.mark.requirement("SR-009")
 def test_failed_probes_back_off_then_safe_stop() -> None:
     m = SafetyMachine(POLICY, 0)
     for t in (1, 2, 3):
@@ -238,6 +242,7 @@ def test_slow_rate_trip_boundary() -> None:
     expect(m, state=D_, window_slow=3, window_calls=5, failures=0)
 
 
+@pytest.mark.requirement("SR-012")
 def test_rejected_and_unavailable_do_not_count() -> None:
     m = SafetyMachine(POLICY, 0)
     for i in range(20):
@@ -251,6 +256,7 @@ def test_rejected_and_unavailable_do_not_count() -> None:
     assert trip.code is D.TRIP_CONSECUTIVE
 
 
+@pytest.mark.requirement("SR-004")
 @pytest.mark.parametrize("outcome", [Outcome.DEVICE_FATAL, Outcome.WORKER_LOST])
 def test_fatal_outcomes_trip_at_once(outcome: Outcome) -> None:
     m = SafetyMachine(POLICY, 0)
@@ -311,6 +317,7 @@ def test_known_answer_probes_are_scheduled_one_at_a_time() -> None:
     assert rec.dest is N
 
 
+@pytest.mark.requirement("SR-014")
 def test_a_failed_known_answer_probe_trips_at_once_however_good_the_calls_around_it() -> None:
     m = SafetyMachine(dataclasses.replace(POLICY, probe_interval_ns=50 * MS), 0)
     call(m, 1, OK)
@@ -336,6 +343,7 @@ def test_a_recorded_policy_without_known_answer_trips_replays_as_it_ran() -> Non
         Policy(known_answer_trips="yes")  # type: ignore[arg-type]
 
 
+@pytest.mark.requirement("SR-009")
 def test_restore_sees_a_crash_loop_as_one() -> None:
     snap = Snapshot(state=D_, failed_recovery_ages_ns=(5 * MS, 50 * MS, 500 * MS))
     m = SafetyMachine(POLICY, 10**12, restore=snap)
@@ -382,6 +390,7 @@ EVENTS = st.lists(
 )
 
 
+@pytest.mark.requirement("SR-010")
 @settings(max_examples=examples(300), deadline=None)
 @given(EVENTS)
 def test_invariants_hold_for_any_event_sequence(events: list[tuple[str, Outcome, int]]) -> None:

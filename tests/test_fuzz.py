@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -66,6 +67,7 @@ SETTINGS = settings(
 )
 
 
+@pytest.mark.requirement("SR-013")
 @SETTINGS
 @given(st.binary(max_size=20_000))
 def test_arbitrary_bytes(data: bytes) -> None:
@@ -80,6 +82,7 @@ def test_a_valid_superblock_over_arbitrary_segments(tail: bytes) -> None:
     _read_everything(bytes(data))
 
 
+@pytest.mark.requirement("SR-013")
 @SETTINGS
 @given(
     st.lists(st.tuples(st.integers(0, len(BASE) - 1), st.integers(0, 255)), max_size=40),

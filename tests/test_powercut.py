@@ -62,6 +62,7 @@ def run_case(seed: int, tmp_path: Path, rounds: int = 4) -> None:
         texts = {k: v for k, v in texts.items() if k <= last}
 
 
+@pytest.mark.requirement("SR-011")
 @pytest.mark.parametrize("seed", range(12), ids=lambda s: f"seed-{s}")
 def test_power_cut_recovery(seed: int, tmp_path: Path) -> None:
     run_case(seed, tmp_path)

@@ -263,6 +263,7 @@ def test_bad_bodies_are_refused() -> None:
         P.decode_result(result)
 
 
+@pytest.mark.requirement("SR-013")
 @settings(max_examples=examples(400), suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=200))
 def test_any_bytes_decode_to_a_frame_or_a_protocol_error(data: bytes) -> None:

@@ -101,6 +101,7 @@ def supervised(versions: Versions, log_path: Path, **options: Any) -> Supervisor
     return Supervisor(loaded.module, model_digest=loaded.digest, log=recorder, **options)
 
 
+@pytest.mark.requirement("SR-008")
 def test_check_now_swaps_good_versions_and_refuses_bad_ones(versions, key, tmp_path):
     log = tmp_path / "log"
     sup = supervised(versions, log)

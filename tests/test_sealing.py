@@ -216,6 +216,7 @@ def test_time_interval_seals_a_quiet_log(tmp_path, keys):
 # --- rewriting without the key ------------------------------------------------------------
 
 
+@pytest.mark.requirement("SR-007")
 def test_rewritten_log_passes_crc_and_chain_but_not_the_signatures(tmp_path, keys):
     log = tmp_path / "log"
     sealed_log(log, keys, sign=True, fss=False)
@@ -238,6 +239,7 @@ def test_rewritten_log_with_stale_checkpoints_is_a_mismatch(tmp_path, keys):
     assert "SEAL_MISMATCH" in kinds(check(log, public_key=keys["key"].public))
 
 
+@pytest.mark.requirement("SR-007")
 def test_another_devices_key_fails(tmp_path, keys):
     log = tmp_path / "log"
     sealed_log(log, keys, fss=False)
@@ -395,6 +397,7 @@ def test_fss_resealing_old_records_under_a_newer_epoch_fails(tmp_path, keys):
     assert not report.intact and "EPOCH_GAP" in kinds(report)
 
 
+@pytest.mark.requirement("SR-007")
 def test_fss_dropping_a_whole_epoch_fails(tmp_path, keys):
     """CVE-2023-31438's shape: cut out one sealed stretch and splice the rest together."""
     log = tmp_path / "log"
@@ -502,6 +505,7 @@ def test_truncation_before_an_anchor_is_caught_only_with_it(tmp_path, keys):
     assert report.seals.anchor == "missing"
 
 
+@pytest.mark.requirement("SR-007")
 def test_rollback_to_an_older_copy_is_caught_only_against_an_anchor(tmp_path, keys):
     log = tmp_path / "log"
     sealer = Sealer(keys["key"], every_records=EVERY, every_ms=0)

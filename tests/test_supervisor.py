@@ -132,6 +132,7 @@ def test_bad_configuration_is_a_clear_error(
 # --- the happy path and the record of it -------------------------------------------------------
 
 
+@pytest.mark.requirement("SR-005")
 @pytest.mark.parametrize("isolation", ["thread", "inline"])
 def test_a_good_call_is_served_by_the_primary_and_recorded(rig: Any, isolation: str) -> None:
     r = rig(isolation=isolation)
@@ -157,6 +158,7 @@ def test_a_good_call_is_served_by_the_primary_and_recorded(rig: Any, isolation: 
     assert policy_note[0].body == {"key": "vigil.policy", "text": POLICY.canonical()}
 
 
+@pytest.mark.requirement("SR-012")
 def test_bad_input_is_rejected_recorded_and_not_held_against_the_model(rig: Any) -> None:
     class Shape16:
         def check(self, x: Any, field: str = "input") -> None:
@@ -180,6 +182,7 @@ def test_bad_input_is_rejected_recorded_and_not_held_against_the_model(rig: Any)
     assert r.sup.statistics().rejected == 3
 
 
+@pytest.mark.requirement("SR-012")
 @pytest.mark.parametrize("isolation", ["thread", "inline"])
 @pytest.mark.parametrize("mode", ["live", "shadow"])
 def test_a_model_refusing_its_input_is_a_rejection_not_a_failure(
@@ -236,6 +239,9 @@ class ShapeContract:
             raise InvalidInput(f"{field} NaN", diagnostic=D.NOT_FINITE, field=field)
 
 
+@pytest.mark.requirement("SR-002")
+@pytest.mark.requirement("SR-003")
+@pytest.mark.requirement("SR-004")
 @pytest.mark.parametrize("state", [State.NORMAL, State.RECOVERING, State.DEGRADED])
 @pytest.mark.parametrize(("fault", "outcome", "code"), FAULTS, ids=lambda v: getattr(v, "name", ""))
 def test_each_fault_in_each_state(
@@ -269,6 +275,7 @@ def test_each_fault_in_each_state(
         assert r.sup.statistics().machine.primary_dead
 
 
+@pytest.mark.requirement("SR-001")
 def test_a_hung_primary_is_answered_around_at_the_deadline(rig: Any) -> None:
     r = rig(isolation="thread")
     r.plan.at_calls([0], Fault.HANG)
@@ -299,6 +306,7 @@ def test_a_hung_primary_is_answered_around_at_the_deadline(rig: Any) -> None:
     assert len(late) == 1
 
 
+@pytest.mark.requirement("SR-001")
 def test_inline_hang_holds_its_caller_but_protects_the_others(rig: Any) -> None:
     r = rig(isolation="inline")
     r.plan.at_calls([0], Fault.HANG)
@@ -337,6 +345,7 @@ def test_the_fallback_chain_in_order(rig: Any) -> None:
     assert recs[last.seq].body["answer_age_ns"] == last.answer_age_ns
 
 
+@pytest.mark.requirement("SR-001")
 def test_no_fallback_means_unavailable_not_a_guess(rig: Any) -> None:
     r = rig(fallback=None)
     r.plan.at_calls([0], Fault.EXCEPTION)
@@ -350,6 +359,7 @@ def test_no_fallback_means_unavailable_not_a_guess(rig: Any) -> None:
     assert r.sup.statistics().unavailable == 2
 
 
+@pytest.mark.requirement("SR-002")
 def test_a_fallback_with_a_bad_output_is_skipped(rig: Any) -> None:
     r = rig(
         fallback=[
@@ -373,6 +383,7 @@ class ExplodingCheck:
         raise RuntimeError(self.message)
 
 
+@pytest.mark.requirement("SR-002")
 @pytest.mark.parametrize("isolation", ["thread", "inline"])
 def test_an_output_check_that_fails_is_a_model_failure_not_a_crash(
     rig: Any, isolation: str
@@ -393,6 +404,7 @@ def test_an_output_check_that_fails_is_a_model_failure_not_a_crash(
     assert other.sup.infer(X).outcome is Outcome.ERROR  # any other failure: MODEL_ERROR
 
 
+@pytest.mark.requirement("SR-002")
 def test_an_unhashable_output_is_not_served(rig: Any) -> None:
     class Opaque:  # passes a permissive contract, but digest() reads repr(), which raises
         def __repr__(self) -> str:
@@ -411,6 +423,7 @@ def test_an_unhashable_output_is_not_served(rig: Any) -> None:
     assert res.served_by is ServedBy.FALLBACK and res.outcome is Outcome.DEVICE_FATAL
 
 
+@pytest.mark.requirement("SR-002")
 def test_fallback_outputs_are_checked_with_the_fallback_contract(rig: Any) -> None:
     stateful = ExplodingCheck()  # stands for a stateful output contract: it must not see these
     wide = FallbackModel(lambda x: torch.zeros(1, 5))
@@ -440,6 +453,7 @@ def test_a_contract_without_check_is_a_configuration_error(tmp_path: Path) -> No
             Supervisor(model, log=str(tmp_path / "x.vigil"), **{name: object()})
 
 
+@pytest.mark.requirement("SR-005")
 def test_a_rejected_input_is_recorded_even_when_it_cannot_be_hashed(rig: Any) -> None:
     class Unprintable:
         def __repr__(self) -> str:
@@ -461,6 +475,7 @@ def test_a_rejected_input_is_recorded_even_when_it_cannot_be_hashed(rig: Any) ->
 # --- recovery modes ---------------------------------------------------------------------------
 
 
+@pytest.mark.requirement("SR-003")
 def test_shadow_recovery_never_serves_the_primary(rig: Any) -> None:
     r = rig(policy=dataclasses.replace(POLICY, probe_mode="shadow"))
     r.plan.at_calls([0], Fault.EXCEPTION)
@@ -475,6 +490,7 @@ def test_shadow_recovery_never_serves_the_primary(rig: Any) -> None:
     assert r.sup.infer(X).served_by is ServedBy.PRIMARY
 
 
+@pytest.mark.requirement("SR-014")
 def test_known_answer_probes_catch_wrong_answers(rig: Any) -> None:
     wrong = KnownAnswer(X, model(X) + 1)  # the model will never match this
     r = rig(

@@ -87,6 +87,8 @@ def run_session(path: str, calls: int, seed: int, clock: FakeClock, **kw: Any) -
     return counts
 
 
+@pytest.mark.requirement("SR-005")
+@pytest.mark.requirement("SR-015")
 def test_log_completeness_verify_and_replay(tmp_path: Path) -> None:
     path = str(tmp_path / "log.vigil")
     clock = FakeClock()
@@ -119,6 +121,7 @@ def test_log_completeness_verify_and_replay(tmp_path: Path) -> None:
     assert rep.transitions == len(transitions) and rep.counted > 300
 
 
+@pytest.mark.requirement("SR-015")
 def test_a_mutated_transition_makes_replay_fail(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -193,6 +196,7 @@ while True:
 """
 
 
+@pytest.mark.requirement("SR-009")
 def test_a_crash_loop_is_seen_as_one_incident(tmp_path: Path) -> None:
     path = str(tmp_path / "loop.vigil")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -216,6 +220,7 @@ def test_a_crash_loop_is_seen_as_one_incident(tmp_path: Path) -> None:
     assert replay(path).agrees
 
 
+@pytest.mark.requirement("SR-009")
 def test_a_log_handed_over_open_is_not_an_unclean_restart(tmp_path: Path) -> None:
     """The recorder's own OPENED record is this start, not a session that never closed; a
     session that really never closed (SIGKILL) still counts."""
@@ -243,6 +248,7 @@ def test_a_log_handed_over_open_is_not_an_unclean_restart(tmp_path: Path) -> Non
     assert said == [False, False, False, True]  # fresh, after CLOSED twice, after SIGKILL
 
 
+@pytest.mark.requirement("SR-001")
 @pytest.mark.slow
 def test_real_time_every_caller_is_answered_within_deadline_plus_fallback(tmp_path: Path) -> None:
     release = threading.Event()

@@ -50,6 +50,7 @@ def _covers(finding: object, seq: int) -> bool:
     return lo is not None and lo <= seq <= hi
 
 
+@pytest.mark.requirement("SR-006")
 def test_every_single_byte_change_in_the_record_area_is_reported(tmp_path: Path) -> None:
     path = str(tmp_path / "log.vigil")
     recs = _small_log(path)
@@ -86,6 +87,7 @@ def test_records_after_damage_are_still_returned(tmp_path: Path) -> None:
     assert (finding.kind, finding.seq, finding.offset) == ("MEDIA_CORRUPTION", 5, recs[4].offset)
 
 
+@pytest.mark.requirement("SR-006")
 def test_deleted_record_is_tampering(tmp_path: Path) -> None:
     path = str(tmp_path / "log.vigil")
     recs = _small_log(path)
@@ -100,6 +102,7 @@ def test_deleted_record_is_tampering(tmp_path: Path) -> None:
     assert any(f.kind == "TAMPERING" and f.seq == 4 for f in report.findings), report.findings
 
 
+@pytest.mark.requirement("SR-006")
 def test_reordered_records_are_tampering(tmp_path: Path) -> None:
     path = str(tmp_path / "log.vigil")
     recs = _small_log(path)
@@ -116,6 +119,7 @@ def test_reordered_records_are_tampering(tmp_path: Path) -> None:
     assert ("TAMPERING", 3) in kinds and not report.intact, report.findings
 
 
+@pytest.mark.requirement("SR-006")
 def test_record_spliced_from_another_log_is_tampering(tmp_path: Path) -> None:
     a, b = str(tmp_path / "a.vigil"), str(tmp_path / "b.vigil")
     recs_a, recs_b = _small_log(a), _small_log(b, clock=FakeClock(start_ns=5))
@@ -129,6 +133,7 @@ def test_record_spliced_from_another_log_is_tampering(tmp_path: Path) -> None:
     assert any(f.kind == "TAMPERING" and f.seq == 3 for f in report.findings), report.findings
 
 
+@pytest.mark.requirement("SR-006")
 def test_edit_with_recomputed_crc_breaks_the_chain(tmp_path: Path) -> None:
     path = str(tmp_path / "log.vigil")
     recs = _small_log(path)
@@ -165,6 +170,7 @@ def test_rewriting_the_chain_is_caught_at_the_next_segment(tmp_path: Path) -> No
     assert finding.seq == first_seg[-1].seq + 1
 
 
+@pytest.mark.requirement("SR-006")
 def test_missing_segment_inside_the_window_is_a_gap(tmp_path: Path) -> None:
     path = str(tmp_path / "log.vigil")
     with FlightRecorder.create(path, SMALL, clock=FakeClock()) as w:
@@ -182,6 +188,7 @@ def test_missing_segment_inside_the_window_is_a_gap(tmp_path: Path) -> None:
     assert not report.intact
 
 
+@pytest.mark.requirement("SR-006")
 def test_ring_eviction_is_expected_not_a_gap_even_around_a_frozen_window(
     tmp_path: Path,
 ) -> None:
@@ -201,6 +208,7 @@ def test_ring_eviction_is_expected_not_a_gap_even_around_a_frozen_window(
     assert {5, 6} <= {r.seq for r in records(path)}
 
 
+@pytest.mark.requirement("SR-006")
 def test_monotonic_time_going_back_in_one_boot_is_reported(tmp_path: Path) -> None:
     path = str(tmp_path / "log.vigil")
     clock = FakeClock()
@@ -259,6 +267,7 @@ def test_segment_header_copies(tmp_path: Path) -> None:
         assert r.verify().counts == {"MEDIA_CORRUPTION": 1}
 
 
+@pytest.mark.requirement("SR-011")
 def test_truncation_at_every_record_boundary(tmp_path: Path) -> None:
     path = str(tmp_path / "log.vigil")
     recs = _small_log(path, n=40)  # spans two segments
@@ -385,6 +394,7 @@ def test_two_segments_claiming_one_generation_is_tampering(tmp_path: Path) -> No
     assert any("both claim generation" in f.message for f in report.findings), report.findings
 
 
+@pytest.mark.requirement("SR-006")
 def test_bytes_appended_to_the_file_are_reported(tmp_path: Path) -> None:
     path = str(tmp_path / "log.vigil")
     _small_log(path)

@@ -85,6 +85,7 @@ def supervised(tmp_path: Path) -> Iterator[tuple[Supervisor, WorkerPool, FakeClo
         sup.close()
 
 
+@pytest.mark.requirement("SR-016")
 def test_sigkill_mid_call_fallback_answers_standby_takes_over(
     supervised: tuple[Supervisor, WorkerPool, FakeClock], tmp_path: Path
 ) -> None:
@@ -125,6 +126,8 @@ def test_sigkill_mid_call_fallback_answers_standby_takes_over(
     assert [r.body["outcome"] for r in recs].count(Outcome.WORKER_LOST) == 1
 
 
+@pytest.mark.requirement("SR-001")
+@pytest.mark.requirement("SR-016")
 def test_a_hung_worker_is_killed_at_the_deadline_and_replaced(
     supervised: tuple[Supervisor, WorkerPool, FakeClock], tmp_path: Path
 ) -> None:
@@ -145,6 +148,7 @@ def test_a_hung_worker_is_killed_at_the_deadline_and_replaced(
     ]
 
 
+@pytest.mark.requirement("SR-004")
 def test_a_process_fatal_error_replaces_the_worker_and_recovery_can_follow(
     supervised: tuple[Supervisor, WorkerPool, FakeClock],
 ) -> None:
@@ -179,6 +183,7 @@ def test_a_model_exception_keeps_the_worker(
     assert sup.state is State.NORMAL
 
 
+@pytest.mark.requirement("SR-012")
 def test_inputs_a_worker_cannot_take_are_rejected_and_recorded(
     supervised: tuple[Supervisor, WorkerPool, FakeClock], tmp_path: Path
 ) -> None:
@@ -255,6 +260,7 @@ def test_without_a_standby_calls_fall_back_until_a_cold_start_is_ready(tmp_path:
     assert promoted and promoted[0]["from"] == "cold start"
 
 
+@pytest.mark.requirement("SR-016")
 @pytest.mark.slow
 def test_a_frozen_worker_is_found_by_its_heartbeat(tmp_path: Path) -> None:
     pool = WorkerPool(SPEC, heartbeat_ns=20_000_000, heartbeat_timeout_ns=300_000_000)
@@ -348,6 +354,7 @@ def _wait_gone(pid: int) -> None:
         os.close(fd)
 
 
+@pytest.mark.requirement("SR-008")
 def test_a_worker_loads_only_a_signed_model_directory(tmp_path: Path) -> None:
     key, model = str(tmp_path / "signer"), tmp_path / "model"
     assert main(["model", "keygen", "--out", key]) == 0

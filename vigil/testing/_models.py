@@ -44,6 +44,11 @@ TRIGGERS = {
     "nan": -1005.0,  # return NaN
     "exit": -1006.0,  # os._exit(3) mid-call
     "slow": -1007.0,  # run for x[1] milliseconds (a slow but healthy call), then answer
+    "wrong_shape": -1008.0,  # return one extra element along the last dimension
+    "wrong_dtype": -1009.0,  # return float64 instead of the input's dtype
+    "out_of_range": -1010.0,  # return 1e9 in the first element (finite, out of any sane bound)
+    "oom": -1011.0,  # raise torch.OutOfMemoryError
+    "wrong_answer": -1012.0,  # return (scale + 1) * x: finite, plausible, wrong
 }
 """Input values that trigger a fault in :func:`triggered_model`: the first element of the
 input tensor selects it."""
@@ -140,11 +145,20 @@ class _Triggered(nn.Module):
             raise DeviceFatal("vigil fault injection: process-fatal device error")
         elif first == TRIGGERS["error"]:
             raise RuntimeError("vigil fault injection: exception")
+        elif first == TRIGGERS["oom"]:
+            raise torch.OutOfMemoryError("vigil fault injection: out of memory")
         elif first == TRIGGERS["slow"]:
             self._never.wait(float(x.reshape(-1)[1]) / 1e3)
-        y = x.to(self.scale.device) * self.scale
+        scale = self.scale + 1 if first == TRIGGERS["wrong_answer"] else self.scale
+        y = x.to(self.scale.device) * scale
         if first == TRIGGERS["nan"]:
             y.reshape(-1)[0] = float("nan")
+        elif first == TRIGGERS["out_of_range"]:
+            y.reshape(-1)[0] = 1e9
+        elif first == TRIGGERS["wrong_dtype"]:
+            y = y.double()
+        elif first == TRIGGERS["wrong_shape"]:
+            y = torch.cat([y, torch.zeros(*y.shape[:-1], 1, dtype=y.dtype, device=y.device)], -1)
         return y
 
 
@@ -154,7 +168,8 @@ def triggered_model(*, device: str = "cpu", scale: float = 2.0) -> nn.Module:
     The first element of the input picks the fault (:data:`TRIGGERS`): ``-1001`` hangs,
     ``-1002`` SIGKILLs the worker process, ``-1003`` raises a process-fatal device error (a
     real device-side assert on CUDA), ``-1004`` raises, ``-1005`` returns NaN, ``-1006``
-    exits the process, ``-1007`` runs for ``x[1]`` milliseconds then answers. Any other input
-    is served normally.
+    exits the process, ``-1007`` runs for ``x[1]`` milliseconds then answers, ``-1008`` ..
+    ``-1012`` return a wrong shape, a wrong dtype, an out-of-range value, raise out-of-memory,
+    answer wrongly but finitely. Any other input is served normally.
     """
     return _Triggered(scale, device).eval()

@@ -1,0 +1,181 @@
+"""Regenerate the safety case's evidence: run the fault matrix, rewrite docs/SAFETY.md.
+
+    python bench/safety_matrix.py --runs 50 --process-runs 3 --out /tmp/vigil-safety
+
+runs every cell of the fault matrix (bench/_safety.py) ``--runs`` times in inline and thread
+isolation and ``--process-runs`` times with worker processes (each lost worker costs a standby
+restart of seconds), then writes into ``--out``: ``matrix.json`` (every cell, every measured
+time) and ``timeline-<class>.png`` (the flight log of the class's thread rig, or of the process
+column for the worker classes, drawn by ``vigil.cli._timeline``). It rewrites the generated
+sections of docs/SAFETY.md (between ``<!-- name:begin -->`` and ``<!-- name:end -->``) and the
+committed expectations tests/safety/matrix.json that tests/test_safety.py compares against.
+``--doc-only`` re-renders the requirements table alone (after an edit of requirements.toml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
+
+import _requirements  # noqa: E402  (tests/_requirements.py: the requirements' loader)
+import _safety as S  # noqa: E402
+
+DOC = ROOT / "docs" / "SAFETY.md"
+EXPECTED = ROOT / "tests" / "safety" / "matrix.json"
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    """``text`` with the section ``name`` (between its markers) replaced by ``body``."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{DOC}: no section {begin} ... {end}")
+    return pattern.sub(lambda _: f"{begin}\n{body.rstrip()}\n{end}", text)
+
+
+def section(text: str, name: str) -> str:
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    return text.split(begin, 1)[1].split(end, 1)[0].strip()
+
+
+def requirements_table() -> str:
+    rows = [
+        "| id | requirement | mechanism | codes | default run |",
+        "|---|---|---|---|---|",
+    ]
+    for r in _requirements.load().values():
+        mech = "<br>".join(f"`{m}`" for m in r.mechanism)
+        codes = ", ".join(r.codes) or "—"
+        runs = "yes" if r.runs == "default" else "slow only"
+        rows.append(
+            f"| {r.id} | **{r.title}.** {r.text} ({r.design}) | {mech} | {codes} | {runs} |"
+        )
+    return "\n".join(rows)
+
+
+def _ms(q: tuple[float, float, float] | None) -> str:
+    return "—" if q is None else " / ".join(f"{v:.2f}" for v in q)
+
+
+def matrix_tables(cells: list[S.Cell]) -> str:
+    out = []
+    for cls in S.CLASSES:
+        mine = [c for c in cells if c.cls == cls]
+        if not mine:
+            continue
+        desc = S.MODEL_FAULTS[cls][2] if cls in S.MODEL_FAULTS else S.WORKER_FAULTS[cls]
+        out += [
+            f"#### {cls}: {desc}",
+            "",
+            "| state | isolation | detection | outcome | served by | reaction (transition) "
+            "| evidence | detected | detection ms p50/p99/max | safe reaction ms p50/p99/max "
+            "| deadline ms |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for c in mine:
+            if c.na:
+                out.append(f"| {c.state} | {c.isolation} | n/a: {c.na} |||||||||")
+                continue
+            o = c.observation
+            if o is None:
+                out.append(f"| {c.state} | {c.isolation} | UNSTABLE: {c.observations} |||||||||")
+                continue
+            idle = c.state == "DEGRADED" and cls in S._IDLE_IN_DEGRADED
+            code = "not activated: the primary is not called in DEGRADED" if idle else o["code"]
+            out.append(
+                f"| {c.state} | {c.isolation} | {code} | {o['outcome']} | {o['served_by']} "
+                f"| {', '.join(o['transitions']) or 'none'} | {', '.join(o['evidence'])} "
+                f"| {'—' if idle else f'{c.detected}/{c.runs}'} | {_ms(S.quantiles(c.detect_ns))} "
+                f"| {_ms(S.quantiles(c.react_ns))} | {c.deadline_ns / 1e6:.0f} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def coverage_table(cells: list[S.Cell]) -> str:
+    rows = [
+        "| fault class | injected (activated) | detected | diagnostic coverage |",
+        "|---|---|---|---|",
+    ]
+    for cls in S.CLASSES:
+        active = [
+            c
+            for c in cells
+            if c.cls == cls
+            and not c.na
+            and not (c.state == "DEGRADED" and cls in S._IDLE_IN_DEGRADED)
+        ]
+        if not active:
+            continue
+        n = sum(c.runs for c in active)
+        k = sum(c.detected for c in active)
+        rows.append(f"| {cls} | {n} | {k} | {100 * k / n:.1f} % |")
+    return "\n".join(rows)
+
+
+def machine() -> str:
+    return (
+        f"{platform.machine()}, {platform.system()} {platform.release()}, Python "
+        f"{platform.python_version()}; {time.strftime('%Y-%m-%d')}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=50, help="runs per inline/thread cell")
+    ap.add_argument("--process-runs", type=int, default=3, help="runs per process cell")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/vigil-safety"))
+    ap.add_argument("--isolations", default="inline,thread,process")
+    ap.add_argument("--doc-only", action="store_true", help="re-render the requirements only")
+    args = ap.parse_args(argv)
+    text = DOC.read_text("utf-8")
+    text = replace_section(text, "requirements", requirements_table())
+    if args.doc_only:
+        DOC.write_text(text, "utf-8")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    cells: list[S.Cell] = []
+    showcase: dict[str, Path] = {}
+    t0 = time.monotonic()
+    for iso in args.isolations.split(","):
+        n = args.process_runs if iso == "process" else args.runs
+        got, logs = S.run_matrix(
+            n, isolations=(iso,), root=args.out, progress=lambda m: print(m, flush=True)
+        )
+        cells += got
+        showcase.update({k: v for k, v in logs.items() if k not in showcase or iso == "thread"})
+    took = time.monotonic() - t0
+    from vigil.cli._timeline import render
+
+    for cls, log in showcase.items():
+        render(log, args.out / f"timeline-{cls}.png", f"fault class {cls}")
+    results = [
+        {**c.__dict__, "observation": c.observation, "observations": c.observations} for c in cells
+    ]
+    (args.out / "matrix.json").write_text(json.dumps(results, indent=1), "utf-8")
+    EXPECTED.write_text(json.dumps(S.expected_table(cells), indent=1, sort_keys=True) + "\n")
+    header = (
+        f"Measured on {machine()} (CPU only: 2 shared cores, noisy; CUDA cells are filled by "
+        f"bench/gpu_checks.sh when a GPU is available). `python bench/safety_matrix.py "
+        f"--runs {args.runs} --process-runs {args.process_runs}` ({took:.0f} s). Times are "
+        "milliseconds of CLOCK_MONOTONIC from the start of the faulty call: *detection* to the "
+        "append of the record that names the fault, *safe reaction* to the moment the caller "
+        "holds a checked answer or a refusal (its record and transition already appended).\n\n"
+    )
+    text = replace_section(text, "matrix", header + matrix_tables(cells))
+    text = replace_section(text, "coverage", coverage_table(cells))
+    DOC.write_text(text, "utf-8")
+    print(f"{len(cells)} cells in {took:.0f} s; {DOC}, {EXPECTED}, {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
