@@ -53,9 +53,7 @@ ALLOWED: dict[str, set[str]] = {
 }
 # Arrows that point the wrong way today, each with the issue that removes it. The test fails
 # when one disappears, so the entry is deleted with the fix.
-KNOWN: set[tuple[str, str]] = {
-    ("vigil.supervisor", "vigil.workers"),  # isolation="process": a protocol inverts it (#14)
-}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _package_of(dotted: str) -> str:

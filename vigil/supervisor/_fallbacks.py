@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, Union
 
 from vigil.errors import ConfigError, FallbackFailed
 from vigil.schemas import ServedBy
@@ -95,7 +95,13 @@ class Constant:
         return self.value, 0
 
 
-def as_chain(fallback: Any) -> list[Fallback]:
+FallbackLink = Union["FallbackModel", "LastGood", "Constant", Callable[[Any], Any]]
+"""One link as a caller may give it: a fallback object, or a plain callable (a model)."""
+FallbackChain = Union[FallbackLink, "list[FallbackLink]", "tuple[FallbackLink, ...]", None]
+"""What ``Supervisor(fallback=...)`` takes: nothing, one link, or the chain in order."""
+
+
+def as_chain(fallback: FallbackChain) -> list[Fallback]:
     """Normalise the ``fallback=`` argument: None, one fallback, a callable, or a list."""
     if fallback is None:
         return []

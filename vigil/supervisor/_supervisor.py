@@ -56,7 +56,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 import torch
 
@@ -76,10 +76,22 @@ from vigil.errors import (
 from vigil.fsm import MachineStatistics, Policy, Route, SafetyMachine, Transition
 from vigil.schemas import CallFlags, LifecycleEvent, Outcome, Result, ServedBy, State
 from vigil.supervisor import _tensors as T
-from vigil.supervisor._fallbacks import Fallback, LastGood, as_chain
+from vigil.supervisor._fallbacks import Fallback, FallbackChain, LastGood, as_chain
+from vigil.supervisor._isolation import ProcessPool, WorkerEvent, is_process_pool
 from vigil.supervisor._restore import restore_snapshot
 from vigil.supervisor._watchdog import Ticket, Watchdog
-from vigil.workers._pool import WorkerEvent, WorkerPool
+
+Isolation = Literal["thread", "inline", "process"]
+"""Where the primary runs: a worker thread (the deadline is the watchdog's), the caller's own
+thread (cheapest; a hang holds the caller), or worker processes (a ``ProcessPool``)."""
+
+
+class Checker(Protocol):
+    """A contract: ``check`` raises :class:`~vigil.errors.InvalidInput` (with its DIA-21xx
+    code) when ``value`` breaks it (:class:`vigil.schemas.Contract` is the one vigil ships)."""
+
+    def check(self, value: Any, *, field: str = ...) -> None: ...
+
 
 _NO_CODE = 0
 _ZERO_DIGEST = bytes(32)
@@ -254,14 +266,14 @@ class Supervisor:
         primary: Callable[[Any], Any],
         *,
         log: str | os.PathLike[str] | FlightRecorder,
-        fallback: Any = None,
+        fallback: FallbackChain = None,
         policy: Policy | None = None,
         deadline_ns: int = 50_000_000,
-        input_contract: Any = None,
-        output_contract: Any = None,
-        fallback_contract: Any = None,
+        input_contract: Checker | None = None,
+        output_contract: Checker | None = None,
+        fallback_contract: Checker | None = None,
         known_answer: KnownAnswer | None = None,
-        isolation: str = "thread",
+        isolation: Isolation = "thread",
         workers: int = 4,
         clock: Clock | None = None,
         model_digest: bytes | None = None,
@@ -272,7 +284,7 @@ class Supervisor:
             raise ConfigError("primary must be callable (a model or a function)")
         if isolation not in ("thread", "inline", "process"):
             raise ConfigError(f"isolation={isolation!r}: choose thread, inline or process")
-        if (isolation == "process") != isinstance(primary, WorkerPool):
+        if (isolation == "process") != is_process_pool(primary):
             raise ConfigError(
                 "isolation='process' takes a WorkerPool as primary, and a WorkerPool needs "
                 "isolation='process'"
@@ -310,7 +322,7 @@ class Supervisor:
         self._known = known_answer
         self._clock: Clock = clock or SystemClock()
         self._mono = self._clock.monotonic_ns
-        self._pool = primary if isinstance(primary, WorkerPool) else None
+        self._pool: ProcessPool | None = primary if is_process_pool(primary) else None
         self._current = _Primary(primary, model_digest or bytes(32))
         self._slow_ns = self.policy.slow_call_ns
         self._session = uuid.uuid4().bytes[:8]
@@ -349,7 +361,7 @@ class Supervisor:
         if self._pool is not None:
             self._pool.on_event = self._worker_event
             try:
-                if self._pool._digest is None:
+                if not self._pool.started:
                     self._pool.start()
             except BaseException:
                 if self._owns_log:
@@ -484,11 +496,12 @@ class Supervisor:
         return self._direct(model, x)
 
     def _direct(self, model: Callable[[Any], Any], x: Any) -> _Attempt:
-        if isinstance(model, WorkerPool):
-            return self._remote(model, x)
+        pool = self._pool
+        if pool is not None and id(model) == id(pool):  # the pool is the primary "model"
+            return self._remote(pool, x)
         return self._inline(model, x)
 
-    def _remote(self, pool: WorkerPool, x: Any) -> _Attempt:
+    def _remote(self, pool: ProcessPool, x: Any) -> _Attempt:
         """Process isolation: the pool enforces the deadline by killing the worker, so no
         call is ever left hung here. UNAVAILABLE means the primary never ran the call."""
         try:

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import enum
 import importlib
 import mmap
 import multiprocessing
@@ -83,6 +82,7 @@ from vigil.errors import (
     WorkerUnavailable,
 )
 from vigil.schemas import Outcome
+from vigil.supervisor._isolation import WorkerEvent
 
 __all__ = [
     "PoolStatistics",
@@ -124,15 +124,6 @@ _NUMPY = {
     "torch.bool": np.bool_,
 }
 _SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-
-
-class WorkerEvent(enum.Enum):
-    """What the pool reports through ``on_event`` (recorded as LIFECYCLE records)."""
-
-    READY = "ready"  # a worker loaded its model and warmed up
-    LOST = "lost"  # a worker was lost: died, killed at a deadline, fatal error, heartbeat
-    PROMOTED = "promoted"  # the standby became the active worker
-    START_FAILED = "start_failed"  # a worker could not be started or loaded
 
 
 # --- what a worker runs ----------------------------------------------------------------------
@@ -753,6 +744,11 @@ class WorkerPool:
         self.close()
 
     # --- the call ----------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` has brought a first worker up (the pool's digest is known)."""
+        return self._digest is not None
 
     @property
     def digest(self) -> bytes:
