@@ -15,11 +15,13 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import vigil
 from vigil.auditlog import FlightRecorder, FssSeed, LogReader, fss_generate
 from vigil.auditlog import _format as F
-from vigil.errors import LogGeometryError, NotARegularFile, NotAVigilLog
+from vigil.errors import LogGeometryError, NotARegularFile, NotAVigilLog, VigilError
 from vigil.schemas import _records as R
 
 from conftest import SMALL, FakeClock, image_reader, infer, records
@@ -315,3 +317,68 @@ def test_a_readable_fss_seed_is_not_called_a_private_key(tmp_path: Path) -> None
     with pytest.raises(Exception, match="FSS seed") as exc:
         FssSeed.load(tmp_path / "s.fss-seed")
     assert "private key" not in str(exc.value)
+
+
+# --- the invariant, as a property ---------------------------------------------------------
+
+
+def _base_log(tmp: Path, n: int, durability: str) -> tuple[bytes, list]:
+    path = str(tmp / f"base-{n}-{durability}.vigil")
+    if not Path(path).exists():
+        _log(path, n, durability=durability)
+    return Path(path).read_bytes(), records(path)
+
+
+class _Bases(dict[str, tuple[bytes, list]]):
+    def __repr__(self) -> str:  # hypothesis prints it with a falsifying example
+        return f"<base logs {sorted(self)}>"
+
+
+@pytest.fixture(scope="module")
+def base_logs(tmp_path_factory: pytest.TempPathFactory) -> _Bases:
+    tmp = tmp_path_factory.mktemp("base")
+    return _Bases(
+        {
+            "unwrapped": _base_log(tmp, 100, "batch"),
+            "wrapped": _base_log(tmp, 400, "batch"),
+            "unwrapped-none": _base_log(tmp, 100, "none"),
+        }
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    which=st.sampled_from(["unwrapped", "wrapped", "unwrapped-none"]),
+    page=st.integers(min_value=0, max_value=(R.SUPERBLOCK_AREA + 8 * SEG) // PAGE - 1),
+    fill=st.one_of(st.just(b"\x00"), st.just(b"\xff"), st.binary(min_size=1, max_size=64)),
+)
+def test_no_page_can_vanish_silently(
+    base_logs: _Bases, tmp_path: Path, which: str, page: int, fill: bytes
+) -> None:
+    """Zero or garble any 4 KiB page: the log is never INTACT with records missing, unless
+    they are evicted provably or are a tail that no surviving record vouches durable."""
+    original, before = base_logs[which]
+    image = bytearray(original)
+    image[page * PAGE : (page + 1) * PAGE] = (fill * (PAGE // len(fill) + 1))[:PAGE]
+    path = tmp_path / f"p-{which}-{page}.vigil"
+    path.write_bytes(bytes(image))
+    try:
+        with LogReader(str(path)) as r:
+            report = r.verify()
+            after = list(r.records())
+    except VigilError:
+        return  # refused outright (both superblock copies gone): not INTACT
+    if not report.intact:
+        return
+    missing = {x.seq for x in before} - {x.seq for x in after}
+    if not missing:
+        return
+    newest = max((x.seq for x in after), default=0)
+    vouched = max(
+        (int.from_bytes(image[x.offset + 24 : x.offset + 32], "little") for x in after),
+        default=0,
+    )
+    assert min(missing) > newest and min(missing) > vouched, (
+        f"silent loss of {sorted(missing)[:5]}.. (newest {newest}, vouched {vouched}): "
+        f"{report.findings}"
+    )

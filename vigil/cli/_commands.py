@@ -45,6 +45,11 @@ def verify(args: argparse.Namespace) -> int:
         f"{report.segments} segments, {report.seconds * 1000:.1f} ms"
         + ("; a writer has it open" if report.live else "")
     )
+    if report.retained_from is not None:
+        print(
+            f"  retention: every record from {report.retained_from} must be present "
+            f"({report.retention})"
+        )
     for kind, n in sorted(report.counts.items()):
         print(f"  {kind}: {n}")
     for f in report.findings:
