@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vigil
-from vigil.auditlog import FlightRecorder, FssSeed, LogReader, fss_generate
+from vigil.auditlog import FlightRecorder, FssSeed, LogReader, LogRecord, fss_generate
 from vigil.auditlog import _format as F
 from vigil.errors import LogGeometryError, NotARegularFile, NotAVigilLog, VigilError
 from vigil.schemas import _records as R
@@ -382,3 +382,41 @@ def test_no_page_can_vanish_silently(
         f"silent loss of {sorted(missing)[:5]}.. (newest {newest}, vouched {vouched}): "
         f"{report.findings}"
     )
+
+
+# --- FORMAT.md as written: where findings point, JSON forms --------------------------------
+
+
+def test_a_range_of_one_record_has_no_last_seq(tmp_path: Path) -> None:
+    """§6: ``last_seq`` only for ranges of two or more; one deleted record is ``seq`` alone."""
+    path = str(tmp_path / "log.vigil")
+    recs = _log(path, 10)
+    image = bytearray(Path(path).read_bytes())
+    a, b = recs[3].offset, recs[4].offset  # delete record 4, shift the rest up
+    seg_end = _seg_base(recs[3].segment + 1)
+    del image[a:b]
+    image[seg_end - (b - a) : seg_end - (b - a)] = bytes(b - a)
+    with image_reader(tmp_path, image) as r:
+        report = r.verify()
+    (finding,) = [f for f in report.findings if f.kind == "TAMPERING"]
+    assert finding.seq == 4 and finding.last_seq is None, finding
+    assert finding.offset == recs[4].offset - (b - a)  # the record after the missing one
+    assert "last_seq" not in finding.to_json()
+
+
+def test_an_unknown_record_type_is_an_integer_in_json() -> None:
+    """§9: ``type`` is the type's name, or an integer when unknown (not "TYPE_9")."""
+    rec = LogRecord(
+        seq=1,
+        type=9,
+        body={"raw": b"\x01"},
+        segment=0,
+        offset=5120,
+        lap=1,
+        boot_id=1,
+        mono_ns=0,
+        real_ns=0,
+        chain=bytes(32),
+    )
+    assert rec.to_json()["type"] == 9 and rec.to_json()["raw"] == "01"
+    assert rec.type_name == "TYPE_9"  # the table form keeps a readable label

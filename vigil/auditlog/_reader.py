@@ -71,7 +71,7 @@ class LogRecord:
         """A JSON-ready dict: bytes as hex, enums by name."""
         return {
             "seq": self.seq,
-            "type": self.type_name,
+            "type": self.type.name if isinstance(self.type, RecordType) else self.type,
             "real_ns": self.real_ns,
             "mono_ns": self.mono_ns,
             "boot_id": f"{self.boot_id:016x}",

@@ -142,6 +142,8 @@ class FindingSink:
         self.counts: Counter[str] = Counter()
 
     def add(self, kind: str, message: str, **where: Any) -> None:
+        if where.get("last_seq") is not None and where["last_seq"] == where.get("seq"):
+            del where["last_seq"]  # a range of one record is that record (FORMAT.md §6)
         self.counts[kind] += 1
         if len(self.kept) < self.limit:
             diag = _CODES[kind]
