@@ -81,9 +81,20 @@ def plan_for(seed: int, calls: int) -> FaultPlan:
     return plan
 
 
-def run(out: str, calls: int, seed: int, device: str, preset: str = "tiny") -> int:
+def run(
+    out: str,
+    calls: int,
+    seed: int,
+    device: str,
+    preset: str = "tiny",
+    *,
+    ring: RingConfig | None = None,
+) -> int:
     """Write ``out/flight.vigil``, ``out/timeline.png`` and the signed model ``out/model``
-    (with its public key ``out/model-signer.pub``); return the exit code."""
+    (with its public key ``out/model-signer.pub``); return the exit code.
+
+    ``ring``: the log's geometry (default 127 segments of 256 KiB, which 10,000 calls do not
+    fill); a small ring wraps, so that verify shows eviction."""
     dev = _device(device)
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "flight.vigil")
@@ -123,7 +134,7 @@ def run(out: str, calls: int, seed: int, device: str, preset: str = "tiny") -> i
             LastGood(200 * MS),
             Constant(torch.zeros(1, TOKENS, vocab, dtype=dtype, device=dev)),  # uniform
         ],
-        ring=RingConfig(size=32 << 20, segment_size=256 << 10),
+        ring=ring or RingConfig(size=32 << 20, segment_size=256 << 10),
     ) as sup:
         artifact = loaded.artifact
         sup.log.annotate(
@@ -175,8 +186,14 @@ def run(out: str, calls: int, seed: int, device: str, preset: str = "tiny") -> i
         f"{stats.latency_p99_ns / 1e6:.2f} ms (deadline {DEADLINE_NS / 1e6:.0f} ms)"
     )
     print(
-        f"  verify: {'INTACT' if report.intact else 'NOT INTACT'} ({report.records} records); "
-        f"replay: {'AGREES' if replayed.agrees else 'DISAGREES'} "
+        f"  verify: {'INTACT' if report.intact else 'NOT INTACT'} ({report.records} records"
+        + (
+            f" {report.first_seq}..{report.last_seq}, older ones evicted by the ring"
+            if report.counts.get("EVICTED")
+            else ""
+        )
+        + "); "
+        + f"replay: {'AGREES' if replayed.agrees else 'DISAGREES'} "
         f"({replayed.transitions} transitions)"
     )
     vigil = _command_name()
