@@ -130,6 +130,31 @@ def test_records_of_a_segment_whose_header_never_reached_the_disk_are_superseded
     assert report.intact and "SUPERSEDED" in report.counts, report.findings
 
 
+def test_crash_leftovers_the_log_rewrote_are_superseded(tmp_path: Path) -> None:
+    """Under durability none a segment's records can reach the disk before its header; after
+    recovery the writer rewrites those seqs elsewhere. Leftovers naming seqs the log holds,
+    which nothing vouched durable, are what a crash leaves; the same bytes vouched durable are
+    a loss."""
+    path = str(tmp_path / "log.vigil")
+    recs = _log(path, 80, durability="none")
+    middle = recs[40].segment  # fully part of the log
+    image = bytearray(Path(path).read_bytes())
+    src, dst = _seg_base(middle) + PAGE, _seg_base(7) + PAGE  # segment 7: never started
+    image[dst : dst + PAGE] = image[src : src + PAGE]
+    with image_reader(tmp_path, image) as r:
+        report = r.verify()
+    assert report.intact and set(report.counts) == {"SUPERSEDED"}, report.findings
+    vouched = _log(str(tmp_path / "batch.vigil"), 80)  # batch: later records vouch
+    image = bytearray(Path(tmp_path / "batch.vigil").read_bytes())
+    middle = vouched[40].segment
+    src = _seg_base(middle) + PAGE
+    image[dst : dst + PAGE] = image[src : src + PAGE]
+    image[src : src + PAGE] = bytes(PAGE)  # and the originals are gone
+    with image_reader(tmp_path, image, "b.vigil") as r:
+        report = r.verify()
+    assert not report.intact and "SUPERSEDED" not in report.counts, report.findings
+
+
 def test_garbage_in_a_never_started_segment_is_media_corruption(tmp_path: Path) -> None:
     path = str(tmp_path / "log.vigil")
     _log(path, 10)

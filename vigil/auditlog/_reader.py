@@ -341,7 +341,7 @@ class LogReader:
                     at = walker.current_base + raw.offset + R.HEADER_SIZE
                     body = bytes(walker.current_buffer[at : at + raw.body_len])
                 seals.see(raw, body)
-        self._check_unused(sink, walker.last_seq)
+        self._check_unused(sink, walker)
         seal_report = seals.finish() if seals is not None else None
         return VerifyReport(
             path=self.path,
@@ -373,10 +373,12 @@ class LogReader:
                     offset=self.geometry.segment_offset(info.index),
                 )
 
-    def _check_unused(self, sink: FindingSink, last_seq: int | None) -> None:
-        """A never-started segment must be zeros; records in one have left the log."""
+    def _check_unused(self, sink: FindingSink, walker: Walker) -> None:
+        """A never-started segment must be zeros; records in one have left the log, unless
+        they are what a crash leaves: nothing vouches them durable, and the log holds every
+        seq they name that it should (the writer rewrote those after recovery)."""
         geo = self.geometry
-        newest = last_seq or 0
+        newest = walker.last_seq or 0
         for info in self.segments:
             if info.status != "empty":
                 continue
@@ -399,12 +401,12 @@ class LogReader:
             first, last, lap = found[0].seq, found[-1].seq, found[0].lap
             vouched = max(r.durable_seq for r in found)
             what = f"{len(found)} valid record(s) {first}..{last} of lap {lap}"
-            if first > newest and vouched <= newest:
+            if vouched <= newest and walker.holds(first, min(last, newest)):
                 sink.add(
                     "SUPERSEDED",
                     f"segment {info.index} has no header but holds {what}: a crash before "
-                    "its header reached the disk; nothing vouches they were durable, so they "
-                    "are not part of the log",
+                    "its header reached the disk; nothing vouches they were durable and the "
+                    "log lacks none of them, so they are not part of the log",
                     seq=first,
                     last_seq=last,
                     **where,

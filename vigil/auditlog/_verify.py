@@ -198,6 +198,7 @@ class Walker:
         self.current_buffer: Any = b""
         self.current_base = 0
         self.retained_from: int | None = None  # every seq from here on must be in the log
+        self.runs: list[list[int]] = []  # [first, last] of each run of consecutive seqs
         self.retention = "the log holds no live segment"  # how retained_from is known
 
     def _segment_findings(self) -> None:
@@ -322,6 +323,7 @@ class Walker:
                     self.records += run.records
                     self.bytes += run.nbytes
                     if run.records:
+                        self._ran(run.first_seq, run.last_seq)
                         if self.first_seq is None:
                             self.first_seq = run.first_seq
                         self.last_seq = run.last_seq
@@ -393,6 +395,7 @@ class Walker:
                 prev_chain = item.chain
                 expected = seq + 1
                 count += 1
+                self._ran(seq, seq)
                 if self.first_seq is None:
                     self.first_seq = seq
                 self.last_seq = seq
@@ -439,6 +442,20 @@ class Walker:
                 )
             if expected > covered:
                 covered = expected - 1
+
+    _MAX_RUNS = 4096
+
+    def _ran(self, first: int, last: int) -> None:
+        runs = self.runs
+        if runs and runs[-1][1] + 1 == first:
+            runs[-1][1] = last
+        elif len(runs) < self._MAX_RUNS:  # beyond: holds() answers False (never too kind)
+            runs.append([first, last])
+
+    def holds(self, first: int, last: int) -> bool:
+        """True when the log holds every record ``first..last`` (or they were evicted)."""
+        lo = max(first, self.retained_from or 1)
+        return lo > last or any(a <= lo and last <= b for a, b in self.runs)
 
     def _prove_retention(self, head: F.SegmentInfo) -> int:
         """The first seq the log must still hold; records below it may have been evicted.
