@@ -379,14 +379,17 @@ class LogReader:
         seq they name that it should (the writer rewrote those after recovery)."""
         geo = self.geometry
         newest = walker.last_seq or 0
+        zeros = b""
         for info in self.segments:
             if info.status != "empty":
                 continue
-            base = geo.segment_offset(info.index)
-            raw = self._pread(geo.segment_size, base)
-            nz = first_nonzero(raw, geo.header_area, len(raw))
-            if nz < 0:
+            base = geo.segment_offset(info.index) + geo.header_area
+            raw = self._pread(geo.segment_size - geo.header_area, base)
+            if len(zeros) != len(raw):
+                zeros = bytes(len(raw))  # calloc: untouched pages cost no memory
+            if raw == zeros:  # one memcmp: the common case
                 continue
+            nz = first_nonzero(raw, 0, len(raw))
             where = {"segment": info.index, "offset": base + nz}
             found = stray_records(raw, nz, len(raw))
             if not found:

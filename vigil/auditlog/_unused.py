@@ -12,14 +12,14 @@ from __future__ import annotations
 from vigil.auditlog import _format as F
 from vigil.auditlog._crc import crc32c
 
-_CHUNK = 1 << 16
+_CHUNK = 4096
 _ZEROS = bytes(_CHUNK)
 
 
 def first_nonzero(buf: bytes, start: int, end: int) -> int:
     """Offset of the first non-zero byte of ``buf[start:end]``, or -1.
 
-    Compares 64 KiB chunks against zeros (``memcmp`` speed: ~10 times faster than ``lstrip``
+    Compares 4 KiB chunks against zeros (``memcmp`` speed: ~10 times faster than ``lstrip``
     over the whole range, ~30 times faster than a regular expression), then narrows down
     inside the first chunk that differs.
     """
