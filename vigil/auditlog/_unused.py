@@ -19,9 +19,9 @@ _ZEROS = bytes(_CHUNK)
 def first_nonzero(buf: bytes, start: int, end: int) -> int:
     """Offset of the first non-zero byte of ``buf[start:end]``, or -1.
 
-    Compares 4 KiB chunks against zeros (``memcmp`` speed: ~10 times faster than ``lstrip``
-    over the whole range, ~30 times faster than a regular expression), then narrows down
-    inside the first chunk that differs.
+    Used only once a segment is known not to be all zeros (the caller compares the whole
+    segment with one ``memcmp``): 4 KiB chunks compared against zeros locate the damage,
+    ``lstrip`` finds the byte inside its chunk.
     """
     pos = start
     while pos < end:
