@@ -13,10 +13,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent / "vigil"
 
 # package -> the vigil packages it may import ("vigil" is the package's own __init__).
-BASE = {"vigil", "vigil._diagnostics", "vigil.errors"}
+BASE = {"vigil", "vigil._diagnostics", "vigil.errors", "vigil._files"}
 ALLOWED: dict[str, set[str]] = {
     "vigil._diagnostics": set(),
     "vigil.errors": {"vigil._diagnostics"},
+    "vigil._files": {"vigil._diagnostics", "vigil.errors"},  # open regular files only
     "vigil.schemas": BASE,
     "vigil.keys": BASE,
     "vigil.auditlog": BASE | {"vigil.schemas", "vigil.keys"},

@@ -185,3 +185,20 @@ def test_installed_console_script(demo_log: str) -> None:
     )
     assert head.returncode == 0 and len(head.stdout.splitlines()) == 2
     assert "Traceback" not in head.stderr
+
+
+def test_a_demo_with_a_small_ring_shows_eviction(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ring"
+    argv = ["demo", "--out", str(out), "--calls", "400", "--device", "cpu"]
+    assert main([*argv, "--segments", "4", "--segment-size", "16384"]) == 0
+    text = capsys.readouterr().out
+    assert "verify: INTACT" in text and "evicted by the ring" in text
+    with LogReader(str(out / "flight.vigil")) as r:
+        report = r.verify()
+        assert r.geometry.segment_count == 4 and r.geometry.segment_size == 16384
+    assert report.intact and report.counts.get("EVICTED") == 1 and report.first_seq > 1
+    assert main([*argv, "--segments", "1"]) == 2
+    assert main([*argv, "--segment-size", "10000"]) == 2
+    assert "--segment-size 10000" in capsys.readouterr().err

@@ -59,6 +59,12 @@ USAGE = _d(
     "a command was called with invalid arguments",
     "run the command with --help and correct the arguments",
 )
+NOT_A_REGULAR_FILE = _d(
+    "DIA-1010",
+    "NOT_A_REGULAR_FILE",
+    "a path names a named pipe, directory, device or socket, not a regular file",
+    "give the path of a regular file (a log, key, seed or anchor file); nothing was read",
+)
 INVALID_ARGUMENT = _d(
     "DIA-2047",
     "INVALID_ARGUMENT",

@@ -36,6 +36,7 @@ __all__ = [
     "LogLocked",
     "LogVersionError",
     "ManifestInvalid",
+    "NotARegularFile",
     "NotAVigilLog",
     "ProtocolError",
     "RecordTooLarge",
@@ -101,6 +102,16 @@ class UsageError(VigilError):
     """A command-line call with invalid arguments."""
 
     diagnostic = codes.USAGE
+
+
+class NotARegularFile(UsageError):
+    """A file vigil reads is a named pipe, directory, device or socket (DIA-1010).
+
+    Reading one could block forever (a pipe with no writer) or never end (a device), so it
+    is refused before any read. Attributes ``path`` and ``kind``.
+    """
+
+    diagnostic = codes.NOT_A_REGULAR_FILE
 
 
 class InvalidArgument(VigilError, ValueError):

@@ -30,7 +30,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from vigil import _diagnostics as codes
+from vigil._files import read_regular
 from vigil.errors import KeyFileError
+
+KEY_FILE_LIMIT = 1 << 16
+"""Bytes read from a key or seed file at most (a PEM key is a few hundred)."""
 
 __all__ = [
     "KeyAlgorithm",
@@ -184,8 +188,7 @@ def load_private(
     """
     p = Path(path)
     try:
-        st = p.stat()
-        data = p.read_bytes()
+        data, st = read_regular(str(p), "private key", KEY_FILE_LIMIT)
     except OSError as exc:
         raise KeyFileError(f"cannot read private key {p}: {exc.strerror}", path=str(p)) from None
     check_private_mode(p, st)
@@ -210,7 +213,7 @@ def load_public(
     """
     p = Path(path)
     try:
-        data = p.read_bytes()
+        data, _ = read_regular(str(p), "public key", KEY_FILE_LIMIT)
     except OSError as exc:
         raise KeyFileError(f"cannot read public key {p}: {exc.strerror}", path=str(p)) from None
     try:
@@ -243,26 +246,26 @@ def _check_algorithm(actual: KeyAlgorithm, wanted: KeyAlgorithm | None, path: Pa
         )
 
 
-def check_private_mode(path: Path, st: os.stat_result) -> None:
+def check_private_mode(path: Path, st: os.stat_result, what: str = "private key") -> None:
     """Refuse a secret file that its group or others can access (DIA-6002)."""
     if stat.S_IMODE(st.st_mode) & 0o077:
         raise KeyFileError(
-            f"private key {path} has mode {stat.S_IMODE(st.st_mode):04o}: others may have "
+            f"{what} {path} has mode {stat.S_IMODE(st.st_mode):04o}: others may have "
             "read it; run `chmod 600` on it (and consider it leaked if others really could)",
             diagnostic=codes.KEY_PERMISSIONS,
             path=str(path),
         )
 
 
-def read_secret(path: str | os.PathLike[str]) -> bytes:
-    """The bytes of a secret file, after checking its mode (DIA-6001, DIA-6002)."""
+def read_secret(path: str | os.PathLike[str], what: str = "secret file") -> bytes:
+    """The bytes of a secret file, after checking its mode (DIA-6001, DIA-6002; DIA-1010
+    for a named pipe or other non-regular file)."""
     p = Path(path)
     try:
-        st = p.stat()
-        data = p.read_bytes()
+        data, st = read_regular(str(p), what, KEY_FILE_LIMIT)
     except OSError as exc:
-        raise KeyFileError(f"cannot read {p}: {exc.strerror}", path=str(p)) from None
-    check_private_mode(p, st)
+        raise KeyFileError(f"cannot read {what} {p}: {exc.strerror}", path=str(p)) from None
+    check_private_mode(p, st, what)
     return data
 
 

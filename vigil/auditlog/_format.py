@@ -140,13 +140,25 @@ def read_superblock(
         LogVersionError: the format major version is not 1.
         LogGeometryError: the geometry is impossible or the file is shorter than it says.
     """
-    if len(raw) < R.SUPERBLOCK_SLOTS[1] + R.SUPERBLOCK.fixed_size:
+    n = R.SUPERBLOCK.fixed_size
+    if len(raw) < n:
+        if bytes(raw[: len(R.SUPERBLOCK_MAGIC)]) == R.SUPERBLOCK_MAGIC:
+            raise LogGeometryError(
+                f"{path}: truncated to {file_size} bytes, shorter than one superblock copy "
+                f"({n} bytes): its geometry is lost; keep the file as evidence",
+                path=path,
+                size=file_size,
+                expected=n,
+            )
         raise NotAVigilLog(f"{path}: {file_size} bytes is too short for a vigil log", path=path)
     problems: list[SlotProblem] = []
     best: dict[str, Any] | None = None
     magic_seen = False
     for slot, off in enumerate(R.SUPERBLOCK_SLOTS):
-        chunk = bytes(raw[off : off + R.SUPERBLOCK.fixed_size])
+        if len(raw) < off + n:  # truncated inside copy B: the size check reports it
+            problems.append(SlotProblem("superblock", None, slot, off, "cut off by truncation"))
+            continue
+        chunk = bytes(raw[off : off + n])
         values, why = _decode_slot(R.SUPERBLOCK, chunk, R.SUPERBLOCK_MAGIC)
         magic_seen |= why not in ("no magic", "blank")
         if values is None:
@@ -337,6 +349,9 @@ def _sane(length: int, body_len: int, pos: int, end: int) -> bool:
         and body_len <= length - OVERHEAD
         and padded_length(body_len) == length
     )
+
+
+sane_header = _sane  # for the checks of never-started segments (_unused)
 
 
 # --- scanning -----------------------------------------------------------------------------

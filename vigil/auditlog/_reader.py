@@ -12,7 +12,10 @@ Contract: for any bytes at all, :class:`LogReader` returns records or a report, 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
+import errno
+import fcntl
 import os
 import statistics
 import time
@@ -21,10 +24,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from vigil._files import open_regular
 from vigil.auditlog import _format as F
 from vigil.auditlog._seal import FssSeed
 from vigil.auditlog._sealcheck import Anchor, SealChecker
-from vigil.auditlog._storage import is_locked
+from vigil.auditlog._unused import first_nonzero, stray_records
 from vigil.auditlog._verify import FindingSink, VerifyReport, Walker
 from vigil.errors import InvalidArgument, LogIOError
 from vigil.keys import PublicKey
@@ -67,7 +71,7 @@ class LogRecord:
         """A JSON-ready dict: bytes as hex, enums by name."""
         return {
             "seq": self.seq,
-            "type": self.type_name,
+            "type": self.type.name if isinstance(self.type, RecordType) else self.type,
             "real_ns": self.real_ns,
             "mono_ns": self.mono_ns,
             "boot_id": f"{self.boot_id:016x}",
@@ -114,13 +118,13 @@ class LogReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         try:
-            self._fd = os.open(self.path, os.O_RDONLY)
+            self._fd = open_regular(self.path, "flight log")
         except OSError as exc:
             raise LogIOError(
                 f"{self.path}: cannot open: {exc.strerror}", path=self.path, errno=exc.errno
             ) from exc
         try:
-            self.live = is_locked(self.path)
+            self.live = _locked(self._fd)
             size = os.fstat(self._fd).st_size
             head = self._pread(R.SUPERBLOCK_AREA, 0)
             self.geometry, self._sb_problems = F.read_superblock(
@@ -130,10 +134,37 @@ class LogReader:
             self._sb_spare_dirty = any(
                 head[R.SUPERBLOCK.fixed_size : R.SUPERBLOCK_SLOTS[1]]
             ) or any(head[R.SUPERBLOCK_SLOTS[1] + R.SUPERBLOCK.fixed_size :])
-            self.segments = [self._read_info(i) for i in range(self.geometry.segment_count)]
+            self._spare_dirty: set[int] = set()
+            present = list(self._present_segments())
+            self.segments = [self._read_info(i) for i in present]
+            geo = self.geometry
+            in_file = min(
+                geo.segment_count, _ceil_div(size - geo.segments_offset, geo.segment_size)
+            )
+            self.segments_beyond_eof = geo.segment_count - max(in_file, 0)
+            self.segments_in_holes = geo.segment_count - self.segments_beyond_eof - len(present)
         except BaseException:
             os.close(self._fd)
             raise
+
+    def _present_segments(self) -> Iterator[int]:
+        """Indices of the segments that hold any byte of the file, in order.
+
+        Work and memory are bounded by the bytes actually present: a file shorter than its
+        geometry has no segments past its end (verify reports the truncation), and segments
+        that lie entirely in holes of a sparse file (``SEEK_DATA``) read as zeros -- never
+        started -- so they are neither read nor given a :class:`SegmentInfo` (inspect counts
+        them as empty). A 4 KiB file claiming 2^24 segments costs nothing.
+        """
+        geo = self.geometry
+        start = geo.segments_offset
+        end = min(self.file_size, geo.file_size)
+        last = -1
+        for lo, hi in _data_extents(self._fd, start, end):
+            first = max((lo - start) // geo.segment_size, last + 1)
+            stop = (hi - 1 - start) // geo.segment_size
+            yield from range(first, stop + 1)
+            last = max(last, stop)
 
     def _pread(self, n: int, offset: int) -> bytes:
         try:
@@ -156,7 +187,13 @@ class LogReader:
             length = int.from_bytes(raw[at : at + 4], "little")
             if F.PAGE < length <= geo.max_record:
                 raw = self._pread(geo.header_area + length, off)
-        return F.read_segment_info(raw, 0, min(geo.segment_size, len(raw)), index, geo)
+        n = R.SEGMENT_HEADER.fixed_size
+        if any(raw[n : R.SEGMENT_SLOTS[1]]) or any(raw[R.SEGMENT_SLOTS[1] + n : at]):
+            self._spare_dirty.add(index)
+        info = F.read_segment_info(raw, 0, min(geo.segment_size, len(raw)), index, geo)
+        # the slots' offsets are relative to the segment: findings give file offsets
+        info.problems = [dataclasses.replace(p, offset=off + p.offset) for p in info.problems]
+        return info
 
     def _load(self, info: F.SegmentInfo) -> tuple[bytes, int, F.SegmentInfo] | None:
         geo = self.geometry
@@ -286,10 +323,11 @@ class LogReader:
         seals: SealChecker | None = None
         if geo.sealed or public_key or fss_seed or anchor:
             seals = SealChecker(geo, sink, public_key=public_key, fss_seed=fss_seed, anchor=anchor)
+        self._check_header_spares(sink)
         walker = Walker(
             self.geometry,
             self.segments,
-            self._load_checked(sink),
+            self._load,
             sink,
             yield_records=not fast or seals is not None,
         )
@@ -303,6 +341,7 @@ class LogReader:
                     at = walker.current_base + raw.offset + R.HEADER_SIZE
                     body = bytes(walker.current_buffer[at : at + raw.body_len])
                 seals.see(raw, body)
+        self._check_unused(sink, walker)
         seal_report = seals.finish() if seals is not None else None
         return VerifyReport(
             path=self.path,
@@ -319,28 +358,74 @@ class LogReader:
             findings_dropped=sink.dropped,
             seconds=time.perf_counter() - start,
             seals=seal_report,
+            retained_from=walker.retained_from,
+            retention=walker.retention,
         )
 
-    def _load_checked(self, sink: FindingSink) -> Any:
-        def load(info: F.SegmentInfo) -> tuple[bytes, int, F.SegmentInfo] | None:
-            out = self._load(info)
-            if out is not None:
-                raw = out[0]
-                n = R.SEGMENT_HEADER.fixed_size
-                spare = (
-                    raw[n : R.SEGMENT_SLOTS[1]]
-                    + raw[R.SEGMENT_SLOTS[1] + n : self.geometry.header_area]
+    def _check_header_spares(self, sink: FindingSink) -> None:
+        for info in self.segments:
+            if info.index in self._spare_dirty and info.status != "unreadable":
+                sink.add(
+                    "MEDIA_CORRUPTION",
+                    f"segment {info.index}: non-zero bytes in the header area's unused space "
+                    "(outside the two 128-byte header copies)",
+                    segment=info.index,
+                    offset=self.geometry.segment_offset(info.index),
                 )
-                if any(spare):
-                    sink.add(
-                        "MEDIA_CORRUPTION",
-                        f"segment {info.index}: non-zero bytes in the header area's unused space",
-                        segment=info.index,
-                        offset=self.geometry.segment_offset(info.index),
-                    )
-            return out
 
-        return load
+    def _check_unused(self, sink: FindingSink, walker: Walker) -> None:
+        """A never-started segment must be zeros; records in one have left the log, unless
+        they are what a crash leaves: nothing vouches them durable, and the log holds every
+        seq they name that it should (the writer rewrote those after recovery)."""
+        geo = self.geometry
+        newest = walker.last_seq or 0
+        zeros = b""
+        for info in self.segments:
+            if info.status != "empty":
+                continue
+            base = geo.segment_offset(info.index) + geo.header_area
+            raw = self._pread(geo.segment_size - geo.header_area, base)
+            if len(zeros) != len(raw):
+                zeros = bytes(len(raw))  # calloc: untouched pages cost no memory
+            if raw == zeros:  # one memcmp: the common case
+                continue
+            nz = first_nonzero(raw, 0, len(raw))
+            where = {"segment": info.index, "offset": base + nz}
+            found = stray_records(raw, nz, len(raw))
+            if not found:
+                sink.add(
+                    "MEDIA_CORRUPTION",
+                    f"segment {info.index} was never started (no header, no first record) "
+                    f"yet holds non-zero bytes from file offset {base + nz}; a never-started "
+                    "segment is all zeros",
+                    **where,
+                )
+                continue
+            first, last, lap = found[0].seq, found[-1].seq, found[0].lap
+            vouched = max(r.durable_seq for r in found)
+            what = f"{len(found)} valid record(s) {first}..{last} of lap {lap}"
+            if vouched <= newest and walker.holds(first, min(last, newest)):
+                sink.add(
+                    "SUPERSEDED",
+                    f"segment {info.index} has no header but holds {what}: a crash before "
+                    "its header reached the disk; nothing vouches they were durable and the "
+                    "log lacks none of them, so they are not part of the log",
+                    seq=first,
+                    last_seq=last,
+                    **where,
+                )
+                continue
+            lo = newest + 1 if first > newest else first
+            sink.add(
+                "MEDIA_CORRUPTION",
+                f"segment {info.index} reads as never started (its header and first records "
+                f"are destroyed) but holds {what}"
+                + (f", vouching records up to {vouched} durable" if vouched > newest else "")
+                + f": records {lo}..{last} are missing from the log",
+                seq=lo,
+                last_seq=last,
+                **where,
+            )
 
     def inspect(self) -> dict[str, Any]:
         """Geometry, head, retained range, segment states and wear, as a JSON-ready dict.
@@ -370,6 +455,9 @@ class LogReader:
                     "after": after,
                 }
         counts = Counter(s.status for s in self.segments)
+        counts["empty"] += self.segments_in_holes  # never read: all zeros
+        counts["missing"] += self.segments_beyond_eof
+        counts = +counts
         frozen = [s.index for s in self.segments if s.frozen]
         used = [s for s in self.segments if s.status != "missing"]
         return {
@@ -417,6 +505,50 @@ class LogReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _locked(fd: int) -> bool:
+    """True when a writer holds the log (a shared, non-blocking probe on our own open)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
+def _data_extents(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """``[lo, hi)`` ranges of ``[start, end)`` that hold data (not holes), in order.
+
+    Uses ``SEEK_DATA``/``SEEK_HOLE``; where the file system cannot tell, the whole range.
+    """
+    if start >= end:
+        return
+    seek_data = getattr(os, "SEEK_DATA", None)
+    seek_hole = getattr(os, "SEEK_HOLE", None)
+    if seek_data is None or seek_hole is None:
+        yield start, end
+        return
+    pos = start
+    while pos < end:
+        try:
+            lo = os.lseek(fd, pos, seek_data)
+            hi = os.lseek(fd, lo, seek_hole)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no data after pos
+                return
+            yield pos, end  # not supported here: treat everything as data
+            return
+        if lo >= end:
+            return
+        yield lo, min(hi, end)
+        pos = hi
 
 
 def _wear(values: list[int]) -> dict[str, float]:

@@ -134,7 +134,7 @@ class FssSeed:
     def load(cls, path: str | os.PathLike[str]) -> FssSeed:
         """Raises KeyFileError: DIA-6001 unreadable or not a seed file, DIA-6002 mode."""
         p = Path(path)
-        v = _check_file(R.FSS_SEED, read_secret(p), p, "FSS seed")
+        v = _check_file(R.FSS_SEED, read_secret(p, "FSS seed"), p, "FSS seed")
         return cls(bytes(v["fss_id"]), bytes(v["seed"]))
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -175,7 +175,7 @@ class ForwardSecureKey:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        v = _check_file(R.FSS_STATE, read_secret(self.path), self.path, "FSS state")
+        v = _check_file(R.FSS_STATE, read_secret(self.path, "FSS state"), self.path, "FSS state")
         self.fss_id: bytes = bytes(v["fss_id"])
         self.log_id: bytes = bytes(v["log_id"])
         self.epoch: int = int(v["epoch"])

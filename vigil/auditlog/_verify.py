@@ -123,6 +123,8 @@ class VerifyReport:
     findings_dropped: int
     seconds: float
     seals: Any = None  # a SealReport when the log is sealed or keys were given
+    retained_from: int | None = None
+    retention: str = ""
 
     def to_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -140,6 +142,8 @@ class FindingSink:
         self.counts: Counter[str] = Counter()
 
     def add(self, kind: str, message: str, **where: Any) -> None:
+        if where.get("last_seq") is not None and where["last_seq"] == where.get("seq"):
+            del where["last_seq"]  # a range of one record is that record (FORMAT.md §6)
         self.counts[kind] += 1
         if len(self.kept) < self.limit:
             diag = _CODES[kind]
@@ -193,6 +197,9 @@ class Walker:
         self.current_segment = -1
         self.current_buffer: Any = b""
         self.current_base = 0
+        self.retained_from: int | None = None  # every seq from here on must be in the log
+        self.runs: list[list[int]] = []  # [first, last] of each run of consecutive seqs
+        self.retention = "the log holds no live segment"  # how retained_from is known
 
     def _segment_findings(self) -> None:
         for s in self.segments:
@@ -207,9 +214,12 @@ class Walker:
                 )
             elif s.status == "salvaged":
                 self.sink.add(
-                    "MEDIA_CORRUPTION",
-                    f"segment {s.index}: header damaged; records read from lap "
-                    f"{s.generation} without the segment's chain anchor",
+                    # a torn write never yields a valid CRC over someone else's identity
+                    "TAMPERING" if forged else "MEDIA_CORRUPTION",
+                    f"segment {s.index}: header "
+                    + ("replaced by a copy from elsewhere" if forged else "damaged")
+                    + f"; records read from lap {s.generation} without the segment's chain "
+                    "anchor",
                     seq=s.first_seq,
                     **where,
                 )
@@ -249,7 +259,7 @@ class Walker:
                     offset=self.geo.segment_offset(b.index),
                 )
         head = live[-1]
-        retained_from = head.retained_from if head.status == "valid" else 0
+        retained_from = self._prove_retention(head)
         genesis = F.genesis_chain(self.geo.log_id)
         expected = 0  # next seq the log should hold; 0 = nothing seen yet
         prev_chain: bytes | None = None
@@ -271,13 +281,7 @@ class Walker:
             # -- where this segment joins the log ------------------------------------------
             if expected == 0:
                 if seg.first_seq > 1:
-                    self.sink.add(
-                        "EVICTED",
-                        f"records 1..{seg.first_seq - 1} were overwritten by the ring",
-                        seq=1,
-                        last_seq=seg.first_seq - 1,
-                        **where,
-                    )
+                    self._hole(1, seg.first_seq - 1, retained_from, where)
                 elif seg.start_chain is not None and seg.start_chain != genesis:
                     self.sink.add(
                         "TAMPERING",
@@ -328,6 +332,7 @@ class Walker:
                     self.records += run.records
                     self.bytes += run.nbytes
                     if run.records:
+                        self._ran(run.first_seq, run.last_seq)
                         if self.first_seq is None:
                             self.first_seq = run.first_seq
                         self.last_seq = run.last_seq
@@ -401,6 +406,7 @@ class Walker:
                 prev_chain = item.chain
                 expected = seq + 1
                 count += 1
+                self._ran(seq, seq)
                 if self.first_seq is None:
                     self.first_seq = seq
                 self.last_seq = seq
@@ -448,6 +454,50 @@ class Walker:
             if expected > covered:
                 covered = expected - 1
 
+    _MAX_RUNS = 4096
+
+    def _ran(self, first: int, last: int) -> None:
+        runs = self.runs
+        if runs and runs[-1][1] + 1 == first:
+            runs[-1][1] = last
+        elif len(runs) < self._MAX_RUNS:  # beyond: holds() answers False (never too kind)
+            runs.append([first, last])
+
+    def holds(self, first: int, last: int) -> bool:
+        """True when the log holds every record ``first..last`` (or they were evicted)."""
+        lo = max(first, self.retained_from or 1)
+        return lo > last or any(a <= lo and last <= b for a, b in self.runs)
+
+    def _prove_retention(self, head: F.SegmentInfo) -> int:
+        """The first seq the log must still hold; records below it may have been evicted.
+
+        Eviction is claimed only where the geometry and the generations prove it possible:
+        the writer evicts only when no free segment is left, so before any eviction every
+        one of the N segments was started once (generations 1..N); a head of generation
+        <= N proves that nothing was ever evicted. Beyond that, the head's ``retained_from``
+        (written when the head was started, after the last eviction) says which records the
+        ring still held. A salvaged head proves nothing: every missing record is a GAP.
+        """
+        count = self.geo.segment_count
+        if head.status != "valid":
+            self.retained_from = 1
+            self.retention = (
+                f"the head segment {head.index}'s header is lost, so no eviction can be proven"
+            )
+        elif head.generation <= count:
+            self.retained_from = 1
+            self.retention = (
+                f"the ring never wrapped (head generation {head.generation} <= "
+                f"{count} segments): no record was ever evicted"
+            )
+        else:
+            self.retained_from = max(1, head.retained_from)
+            self.retention = (
+                f"the head segment {head.index} was started holding every record from "
+                f"{self.retained_from}"
+            )
+        return self.retained_from
+
     @staticmethod
     def _at(segment: int, offset: int) -> dict[str, int]:
         return {"segment": segment, "offset": offset}
@@ -494,8 +544,8 @@ class Walker:
             lo = retained_from
         self.sink.add(
             "GAP",
-            f"records {lo}..{hi} are missing although the log guarantees to retain every "
-            f"record from {retained_from}",
+            f"records {lo}..{hi} are missing although the log must retain every record "
+            f"from {retained_from}: {self.retention}",
             seq=lo,
             last_seq=hi,
             **where,

@@ -51,6 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--calls", type=int, default=2000, help="inference calls (default: %(default)s)"
     )
     demo.add_argument("--seed", type=int, default=7, help="workload seed (default: %(default)s)")
+    demo.add_argument(
+        "--segments",
+        type=int,
+        default=127,
+        help="segments in the log's ring (at least 2; with few, small segments the ring wraps "
+        "and `vigil verify` shows eviction) (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--segment-size",
+        type=int,
+        default=256 << 10,
+        metavar="BYTES",
+        help="bytes per segment: a multiple of 4096, 8192 .. 1 GiB (default: %(default)s)",
+    )
 
     demo.add_argument(
         "--device",

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from vigil.auditlog import LogReader, LogRecord
+from vigil.auditlog import LogReader, LogRecord, RingConfig
 from vigil.cli import _seal
 from vigil.errors import UsageError
 from vigil.schemas import RecordType
@@ -19,9 +19,15 @@ TYPE_NAMES = tuple(t.name.lower() for t in RecordType)
 def demo(args: argparse.Namespace) -> int:
     if args.calls < 1 or args.calls > 10_000_000:
         raise UsageError(f"--calls {args.calls}: must be in [1, 10000000]")
+    if not 2 <= args.segments <= 1 << 24:
+        raise UsageError(f"--segments {args.segments}: must be in [2, 2^24]")
+    size = args.segment_size
+    if size % 4096 or not 8192 <= size <= 1 << 30:
+        raise UsageError(f"--segment-size {size}: must be a multiple of 4096 in [8192, 2^30]")
+    ring = RingConfig(size=4096 + args.segments * size, segment_size=size)
     from vigil.cli import _demo  # noqa: PLC0415 - torch only when needed
 
-    return _demo.run(args.out, args.calls, args.seed, args.device, args.preset)
+    return _demo.run(args.out, args.calls, args.seed, args.device, args.preset, ring=ring)
 
 
 def verify(args: argparse.Namespace) -> int:
@@ -45,6 +51,11 @@ def verify(args: argparse.Namespace) -> int:
         f"{report.segments} segments, {report.seconds * 1000:.1f} ms"
         + ("; a writer has it open" if report.live else "")
     )
+    if report.retained_from is not None:
+        print(
+            f"  retention: every record from {report.retained_from} must be present "
+            f"({report.retention})"
+        )
     for kind, n in sorted(report.counts.items()):
         print(f"  {kind}: {n}")
     for f in report.findings:

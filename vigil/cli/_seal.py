@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from vigil import keys as _keys
+from vigil._files import open_regular, read_regular, refuse_non_regular
 from vigil.auditlog import Anchor, FssSeed, LogReader, fss_generate
 from vigil.errors import UsageError
 from vigil.schemas import _records as R
@@ -61,8 +63,37 @@ def verify_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "public_key": _keys.load_public(args.pubkey) if args.pubkey else None,
         "fss_seed": FssSeed.load(args.fss_seed) if args.fss_seed else None,
-        "anchor": Anchor.load(args.anchor) if args.anchor else None,
+        "anchor": _load_anchor(args.anchor) if args.anchor else None,
     }
+
+
+ANCHOR_LIMIT = 1 << 20
+"""Bytes read from an anchor file at most (one is under 1 KiB)."""
+
+
+def _load_anchor(path: str) -> Anchor:
+    """Read an anchor file: a regular file only (a named pipe would block forever)."""
+    try:
+        data, _ = read_regular(path, "anchor file", ANCHOR_LIMIT)
+        value = json.loads(data)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: cannot read an anchor ({exc})") from None
+    return Anchor.from_json(value, path)
+
+
+def _write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path``, refusing a named pipe or other non-regular file."""
+    try:
+        fd = open_regular(path, "anchor file", os.O_WRONLY | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, text.encode())
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def print_seals(report: Any, args: argparse.Namespace) -> None:
@@ -130,6 +161,8 @@ def keygen_command(args: argparse.Namespace) -> int:
 
 
 def anchor_command(args: argparse.Namespace) -> int:
+    if args.out:
+        refuse_non_regular(args.out, "anchor file")
     with LogReader(args.path) as reader:
         last = None
         for rec in reader.tail(min_segments=2, types=[RecordType.CHECKPOINT]):
@@ -149,10 +182,7 @@ def anchor_command(args: argparse.Namespace) -> int:
         )
     text = json.dumps(anchor.to_json(), indent=2, sort_keys=True)
     if args.out:
-        try:
-            Path(args.out).write_text(text + "\n")
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.out}: {exc.strerror}") from None
+        _write_text(args.out, text + "\n")
     else:
         print(text)
     return 0
