@@ -302,7 +302,8 @@ class SafetyMachine:
         if self._primary_dead:
             raise InvalidArgument(
                 "the primary's process is lost (a process-fatal device error, or no worker "
-                "left); a reset cannot bring it back: wait for a fresh worker or restart it"
+                "left); a reset cannot bring it back: wait for a fresh worker, or restart the "
+                "primary in a fresh process"
             )
         self._pending = []
         self._failed_recoveries.clear()
