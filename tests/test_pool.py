@@ -81,6 +81,26 @@ def test_a_call_queued_behind_another_gets_its_whole_deadline_and_no_worker_is_k
         assert stats.restarts == 0 and stats.calls == 2 and stats.overloads == 0
 
 
+def test_a_worker_that_had_not_started_the_call_by_its_deadline_is_not_killed() -> None:
+    """A starved worker (here: stopped) never took the message: not hung, not killed. The
+    call is overload; the worker runs it later and is judged on that run, then serves on."""
+    with WorkerPool(SPEC, standby=False, heartbeat_timeout_ns=60_000_000_000) as pool:
+        pool.start(START_S)
+        pid = pool.statistics().active_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(WorkerBusy, match="had not started the call"):
+                pool.call(GOOD, 200_000_000)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # queued until the late call was answered and the worker handed back
+        result, _ = pool.call(GOOD, 5_000_000_000, wait_ns=round(START_S * 1e9))
+        assert torch.equal(result, GOOD * 2)
+        stats = pool.statistics()
+        assert stats.restarts == 0 and stats.active_pid == pid and stats.overloads == 1
+
+
 def test_overload_is_refused_before_any_worker_sees_it() -> None:
     with WorkerPool(SPEC, standby=False, max_queue=1) as pool:
         pool.start(START_S)
