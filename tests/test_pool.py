@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -332,3 +333,40 @@ def test_sigterm_landing_in_another_thread_stops_run(monkeypatch: Any) -> None:
         stopped.set()
         helper.join(START_S)
     assert not missed.is_set()
+
+
+class _Header:
+    def __init__(self, seq: int, start: int) -> None:
+        self.values = {W._SEQ: seq, W._START: start}
+
+    def get(self, offset: int) -> int:
+        return self.values[offset]
+
+
+class _Pipe:
+    def __init__(self, answers: list[bool]) -> None:
+        self.answers, self.timeouts = answers, []  # type: list[bool], list[float]
+
+    def poll(self, timeout: float) -> bool:
+        self.timeouts.append(timeout)
+        return self.answers.pop(0)
+
+
+def test_a_worker_that_started_the_call_late_gets_its_whole_deadline_from_its_start() -> None:
+    """At the caller's deadline the worker had run the call only 1 ms (it took the message
+    late): it is waited for until a deadline after the start its header records."""
+    pool = WorkerPool(SPEC)
+    deadline = 50_000_000
+    now = time.monotonic_ns()
+    worker = W._Worker(_FakeProcess(), _Pipe([False, True]), _Header(7, now - 1_000_000), "active")  # type: ignore[arg-type]
+    assert pool._answered(worker, 7, now, deadline)
+    first, second = worker.conn.timeouts  # type: ignore[attr-defined]
+    assert first == 0 and 0.040 < second <= 0.049  # the rest of its own 50 ms
+    hung = W._Worker(
+        _FakeProcess(),
+        _Pipe([False, False]),  # type: ignore[arg-type]
+        _Header(7, now - deadline),  # type: ignore[arg-type]
+        "active",
+    )
+    assert not pool._answered(hung, 7, now, deadline)  # ran its whole deadline: hung
+    assert hung.conn.timeouts[1] == 0  # type: ignore[attr-defined]

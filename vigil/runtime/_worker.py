@@ -37,9 +37,11 @@ The call path (:meth:`WorkerPool.call`), one call at a time per worker:
 1. copy the input into the input area, write the deadline, send the message;
 2. wait on the pipe until the deadline: an answer -> copy the output out of the output area;
    the pipe closing -> the process died (``WorkerLost``); the deadline, the call running ->
-   the worker is killed and replaced (``WorkerTimeout``); the deadline, the call not even
-   started (the header's call number is still the previous one: a starved host) -> overload
-   (``WorkerBusy``): the worker is kept out of the idle queue and judged on its late run;
+   the worker is killed and replaced (``WorkerTimeout``) -- the deadline counted from the
+   start of the run its header records, so a worker that took the message late still gets
+   its whole deadline; the call not even started by the deadline (the header's call number
+   is still the previous one: a starved host) -> overload (``WorkerBusy``): the worker is
+   kept out of the idle queue and judged on its late run;
    the model raised -> ``RemoteModelError`` with the outcome the worker classified it as
    (a process-fatal device error also replaces it);
 3. failover swaps the standby in under the pool's lock (microseconds), then kills and reaps
@@ -896,16 +898,9 @@ class WorkerPool:
         worker.shm.put(_DEADLINE, end)
         try:
             worker.conn.send_bytes(pickle.dumps((seq, kind, specs)))
-            if not _spin_poll(worker.conn, self.spec.spin_us * 1000) and not worker.conn.poll(
-                max(0, end - time.monotonic_ns()) / 1e9
+            if not _spin_poll(worker.conn, self.spec.spin_us * 1000) and not self._answered(
+                worker, seq, end, deadline_ns
             ):
-                if worker.shm.get(_SEQ) != seq:  # it never started the call: not hung
-                    self._adopt_late(worker, seq, deadline_ns)
-                    raise WorkerBusy(
-                        f"overload: worker {worker.pid} had not started the call by its "
-                        f"deadline ({deadline_ns / 1e6:.1f} ms; the host is starved): this "
-                        "call was not run here; the worker runs it and is judged on that run"
-                    )
                 self._fail(worker, _late(worker.shm, seq), D.DEADLINE_MISSED)
                 raise WorkerTimeout(
                     f"worker {worker.pid} gave no answer within {deadline_ns / 1e6:.1f} ms of "
@@ -931,12 +926,31 @@ class WorkerPool:
             self._fail(worker, "process-fatal device error", diagnostic)
         raise RemoteModelError(text, diagnostic=diagnostic, outcome=Outcome(outcome))
 
+    def _answered(self, worker: _Worker, seq: int, end: int, deadline_ns: int) -> bool:
+        """Wait for the answer to call ``seq``: until ``end``, then -- a worker is judged on
+        its own run -- until ``deadline_ns`` after the start its header records. False: it
+        ran that long without answering (hung). A worker that had not even started the call
+        by ``end`` (a starved host) raises ``WorkerBusy`` and is judged later
+        (:meth:`_adopt_late`)."""
+        if worker.conn.poll(max(0, end - time.monotonic_ns()) / 1e9):
+            return True
+        if _ran_ns(worker.shm, seq) is None:
+            self._adopt_late(worker, seq, deadline_ns)
+            raise WorkerBusy(
+                f"overload: worker {worker.pid} had not started the call by its deadline "
+                f"({deadline_ns / 1e6:.1f} ms; the host is starved): the fallback answers; "
+                "the worker runs it later and is judged on that run"
+            )
+        own_end = worker.shm.get(_START) + deadline_ns
+        return worker.conn.poll(max(0, own_end - time.monotonic_ns()) / 1e9)
+
     def _adopt_late(self, worker: _Worker, seq: int, deadline_ns: int) -> None:
         """The call's deadline passed before ``worker`` even started it (the message sits in
         its pipe: the process was not scheduled). That is no proof of a hang, so the worker
-        is not killed: it stays out of the idle queue while a thread waits for it to start
-        the call and judges it on its own run (``deadline_ns`` from its start); one that
-        does not start within the heartbeat timeout is replaced (frozen)."""
+        is not killed:
+        it stays out of the idle queue while a thread waits for it to start the call and
+        judges it on its own run (``deadline_ns`` from its start); one that does not start
+        within the heartbeat timeout is replaced (frozen)."""
         with self._lock:
             self._overloads += 1
             worker.late = True
@@ -1139,6 +1153,13 @@ class WorkerPool:
                 return pid
             self._closed.wait(0.001)
         return None
+
+
+def _ran_ns(shm: _SharedArea, seq: int) -> int | None:
+    """How long the worker has been running call ``seq`` (None: it has not started it)."""
+    if shm.get(_SEQ) != seq:
+        return None
+    return time.monotonic_ns() - shm.get(_START)
 
 
 def _late(shm: _SharedArea, seq: int) -> str:
