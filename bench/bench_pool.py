@@ -70,11 +70,17 @@ def lost_by_code(path: str) -> dict[str, int]:
     with LogReader(path) as reader:
         return dict(
             collections.Counter(
-                json.loads(r.body["detail"])["code"]
+                _kind(json.loads(r.body["detail"]))
                 for r in reader.records()
                 if r.type is RecordType.LIFECYCLE and r.body["event"] is LifecycleEvent.WORKER_LOST
             )
         )
+
+
+def _kind(detail: dict[str, str]) -> str:
+    reason = detail.get("reason", "")
+    ran = reason.startswith("deadline: the call ran ")
+    return detail["code"] + (f" (ran {reason.split()[-2]} ms)" if ran else "")
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,26 @@ def test_a_call_queued_behind_another_gets_its_whole_deadline_and_no_worker_is_k
         assert latency >= 1_200_000_000 and result.shape == (1, 4)
         stats = pool.statistics()
         assert stats.restarts == 0 and stats.calls == 2 and stats.overloads == 0
+
+
+def test_a_worker_that_had_not_started_the_call_by_its_deadline_is_not_killed() -> None:
+    """A starved worker (here: stopped) never took the message: not hung, not killed. The
+    call is overload; the worker runs it later and is judged on that run, then serves on."""
+    with WorkerPool(SPEC, standby=False, heartbeat_timeout_ns=60_000_000_000) as pool:
+        pool.start(START_S)
+        pid = pool.statistics().active_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(WorkerBusy, match="had not started the call"):
+                pool.call(GOOD, 200_000_000)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # queued until the late call was answered and the worker handed back
+        result, _ = pool.call(GOOD, 5_000_000_000, wait_ns=round(START_S * 1e9))
+        assert torch.equal(result, GOOD * 2)
+        stats = pool.statistics()
+        assert stats.restarts == 0 and stats.active_pid == pid and stats.overloads == 1
 
 
 def test_overload_is_refused_before_any_worker_sees_it() -> None:
@@ -312,3 +333,40 @@ def test_sigterm_landing_in_another_thread_stops_run(monkeypatch: Any) -> None:
         stopped.set()
         helper.join(START_S)
     assert not missed.is_set()
+
+
+class _Header:
+    def __init__(self, seq: int, start: int) -> None:
+        self.values = {W._SEQ: seq, W._START: start}
+
+    def get(self, offset: int) -> int:
+        return self.values[offset]
+
+
+class _Pipe:
+    def __init__(self, answers: list[bool]) -> None:
+        self.answers, self.timeouts = answers, []  # type: list[bool], list[float]
+
+    def poll(self, timeout: float) -> bool:
+        self.timeouts.append(timeout)
+        return self.answers.pop(0)
+
+
+def test_a_worker_that_started_the_call_late_gets_its_whole_deadline_from_its_start() -> None:
+    """At the caller's deadline the worker had run the call only 1 ms (it took the message
+    late): it is waited for until a deadline after the start its header records."""
+    pool = WorkerPool(SPEC)
+    deadline = 50_000_000
+    now = time.monotonic_ns()
+    worker = W._Worker(_FakeProcess(), _Pipe([False, True]), _Header(7, now - 1_000_000), "active")  # type: ignore[arg-type]
+    assert pool._answered(worker, 7, now, deadline)
+    first, second = worker.conn.timeouts  # type: ignore[attr-defined]
+    assert first == 0 and 0.040 < second <= 0.049  # the rest of its own 50 ms
+    hung = W._Worker(
+        _FakeProcess(),
+        _Pipe([False, False]),  # type: ignore[arg-type]
+        _Header(7, now - deadline),  # type: ignore[arg-type]
+        "active",
+    )
+    assert not pool._answered(hung, 7, now, deadline)  # ran its whole deadline: hung
+    assert hung.conn.timeouts[1] == 0  # type: ignore[attr-defined]

@@ -143,9 +143,10 @@ def test_a_hung_worker_is_killed_at_the_deadline_and_replaced(
     assert sup.statistics().hung == 0
     sup.close()
     lost = [d for e, d in lifecycle(tmp_path / "log.vigil") if e is LifecycleEvent.WORKER_LOST]
-    assert lost == [
-        {"pid": before.active_pid, "reason": "deadline", "code": "DIA-4002", "ready_left": 1}
+    assert [(d["pid"], d["code"], d["ready_left"]) for d in lost] == [
+        (before.active_pid, "DIA-4002", 1)
     ]
+    assert lost[0]["reason"].startswith("deadline: the call ran ")  # it was running: hung
 
 
 @pytest.mark.requirement("SR-004")

@@ -36,9 +36,14 @@ The call path (:meth:`WorkerPool.call`), one call at a time per worker:
 0. take a free active worker (or wait for one until the deadline; overload otherwise);
 1. copy the input into the input area, write the deadline, send the message;
 2. wait on the pipe until the deadline: an answer -> copy the output out of the output area;
-   the pipe closing -> the process died (``WorkerLost``); the deadline -> the worker is
-   killed and replaced (``WorkerTimeout``); the model raised -> ``RemoteModelError`` with the
-   outcome the worker classified it as (a process-fatal device error also replaces it);
+   the pipe closing -> the process died (``WorkerLost``); the deadline, the call running ->
+   the worker is killed and replaced (``WorkerTimeout``) -- the deadline counted from the
+   start of the run its header records, so a worker that took the message late still gets
+   its whole deadline; the call not even started by the deadline (the header's call number
+   is still the previous one: a starved host) -> overload (``WorkerBusy``): the worker is
+   kept out of the idle queue and judged on its late run;
+   the model raised -> ``RemoteModelError`` with the outcome the worker classified it as
+   (a process-fatal device error also replaces it);
 3. failover swaps the standby in under the pool's lock (microseconds), then kills and reaps
    the lost process and starts a new standby on background threads. The LOST event says how
    many ready workers are left: at 0 the supervisor tells its state machine.
@@ -436,6 +441,7 @@ class _Worker:
     __slots__ = (
         "conn",
         "digest",
+        "late",
         "lock",
         "name",
         "pid",
@@ -459,6 +465,7 @@ class _Worker:
         self.ready_ns = 0  # when the pool installed it: no heartbeat is judged older
         self.name = ""
         self.lock = threading.Lock()
+        self.late = False  # a call it had not started by its deadline is still in its pipe
 
 
 class _Waiter:
@@ -823,7 +830,7 @@ class WorkerPool:
                 return self._run(worker, x, deadline_ns)
         finally:
             with self._lock:
-                if worker.role == "active" and worker in self._actives:
+                if worker.role == "active" and worker in self._actives and not worker.late:
                     self._release(worker)
 
     def _release(self, worker: _Worker) -> None:
@@ -887,10 +894,10 @@ class WorkerPool:
         worker.shm.put(_DEADLINE, end)
         try:
             worker.conn.send_bytes(pickle.dumps((seq, kind, specs)))
-            if not _spin_poll(worker.conn, self.spec.spin_us * 1000) and not worker.conn.poll(
-                max(0, end - time.monotonic_ns()) / 1e9
+            if not _spin_poll(worker.conn, self.spec.spin_us * 1000) and not self._answered(
+                worker, seq, end, deadline_ns
             ):
-                self._fail(worker, "deadline", D.DEADLINE_MISSED)
+                self._fail(worker, _late(worker.shm, seq), D.DEADLINE_MISSED)
                 raise WorkerTimeout(
                     f"worker {worker.pid} gave no answer within {deadline_ns / 1e6:.1f} ms of "
                     "starting the call: killed and replaced"
@@ -914,6 +921,67 @@ class WorkerPool:
         if Outcome(outcome) is Outcome.DEVICE_FATAL:
             self._fail(worker, "process-fatal device error", diagnostic)
         raise RemoteModelError(text, diagnostic=diagnostic, outcome=Outcome(outcome))
+
+    def _answered(self, worker: _Worker, seq: int, end: int, deadline_ns: int) -> bool:
+        """Wait for the answer to call ``seq``: until ``end``, then -- a worker is judged on
+        its own run -- until ``deadline_ns`` after the start its header records. False: it
+        ran that long without answering (hung). A worker that had not even started the call
+        by ``end`` (a starved host) raises ``WorkerBusy`` and is judged later
+        (:meth:`_adopt_late`)."""
+        if worker.conn.poll(max(0, end - time.monotonic_ns()) / 1e9):
+            return True
+        if _ran_ns(worker.shm, seq) is None:
+            self._adopt_late(worker, seq, deadline_ns)
+            raise WorkerBusy(
+                f"overload: worker {worker.pid} had not started the call by its deadline "
+                f"({deadline_ns / 1e6:.1f} ms; the host is starved): the fallback answers; "
+                "the worker runs it later and is judged on that run"
+            )
+        own_end = worker.shm.get(_START) + deadline_ns
+        return worker.conn.poll(max(0, own_end - time.monotonic_ns()) / 1e9)
+
+    def _adopt_late(self, worker: _Worker, seq: int, deadline_ns: int) -> None:
+        """The call's deadline passed before ``worker`` even started it (the message sits in
+        its pipe: the process was not scheduled). That is no proof of a hang, so the worker
+        is not killed:
+        it stays out of the idle queue while a thread waits for it to start the call and
+        judges it on its own run (``deadline_ns`` from its start); one that does not start
+        within the heartbeat timeout is replaced (frozen)."""
+        with self._lock:
+            self._overloads += 1
+            worker.late = True
+        threading.Thread(
+            target=self._drain, args=(worker, seq, deadline_ns), name="vigil-pool-late", daemon=True
+        ).start()
+
+    def _drain(self, worker: _Worker, seq: int, deadline_ns: int) -> None:
+        with worker.lock:  # after the caller let go of it
+            start_by = time.monotonic_ns() + self.heartbeat_timeout_ns
+            reason = ""
+            try:
+                while not reason:
+                    started = worker.shm.get(_SEQ) == seq
+                    until = worker.shm.get(_START) + deadline_ns if started else start_by
+                    if worker.conn.poll(max(0, until - time.monotonic_ns()) / 1e9):
+                        rseq = pickle.loads(worker.conn.recv_bytes())[0]
+                        reason = "" if rseq == seq else f"answered call {rseq}, expected {seq}"
+                        break
+                    if worker.shm.get(_SEQ) == seq and time.monotonic_ns() >= (
+                        worker.shm.get(_START) + deadline_ns
+                    ):
+                        reason = _late(worker.shm, seq)
+                    elif not started and time.monotonic_ns() >= start_by:
+                        reason = "deadline: the worker never started a late call (frozen)"
+            except (EOFError, OSError, ValueError) as exc:
+                reason = f"died during a late call: {exc!r}"
+        if reason:
+            code = D.DEADLINE_MISSED if reason.startswith("deadline") else D.WORKER_LOST
+            self._fail(worker, reason, code)
+            return
+        with self._lock:
+            worker.late = False
+            if worker.role == "active" and worker in self._actives:
+                self._release(worker)
 
     def __call__(self, x: Any) -> Any:
         """Run one call with the pool's start timeout as its deadline (for warm-up and
@@ -1081,6 +1149,24 @@ class WorkerPool:
                 return pid
             self._closed.wait(0.001)
         return None
+
+
+def _ran_ns(shm: _SharedArea, seq: int) -> int | None:
+    """How long the worker has been running call ``seq`` (None: it has not started it)."""
+    if shm.get(_SEQ) != seq:
+        return None
+    return time.monotonic_ns() - shm.get(_START)
+
+
+def _late(shm: _SharedArea, seq: int) -> str:
+    """Why a call missed its deadline, from the worker's header: running (for how long), or
+    not started at all (the worker never took the message: starved or frozen)."""
+    try:
+        if shm.get(_SEQ) != seq:
+            return "deadline: the worker had not started the call"
+        return f"deadline: the call ran {(time.monotonic_ns() - shm.get(_START)) / 1e6:.1f} ms"
+    except ValueError:  # unmapped meanwhile
+        return "deadline"
 
 
 def _exitcode(worker: _Worker) -> int | None:
