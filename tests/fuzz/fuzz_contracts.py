@@ -66,7 +66,7 @@ def _tensor(raw: Any, pool: bytes) -> tuple[torch.Tensor, bytes]:
     raw = raw if isinstance(raw, dict) else {}
     dtype = _TENSOR_DTYPES.get(str(raw.get("dtype")), torch.float32)
     shape = raw.get("shape", [len(pool) // max(1, dtype.itemsize)])
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(type(d) is int and 0 <= d < 1 << 31 for d in shape):
         shape = [1]
     shape = shape[:6]
     numel = math.prod(shape)
