@@ -164,6 +164,18 @@ SegmentLoader = Callable[[F.SegmentInfo], tuple[Any, int, F.SegmentInfo] | None]
 """Returns ``(buffer, base, fresh_info)`` for a segment, or None if it changed while reading."""
 
 
+@dataclass
+class _Cursor:
+    """Where the walk stands in the log: the next seq it should hold, the chain and clock of
+    the last record of the log, and how far findings already explain what is missing."""
+
+    expected: int = 0  # 0 = nothing seen yet
+    prev_chain: bytes | None = None
+    prev_boot: int = -1
+    prev_mono: int = -1
+    covered: int = 0
+
+
 class Walker:
     """Walks a log's segments in order; yields the log's records, collects findings.
 
@@ -241,9 +253,12 @@ class Walker:
     def walk(self) -> Iterator[F.RawRecord]:
         """Yield every record that belongs to the log, in sequence order.
 
-        Each yielded record has ``offset`` relative to its segment; while it is being yielded
-        :attr:`current_segment`, :attr:`current_buffer` and :attr:`current_base` say where its
-        bytes are.
+        Segments are taken in generation order; for each, :meth:`_join` classifies where it
+        joins the log (eviction, a gap, a splice), then its records are checked and yielded
+        (:meth:`_segment_records`), or a clean segment is counted in one tight loop when only
+        findings matter. Each yielded record has ``offset`` relative to its segment; while it
+        is being yielded :attr:`current_segment`, :attr:`current_buffer` and
+        :attr:`current_base` say where its bytes are.
         """
         self._segment_findings()
         live = sorted((s for s in self.segments if s.live), key=lambda s: (s.generation, s.index))
@@ -258,18 +273,12 @@ class Walker:
                     segment=b.index,
                     offset=self.geo.segment_offset(b.index),
                 )
-        head = live[-1]
-        retained_from = self._prove_retention(head)
+        retained_from = self._prove_retention(live[-1])
         genesis = F.genesis_chain(self.geo.log_id)
-        expected = 0  # next seq the log should hold; 0 = nothing seen yet
-        prev_chain: bytes | None = None
-        prev_boot = prev_mono = -1
-        covered = 0  # seqs up to here are already explained by a finding
+        cur = _Cursor()
         for i, listed in enumerate(live):
             is_head = i == len(live) - 1
-            nxt_first = None if is_head else live[i + 1].first_seq
-            adjacent = not is_head and live[i + 1].generation == listed.generation + 1
-            base_off = self.geo.segment_offset(listed.index)
+            nxt = None if is_head else live[i + 1]
             loaded = self.load(listed)
             if loaded is None:
                 continue  # reused by a live writer while we read: not a finding
@@ -277,182 +286,227 @@ class Walker:
             seg_len = min(self.geo.segment_size, len(buf) - base)
             self.current_segment, self.current_buffer, self.current_base = seg.index, buf, base
             self.segments_scanned += 1
-            where = {"segment": seg.index, "offset": base_off}
-            # -- where this segment joins the log ------------------------------------------
-            if expected == 0:
-                if seg.first_seq > 1:
-                    self._hole(1, seg.first_seq - 1, retained_from, where)
-                elif seg.start_chain is not None and seg.start_chain != genesis:
-                    self.sink.add(
-                        "TAMPERING",
-                        f"segment {seg.index} starts the log but does not chain from the "
-                        "log's genesis digest (records from another log?)",
-                        seq=1,
-                        **where,
-                    )
-            elif seg.first_seq > expected:
-                lo = max(expected, covered + 1)
-                if lo < seg.first_seq:
-                    self._hole(lo, seg.first_seq - 1, retained_from, where)
-            elif (
-                seg.first_seq == expected
-                and seg.start_chain is not None
-                and prev_chain is not None
-                and seg.start_chain != prev_chain
+            self._join(seg, cur, genesis, retained_from)
+            nxt_first = None if nxt is None else nxt.first_seq
+            if (
+                not self.yield_records
+                and base == 0
+                and self._clean(buf, seg_len, seg, nxt_first, cur)
             ):
+                continue  # nothing to report: the common case
+            yield from self._segment_records(
+                buf,
+                base,
+                seg_len,
+                seg,
+                cur,
+                is_head=is_head,
+                adjacent=nxt is not None and nxt.generation == listed.generation + 1,
+                nxt_first=nxt_first,
+            )
+            if cur.expected > cur.covered:
+                cur.covered = cur.expected - 1
+
+    def _join(self, seg: F.SegmentInfo, cur: _Cursor, genesis: bytes, retained_from: int) -> None:
+        """Classify where ``seg`` joins the log read so far, and move the cursor to its start."""
+        where = {"segment": seg.index, "offset": self.geo.segment_offset(seg.index)}
+        expected, covered, prev_chain = cur.expected, cur.covered, cur.prev_chain
+        if expected == 0:
+            if seg.first_seq > 1:
+                self._hole(1, seg.first_seq - 1, retained_from, where)
+            elif seg.start_chain is not None and seg.start_chain != genesis:
                 self.sink.add(
                     "TAMPERING",
-                    f"segment {seg.index} does not chain from record {expected - 1}",
-                    seq=seg.first_seq,
+                    f"segment {seg.index} starts the log but does not chain from the "
+                    "log's genesis digest (records from another log?)",
+                    seq=1,
                     **where,
                 )
-            elif seg.first_seq < expected:
+        elif seg.first_seq > expected:
+            lo = max(expected, covered + 1)
+            if lo < seg.first_seq:
+                self._hole(lo, seg.first_seq - 1, retained_from, where)
+        elif (
+            seg.first_seq == expected
+            and seg.start_chain is not None
+            and prev_chain is not None
+            and seg.start_chain != prev_chain
+        ):
+            self.sink.add(
+                "TAMPERING",
+                f"segment {seg.index} does not chain from record {expected - 1}",
+                seq=seg.first_seq,
+                **where,
+            )
+        elif seg.first_seq < expected:
+            self.sink.add(
+                "TAMPERING",
+                f"segment {seg.index} (lap {seg.generation}) restarts at record "
+                f"{seg.first_seq}, below record {expected - 1} already in the log: "
+                "copied or its header forged",
+                seq=seg.first_seq,
+                **where,
+            )
+        cur.expected = seg.first_seq
+        cur.prev_chain = seg.start_chain
+
+    def _clean(
+        self, buf: Any, seg_len: int, seg: F.SegmentInfo, nxt_first: int | None, cur: _Cursor
+    ) -> bool:
+        """Count a segment with nothing to report in one tight loop (verification only);
+        False when it needs the record-by-record walk."""
+        limit = (1 << 64) if nxt_first is None else nxt_first
+        run = F.check_clean_segment(
+            buf,
+            seg_len,
+            info=seg,
+            header_area=self.geo.header_area,
+            limit=limit,
+            boot_id=cur.prev_boot,
+            mono_ns=cur.prev_mono,
+        )
+        if run is None:
+            return False
+        self.records += run.records
+        self.bytes += run.nbytes
+        if run.records:
+            self._ran(run.first_seq, run.last_seq)
+            if self.first_seq is None:
+                self.first_seq = run.first_seq
+            self.last_seq = run.last_seq
+            cur.expected, cur.prev_chain = run.last_seq + 1, run.chain
+            cur.prev_boot, cur.prev_mono = run.boot_id, run.mono_ns
+        cur.covered = max(cur.covered, cur.expected - 1)
+        return True
+
+    def _segment_records(
+        self,
+        buf: Any,
+        base: int,
+        seg_len: int,
+        seg: F.SegmentInfo,
+        cur: _Cursor,
+        *,
+        is_head: bool,
+        adjacent: bool,
+        nxt_first: int | None,
+    ) -> Iterator[F.RawRecord]:
+        """Check ``seg``'s records one by one, yield those of the log, classify the damage.
+
+        ``adjacent``: the next live segment was started right after this one (generation
+        + 1), so whatever seqs lie between them were written into this segment.
+        """
+        base_off = self.geo.segment_offset(seg.index)
+        # ``gap`` is the first damaged span since the last record of the log; it is
+        # classified when we learn what follows it: a record of the log (damage inside
+        # the log), or only superseded records / orphans / the segment end (a tear).
+        gap: F.Damage | None = None
+        gap_end = 0
+        foreign = False
+        after_tear: list[int] = []
+        items = list(F.scan_segment(buf, base, seg_len, seg, self.geo.header_area))
+        cut = F.tear_index(items, seg.first_seq)
+        kept = items if cut is None else items[:cut]
+        limit = (1 << 64) if nxt_first is None else nxt_first
+        nbytes = count = 0
+        for item in kept:
+            if isinstance(item, F.Damage):
+                if gap is None:
+                    gap = item
+                foreign |= item.foreign
+                gap_end = item.end
+                continue
+            nbytes += item.length
+            seq = item.seq
+            if seq >= limit:
                 self.sink.add(
                     "TAMPERING",
-                    f"segment {seg.index} (lap {seg.generation}) restarts at record "
-                    f"{seg.first_seq}, below record {expected - 1} already in the log: "
-                    "copied or its header forged",
-                    seq=seg.first_seq,
-                    **where,
+                    f"record {seq} in segment {seg.index} overlaps the segment "
+                    f"starting at {nxt_first}",
+                    seq=seq,
+                    **self._at(seg.index, base_off + item.offset),
                 )
-            expected = seg.first_seq
-            prev_chain = seg.start_chain
-            if not self.yield_records and base == 0:
-                limit = (1 << 64) if nxt_first is None else nxt_first
-                run = F.check_clean_segment(
-                    buf,
-                    seg_len,
-                    info=seg,
-                    header_area=self.geo.header_area,
-                    limit=limit,
-                    boot_id=prev_boot,
-                    mono_ns=prev_mono,
-                )
-                if run is not None:  # nothing to report: the common case, in one tight loop
-                    self.records += run.records
-                    self.bytes += run.nbytes
-                    if run.records:
-                        self._ran(run.first_seq, run.last_seq)
-                        if self.first_seq is None:
-                            self.first_seq = run.first_seq
-                        self.last_seq = run.last_seq
-                        expected, prev_chain = run.last_seq + 1, run.chain
-                        prev_boot, prev_mono = run.boot_id, run.mono_ns
-                    covered = max(covered, expected - 1)
-                    continue
-            # -- the segment's records -----------------------------------------------------
-            # ``gap`` is the first damaged span since the last record of the log; it is
-            # classified when we learn what follows it: a record of the log (damage inside
-            # the log), or only superseded records / orphans / the segment end (a tear).
-            gap: F.Damage | None = None
-            gap_end = 0
-            foreign = False
-            after_tear: list[int] = []
-            items = list(F.scan_segment(buf, base, seg_len, seg, self.geo.header_area))
-            cut = F.tear_index(items, seg.first_seq)
-            kept = items if cut is None else items[:cut]
-            limit = (1 << 64) if nxt_first is None else nxt_first
-            nbytes = count = 0
-            for item in kept:
-                if isinstance(item, F.Damage):
-                    if gap is None:
-                        gap = item
-                    foreign |= item.foreign
-                    gap_end = item.end
-                    continue
-                nbytes += item.length
-                seq = item.seq
-                if seq >= limit:
-                    self.sink.add(
-                        "TAMPERING",
-                        f"record {seq} in segment {seg.index} overlaps the segment "
-                        f"starting at {nxt_first}",
-                        seq=seq,
-                        **self._at(seg.index, base_off + item.offset),
-                    )
-                    continue
-                if gap is not None:
-                    self._damage_inside(
-                        gap=gap,
-                        gap_end=gap_end,
-                        foreign=foreign,
-                        expected=expected,
-                        after=item,
-                        segment=seg.index,
-                        base_off=base_off,
-                    )
-                    gap, foreign = None, False
-                elif seq != expected:
-                    self._out_of_sequence(item, expected, seg.index, base_off)
-                elif item.link is False:
-                    self.sink.add(
-                        "TAMPERING",
-                        f"record {seq} does not chain from record {seq - 1}: "
-                        "its bytes were changed and its CRC recomputed, or it was inserted",
-                        seq=seq,
-                        **self._at(seg.index, base_off + item.offset),
-                    )
-                if item.boot_id == prev_boot and item.mono_ns < prev_mono:
-                    self.sink.add(
-                        "CLOCK",
-                        f"record {seq}: monotonic time {item.mono_ns} is before the "
-                        f"previous record's {prev_mono} in the same boot session",
-                        seq=seq,
-                        **self._at(seg.index, base_off + item.offset),
-                    )
-                if self.last_seq is not None and seq <= self.last_seq:
-                    continue  # a copy of a record already returned (reported above): never twice
-                prev_boot, prev_mono = item.boot_id, item.mono_ns
-                prev_chain = item.chain
-                expected = seq + 1
-                count += 1
-                self._ran(seq, seq)
-                if self.first_seq is None:
-                    self.first_seq = seq
-                self.last_seq = seq
-                yield item
-            for item in items[len(kept) :]:  # from the tear on: nothing belongs to the log
-                if isinstance(item, F.Damage):
-                    if gap is None:
-                        gap = item
-                    foreign |= item.foreign
-                    gap_end = item.end
-                else:
-                    nbytes += item.length
-                    after_tear.append(item.seq)  # recovery resumed (or will) before it
-            self.records += count
-            self.bytes += nbytes
+                continue
             if gap is not None:
-                self._damage_at_end(
+                self._damage_inside(
                     gap=gap,
                     gap_end=gap_end,
                     foreign=foreign,
-                    seg=seg,
-                    is_head=is_head,
-                    adjacent=adjacent,
-                    nxt_first=nxt_first,
-                    expected=expected,
+                    expected=cur.expected,
+                    after=item,
+                    segment=seg.index,
                     base_off=base_off,
                 )
-                if adjacent and nxt_first is not None and nxt_first > expected:
-                    covered = nxt_first - 1
-            if after_tear:
+                gap, foreign = None, False
+            elif seq != cur.expected:
+                self._out_of_sequence(item, cur.expected, seg.index, base_off)
+            elif item.link is False:
                 self.sink.add(
-                    "SUPERSEDED",
-                    f"segment {seg.index}: {len(after_tear)} record(s) {after_tear[0]}.."
-                    f"{after_tear[-1]} lie after the tear; "
-                    + (
-                        "recovery will not include them"
-                        if is_head
-                        else f"recovery resumed at {nxt_first} in a later segment"
-                    ),
-                    seq=after_tear[0],
-                    last_seq=after_tear[-1],
-                    segment=seg.index,
-                    offset=base_off + gap.offset if gap is not None else base_off,
+                    "TAMPERING",
+                    f"record {seq} does not chain from record {seq - 1}: "
+                    "its bytes were changed and its CRC recomputed, or it was inserted",
+                    seq=seq,
+                    **self._at(seg.index, base_off + item.offset),
                 )
-            if expected > covered:
-                covered = expected - 1
+            if item.boot_id == cur.prev_boot and item.mono_ns < cur.prev_mono:
+                self.sink.add(
+                    "CLOCK",
+                    f"record {seq}: monotonic time {item.mono_ns} is before the "
+                    f"previous record's {cur.prev_mono} in the same boot session",
+                    seq=seq,
+                    **self._at(seg.index, base_off + item.offset),
+                )
+            if self.last_seq is not None and seq <= self.last_seq:
+                continue  # a copy of a record already returned (reported above): never twice
+            cur.prev_boot, cur.prev_mono = item.boot_id, item.mono_ns
+            cur.prev_chain = item.chain
+            cur.expected = seq + 1
+            count += 1
+            self._ran(seq, seq)
+            if self.first_seq is None:
+                self.first_seq = seq
+            self.last_seq = seq
+            yield item
+        for item in items[len(kept) :]:  # from the tear on: nothing belongs to the log
+            if isinstance(item, F.Damage):
+                if gap is None:
+                    gap = item
+                foreign |= item.foreign
+                gap_end = item.end
+            else:
+                nbytes += item.length
+                after_tear.append(item.seq)  # recovery resumed (or will) before it
+        self.records += count
+        self.bytes += nbytes
+        if gap is not None:
+            self._damage_at_end(
+                gap=gap,
+                gap_end=gap_end,
+                foreign=foreign,
+                seg=seg,
+                is_head=is_head,
+                adjacent=adjacent,
+                nxt_first=nxt_first,
+                expected=cur.expected,
+                base_off=base_off,
+            )
+            if adjacent and nxt_first is not None and nxt_first > cur.expected:
+                cur.covered = nxt_first - 1
+        if after_tear:
+            self.sink.add(
+                "SUPERSEDED",
+                f"segment {seg.index}: {len(after_tear)} record(s) {after_tear[0]}.."
+                f"{after_tear[-1]} lie after the tear; "
+                + (
+                    "recovery will not include them"
+                    if is_head
+                    else f"recovery resumed at {nxt_first} in a later segment"
+                ),
+                seq=after_tear[0],
+                last_seq=after_tear[-1],
+                segment=seg.index,
+                offset=base_off + gap.offset if gap is not None else base_off,
+            )
 
     _MAX_RUNS = 4096
 

@@ -16,6 +16,91 @@ from vigil.schemas import RecordType
 TYPE_NAMES = tuple(t.name.lower() for t in RecordType)
 
 
+def add_parsers(sub: Any) -> None:
+    """``demo``, ``verify``, ``dump``, ``replay`` and ``inspect``: their options, beside them."""
+    demo_p = sub.add_parser(
+        "demo", help="run the supervisor through every state; verify and replay its log"
+    )
+    demo_p.add_argument(
+        "--out", default="vigil-demo", help="output directory (default: %(default)s)"
+    )
+    demo_p.add_argument(
+        "--calls", type=int, default=2000, help="inference calls (default: %(default)s)"
+    )
+    demo_p.add_argument("--seed", type=int, default=7, help="workload seed (default: %(default)s)")
+    demo_p.add_argument(
+        "--segments",
+        type=int,
+        default=127,
+        help="segments in the log's ring (at least 2; with few, small segments the ring wraps "
+        "and `vigil verify` shows eviction) (default: %(default)s)",
+    )
+    demo_p.add_argument(
+        "--segment-size",
+        type=int,
+        default=256 << 10,
+        metavar="BYTES",
+        help="bytes per segment: a multiple of 4096, 8192 .. 1 GiB (default: %(default)s)",
+    )
+
+    demo_p.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="where the reference workload runs (default: %(default)s)",
+    )
+    demo_p.add_argument(
+        "--preset",
+        default="tiny",
+        choices=("tiny", "gpu"),
+        help="the reference decoder's size: tiny (CPU, ~0.2 M parameters) or gpu "
+        "(~156 M, bfloat16; for --device cuda) (default: %(default)s)",
+    )
+    demo_p.set_defaults(run=demo)
+
+    verify_p = sub.add_parser("verify", help="check a log's integrity; exit 0 intact, 1 not")
+    verify_p.add_argument("path")
+    verify_p.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify_p.add_argument(
+        "--max-findings",
+        type=int,
+        default=1000,
+        help="findings to list; the rest are counted (default: %(default)s)",
+    )
+    _seal.add_verify_options(verify_p)
+    verify_p.set_defaults(run=verify)
+
+    dump_p = sub.add_parser("dump", help="print a log's records in sequence order")
+    dump_p.add_argument("path")
+    dump_p.add_argument("--format", choices=("jsonl", "table"), default="table")
+    dump_p.add_argument(
+        "--type",
+        action="append",
+        dest="types",
+        metavar="T",
+        help="only records of this type (repeatable): " + ", ".join(TYPE_NAMES),
+    )
+    dump_p.add_argument(
+        "--since", help="first record: a sequence number or an ISO-8601 time (inclusive)"
+    )
+    dump_p.add_argument(
+        "--until", help="last record: a sequence number or an ISO-8601 time (inclusive)"
+    )
+    dump_p.set_defaults(run=dump)
+
+    replay_p = sub.add_parser(
+        "replay", help="re-derive every state change from the recorded calls and policy"
+    )
+    replay_p.add_argument("path")
+    replay_p.add_argument("--json", action="store_true", help="print the report as JSON")
+    replay_p.set_defaults(run=replay)
+
+    inspect_p = sub.add_parser("inspect", help="show geometry, head, records, segments and wear")
+    inspect_p.add_argument("path")
+    inspect_p.add_argument("--json", action="store_true", help="print as JSON")
+    inspect_p.set_defaults(run=inspect)
+
+
 def demo(args: argparse.Namespace) -> int:
     if args.calls < 1 or args.calls > 10_000_000:
         raise UsageError(f"--calls {args.calls}: must be in [1, 10000000]")

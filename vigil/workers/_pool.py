@@ -57,23 +57,16 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import importlib
-import mmap
 import multiprocessing
 import os
 import pickle
-import struct
-import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, NamedTuple
-
-import numpy as np
-import torch
+from typing import Any
 
 from vigil import _diagnostics as D
 from vigil.errors import (
@@ -88,6 +81,22 @@ from vigil.errors import (
 )
 from vigil.schemas import Outcome
 from vigil.supervisor._isolation import WorkerEvent
+from vigil.workers._child import WorkerSpec, _spin_poll, _worker_main
+from vigil.workers._shm import (
+    _ALIGN,
+    _DEADLINE,
+    _DTYPES,
+    _END,
+    _HEADER_SIZE,
+    _HEARTBEAT,
+    _SEQ,
+    _SHM_DIR,
+    _START,
+    _flatten,
+    _read,
+    _SharedArea,
+    _write,
+)
 
 __all__ = [
     "PoolStatistics",
@@ -95,341 +104,6 @@ __all__ = [
     "WorkerPool",
     "WorkerSpec",
 ]
-
-_HEADER = struct.Struct("<QQQQQI")  # heartbeat, seq, start, deadline, end, busy
-_HEADER_SIZE = 64
-_HEARTBEAT, _SEQ, _START, _DEADLINE, _END, _BUSY = 0, 8, 16, 24, 32, 40
-_U64 = struct.Struct("<Q")
-_U32 = struct.Struct("<I")
-_ALIGN = 64
-_DTYPES = {
-    str(d): d
-    for d in (
-        torch.float64,
-        torch.float32,
-        torch.float16,
-        torch.bfloat16,
-        torch.int64,
-        torch.int32,
-        torch.int16,
-        torch.int8,
-        torch.uint8,
-        torch.bool,
-    )
-}
-_NUMPY = {
-    "torch.float64": np.float64,
-    "torch.float32": np.float32,
-    "torch.float16": np.float16,
-    "torch.int64": np.int64,
-    "torch.int32": np.int32,
-    "torch.int16": np.int16,
-    "torch.int8": np.int8,
-    "torch.uint8": np.uint8,
-    "torch.bool": np.bool_,
-}
-_SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-
-
-# --- what a worker runs ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """How a worker process builds its model: plain data, so that it crosses ``spawn``.
-
-    Exactly one of:
-
-    * ``factory="package.module:function"`` called with ``kwargs`` (a module it returns is
-      moved to ``device`` and put in eval mode), or
-    * ``model_dir`` (a signed model directory) with ``public_key`` (the trusted key file) and
-      ``builder="package.module:function"`` (config -> module; default
-      :func:`vigil.testing._models.build_reference`).
-
-    Attributes:
-        device: where the model runs in the worker (``cpu``, ``cuda``, ``cuda:N``).
-        warmup_input: an input run ``warmup_calls`` times before the worker says ready (CUDA
-            kernels, allocator and caches warm before the first real call).
-        shm_bytes: the size of each of the worker's two tensor areas (input, output).
-        threads: torch's intra-op threads in the worker (None: torch's default). On a small
-            host, 1 keeps the worker's OpenMP threads from spinning against the supervisor's.
-        spin_us: both sides poll the pipe without sleeping for up to this long before they
-            block (the worker after each answer, the supervisor after each request): a
-            blocked process's wake-up costs tens of microseconds on a VM. It trades up to
-            this much CPU time per call for latency; 0 turns it off.
-    """
-
-    factory: str | None = None
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    model_dir: str | None = None
-    public_key: str | None = None
-    builder: str = "vigil.testing._models:build_reference"
-    device: str = "cpu"
-    warmup_input: Any = None
-    warmup_calls: int = 3
-    shm_bytes: int = 16 << 20
-    threads: int | None = None
-    spin_us: int = 300
-
-    def __post_init__(self) -> None:
-        if (self.factory is None) == (self.model_dir is None):
-            raise ConfigError("WorkerSpec: give exactly one of factory= and model_dir=")
-        for name in ("factory", "builder"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or ":" not in value):
-                raise ConfigError(f"WorkerSpec.{name}={value!r}: write 'package.module:function'")
-        if self.model_dir is not None and self.public_key is None:
-            raise ConfigError("WorkerSpec: a model_dir needs the trusted public_key file")
-        if not isinstance(self.device, str) or not (
-            self.device == "cpu" or self.device.startswith("cuda")
-        ):
-            raise ConfigError(f"WorkerSpec.device={self.device!r}: cpu, cuda or cuda:N")
-        if not isinstance(self.shm_bytes, int) or not 4096 <= self.shm_bytes <= 1 << 34:
-            raise ConfigError(f"WorkerSpec.shm_bytes={self.shm_bytes!r}: 4 KiB .. 16 GiB")
-        if not isinstance(self.spin_us, int) or not 0 <= self.spin_us <= 1_000_000:
-            raise ConfigError(f"WorkerSpec.spin_us={self.spin_us!r}: 0 .. 1000000")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ConfigError(f"WorkerSpec.threads={self.threads!r}: None or >= 1")
-        if not isinstance(self.warmup_calls, int) or self.warmup_calls < 0:
-            raise ConfigError(f"WorkerSpec.warmup_calls={self.warmup_calls!r}: must be >= 0")
-
-
-def _resolve(name: str) -> Callable[..., Any]:
-    module, _, attr = name.partition(":")
-    target: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        target = getattr(target, part)
-    if not callable(target):
-        raise ConfigError(f"{name} is not callable")
-    return target  # type: ignore[no-any-return]
-
-
-def _build(spec: WorkerSpec) -> tuple[Callable[[Any], Any], bytes, dict[str, Any]]:
-    """In the worker: the model, its digest, and what to report about it."""
-    from vigil.supervisor import _tensors as T  # noqa: PLC0415
-
-    if spec.model_dir is not None:
-        from vigil import keys as _keys  # noqa: PLC0415
-        from vigil.model import load_model  # noqa: PLC0415
-
-        assert spec.public_key is not None
-        loaded = load_model(
-            spec.model_dir, _keys.load_public(spec.public_key), _resolve(spec.builder)
-        )
-        model = loaded.module.to(spec.device).eval()
-        about = {"model_dir": spec.model_dir, "version": loaded.artifact.version}
-        return model, loaded.digest, about
-    assert spec.factory is not None
-    model = _resolve(spec.factory)(**dict(spec.kwargs))
-    if not callable(model):
-        raise ConfigError(f"{spec.factory} returned {type(model).__name__}, not a model")
-    if isinstance(model, torch.nn.Module):
-        model = model.to(spec.device).eval()
-    if isinstance(model, torch.nn.Module):
-        state = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
-        digest = T.digest({"factory": spec.factory, "state": state})
-    else:
-        digest = T.digest({"factory": spec.factory, "kwargs": repr(sorted(spec.kwargs.items()))})
-    return model, digest, {"factory": spec.factory}
-
-
-# --- tensors through shared memory -----------------------------------------------------------
-
-
-class _Spec(NamedTuple):
-    """One tensor in an area: where its bytes are and what they are."""
-
-    name: str | int | None
-    dtype: str
-    shape: tuple[int, ...]
-    offset: int
-    nbytes: int
-
-
-def _flatten(value: Any) -> tuple[str, list[tuple[str | int | None, torch.Tensor]]]:
-    """A tensor, a dict of tensors or a tuple/list of tensors, as (kind, named tensors)."""
-    if isinstance(value, torch.Tensor):
-        return "tensor", [(None, value)]
-    if isinstance(value, Mapping) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
-    ):
-        return "dict", list(value.items())
-    if isinstance(value, tuple | list) and all(isinstance(v, torch.Tensor) for v in value):
-        return "tuple", list(enumerate(value))
-    raise TypeError(
-        f"a worker exchanges a tensor, a dict of tensors or a tuple of tensors, "
-        f"not {type(value).__name__}"
-    )
-
-
-def _unflatten(kind: str, items: list[tuple[str | int | None, torch.Tensor]]) -> Any:
-    if kind == "tensor":
-        return items[0][1]
-    if kind == "dict":
-        return dict(items)
-    return tuple(v for _, v in items)
-
-
-def _write(area: np.ndarray, value: Any, what: str) -> tuple[str, list[_Spec]]:
-    """Copy ``value``'s tensors into ``area`` (a uint8 array over shared memory).
-
-    The copies go through numpy views of the tensors: for the small tensors of a typical
-    call, a numpy slice assignment costs a fraction of the torch ops it replaces (this path
-    runs twice per call, and its cost is the process boundary's overhead).
-    """
-    kind, items = _flatten(value)
-    specs, offset = [], 0
-    for name, tensor in items:
-        dtype = str(tensor.dtype)
-        if dtype not in _DTYPES:
-            raise TypeError(f"{what} tensor {name!r} has dtype {dtype}, not supported")
-        t = tensor if tensor.device.type == "cpu" else tensor.cpu()
-        nbytes = t.numel() * t.element_size()
-        if offset + nbytes > area.size:
-            raise OverflowError(
-                f"{what} needs more than the worker's {area.size} bytes of shared memory "
-                "(raise shm_bytes)"
-            )
-        if nbytes:
-            src = t.detach()
-            if src.dtype is torch.bfloat16:  # numpy has no bfloat16: move its bits
-                src = src.contiguous().view(torch.int16)
-            area[offset : offset + nbytes] = src.numpy().reshape(-1).view(np.uint8)
-        specs.append(_Spec(name, dtype, tuple(t.shape), offset, nbytes))
-        offset += (nbytes + _ALIGN - 1) // _ALIGN * _ALIGN
-    return kind, specs
-
-
-def _read(area: np.ndarray, kind: str, specs: list[_Spec], *, copy: bool) -> Any:
-    """Tensors from ``area``: views (in the worker: the model reads them) or copies (in the
-    supervisor: the caller keeps them while the area is reused)."""
-    items = []
-    for s in specs:
-        raw = area[s.offset : s.offset + s.nbytes]
-        if s.dtype == "torch.bfloat16":
-            t = torch.from_numpy(raw.view(np.int16)).view(torch.bfloat16).reshape(s.shape)
-        else:
-            t = torch.from_numpy(raw.view(_NUMPY[s.dtype]).reshape(s.shape))
-        items.append((s.name, t.clone() if copy else t))
-    return _unflatten(kind, items)
-
-
-class _SharedArea:
-    """One worker's shared-memory file, mapped; the file is unlinked once both have it."""
-
-    def __init__(self, path: str, size: int, *, create: bool) -> None:
-        flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
-        fd = os.open(path, flags, 0o600)
-        try:
-            if create:
-                os.ftruncate(fd, size)
-            self.mm = mmap.mmap(fd, size)
-        finally:
-            os.close(fd)
-        self.path, self.size = path, size
-        whole = np.frombuffer(self.mm, dtype=np.uint8)
-        cap = (size - _HEADER_SIZE) // 2 // _ALIGN * _ALIGN
-        self.inputs = whole[_HEADER_SIZE : _HEADER_SIZE + cap]
-        self.outputs = whole[_HEADER_SIZE + cap : _HEADER_SIZE + 2 * cap]
-        del whole
-
-    def get(self, offset: int) -> int:
-        return int(_U64.unpack_from(self.mm, offset)[0])
-
-    def put(self, offset: int, value: int) -> None:
-        _U64.pack_into(self.mm, offset, value)
-
-    def busy(self) -> bool:
-        return bool(_U32.unpack_from(self.mm, _BUSY)[0])
-
-    def unlink(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-
-    def close(self) -> None:
-        del self.inputs, self.outputs
-        with contextlib.suppress(BufferError):  # a caller still holds a view: the GC unmaps
-            self.mm.close()
-
-
-# --- the worker process ----------------------------------------------------------------------
-
-
-def _worker_main(spec: WorkerSpec, path: str, conn: Connection, heartbeat_ns: int) -> None:
-    """Entry point of a worker process (spawned): load, warm up, say ready, serve calls."""
-    from vigil.supervisor import _tensors as T  # noqa: PLC0415
-
-    shm = _SharedArea(path, spec.shm_bytes * 2 + _HEADER_SIZE, create=False)
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(heartbeat_ns / 1e9):
-            shm.put(_HEARTBEAT, time.monotonic_ns())
-
-    shm.put(_HEARTBEAT, time.monotonic_ns())  # before "ready", whenever the thread first runs
-
-    threading.Thread(target=beat, name="vigil-heartbeat", daemon=True).start()
-    spin_ns = spec.spin_us * 1000
-    try:
-        t0 = time.monotonic_ns()
-        if spec.threads is not None:
-            torch.set_num_threads(spec.threads)
-        model, digest, about = _build(spec)
-        with torch.inference_mode():
-            for _ in range(spec.warmup_calls if spec.warmup_input is not None else 0):
-                model(_to(spec.warmup_input, spec.device))
-        if spec.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        ready = {**about, "start_ns": time.monotonic_ns() - t0, "device": spec.device}
-        conn.send_bytes(pickle.dumps(("ready", os.getpid(), digest, ready)))
-    except BaseException as exc:  # any failure to start is reported, then the process ends
-        with contextlib.suppress(OSError):  # nobody to tell: the supervisor is gone
-            conn.send_bytes(pickle.dumps(("failed", os.getpid(), T.describe(exc, 2000), None)))
-        return
-    while True:
-        try:
-            _spin_poll(conn, spin_ns)  # the next call often comes at once: stay awake
-            message = conn.recv_bytes()
-        except (EOFError, OSError):  # the supervisor is gone: so are we
-            return
-        seq, kind, specs = pickle.loads(message)
-        shm.put(_SEQ, seq)
-        shm.put(_START, time.monotonic_ns())
-        _U32.pack_into(shm.mm, _BUSY, 1)
-        fatal = False
-        try:
-            x = _to(_read(shm.inputs, kind, specs, copy=False), spec.device)
-            with torch.inference_mode():
-                y = model(x)
-            reply: tuple[Any, ...] = (seq, "ok", *_write(shm.outputs, y, "the output"))
-        except BaseException as exc:  # every failure of the model is the supervisor's to judge
-            outcome, code = T.classify(exc)
-            fatal = outcome is Outcome.DEVICE_FATAL
-            reply = (seq, "error", (int(outcome), code.code, T.describe(exc)), None)
-        shm.put(_END, time.monotonic_ns())
-        _U32.pack_into(shm.mm, _BUSY, 0)
-        conn.send_bytes(pickle.dumps(reply))
-        if fatal:  # the device context is poisoned: nothing more runs in this process
-            stop.set()
-            os._exit(70)
-
-
-def _spin_poll(conn: Connection, spin_ns: int) -> bool:
-    """Poll ``conn`` without sleeping for up to ``spin_ns``: a blocked process's wake-up
-    costs tens of microseconds on a VM, more than a short call itself."""
-    end = time.monotonic_ns() + spin_ns
-    while spin_ns and time.monotonic_ns() < end:
-        if conn.poll(0):
-            return True
-    return False
-
-
-def _to(value: Any, device: str) -> Any:
-    if device == "cpu":
-        return value
-    kind, items = _flatten(value)
-    return _unflatten(kind, [(k, v.to(device, non_blocking=True)) for k, v in items])
-
 
 # --- the supervisor's side -------------------------------------------------------------------
 
@@ -904,7 +578,7 @@ class WorkerPool:
                 )
             reply = pickle.loads(worker.conn.recv_bytes())
         except (EOFError, OSError) as exc:
-            code = worker.process.exitcode  # no join here: reaping is the background's
+            code = _code(worker)  # no join here: reaping is the background's
             self._fail(worker, f"died during a call (exit code {code})", D.WORKER_LOST)
             raise WorkerLost(f"worker {worker.pid} died during the call") from exc
         with self._lock:
@@ -1048,7 +722,7 @@ class WorkerPool:
                 self._changed.notify_all()
 
     def _discard(self, worker: _Worker) -> None:
-        if worker.process.is_alive():
+        if _alive(worker):
             with contextlib.suppress(OSError):
                 worker.process.kill()
         worker.process.join(5.0)
@@ -1057,6 +731,8 @@ class WorkerPool:
                 worker.conn.close()
             worker.shm.unlink()
             worker.shm.close()
+            if _code(worker) is not None:  # reaped: release its sentinel pipe now, not
+                worker.process.close()  # whenever the garbage collector gets to it
 
     def _watch(self) -> None:
         """The monitor: replaces a worker that died or whose heartbeat stopped."""
@@ -1075,7 +751,7 @@ class WorkerPool:
             installed = [*self._actives, *([self._standby] if self._standby else [])]
             beats = [(w, w.shm.get(_HEARTBEAT)) for w in installed]  # may be unmapped later
         for w, beat in beats:
-            if not w.process.is_alive():
+            if not _alive(w):
                 self._fail(w, f"died (exit code {_exitcode(w)})", D.WORKER_LOST)
                 continue
             # a worker is judged from when it was installed: its first beat may be written
@@ -1170,6 +846,22 @@ def _late(shm: _SharedArea, seq: int) -> str:
 
 
 def _exitcode(worker: _Worker) -> int | None:
-    worker.process.join(0.05)
-    code: int | None = worker.process.exitcode
+    with contextlib.suppress(ValueError):  # closed: discarded (and reaped) already
+        worker.process.join(0.05)
+    return _code(worker)
+
+
+def _code(worker: _Worker) -> int | None:
+    """The worker's exit code, None while it runs or once its process object is closed."""
+    try:
+        code: int | None = worker.process.exitcode
+    except ValueError:  # closed by _discard: reaped, its sentinel released
+        return None
     return code
+
+
+def _alive(worker: _Worker) -> bool:
+    try:
+        return bool(worker.process.is_alive())
+    except ValueError:  # closed by _discard
+        return False
