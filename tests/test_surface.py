@@ -52,6 +52,7 @@ def test_the_public_modules_are_the_ones_we_know() -> None:
         "vigil.auditlog",
         "vigil.cli",
         "vigil.errors",
+        "vigil.fleet",
         "vigil.fsm",
         "vigil.keys",
         "vigil.model",

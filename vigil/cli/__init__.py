@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from vigil import __version__
-from vigil.cli import _commands, _model, _seal, _serve
+from vigil.cli import _commands, _fleet, _model, _seal, _serve
 from vigil.errors import (
     LogGeometryError,
     SuperblockCorrupt,
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     _seal.add_parsers(sub)
     _model.add_parser(sub)
     _serve.add_parser(sub)
+    _fleet.add_parsers(sub)
     return p
 
 
