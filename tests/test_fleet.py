@@ -301,8 +301,10 @@ def test_report_cli_sql_json_and_errors(fleet_ds: Path, capsys: pytest.CaptureFi
     assert main(["fleet", "report", str(fleet_ds), "--sql", sql, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["sql"]["rows"] == [{"device": "d1", "n": 40}, {"device": "d2", "n": 11}]
-    assert main(["fleet", "report", str(fleet_ds), "--report", "safe_stop"]) == 0
+    png = fleet_ds.parent / "fallback.png"
+    assert main(["fleet", "report", str(fleet_ds), "--report", "safe_stop", "--png", str(png)]) == 0
     assert "worker lost" in capsys.readouterr().out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["fleet", "report", str(fleet_ds), "--sql", "SELECT nope FROM inferences"]) == 2
     assert "DIA-8007" in capsys.readouterr().err
     assert main(["fleet", "report", str(fleet_ds.parent)]) == 2
