@@ -4,8 +4,9 @@ anchor for sealed logs; ``vigil model`` for signed model artifacts.
 Exit codes are part of the interface: 0 success (for ``verify``: the log is intact; for
 ``replay``: every transition agrees with the recorded policy), 1 an integrity failure
 (``verify`` found damage or tampering, ``replay`` a disagreement; the log's superblock or
-size is corrupt), 2 a usage or I/O error (bad arguments, missing file, not a vigil log). Errors are
-printed to stderr with their diagnostic code.
+size is corrupt), 2 a usage or I/O error (bad arguments, missing file, not a vigil log); ``export``
+adds 3: some logs could not be exported (the others were). Errors are printed to stderr with
+their diagnostic code.
 """
 
 from __future__ import annotations
