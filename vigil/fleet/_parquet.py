@@ -16,6 +16,7 @@ next checkpoint may authenticate, and whatever a crashed export left), then expo
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import re
@@ -48,6 +49,14 @@ def arrow_schema(columns: tuple[tuple[str, str], ...]) -> Any:
     pa = need("pyarrow")
     meta = {b"vigil_export_schema": str(SCHEMA_VERSION).encode()}
     return pa.schema([pa.field(n, _arrow_type(pa, k)) for n, k in columns], metadata=meta)
+
+
+_NS_PER_DAY = 86_400 * 10**9
+
+
+@functools.lru_cache(maxsize=64)
+def _day_of(day: int) -> str:
+    return _day(day * _NS_PER_DAY)
 
 
 def _day(real_ns: int) -> str:
@@ -161,7 +170,7 @@ class ParquetWriter:
             if not table:
                 undecodable += 1
                 continue
-            key = (table, _day(rec.real_ns), first_tail is not None)
+            key = (table, _day_of(rec.real_ns // _NS_PER_DAY), first_tail is not None)
             buf = buffers.setdefault(key, [])
             buf.append(values)
             rows += 1

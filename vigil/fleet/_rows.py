@@ -120,6 +120,10 @@ TABLE_OF: dict[int, str] = {
 }
 
 
+_PROBE, _SHADOW = int(CallFlags.PROBE), int(CallFlags.SHADOW)
+_COUNTED, _KNOWN = int(CallFlags.COUNTED), int(CallFlags.KNOWN_ANSWER)
+
+
 def name(value: Any) -> str:
     """An enum member's name; an unknown (newer) value as its number."""
     return value.name if isinstance(value, enum.Enum) else str(value)
@@ -155,10 +159,10 @@ def row(rec: LogRecord, log_id: str, device: str, status: str) -> tuple[str, dic
             latency_ns=int(b["latency_ns"]),
             deadline_ns=int(b["deadline_ns"]),
             answer_age_ns=int(b["answer_age_ns"]),
-            probe=bool(flags & CallFlags.PROBE),
-            shadow=bool(flags & CallFlags.SHADOW),
-            counted=bool(flags & CallFlags.COUNTED),
-            known_answer=bool(flags & CallFlags.KNOWN_ANSWER),
+            probe=bool(flags & _PROBE),
+            shadow=bool(flags & _SHADOW),
+            counted=bool(flags & _COUNTED),
+            known_answer=bool(flags & _KNOWN),
             flags=flags,
             request_id=_hex(b["request_id"]),
             model_digest=_hex(b["model_digest"]),
