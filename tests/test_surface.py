@@ -53,6 +53,7 @@ def test_the_public_modules_are_the_ones_we_know() -> None:
         "vigil.cli",
         "vigil.errors",
         "vigil.fleet",
+        "vigil.fleet.spark",
         "vigil.fsm",
         "vigil.keys",
         "vigil.model",

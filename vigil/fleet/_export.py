@@ -86,6 +86,22 @@ class ExportSummary:
 Writer = Callable[[VerifiedLog, LogOutcome], None]
 
 
+def prepare(dest: str) -> None:
+    """Create the export directory if needed; it must be writable.
+
+    Raises:
+        ExportDestinationError: DIA-8004.
+    """
+    try:
+        os.makedirs(dest, exist_ok=True)
+    except OSError as exc:
+        raise ExportDestinationError(
+            f"{dest}: cannot create the export directory: {exc.strerror}", path=dest
+        ) from None
+    if not os.access(dest, os.W_OK | os.X_OK):
+        raise ExportDestinationError(f"{dest}: the export directory is not writable", path=dest)
+
+
 def run_export(
     paths: Sequence[str],
     dest: str,
@@ -100,14 +116,7 @@ def run_export(
     start = time.perf_counter()
     if not paths:
         raise UsageError("give at least one log to export")
-    try:
-        os.makedirs(dest, exist_ok=True)
-    except OSError as exc:
-        raise ExportDestinationError(
-            f"{dest}: cannot create the export directory: {exc.strerror}", path=dest
-        ) from None
-    if not os.access(dest, os.W_OK | os.X_OK):
-        raise ExportDestinationError(f"{dest}: the export directory is not writable", path=dest)
+    prepare(dest)
     write = writer_for(dest)
     outcomes: list[LogOutcome] = []
     for path in paths:

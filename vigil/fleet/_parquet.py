@@ -38,7 +38,7 @@ BATCH_ROWS = 65_536
 
 def _arrow_type(pa: Any, kind: str) -> Any:
     if kind == "timestamp":
-        return pa.timestamp("ns", tz="UTC")
+        return pa.timestamp("us", tz="UTC")  # Spark reads no nanosecond timestamps
     return {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "bool": pa.bool_()}[
         kind
     ]
@@ -73,17 +73,28 @@ class ParquetWriter:
         ExportDestinationError: the state file is unreadable or of another schema version.
     """
 
-    def __init__(self, dest: str, *, keep_damaged: bool = False, batch_rows: int = BATCH_ROWS):
+    def __init__(
+        self,
+        dest: str,
+        *,
+        keep_damaged: bool = False,
+        batch_rows: int = BATCH_ROWS,
+        state: dict[str, Any] | None = None,
+        persist: bool = True,
+    ) -> None:
+        """``state``/``persist``: a Spark task works on the driver's copy of the state and
+        hands its entry back instead of writing the shared state file (vigil.fleet.spark)."""
         self.pa = need("pyarrow")
         self.pq = need("pyarrow.parquet")
         self.dest = Path(dest)
         self.keep_damaged = keep_damaged
         self.batch_rows = batch_rows
+        self.persist = persist
         self.schemas = {t: arrow_schema(COMMON + cols) for t, cols in TABLES.items()}
         self.logs_schema = arrow_schema(LOGS)
-        self.state = self._load_state()
+        self.state = state if state is not None else self.load_state()
 
-    def _load_state(self) -> dict[str, Any]:
+    def load_state(self) -> dict[str, Any]:
         path = self.dest / STATE_FILE
         if not path.exists():
             return {"vigil_export": 1, "schema_version": SCHEMA_VERSION, "logs": {}}
@@ -110,7 +121,8 @@ class ParquetWriter:
             )
         return dict(state)
 
-    def _save_state(self) -> None:
+    def save_state(self) -> None:
+        """Write the state file (atomically)."""
         self._atomic(self.dest / STATE_FILE, json.dumps(self.state, indent=1, sort_keys=True))
 
     def _atomic(self, path: Path, text: str | None = None, table: Any = None) -> None:
@@ -190,7 +202,8 @@ class ParquetWriter:
         }
         self._write_logs_row(vlog, totals)
         self.state["logs"][vlog.log_id] = totals
-        self._save_state()
+        if self.persist:
+            self.save_state()
 
     def _write_part(
         self, log_id: str, key: tuple[str, str, bool], rows: list[dict[str, Any]]
@@ -230,7 +243,7 @@ class ParquetWriter:
             "exported_through": totals["watermark"] or None,
             "undecodable": totals["undecodable"],
             "findings": json.dumps(findings, sort_keys=True),
-            "exported_at": time.time_ns(),
+            "exported_at": time.time_ns() // 1000,
             "schema_version": SCHEMA_VERSION,
         }
         arrays = [

@@ -2,7 +2,8 @@
 
 Every record table starts with the same columns (:data:`COMMON`); docs/EXPORT.md is the
 prose of these declarations. Types are Arrow's, by name: ``string``, ``int32``, ``int64``,
-``bool``, ``timestamp`` (nanoseconds, UTC).
+``bool``, ``timestamp`` (microseconds, UTC: what Spark, DuckDB and pandas all read; the
+exact nanoseconds are in ``real_ns``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ COMMON: tuple[tuple[str, str], ...] = (
     ("device", "string"),
     ("seq", "int64"),
     ("time", "timestamp"),
+    ("real_ns", "int64"),
     ("mono_ns", "int64"),
     ("boot_id", "string"),
     ("status", "string"),
@@ -144,7 +146,8 @@ def row(rec: LogRecord, log_id: str, device: str, status: str) -> tuple[str, dic
         "log_id": log_id,
         "device": device,
         "seq": rec.seq,
-        "time": rec.real_ns,
+        "time": rec.real_ns // 1000,
+        "real_ns": rec.real_ns,
         "mono_ns": rec.mono_ns,
         "boot_id": f"{rec.boot_id:016x}",
         "status": status,
