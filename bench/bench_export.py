@@ -70,14 +70,14 @@ def make_logs(root: str, devices: int, calls: int) -> list[str]:
     return logs
 
 
-def synthesize(src: str, dest: str, rows: int, logs: int) -> int:
+def synthesize(src: str, dest: str, rows: int, logs: int) -> tuple[int, int, int]:
     """Replicate ``src``'s inferences and transitions into ``dest`` until ``rows`` rows."""
     import duckdb
 
     con = duckdb.connect()
     base = con.execute(
         f"SELECT count(*), max(seq), max(epoch_ns(time)) - min(epoch_ns(time)) "
-        f"FROM read_parquet('{src}/inferences/**/*.parquet')"
+        f"FROM read_parquet('{src}/inferences/**/*.parquet', hive_partitioning = false)"
     ).fetchone()
     assert base is not None
     n, max_seq, span = base
@@ -87,7 +87,9 @@ def synthesize(src: str, dest: str, rows: int, logs: int) -> int:
         con.execute(
             f"""
             COPY (
-              SELECT * EXCLUDE (log_id, device, seq, time),
+              SELECT * EXCLUDE (log_id, device, seq, time, real_ns),
+                     real_ns + ((j // {logs}) * {span // 1000 + 60_000_000}
+                                + (j % 7) * 86400000000) * 1000 AS real_ns,
                      md5(log_id || (j % {logs})) AS log_id,
                      'device-' || lpad(CAST(j % {logs} AS VARCHAR), 4, '0') AS device,
                      seq + (j // {logs}) * {max_seq} AS seq,
@@ -96,18 +98,20 @@ def synthesize(src: str, dest: str, rows: int, logs: int) -> int:
                      md5(log_id || (j % {logs})) AS log,
                      CAST(time + to_microseconds((j // {logs}) * {span // 1000 + 60_000_000}
                                                  + (j % 7) * 86400000000) AS DATE) AS date
-              FROM read_parquet('{src}/{table}/**/*.parquet'), range({copies}) AS r(j)
+              FROM read_parquet('{src}/{table}/**/*.parquet', hive_partitioning = false),
+                   range({copies}) AS r(j)
               {"LIMIT " + str(rows) if table == "inferences" else ""}
             ) TO '{dest}/{table}' (FORMAT parquet, PARTITION_BY (log, date), OVERWRITE_OR_IGNORE)
             """
         )
     shutil.copytree(f"{src}/logs", f"{dest}/logs", dirs_exist_ok=True)
     shutil.copy(f"{src}/_vigil_export.json", dest)
-    return int(
-        con.execute(
-            f"SELECT count(*) FROM read_parquet('{dest}/inferences/**/*.parquet')"
-        ).fetchone()[0]
-    )  # type: ignore[index]
+    got = con.execute(
+        f"SELECT count(*), count(DISTINCT log_id), count(DISTINCT device) "
+        f"FROM read_parquet('{dest}/inferences/**/*.parquet', hive_partitioning = false)"
+    ).fetchone()
+    assert got is not None
+    return int(got[0]), int(got[1]), int(got[2])
 
 
 def main() -> int:
@@ -162,9 +166,9 @@ def main() -> int:
 
         big = os.path.join(root, "big")
         t0 = time.perf_counter()
-        n = synthesize(os.path.join(root, "ds0"), big, a.rows, a.logs)
+        n, n_logs, n_devices = synthesize(os.path.join(root, "ds0"), big, a.rows, a.logs)
         print(
-            f"\nsynthesized {n} inference rows over {a.logs} logs in "
+            f"\nsynthesized {n} inference rows, {n_logs} logs of {n_devices} devices, in "
             f"{time.perf_counter() - t0:.1f} s"
         )
         per: dict[str, list[float]] = {k: [] for k in fleet.REPORTS}

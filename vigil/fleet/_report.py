@@ -33,27 +33,24 @@ REPORTS: dict[str, tuple[str, str]] = {
         "time in each state, per device (seconds), from the transitions' timeline",
         """
         WITH bounds AS (
-            SELECT log_id, any_value(device) AS device, min(time) AS t0, max(time) AS t1
-            FROM (SELECT log_id, device, time FROM inferences
-                  UNION ALL SELECT log_id, device, time FROM transitions)
+            SELECT log_id, any_value(device) AS device, min(real_ns) AS t0, max(real_ns) AS t1
+            FROM (SELECT log_id, device, real_ns FROM inferences
+                  UNION ALL SELECT log_id, device, real_ns FROM transitions)
             GROUP BY log_id),
+        first_transition AS (
+            SELECT log_id, arg_min(from_state, seq) AS state, min(real_ns) AS t
+            FROM transitions GROUP BY log_id),
+        first_call AS (SELECT log_id, arg_min(state, seq) AS state FROM inferences GROUP BY log_id),
         steps AS (
-            SELECT t.log_id, t.to_state AS state, t.time AS t_start,
-                   coalesce(lead(t.time) OVER w, b.t1) AS t_end
+            SELECT t.log_id, t.to_state AS state, t.real_ns AS t_start,
+                   coalesce(lead(t.real_ns) OVER (PARTITION BY t.log_id ORDER BY t.seq), b.t1)
+                       AS t_end
             FROM transitions t JOIN bounds b USING (log_id)
-            WINDOW w AS (PARTITION BY t.log_id ORDER BY t.seq)
             UNION ALL
-            SELECT b.log_id, coalesce(
-                       (SELECT t.from_state FROM transitions t WHERE t.log_id = b.log_id
-                        ORDER BY t.seq LIMIT 1),
-                       (SELECT i.state FROM inferences i WHERE i.log_id = b.log_id
-                        ORDER BY i.seq LIMIT 1)),
-                   b.t0,
-                   coalesce((SELECT min(t.time) FROM transitions t WHERE t.log_id = b.log_id),
-                            b.t1)
-            FROM bounds b)
-        SELECT b.device, s.state,
-               round(sum(epoch_ns(s.t_end) - epoch_ns(s.t_start)) / 1e9, 3) AS seconds,
+            SELECT b.log_id, coalesce(f.state, c.state), b.t0, coalesce(f.t, b.t1)
+            FROM bounds b LEFT JOIN first_transition f USING (log_id)
+                          LEFT JOIN first_call c USING (log_id))
+        SELECT b.device, s.state, round(sum(s.t_end - s.t_start) / 1e9, 3) AS seconds,
                count(*) AS stretches
         FROM steps s JOIN bounds b USING (log_id)
         WHERE s.state IS NOT NULL
