@@ -9,6 +9,7 @@ and ``logs`` has one row per log with its verdict and findings. The built-in rep
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from vigil import _diagnostics as D
 from vigil.errors import ReportError
 from vigil.fleet._extras import need
-from vigil.fleet._rows import COMMON, LOGS, TABLES
+from vigil.fleet._rows import COMMON, LOGS, SCHEMA_VERSION, TABLES
 
 STATE_FILE = "_vigil_export.json"
 _DUCK = {
@@ -147,8 +148,35 @@ def connect(dest: str | os.PathLike[str]) -> Any:
             diagnostic=D.REPORT_NO_DATASET,
             path=str(root),
         )
+    try:
+        version = json.loads((root / STATE_FILE).read_text("utf-8"))["schema_version"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ReportError(
+            f"{root / STATE_FILE}: unreadable ({exc}); export again into a new directory",
+            diagnostic=D.REPORT_NO_DATASET,
+            path=str(root),
+        ) from None
+    if version != SCHEMA_VERSION:
+        raise ReportError(
+            f"{root}: an export of schema {version}; this vigil reads schema {SCHEMA_VERSION} "
+            "(export again into a new directory)",
+            diagnostic=D.REPORT_NO_DATASET,
+            path=str(root),
+        )
     duckdb = need("duckdb")
     con = duckdb.connect(":memory:")
+    try:
+        _views(con, root)
+    except duckdb.Error as exc:
+        raise ReportError(
+            f"{root}: the dataset does not have the columns of schema {SCHEMA_VERSION} "
+            f"(was it written by another tool or changed?): {exc}",
+            path=str(root),
+        ) from None
+    return con
+
+
+def _views(con: Any, root: Path) -> None:
     for table, cols in (*TABLES.items(), ("logs", ())):
         files = sorted(root.glob(f"{table}/log=*/**/*.parquet"))
         declared = LOGS if table == "logs" else COMMON + cols
