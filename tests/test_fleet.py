@@ -403,3 +403,14 @@ def test_any_corrupted_byte_gives_an_outcome_never_a_traceback(tmp_path: Path) -
         assert all(r["status"] == "chain_valid" for r in rows), at
         if damage is not None:
             assert all(int(r["seq"]) < int(damage) for r in rows), at  # type: ignore[call-overload]
+
+
+def test_device_is_the_recorded_host_even_when_the_session_is_long(tmp_path: Path) -> None:
+    log = make_log(tmp_path / "long.vigil", 1200)  # the OPENED record is 4 segments back
+    with LogReader(log) as r:
+        segments = {rec.segment for rec in r.records()}
+    assert len(segments) > 3
+    (out,) = fleet.export([str(log)], str(tmp_path / "ds")).logs
+    assert out.device == os.uname().nodename
+    (by_dir,) = fleet.export([str(log)], str(tmp_path / "ds2"), device_from="dir").logs
+    assert by_dir.device == tmp_path.name

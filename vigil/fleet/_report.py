@@ -193,7 +193,6 @@ def _views(con: Any, root: Path) -> None:
             con.execute(
                 f"CREATE VIEW {table} AS SELECT * FROM {table}_all WHERE status <> 'after_damage'"
             )
-    return con
 
 
 def run_sql(dest: str | os.PathLike[str], sql: str, con: Any = None) -> dict[str, Any]:

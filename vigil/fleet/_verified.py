@@ -226,19 +226,26 @@ def _match_seed(reader: LogReader, seeds: Sequence[FssSeed], path: str) -> FssSe
 
 
 def _device(reader: LogReader, report: VerifyReport) -> str | None:
-    """The ``host`` of the newest OPENED record in the verified range."""
-    host = None
-    for rec in reader.tail(min_segments=2, types=[RecordType.LIFECYCLE]):
-        if report.last_seq is not None and rec.seq > report.last_seq:
-            break
-        if rec.body.get("event") == LifecycleEvent.OPENED:
-            try:
-                detail = json.loads(rec.body.get("detail", ""))
-            except ValueError:
-                continue
-            if isinstance(detail, dict) and isinstance(detail.get("host"), str):
-                host = detail["host"]
-    return host
+    """The ``host`` of the newest OPENED record in the verified range: looked for in the
+    newest segments first, then (a long session) in the whole log."""
+    for records in (
+        reader.tail(min_segments=2, types=[RecordType.LIFECYCLE]),
+        reader.records(types=[RecordType.LIFECYCLE]),
+    ):
+        host = None
+        for rec in records:
+            if report.last_seq is not None and rec.seq > report.last_seq:
+                break
+            if rec.body.get("event") == LifecycleEvent.OPENED:
+                try:
+                    detail = json.loads(rec.body.get("detail", ""))
+                except ValueError:
+                    continue
+                if isinstance(detail, dict) and isinstance(detail.get("host"), str):
+                    host = str(detail["host"])
+        if host is not None:
+            return host
+    return None
 
 
 def _classify(vlog: VerifiedLog, reader: LogReader) -> VerifiedLog:
