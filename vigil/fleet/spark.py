@@ -5,8 +5,9 @@ does (a log's files live under its own ``log=<log_id>`` directories, so tasks ne
 the same file); the driver hands every task the dataset's watermarks and, once all are back,
 merges their entries into ``_vigil_export.json``, the one file they share. Logs and key files
 must be readable by the executors at the paths given (a shared filesystem), and vigil with
-its ``fleet`` extra installed on them. The result is the same dataset, to the row, as
-:func:`vigil.fleet.export` with the same keys.
+its ``fleet`` extra installed on them. A path given twice is exported once; two *copies* of
+one log (the same log id at two paths) must not be given to one job. The result is the same
+dataset, to the row, as :func:`vigil.fleet.export` with the same keys.
 
 Run it with ``spark-submit`` (docs/EXPORT.md)::
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -117,7 +119,11 @@ def export_spark(
         keep_damaged=keep_damaged,
         device_from=device_from,
     )
-    items = [str(p) for p in paths]
+    # a path given twice would be two tasks writing the same log's files: one task each
+    unique: dict[str, str] = {}
+    for p in paths:
+        unique.setdefault(os.path.realpath(p), str(p))
+    items = list(unique.values())
     results = (
         spark.sparkContext.parallelize(items, numSlices=len(items))
         .map(lambda p: _task(p, job))
