@@ -1,5 +1,5 @@
-"""Run every benchmark (five of the flight recorder, five of the supervisor and its service)
-one after another.
+"""Run every benchmark (five of the flight recorder, five of the supervisor and its service,
+one of fleet export) one after another.
 
 Each benchmark runs as its own subprocess (a fresh interpreter, so one cannot warm or pollute
 the next), with ``--quick`` and ``--dir`` passed through. The exit status is non-zero only when
@@ -29,6 +29,7 @@ BENCHES = (
     "protocol",
     "worker",
     "pool",
+    "export",
 )
 
 

@@ -26,6 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "vigil.supervisor": BASE
     | {"vigil.schemas", "vigil.keys", "vigil.auditlog", "vigil.fsm", "vigil.model"},
     "vigil.testing": BASE | {"vigil.schemas", "vigil.model"},
+    "vigil.fleet": BASE | {"vigil.schemas", "vigil.keys", "vigil.auditlog"},
     "vigil.workers": BASE | {"vigil.schemas", "vigil.keys", "vigil.model", "vigil.supervisor"},
     "vigil.service": BASE
     | {
@@ -48,6 +49,7 @@ ALLOWED: dict[str, set[str]] = {
         "vigil.workers",
         "vigil.service",
         "vigil.testing",
+        "vigil.fleet",
     },
     "vigil.runtime": set(),  # the deprecated shim resolves names lazily, by importlib
     "vigil.__main__": {"vigil.cli"},

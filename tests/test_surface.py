@@ -52,6 +52,8 @@ def test_the_public_modules_are_the_ones_we_know() -> None:
         "vigil.auditlog",
         "vigil.cli",
         "vigil.errors",
+        "vigil.fleet",
+        "vigil.fleet.spark",
         "vigil.fsm",
         "vigil.keys",
         "vigil.model",

@@ -9,7 +9,8 @@ model (4000-4099 call outcomes, 4100-4199 state-machine transitions); 5xxx the r
 model (5000-5099 config and input validation, 5100-5199 signed model artifacts); 6xxx keys
 and signatures (6000-6099 key files); 7xxx the supervisor service (7000-7099 worker
 processes, 7100-7199 the socket protocol and its clients, 7200-7299 service configuration
-and operations). ``docs/DIAGNOSTICS.md`` documents each one; a test
+and operations); 8xxx fleet export and reports (8000-8099: ``vigil export``, ``vigil fleet
+report``, :mod:`vigil.fleet`). ``docs/DIAGNOSTICS.md`` documents each one; a test
 keeps the two in step. Every ``Diagnostic`` defined here is registered.
 
 This module imports nothing from vigil, so that ``vigil.errors`` can depend on it; the public
@@ -885,6 +886,61 @@ KNOWN_ANSWER_INVALID = _d(
     "the known-answer file for the service's probes cannot be used",
     "the message says why (unreadable, not in the signed manifest, not input/expected, an "
     "input the contract refuses, another model's); fix the file or re-export the model",
+)
+
+FLEET_EXTRA_MISSING = _d(
+    "DIA-8001",
+    "FLEET_EXTRA_MISSING",
+    "a fleet export format or report needs an optional package that is not installed",
+    "install the extra the message names, e.g. pip install 'vigil[fleet]'",
+)
+EXPORT_NOT_A_FILE = _d(
+    "DIA-8002",
+    "EXPORT_NOT_A_FILE",
+    "a path given to vigil export is not a regular file (a directory, FIFO, socket or device)",
+    "give the log file itself; this log is skipped, the others are still exported",
+)
+EXPORT_KEY_MISMATCH = _d(
+    "DIA-8003",
+    "EXPORT_KEY_MISMATCH",
+    "no public key or forward-secure seed given to vigil export matches the log's sealing key",
+    "give the device's own key (--pubkey, repeatable, matched by key id); the log is skipped",
+)
+EXPORT_DESTINATION = _d(
+    "DIA-8004",
+    "EXPORT_DESTINATION",
+    "the export directory cannot be used (not writable, or holds another schema or state)",
+    "choose an empty or earlier vigil export directory of the same schema version",
+)
+EXPORT_GAP = _d(
+    "DIA-8005",
+    "EXPORT_GAP",
+    "records were evicted by the ring between two exports: they were never exported",
+    "export more often than the ring wraps (the finding names the missing range)",
+)
+EXPORT_AFTER_DAMAGE = _d(
+    "DIA-8006",
+    "EXPORT_AFTER_DAMAGE",
+    "records after the first damage the verifier found were not exported as verified",
+    "run vigil verify on the log; --keep-damaged exports them marked after_damage",
+)
+REPORT_QUERY = _d(
+    "DIA-8007",
+    "REPORT_QUERY",
+    "a fleet report query failed",
+    "correct the SQL (the tables are described in docs/EXPORT.md)",
+)
+REPORT_NO_DATASET = _d(
+    "DIA-8008",
+    "REPORT_NO_DATASET",
+    "the directory given to vigil fleet report holds no vigil export",
+    "run vigil export LOG... --to DIR first, then report on DIR",
+)
+FLEET_FAILED = _d(
+    "DIA-8009",
+    "FLEET_FAILED",
+    "a fleet export or report failed",
+    "the message says what and where",
 )
 
 REGISTRY: dict[str, Diagnostic] = {

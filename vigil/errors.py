@@ -22,7 +22,12 @@ __all__ = [
     "CandidateRefused",
     "ConfigError",
     "DeviceFatal",
+    "ExportDestinationError",
+    "ExportKeyMismatch",
+    "ExportSourceInvalid",
+    "ExtraMissing",
     "FallbackFailed",
+    "FleetError",
     "FreezeQuotaExceeded",
     "InputRefused",
     "InvalidArgument",
@@ -41,6 +46,7 @@ __all__ = [
     "ProtocolError",
     "RecordTooLarge",
     "RemoteModelError",
+    "ReportError",
     "ServiceBusy",
     "ServiceConfigError",
     "ServiceError",
@@ -401,3 +407,40 @@ class ServiceConfigError(ConfigError):
     """The service configuration is invalid (DIA-72xx); the message names the key."""
 
     diagnostic = codes.SERVICE_CONFIG
+
+
+class FleetError(VigilError):
+    """The family of :mod:`vigil.fleet` failures: exporting verified logs, fleet reports."""
+
+    diagnostic = codes.FLEET_FAILED
+
+
+class ExtraMissing(FleetError, ImportError):
+    """An optional package (pyarrow, duckdb, mcap, asammdf, pyspark) is not installed.
+    Attributes ``package`` and ``extra``."""
+
+    diagnostic = codes.FLEET_EXTRA_MISSING
+
+
+class ExportSourceInvalid(FleetError):
+    """A path given to export is not a regular file. Attribute ``path``."""
+
+    diagnostic = codes.EXPORT_NOT_A_FILE
+
+
+class ExportKeyMismatch(FleetError):
+    """No key or seed given matches the log's sealing key. Attributes ``path``, ``key_id``."""
+
+    diagnostic = codes.EXPORT_KEY_MISMATCH
+
+
+class ExportDestinationError(FleetError):
+    """The export directory cannot be used. Attribute ``path``."""
+
+    diagnostic = codes.EXPORT_DESTINATION
+
+
+class ReportError(FleetError):
+    """A fleet report failed: a query (DIA-8007) or a directory with no export (DIA-8008)."""
+
+    diagnostic = codes.REPORT_QUERY

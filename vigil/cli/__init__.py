@@ -5,8 +5,9 @@ Exit codes are part of the interface: 0 success (for ``verify``: the log is inta
 ``replay``: every transition agrees with the recorded policy), 1 an integrity failure
 (``verify`` found damage or tampering, ``replay`` a disagreement; the log's superblock or
 size is corrupt), 2 a usage or I/O error (bad arguments, missing file, not a vigil log), 3
-``replay`` inconclusive (records it needs do not decode, or it checked nothing). Errors are
-printed to stderr with their diagnostic code.
+``replay`` inconclusive (records it needs do not decode, or it checked nothing) and, for
+``export``, some logs could not be exported (the others were). Errors are printed to stderr
+with their diagnostic code.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from vigil import __version__
-from vigil.cli import _commands, _model, _seal, _serve
+from vigil.cli import _commands, _fleet, _model, _seal, _serve
 from vigil.errors import (
     LogGeometryError,
     SuperblockCorrupt,
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     _seal.add_parsers(sub)
     _model.add_parser(sub)
     _serve.add_parser(sub)
+    _fleet.add_parsers(sub)
     return p
 
 

@@ -1,0 +1,256 @@
+"""The Parquet dataset: verified records as typed tables, partitioned by log and date.
+
+Layout (docs/EXPORT.md)::
+
+    DIR/_vigil_export.json                              schema version, a watermark per log
+    DIR/<table>/log=<log_id>/date=<YYYY-MM-DD>/part-<first>-<last>.parquet
+    DIR/logs/log=<log_id>/logs.parquet                  one row per log, rewritten each time
+
+Incremental and idempotent: the state file keeps, per log, ``settled`` (the last seq whose
+status can no longer change) and ``watermark`` (the last seq exported). A new export of the
+log first removes its part files that begin after ``settled`` (the unsealed tail, which the
+next checkpoint may authenticate, and whatever a crashed export left), then exports from
+``settled + 1``. Exporting the same log twice leaves the same rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from vigil import _diagnostics as D
+from vigil.errors import ExportDestinationError
+from vigil.fleet._export import LogOutcome
+from vigil.fleet._extras import need
+from vigil.fleet._rows import COMMON, LOGS, SCHEMA_VERSION, TABLES, row
+from vigil.fleet._verified import UNSEALED_TAIL, VerifiedLog
+
+STATE_FILE = "_vigil_export.json"
+_PART = re.compile(r"^part-(\d+)-(\d+)\.parquet$")
+BATCH_ROWS = 65_536
+
+
+def _arrow_type(pa: Any, kind: str) -> Any:
+    if kind == "timestamp":
+        return pa.timestamp("us", tz="UTC")  # Spark reads no nanosecond timestamps
+    return {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "bool": pa.bool_()}[
+        kind
+    ]
+
+
+def arrow_schema(columns: tuple[tuple[str, str], ...]) -> Any:
+    """The pyarrow schema of a table declared in :mod:`vigil.fleet._rows`."""
+    pa = need("pyarrow")
+    meta = {b"vigil_export_schema": str(SCHEMA_VERSION).encode()}
+    return pa.schema([pa.field(n, _arrow_type(pa, k)) for n, k in columns], metadata=meta)
+
+
+_NS_PER_DAY = 86_400 * 10**9
+
+
+@functools.lru_cache(maxsize=64)
+def _day_of(day: int) -> str:
+    return _day(day * _NS_PER_DAY)
+
+
+def _day(real_ns: int) -> str:
+    try:
+        return dt.datetime.fromtimestamp(real_ns / 1e9, tz=dt.timezone.utc).strftime("%Y-%m-%d")
+    except (OverflowError, OSError, ValueError):
+        return "invalid"
+
+
+class ParquetWriter:
+    """Writes verified logs into the dataset at ``dest`` (one call per log).
+
+    Raises (from the constructor):
+        ExportDestinationError: the state file is unreadable or of another schema version.
+    """
+
+    def __init__(
+        self,
+        dest: str,
+        *,
+        keep_damaged: bool = False,
+        batch_rows: int = BATCH_ROWS,
+        state: dict[str, Any] | None = None,
+        persist: bool = True,
+    ) -> None:
+        """``state``/``persist``: a Spark task works on the driver's copy of the state and
+        hands its entry back instead of writing the shared state file (vigil.fleet.spark)."""
+        self.pa = need("pyarrow")
+        self.pq = need("pyarrow.parquet")
+        self.dest = Path(dest)
+        self.keep_damaged = keep_damaged
+        self.batch_rows = batch_rows
+        self.persist = persist
+        self.schemas = {t: arrow_schema(COMMON + cols) for t, cols in TABLES.items()}
+        self.logs_schema = arrow_schema(LOGS)
+        self.state = state if state is not None else self.load_state()
+
+    def load_state(self) -> dict[str, Any]:
+        path = self.dest / STATE_FILE
+        if not path.exists():
+            return {"vigil_export": 1, "schema_version": SCHEMA_VERSION, "logs": {}}
+        try:
+            state = json.loads(path.read_text("utf-8"))
+            version = state["schema_version"]
+            logs = state["logs"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ExportDestinationError(
+                f"{path}: unreadable export state ({exc}); export into a new directory",
+                path=str(path),
+            ) from None
+        if not isinstance(logs, dict):
+            raise ExportDestinationError(
+                f"{path}: unreadable export state (logs is not an object); export into a new "
+                "directory",
+                path=str(path),
+            )
+        if version != SCHEMA_VERSION:
+            raise ExportDestinationError(
+                f"{path}: written by export schema {version}, this is {SCHEMA_VERSION}; "
+                "export into a new directory",
+                path=str(path),
+            )
+        return dict(state)
+
+    def save_state(self) -> None:
+        """Write the state file (atomically)."""
+        self._atomic(self.dest / STATE_FILE, json.dumps(self.state, indent=1, sort_keys=True))
+
+    def _atomic(self, path: Path, text: str | None = None, table: Any = None) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if table is not None:
+                self.pq.write_table(table, tmp)
+            else:
+                tmp.write_text(text or "", "utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise ExportDestinationError(
+                f"{path}: cannot write: {exc.strerror}", path=str(path)
+            ) from None
+
+    def _drop_after(self, log_id: str, settled: int) -> None:
+        """Remove the log's part files that begin after ``settled`` (a stale tail)."""
+        for table in TABLES:
+            root = self.dest / table / f"log={log_id}"
+            if not root.is_dir():
+                continue
+            for part in root.glob("date=*/part-*.parquet"):
+                m = _PART.match(part.name)
+                if m and int(m.group(1)) > settled:
+                    part.unlink()
+
+    def __call__(self, vlog: VerifiedLog, out: LogOutcome) -> None:
+        entry = self.state["logs"].get(vlog.log_id)
+        settled = int(entry["settled"]) if entry else 0
+        watermark = int(entry["watermark"]) if entry else 0
+        gaps: list[dict[str, Any]] = list(entry.get("gaps", [])) if entry else []
+        first = vlog.report.first_seq
+        if entry and first is not None and first > watermark + 1:
+            gaps.append(
+                {
+                    "kind": "EXPORT_GAP",
+                    "code": D.EXPORT_GAP.code,
+                    "message": f"records {watermark + 1}..{first - 1} were evicted by the ring "
+                    "before this export: never exported",
+                    "seq": watermark + 1,
+                    "last_seq": first - 1,
+                    "expected": False,
+                }
+            )
+        self._drop_after(vlog.log_id, settled)
+        # a part file never straddles the tail's start: the next export drops the tail's parts
+        buffers: dict[tuple[str, str, bool], list[dict[str, Any]]] = {}
+        undecodable = rows = 0
+        last_seq = settled
+        first_tail: int | None = None
+        for rec, status in vlog.records(settled + 1, keep_damaged=self.keep_damaged):
+            table, values = row(rec, vlog.log_id, vlog.device, status)
+            last_seq = rec.seq
+            if status == UNSEALED_TAIL and first_tail is None:
+                first_tail = rec.seq
+            if not table:
+                undecodable += 1
+                continue
+            key = (table, _day_of(rec.real_ns // _NS_PER_DAY), first_tail is not None)
+            buf = buffers.setdefault(key, [])
+            buf.append(values)
+            rows += 1
+            if len(buf) >= self.batch_rows:
+                out.files.append(self._write_part(vlog.log_id, key, buffers.pop(key)))
+        for key, buf in sorted(buffers.items()):
+            out.files.append(self._write_part(vlog.log_id, key, buf))
+        out.rows = rows
+        new_settled = last_seq if first_tail is None else first_tail - 1
+        totals = {
+            "path": vlog.path,
+            "device": vlog.device,
+            "settled": max(settled, new_settled),
+            "watermark": max(watermark, last_seq),
+            "undecodable": (int(entry.get("undecodable", 0)) if entry else 0) + undecodable,
+            "gaps": gaps,
+        }
+        self._write_logs_row(vlog, totals)
+        self.state["logs"][vlog.log_id] = totals
+        if self.persist:
+            self.save_state()
+
+    def _write_part(
+        self, log_id: str, key: tuple[str, str, bool], rows: list[dict[str, Any]]
+    ) -> str:
+        table, day, _ = key
+        schema = self.schemas[table]
+        cols = {f.name: [r[f.name] for r in rows] for f in schema}
+        arrays = [
+            self.pa.array(cols[f.name], type=self.pa.int64()).cast(f.type)
+            if f.name == "time"
+            else self.pa.array(cols[f.name], type=f.type)
+            for f in schema
+        ]
+        data = self.pa.Table.from_arrays(arrays, schema=schema)
+        name = f"part-{rows[0]['seq']:012d}-{rows[-1]['seq']:012d}.parquet"
+        path = self.dest / table / f"log={log_id}" / f"date={day}" / name
+        self._atomic(path, table=data)
+        return str(path)
+
+    def _write_logs_row(self, vlog: VerifiedLog, totals: dict[str, Any]) -> None:
+        rep = vlog.report
+        auth = vlog.authenticated
+        findings = list(totals["gaps"]) + list(vlog.findings)
+        values: dict[str, Any] = {
+            "log_id": vlog.log_id,
+            "device": vlog.device,
+            "path": os.path.abspath(vlog.path),
+            "key_id": vlog.key_id,
+            "sealed": vlog.sealed,
+            "verdict": vlog.verdict,
+            "retained_first": rep.first_seq,
+            "retained_last": rep.last_seq,
+            "authenticated_first": auth[0][0] if auth else None,
+            "authenticated_last": max(b for _, b in auth) if auth else None,
+            "unsealed_from": vlog.tail_from,
+            "damage_seq": vlog.damage_seq,
+            "exported_through": totals["watermark"] or None,
+            "undecodable": totals["undecodable"],
+            "findings": json.dumps(findings, sort_keys=True),
+            "exported_at": time.time_ns() // 1000,
+            "schema_version": SCHEMA_VERSION,
+        }
+        arrays = [
+            self.pa.array([values[f.name]], type=self.pa.int64()).cast(f.type)
+            if f.name == "exported_at"
+            else self.pa.array([values[f.name]], type=f.type)
+            for f in self.logs_schema
+        ]
+        data = self.pa.Table.from_arrays(arrays, schema=self.logs_schema)
+        self._atomic(self.dest / "logs" / f"log={vlog.log_id}" / "logs.parquet", table=data)
