@@ -127,7 +127,8 @@ class FlightRecorder(Recovery, Freezing):
     makes everything durable.
     """
 
-    def __init__(
+    # Past ruff's size limits: to split (issue 14).
+    def __init__(  # noqa: PLR0915
         self,
         storage: Storage,
         *,

@@ -248,7 +248,8 @@ def _device(reader: LogReader, report: VerifyReport) -> str | None:
     return None
 
 
-def _classify(vlog: VerifiedLog, reader: LogReader) -> VerifiedLog:
+# Past ruff's size limits: to split (issue 14).
+def _classify(vlog: VerifiedLog, reader: LogReader) -> VerifiedLog:  # noqa: PLR0912
     """Fill in where damage starts, what is authenticated and where the tail begins."""
     geo, report = reader.geometry, vlog.report
     damage: int | None = None

@@ -26,7 +26,8 @@ from vigil.schemas import LifecycleEvent, RecordType, State
 _FAILED = {D.PROBE_FAILED.number, D.RECOVERY_TIMEOUT.number}
 
 
-def restore_snapshot(
+# Past ruff's size limits: to split (issue 14).
+def restore_snapshot(  # noqa: PLR0912
     log: str | os.PathLike[str] | FlightRecorder, policy: Policy, now_real_ns: int
 ) -> tuple[Snapshot, dict[str, Any]]:
     """The state and failed-recovery history to resume with, and what was found.
