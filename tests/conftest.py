@@ -299,7 +299,9 @@ def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     opened = {
         fd: t
         for fd, t in opened.items()
-        if not t.startswith(("/dev/", "anon_inode:")) and not _process_global_file(t)
+        if not t.startswith(("/dev/", "anon_inode:"))
+        and not _process_global_file(t)
+        and fd != _resource_tracker_fd()
     }
     problems = {
         "threads": left,
@@ -309,6 +311,15 @@ def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     }
     problems = {k: v for k, v in problems.items() if v}
     assert not problems, f"left behind after the test: {problems}"
+
+
+def _resource_tracker_fd() -> int | None:
+    """The pipe to multiprocessing's resource tracker: opened by the first spawn in this
+    process (whichever test does it) and kept for the life of the process, on purpose."""
+    from multiprocessing import resource_tracker
+
+    fd: int | None = getattr(resource_tracker._resource_tracker, "_fd", None)
+    return fd
 
 
 def _process_global_file(target: str) -> bool:

@@ -7,6 +7,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import _requirements as R
 import pytest
@@ -72,9 +73,20 @@ def test_findings_name_unknown_missing_failed_and_mislabelled_requirements() -> 
     assert last.endswith("none of its tests passed in this run")
 
 
+def _matches(got: Any, want: Any) -> bool:
+    """A cell the committed run saw end in more than one way (``unstable``: documented in
+    SAFETY.md) matches any run whose outcomes are all among those seen."""
+    if got == want:
+        return True
+    if not (isinstance(want, dict) and "unstable" in want and isinstance(got, dict)):
+        return False
+    seen = set(got["unstable"]) if "unstable" in got else {json.dumps(got, sort_keys=True)}
+    return seen <= set(want["unstable"])
+
+
 def _check(cells: list[S.Cell]) -> None:
     got = S.expected_table(cells)
-    differ = {k: (got[k], EXPECTED.get(k)) for k in got if got[k] != EXPECTED.get(k)}
+    differ = {k: (got[k], EXPECTED.get(k)) for k in got if not _matches(got[k], EXPECTED.get(k))}
     assert differ == {}, (
         "a cell of the fault matrix changed: fix the regression, or if the change is "
         "intended, regenerate: python bench/safety_matrix.py"

@@ -7,6 +7,7 @@ them). The model is :func:`vigil.testing._models.triggered_model`, whose input s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -79,7 +80,8 @@ class Service:
         # read continuously, as systemd does: a full queue would drop the service's messages
         self.messages: list[str] = []
         self._arrived = threading.Condition()
-        threading.Thread(target=self._listen, daemon=True).start()
+        self._listener = threading.Thread(target=self._listen, daemon=True)
+        self._listener.start()
         env = {**os.environ, "NOTIFY_SOCKET": str(tmp / "notify"), "WATCHDOG_USEC": "200000"}
         env["WATCHDOG_PID"] = ""  # set below, once the pid is known; '' = any
         self.proc = subprocess.Popen(
@@ -104,6 +106,8 @@ class Service:
             try:
                 message = self.notify.recv(4096).decode()
             except OSError:  # closed
+                return
+            if not message:  # shut down by close()
                 return
             with self._arrived:
                 self.messages.append(message)
@@ -143,6 +147,9 @@ class Service:
         self.proc.wait(START_S)
         assert self.proc.stdout is not None
         self.proc.stdout.close()
+        with contextlib.suppress(OSError):
+            self.notify.shutdown(socket.SHUT_RDWR)  # wakes the listener's recv
+        self._listener.join(START_S)
         self.notify.close()
 
 
