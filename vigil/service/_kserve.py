@@ -515,7 +515,10 @@ class _Server(ThreadedWSGIServer):
             if admitted:
                 self.active += 1
                 self.connections.add(request)
-        if not admitted:
+        if admitted:  # answers go out in two writes (head, body): no Nagle wait between them
+            with contextlib.suppress(OSError):
+                request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        else:
             try:
                 request.setblocking(False)
                 request.send(_BUSY)
