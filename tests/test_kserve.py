@@ -4,8 +4,10 @@ hostile requests get a 400 with a code, within bounded memory, never a traceback
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from multiprocessing import resource_tracker
 from pathlib import Path
@@ -23,6 +25,7 @@ from vigil.service._client import Client
 from vigil.service._config import ServeConfig
 from vigil.service._kserve import KServeApp, KServeServer
 from vigil.service._service import Service
+from vigil.testing._models import TRIGGERS
 
 httpclient = pytest.importorskip("tritonclient.http")
 import gevent  # noqa: E402  (tritonclient.http's event loop)
@@ -33,10 +36,10 @@ START_S = 120.0
 resource_tracker.ensure_running()
 
 
-def _config(tmp: Path) -> ServeConfig:
+def _config(tmp: Path, drain_timeout_s: float = 10) -> ServeConfig:
     return ServeConfig.from_dict(
         {
-            "service": {"socket": "vigil.sock", "drain_timeout_s": 10},
+            "service": {"socket": "vigil.sock", "drain_timeout_s": drain_timeout_s},
             "log": {"path": "flight.vigil", "segment_kb": 256, "segments": 8},
             "model": {
                 "factory": "vigil.testing._models:triggered_model",
@@ -118,6 +121,54 @@ def test_triton_client_gets_answers_errors_and_health_as_from_triton(service: Se
         gevent.get_hub().destroy(destroy_loop=True)  # the client's event loop (its pipe)
     assert service.kserve.stop(1.0) == 0  # drained first, as Service.stop does
     assert service.kserve.app.draining
+
+
+@pytest.mark.parametrize(("drain_timeout_s", "cut_off"), [(10, 0), (0.2, 1)])
+def test_drain_finishes_the_http_call_in_flight_and_refuses_new_ones(
+    tmp_path: Path, drain_timeout_s: float, cut_off: int
+) -> None:
+    """SIGTERM's drain stops the HTTP endpoint first: a call in flight is answered (the
+    supervisor still runs), a new connection is refused, and Service.stop returns 0 (nothing
+    cut off); a call longer than ``drain_timeout_s`` is counted as cut off (exit status 1).
+    A new call on a connection accepted before the drain gets 503 DIA-7144 (the application
+    test below)."""
+    svc = Service(_config(tmp_path, drain_timeout_s))
+    svc.start()
+    stopped: list[int] = []
+    try:
+        assert svc.kserve is not None
+        app, port = svc.kserve.app, svc.kserve.port
+        busy = http.client.HTTPConnection("127.0.0.1", port, timeout=START_S)
+        slow = {"name": "input", "datatype": "FP32", "shape": [1, 4]}
+        slow["data"] = [TRIGGERS["slow"], 3000.0, 0.0, 0.0]  # 3 s inside the model
+        answer: dict[str, Any] = {}
+
+        def call() -> None:
+            busy.request("POST", "/v2/models/tiny/infer", json.dumps({"inputs": [slow]}))
+            try:
+                r = busy.getresponse()
+                answer.update(status=r.status, body=json.loads(r.read()))
+            except (OSError, http.client.HTTPException) as exc:  # cut off: the second case
+                answer.update(status=None, error=exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        assert app.wait_for(lambda s: s["in_flight"] == 1, START_S)
+        stopper = threading.Thread(target=lambda: stopped.append(svc.stop()))
+        stopper.start()
+        assert app.wait_for(lambda s: s["draining"] == 1, START_S)
+        caller.join(START_S)
+        stopper.join(START_S)
+        if not cut_off:
+            assert answer["status"] == 200, answer
+            assert answer["body"]["parameters"]["vigil_served_by"] == "PRIMARY"
+        assert stopped == [cut_off]
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=START_S).close()
+        busy.close()
+    finally:
+        if not stopped:
+            svc.stop()
 
 
 # --- the application alone: hostile requests, 503s (a stand-in supervisor) -------------

@@ -15,7 +15,8 @@ Inputs and outputs travel as JSON ``data`` or with the binary-data extension
 (``Inference-Header-Content-Length``, ``binary_data_size``, ``binary_data``), little-endian.
 
 Bounds: a connection is served by one thread, at most ``max_connections`` at once (one more is
-answered 503 and closed); a silent connection is closed after ``timeout_s``. A body longer than
+answered 503 and closed); a silent connection is closed after ``timeout_s``. werkzeug closes
+each connection after its answer (``Connection: close``; no keep-alive). A body longer than
 ``max_request_mb``, or a JSON part longer than ``max_json_mb``, is refused from its
 ``Content-Length`` before it is read; the body is read in chunks as it arrives (never allocated
 from what is declared), every element count and byte size is checked against the bytes present
@@ -184,6 +185,25 @@ class KServeApp:
             return Response(status=200 if self._ready() else 503)
         return self._infer(request)
 
+    def drain(self) -> None:
+        """Take no new calls: each is answered 503 (DIA-7144) from now on."""
+        with self._calls:
+            self.draining = True
+            self._calls.notify_all()
+
+    def statistics(self) -> dict[str, int]:
+        """``in_flight``: calls inside ``infer`` now; ``draining``: 1 once :meth:`drain` ran."""
+        with self._calls:
+            return {"in_flight": self._in_flight, "draining": int(self.draining)}
+
+    def wait_for(self, predicate: Callable[[dict[str, int]], bool], timeout_s: float) -> bool:
+        """Block until ``predicate(statistics())`` holds; False when ``timeout_s`` passed."""
+        with self._calls:
+            return self._calls.wait_for(
+                lambda: predicate({"in_flight": self._in_flight, "draining": int(self.draining)}),
+                timeout_s,
+            )
+
     def wait_idle(self, timeout_s: float) -> int:
         """Wait up to ``timeout_s`` for the calls in flight; returns how many are left."""
         with self._calls:
@@ -228,6 +248,7 @@ class KServeApp:
         wanted, binary_all = _requested_outputs(doc)
         with self._calls:
             self._in_flight += 1
+            self._calls.notify_all()
         try:
             result = self.supervisor.infer(x)
         except InvalidInput as exc:
@@ -550,8 +571,12 @@ class _Server(ThreadedWSGIServer):
         with self.cond:
             for conn in self.connections:
                 with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
+                    conn.shutdown(socket.SHUT_RD)  # a response being written still goes out
             self.cond.wait_for(lambda: self.active == 0, timeout_s)
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        """werkzeug logs a failed request here with its traceback: one line instead."""
+        _LOG.warning("vigil http: %s", (message % args if args else message).splitlines()[0])
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
@@ -602,13 +627,14 @@ class KServeServer:
         self._thread.start()
 
     def stop(self, drain_timeout_s: float) -> int:
-        """Take no new calls (503), stop accepting, wait up to ``drain_timeout_s`` for the
-        calls in flight, then close every connection. Returns the calls cut off."""
-        self.app.draining = True
+        """Take no new calls (503 on open connections), stop listening (new connections are
+        refused), wait up to ``drain_timeout_s`` for the calls in flight, then close every
+        connection. Returns the calls still in flight then."""
+        self.app.drain()
         if self._thread.is_alive():
             self._server.shutdown()
             self._thread.join()
+        self._server.server_close()  # the listener: new connections are refused from here
         left = self.app.wait_idle(drain_timeout_s)
         self._server.cut(5.0)
-        self._server.server_close()
         return left
