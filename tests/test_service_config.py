@@ -216,6 +216,25 @@ def test_listen_forms() -> None:
     assert listen("[::1]:9109") == ("::1", 9109)
 
 
+def test_http_section_is_off_by_default_and_validated() -> None:
+    assert not ServeConfig.from_dict(MINIMAL).http.enabled
+    h = ServeConfig.from_dict(
+        with_(http={"listen": ":8000", "model_name": "tiny-1.0", "max_json_mb": 2})
+    ).http
+    assert (h.enabled, h.host, h.port, h.model_name, h.max_json_mb) == (
+        True, "127.0.0.1", 8000, "tiny-1.0", 2,
+    )  # fmt: skip
+    assert h.max_request_mb == 64 and h.max_connections == 16 and h.timeout_s == 30.0
+    for bad, where in (
+        ({"model_name": "a/b"}, "[http].model_name"),
+        ({"listen": "nohost"}, "[http].listen"),
+        ({"max_connections": 0}, "[http].max_connections"),
+        ({"timeout_s": -1}, "[http].timeout_s"),
+        ({"port": 1}, "port"),
+    ):
+        assert where in str(refused(with_(http=bad))), bad
+
+
 # --- the file ------------------------------------------------------------------------------
 
 

@@ -813,6 +813,46 @@ SLOW_BODY = _d(
     "nothing was done; send each frame at once (the Python client does) and retry",
 )
 
+# --- the KServe v2 HTTP endpoint (7140-7159) -------------------------------------------
+HTTP_REQUEST_INVALID = _d(
+    "DIA-7140",
+    "HTTP_REQUEST_INVALID",
+    "a KServe v2 HTTP request is not valid JSON or not an inference request of the v2 form",
+    "send the v2 inference request form (docs/SERVICE.md, KServe v2); nothing was done",
+)
+HTTP_REQUEST_TOO_LARGE = _d(
+    "DIA-7141",
+    "HTTP_REQUEST_TOO_LARGE",
+    "a KServe v2 HTTP request body, or its JSON part, is larger than [http] allows",
+    "send the tensors as binary data, or raise [http] max_request_mb / max_json_mb",
+)
+HTTP_TENSOR_INVALID = _d(
+    "DIA-7142",
+    "HTTP_TENSOR_INVALID",
+    "a KServe v2 tensor is malformed: unknown datatype or name, bad shape, or data that does "
+    "not match its shape and datatype",
+    "the message names the tensor and the rule; fix the request; nothing was done",
+)
+HTTP_UNKNOWN_MODEL = _d(
+    "DIA-7143",
+    "HTTP_UNKNOWN_MODEL",
+    "a KServe v2 request names a model or version this service does not serve",
+    "use [http] model_name (GET /v2/models/<name> lists it) and version 1 or none",
+)
+HTTP_DRAINING = _d(
+    "DIA-7144",
+    "HTTP_DRAINING",
+    "the service is shutting down and takes no new KServe v2 requests",
+    "retry on another instance, or once the service is back",
+)
+HTTP_OUTPUT_UNSUPPORTED = _d(
+    "DIA-7145",
+    "HTTP_OUTPUT_UNSUPPORTED",
+    "the model's answer has a form the KServe v2 endpoint cannot send (not tensors of a "
+    "KServe datatype)",
+    "the call was served and recorded; use the socket client, or return tensors",
+)
+
 # --- service configuration and operations (7200-7299) -----------------------------------
 SERVICE_CONFIG = _d(
     "DIA-7201",
@@ -861,6 +901,18 @@ SERVICE_CONFIG_INCONSISTENT = _d(
     "SERVICE_CONFIG_INCONSISTENT",
     "service configuration keys that are each valid contradict each other",
     "the message names the keys; keep the combination it allows",
+)
+HTTP_BIND = _d(
+    "DIA-7250",
+    "HTTP_BIND",
+    "the KServe v2 HTTP endpoint cannot listen on its configured address",
+    "free the port or change [http].listen; the service does not start without it",
+)
+HTTP_EXTRA_MISSING = _d(
+    "DIA-7251",
+    "HTTP_EXTRA_MISSING",
+    "[http] is configured but its server library (werkzeug) is not installed",
+    "pip install 'vigil[http]', or remove [http].listen",
 )
 METRICS_BIND = _d(
     "DIA-7210",

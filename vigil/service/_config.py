@@ -207,6 +207,25 @@ class MetricsSection:
 
 
 @dataclass(frozen=True)
+class HttpSection:
+    """``[http]``: the KServe v2 (Open Inference) HTTP endpoint (off when ``listen`` is None);
+    see :mod:`vigil.service._kserve`."""
+
+    listen: str | None = None
+    host: str = ""
+    port: int = 0
+    model_name: str = "vigil"
+    max_request_mb: int = 64
+    max_json_mb: int = 8
+    max_connections: int = 16
+    timeout_s: float = 30.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.listen is not None
+
+
+@dataclass(frozen=True)
 class SystemdSection:
     """``[systemd]``: ``notify`` is ``"auto"`` (when NOTIFY_SOCKET is set), True or False."""
 
@@ -225,6 +244,7 @@ class ServeConfig:
     workers: WorkersSection = WorkersSection()
     metrics: MetricsSection = MetricsSection()
     systemd: SystemdSection = SystemdSection()
+    http: HttpSection = HttpSection()
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ServeConfig:
@@ -294,6 +314,7 @@ class ServeConfig:
             workers=_workers(top.table("workers")),
             metrics=_metrics(top.table("metrics")),
             systemd=_systemd(top.table("systemd")),
+            http=_http(top.table("http")),
         )
         check_tensor_sizes(config)
         return config
@@ -590,8 +611,16 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "supervisor.known_answer": ("file", "atol", "rtol"),
     "metrics": ("listen",),
     "systemd": ("notify",),
+    "http": (
+        "listen",
+        "model_name",
+        "max_request_mb",
+        "max_json_mb",
+        "max_connections",
+        "timeout_s",
+    ),
 }
-_TOP_KEYS = ("service", "log", "model", "workers", "supervisor", "metrics", "systemd")
+_TOP_KEYS = ("service", "log", "model", "workers", "supervisor", "metrics", "systemd", "http")
 
 
 def _service(t: _Table | None) -> ServiceSection:
@@ -918,12 +947,11 @@ def _policy(t: _Table | None, *, known_answer: bool) -> Policy:
     return policy
 
 
-def _metrics(t: _Table | None) -> MetricsSection:
-    if t is None:
-        return MetricsSection()
+def _listen(t: _Table) -> tuple[str, str, int] | None:
+    """``listen = "host:port"`` as (listen, host, port), or None when absent."""
     listen = t.text("listen", None)
     if listen is None:
-        return MetricsSection()
+        return None
     m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]*):(\d+)", listen)
     if not m:
         raise t.error(
@@ -934,7 +962,38 @@ def _metrics(t: _Table | None) -> MetricsSection:
     host, port = (m[1], int(m[2])) if m[1] else (m[3], int(m[4]))
     if port > 65535:
         raise t.error("listen", f"port must be in 0..65535, got {port}", D.SERVICE_CONFIG_RANGE)
-    return MetricsSection(listen=listen, host=host or "127.0.0.1", port=port)
+    return listen, host or "127.0.0.1", port
+
+
+def _metrics(t: _Table | None) -> MetricsSection:
+    at = None if t is None else _listen(t)
+    if at is None:
+        return MetricsSection()
+    return MetricsSection(listen=at[0], host=at[1], port=at[2])
+
+
+def _http(t: _Table | None) -> HttpSection:
+    if t is None:
+        return HttpSection()
+    d = HttpSection()
+    at = _listen(t)
+    name = t.text("model_name", d.model_name)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+        raise t.error(
+            "model_name",
+            f"must be 1..64 of A-Z a-z 0-9 _ . - (it is a URL path segment), got {name!r}",
+            D.SERVICE_CONFIG_RANGE,
+        )
+    section = HttpSection(
+        model_name=name,
+        max_request_mb=t.integer("max_request_mb", d.max_request_mb, maximum=4096),
+        max_json_mb=t.integer("max_json_mb", d.max_json_mb, maximum=1024),
+        max_connections=t.integer("max_connections", d.max_connections, maximum=1024),
+        timeout_s=t.number("timeout_s", d.timeout_s),
+    )
+    if at is None:
+        return section
+    return dataclasses.replace(section, listen=at[0], host=at[1], port=at[2])
 
 
 def _systemd(t: _Table | None) -> SystemdSection:

@@ -11,7 +11,8 @@ Theory of operation
    and every device byte live in the workers;
 3. the :class:`~vigil.supervisor.Supervisor` in process isolation, with the configured policy,
    deadline, input contract and fallback chain;
-4. the metrics and health endpoint (when ``[metrics].listen`` is set) and the socket server;
+4. the metrics and health endpoint (when ``[metrics].listen`` is set), the socket server, and
+   the KServe v2 HTTP endpoint (when ``[http].listen`` is set; stopped first on drain);
 5. READY to systemd, and the watchdog pinger, which pings only while the state machine says
    the service can still help itself (not in SAFE_STOP, not without a worker).
 
@@ -62,6 +63,7 @@ class Service:
         self.pool: WorkerPool | None = None
         self.server: SocketServer | None = None
         self.health_server: HealthServer | None = None
+        self.kserve: Any = None  # a KServeServer when [http] is on (werkzeug: vigil[http])
         self.metrics: ServiceMetrics | None = None
         self.log: FlightRecorder | None = None
         self._ready = False
@@ -120,6 +122,9 @@ class Service:
                 on_call=self.metrics.observe_call,
             )
             self.server.start()
+            if cfg.http.enabled:
+                self.kserve = self._kserve()
+                self.kserve.start()
         except BaseException:
             self._teardown()
             raise
@@ -129,6 +134,7 @@ class Service:
             f"serving on {cfg.service.socket}; workers: active "
             f"{','.join(map(str, pool.active_pids)) or None}, standby "
             f"{pool.standby_pid}"
+            + (f"; kserve v2 on {self.kserve.url}" if self.kserve else "")
             + (f"; metrics on {self.health_server.url}" if self.health_server else "")
         )
         self.log.annotate("vigil.service", about)
@@ -189,14 +195,18 @@ class Service:
         if self._pinger is not None:
             self._pinger.close()
         left = 0
+        if self.kserve is not None:  # first: its calls finish while the supervisor runs
+            left += self.kserve.stop(self.config.service.drain_timeout_s)
         if self.server is not None:
-            left = self.server.stop(self.config.service.drain_timeout_s)
+            left += self.server.stop(self.config.service.drain_timeout_s)
         if self.log is not None and self.supervisor is not None:
             self.log.annotate("vigil.service", f"stopped; {left} call(s) cut off by the drain")
         self._teardown()
         return 0 if left == 0 else 1
 
     def _teardown(self) -> None:
+        if self.kserve is not None:
+            self.kserve.stop(0)
         if self.server is not None:
             self.server.stop(0)
         if self.health_server is not None:
@@ -222,6 +232,35 @@ class Service:
             fallback=bool(self.config.supervisor.fallback),
             workers_alive=self.pool.alive(),
             reason=self.supervisor.statistics().machine.state.name,
+        )
+
+    def _kserve(self) -> Any:
+        """The KServe v2 HTTP server for ``[http]`` (docs/SERVICE.md, "KServe v2")."""
+        h, spec = self.config.http, self.config.model.input
+        try:
+            from vigil.service._kserve import (  # noqa: PLC0415  (werkzeug: vigil[http] only)
+                KServeApp,
+                KServeServer,
+            )
+        except ImportError as exc:
+            raise ServiceConfigError(
+                f"{self.config.source}: [http].listen: the KServe endpoint needs werkzeug "
+                f"({exc}); pip install 'vigil[http]', or remove the key",
+                diagnostic=D.HTTP_EXTRA_MISSING,
+                file=self.config.source,
+                key="[http].listen",
+            ) from exc
+        app = KServeApp(
+            self.supervisor,
+            model_name=h.model_name,
+            readiness=lambda: self.health().to_json(readiness=True)[0] == 200,
+            input_shape=None if spec is None else spec.shape,
+            input_dtype=None if spec is None else spec.dtype,
+            max_request_bytes=h.max_request_mb * _MB,
+            max_json_bytes=h.max_json_mb * _MB,
+        )
+        return KServeServer(
+            app, h.host, h.port, max_connections=h.max_connections, timeout_s=h.timeout_s
         )
 
     def _open_log(self) -> FlightRecorder:

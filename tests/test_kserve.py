@@ -1,0 +1,318 @@
+"""The KServe v2 HTTP endpoint (``[http]``): a real ``vigil serve`` service answers Triton's own
+client (``tritonclient.http``) as Triton would, bit for bit as the socket client gets it; and
+hostile requests get a 400 with a code, within bounded memory, never a traceback."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from multiprocessing import resource_tracker
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from werkzeug.test import Client as WsgiClient
+
+from vigil import _diagnostics as D
+from vigil.errors import InvalidInput, ServiceConfigError, Unavailable
+from vigil.schemas import Outcome, Result, ServedBy, State
+from vigil.service._client import Client
+from vigil.service._config import ServeConfig
+from vigil.service._kserve import KServeApp, KServeServer
+from vigil.service._service import Service
+from vigil.testing._models import TRIGGERS
+
+httpclient = pytest.importorskip("tritonclient.http")
+import gevent  # noqa: E402  (tritonclient.http's event loop)
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+START_S = 120.0
+# process-global, once per run: the pool's first use starts it (its pipe is not the test's)
+resource_tracker.ensure_running()
+
+
+def _config(tmp: Path, drain_timeout_s: float = 10) -> ServeConfig:
+    return ServeConfig.from_dict(
+        {
+            "service": {"socket": "vigil.sock", "drain_timeout_s": drain_timeout_s},
+            "log": {"path": "flight.vigil", "segment_kb": 256, "segments": 8},
+            "model": {
+                "factory": "vigil.testing._models:triggered_model",
+                "input": {"dtype": "float32", "shape": [-1, 4]},
+            },
+            "workers": {"standby": False, "heartbeat_ms": 50, "heartbeat_timeout_ms": 5000},
+            "supervisor": {"deadline_ms": 5000},
+            "http": {"listen": "127.0.0.1:0", "model_name": "tiny"},
+        },
+        source="test",
+        base_dir=tmp,
+    )
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    svc = Service(_config(tmp_path))
+    svc.start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+def test_triton_client_gets_answers_errors_and_health_as_from_triton(service: Service) -> None:
+    assert service.kserve is not None
+    url = service.kserve.url.removeprefix("http://")
+    triton = httpclient.InferenceServerClient(url=url)
+    try:
+        assert triton.is_server_live()
+        assert triton.is_server_ready()
+        assert triton.is_model_ready("tiny")
+        meta = triton.get_model_metadata("tiny")
+        assert meta["platform"] == "vigil"
+        assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]
+
+        gen = torch.Generator().manual_seed(7)
+        x = torch.randn(3, 4, generator=gen)
+        with Client(service.config.service.socket) as sock:
+            expected = sock.infer(x).output
+        for binary_in in (True, False):
+            for binary_out in (True, False):
+                inp = httpclient.InferInput("input", [3, 4], "FP32")
+                inp.set_data_from_numpy(x.numpy(), binary_data=binary_in)
+                out = httpclient.InferRequestedOutput("output", binary_data=binary_out)
+                answer = triton.infer("tiny", [inp], outputs=[out], request_id="r-1")
+                got = answer.as_numpy("output")
+                assert got.dtype == np.float32 and got.shape == (3, 4)
+                assert got.tobytes() == expected.numpy().tobytes()  # bit for bit
+                response = answer.get_response()
+                assert response["id"] == "r-1"
+                assert response["parameters"]["vigil_served_by"] == "PRIMARY"
+
+        # a contract breach: 400 with the contract's code, as Triton reports a bad input
+        bad = httpclient.InferInput("input", [3, 5], "FP32")
+        bad.set_data_from_numpy(np.zeros((3, 5), np.float32))
+        with pytest.raises(InferenceServerException) as err:
+            triton.infer("tiny", [bad])
+        assert err.value.status() == "400"
+        assert D.SHAPE_MISMATCH.code in err.value.message()
+        wrong_type = httpclient.InferInput("input", [3, 4], "INT64")
+        wrong_type.set_data_from_numpy(np.zeros((3, 4), np.int64))
+        with pytest.raises(InferenceServerException) as err:
+            triton.infer("tiny", [wrong_type])
+        assert err.value.status() == "400"
+        assert D.DTYPE_MISMATCH.code in err.value.message()
+        # an unknown model: 404
+        with pytest.raises(InferenceServerException) as err:
+            triton.get_model_metadata("other")
+        assert err.value.status() == "404"
+        assert D.HTTP_UNKNOWN_MODEL.code in err.value.message()
+        assert not triton.is_model_ready("other")
+
+        # after the calls, the metadata names the output as served
+        outputs = triton.get_model_metadata("tiny")["outputs"]
+        assert outputs == [{"name": "output", "datatype": "FP32", "shape": [3, 4]}]
+    finally:
+        triton.close()
+        gevent.get_hub().destroy(destroy_loop=True)  # the client's event loop (its pipe)
+    assert service.kserve.stop(1.0) == 0  # drained first, as Service.stop does
+    assert service.kserve.app.draining
+
+
+@pytest.mark.parametrize(("drain_timeout_s", "cut_off"), [(10, 0), (0.2, 1)])
+def test_drain_finishes_the_http_call_in_flight_and_refuses_new_ones(
+    tmp_path: Path, drain_timeout_s: float, cut_off: int
+) -> None:
+    """SIGTERM's drain stops the HTTP endpoint first: a call in flight is answered (the
+    supervisor still runs), a new connection is refused, and Service.stop returns 0 (nothing
+    cut off); a call longer than ``drain_timeout_s`` is counted as cut off (exit status 1).
+    A new call on a connection accepted before the drain gets 503 DIA-7144 (the application
+    test below)."""
+    svc = Service(_config(tmp_path, drain_timeout_s))
+    svc.start()
+    stopped: list[int] = []
+    try:
+        assert svc.kserve is not None
+        app, port = svc.kserve.app, svc.kserve.port
+        busy = http.client.HTTPConnection("127.0.0.1", port, timeout=START_S)
+        slow = {"name": "input", "datatype": "FP32", "shape": [1, 4]}
+        slow["data"] = [TRIGGERS["slow"], 3000.0, 0.0, 0.0]  # 3 s inside the model
+        answer: dict[str, Any] = {}
+
+        def call() -> None:
+            busy.request("POST", "/v2/models/tiny/infer", json.dumps({"inputs": [slow]}))
+            try:
+                r = busy.getresponse()
+                answer.update(status=r.status, body=json.loads(r.read()))
+            except (OSError, http.client.HTTPException) as exc:  # cut off: the second case
+                answer.update(status=None, error=exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        assert app.wait_for(lambda s: s["in_flight"] == 1, START_S)
+        stopper = threading.Thread(target=lambda: stopped.append(svc.stop()))
+        stopper.start()
+        assert app.wait_for(lambda s: s["draining"] == 1, START_S)
+        caller.join(START_S)
+        stopper.join(START_S)
+        if not cut_off:
+            assert answer["status"] == 200, answer
+            assert answer["body"]["parameters"]["vigil_served_by"] == "PRIMARY"
+        assert stopped == [cut_off]
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=START_S).close()
+        busy.close()
+    finally:
+        if not stopped:
+            svc.stop()
+
+
+# --- the application alone: hostile requests, 503s (a stand-in supervisor) -------------
+
+
+class _Supervisor:
+    """Answers ``2 * x``; or raises what ``raises`` holds."""
+
+    def __init__(self) -> None:
+        self.raises: Exception | None = None
+        self.calls = 0
+
+    def infer(self, x: Any) -> Result:
+        self.calls += 1
+        if self.raises is not None:
+            raise self.raises
+        return Result(
+            2 * x, State.NORMAL, ServedBy.PRIMARY, Outcome.OK, 1, None, "", 0, 0, b"\0" * 16
+        )
+
+
+@pytest.fixture
+def app() -> tuple[WsgiClient, _Supervisor, KServeApp]:
+    sup = _Supervisor()
+    kapp = KServeApp(
+        sup,
+        model_name="m",
+        readiness=lambda: True,
+        input_shape=(-1, 2),
+        input_dtype="float32",
+        max_request_bytes=1 << 16,
+        max_json_bytes=1 << 12,
+    )
+    return WsgiClient(kapp), sup, kapp
+
+
+def _infer(client: WsgiClient, body: bytes, **headers: str) -> tuple[int, dict[str, Any]]:
+    r = client.post("/v2/models/m/infer", data=body, headers=headers)
+    return r.status_code, json.loads(r.get_data())
+
+
+def _tensor(**fields: Any) -> bytes:
+    spec = {"name": "input", "datatype": "FP32", "shape": [1, 2], "data": [1, 2], **fields}
+    return json.dumps({"inputs": [spec]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"{not json", D.HTTP_REQUEST_INVALID),
+        (b"[" * 100_000 + b"]" * 100_000, D.HTTP_REQUEST_TOO_LARGE),
+        (b"[" * 2000 + b"]" * 2000, D.HTTP_REQUEST_INVALID),
+        (b'"a string"', D.HTTP_REQUEST_INVALID),
+        (b'{"inputs": []}', D.HTTP_REQUEST_INVALID),
+        (b"\xff\xfe", D.HTTP_REQUEST_INVALID),
+        (_tensor(datatype="COMPLEX64"), D.HTTP_TENSOR_INVALID),
+        (_tensor(datatype="BYTES"), D.HTTP_TENSOR_INVALID),
+        (_tensor(name="x"), D.HTTP_TENSOR_INVALID),
+        (_tensor(shape=[1, -2]), D.HTTP_TENSOR_INVALID),
+        (_tensor(shape=[1] * 40), D.HTTP_TENSOR_INVALID),
+        (_tensor(shape=[1, 3]), D.HTTP_TENSOR_INVALID),
+        (_tensor(data=[1, 2, 3]), D.HTTP_TENSOR_INVALID),
+        (_tensor(data=[[1], [2, [3]]]), D.HTTP_TENSOR_INVALID),
+        (_tensor(data=[1, "2"]), D.HTTP_TENSOR_INVALID),
+        (_tensor(datatype="INT32", data=[1, 2.5]), D.HTTP_TENSOR_INVALID),
+        (_tensor(datatype="INT32", data=[1, 2**40]), D.HTTP_TENSOR_INVALID),
+        (_tensor(datatype="BOOL", data=[1, 0]), D.HTTP_TENSOR_INVALID),
+        (_tensor(data=None), D.HTTP_TENSOR_INVALID),
+        (_tensor(shape=[10**9, 10**9], data=[]), D.HTTP_TENSOR_INVALID),
+        (_tensor(parameters={"binary_data_size": 8}), D.HTTP_TENSOR_INVALID),
+        (_tensor(parameters={"binary_data_size": 2**60}), D.HTTP_TENSOR_INVALID),
+    ],
+)
+def test_a_malformed_request_is_a_400_with_a_code_and_never_reaches_the_model(
+    app: tuple[WsgiClient, _Supervisor, KServeApp], body: bytes, code: D.Diagnostic
+) -> None:
+    client, sup, _ = app
+    status, doc = _infer(client, body)
+    assert status == 400, doc
+    assert doc["error"].startswith(f"{code.code} {code.name}: "), doc
+    assert sup.calls == 0
+
+
+def test_binary_parts_must_add_up_and_huge_declarations_are_refused_unread(
+    app: tuple[WsgiClient, _Supervisor, KServeApp],
+) -> None:
+    client, sup, _ = app
+    head = _tensor(data=None, parameters={"binary_data_size": 8})
+    raw = np.array([[1.5, -2.0]], np.float32).tobytes()
+    n = str(len(head))
+    # the right bytes: served, the answer in binary when asked
+    status_ok = client.post(
+        "/v2/models/m/infer", data=head + raw, headers={"Inference-Header-Content-Length": n}
+    )
+    assert status_ok.status_code == 200
+    assert json.loads(status_ok.get_data())["outputs"][0]["data"] == [3.0, -4.0]
+    for body, header in (
+        (head + raw[:4], n),  # short
+        (head + raw + b"x", n),  # trailing garbage
+        (head + raw, str(len(head) + 100)),  # header length beyond the body
+        (head + raw, "-1"),
+        (head + raw, "1e3"),
+    ):
+        status, doc = _infer(client, body, **{"Inference-Header-Content-Length": header})
+        assert status == 400 and doc["error"].startswith("DIA-714"), doc
+    # a body declared over the cap is refused from its Content-Length, before it is read
+    r = client.post(
+        "/v2/models/m/infer", data=b"{}", environ_overrides={"CONTENT_LENGTH": str(1 << 40)}
+    )
+    assert r.status_code == 400 and D.HTTP_REQUEST_TOO_LARGE.code in r.get_data(as_text=True)
+    assert sup.calls == 1
+
+
+def test_contract_breach_is_400_unavailable_and_draining_are_503(
+    app: tuple[WsgiClient, _Supervisor, KServeApp],
+) -> None:
+    client, sup, kapp = app
+    sup.raises = InvalidInput("input: dim 1 is 3", diagnostic=D.SHAPE_MISMATCH, field="input")
+    status, doc = _infer(client, _tensor())
+    assert (status, doc["error"].split(":")[0]) == (400, f"{D.SHAPE_MISMATCH.code} SHAPE_MISMATCH")
+    sup.raises = Unavailable("SAFE_STOP: no fallback", reason="safe_stop")
+    status, doc = _infer(client, _tensor())
+    assert status == 503 and doc["error"].startswith("DIA-")
+    sup.raises = None
+    assert client.get("/v2/health/ready").status_code == 200
+    kapp.draining = True
+    status, doc = _infer(client, _tensor())
+    assert status == 503 and D.HTTP_DRAINING.code in doc["error"]
+    assert client.get("/v2/health/ready").status_code == 503
+    assert client.get("/v2/models/m/ready").status_code == 503
+    assert client.get("/v2/health/live").status_code == 200
+    assert client.get("/v2/models/m/infer").status_code == 405
+    assert client.get("/v2/nothing").status_code == 404
+
+
+def test_a_port_in_use_is_a_config_error_with_its_code(
+    app: tuple[WsgiClient, _Supervisor, KServeApp],
+) -> None:
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(ServiceConfigError) as err:
+            KServeServer(app[2], "127.0.0.1", taken.getsockname()[1])
+        assert err.value.diagnostic is D.HTTP_BIND
+    finally:
+        taken.close()

@@ -1,0 +1,640 @@
+"""The KServe v2 (Open Inference) protocol over HTTP/REST, so that Triton's and KServe's
+clients can call ``vigil serve`` unchanged.
+
+Theory of operation
+-------------------
+:class:`KServeApp` is a WSGI application (werkzeug's request, response and routing);
+:class:`KServeServer` serves it from werkzeug's threaded server in one thread of the service
+process, next to the Unix socket server. Each request runs in its connection's thread and calls
+:meth:`vigil.supervisor.Supervisor.infer` directly, as a socket client's call does: the same
+contract, deadline, fallbacks and flight-log record.
+
+One model (``[http] model_name``, version ``1``) with one input tensor named ``input``; its
+outputs are ``output`` (a tensor answer), ``output_0``.. (a tuple or list), or the dict's keys.
+Inputs and outputs travel as JSON ``data`` or with the binary-data extension
+(``Inference-Header-Content-Length``, ``binary_data_size``, ``binary_data``), little-endian.
+
+Bounds: a connection is served by one thread, at most ``max_connections`` at once (one more is
+answered 503 and closed); a silent connection is closed after ``timeout_s``. werkzeug closes
+each connection after its answer (``Connection: close``; no keep-alive). A body longer than
+``max_request_mb``, or a JSON part longer than ``max_json_mb``, is refused from its
+``Content-Length`` before it is read; the body is read in chunks as it arrives (never allocated
+from what is declared), every element count and byte size is checked against the bytes present
+before a tensor is built. Every refusal is the protocol's error body ``{"error": "DIA-...: ..."}``
+with 400 (request or contract), 404 (model), 503 (draining, SAFE_STOP, no answer), never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+from werkzeug.wrappers import Request, Response
+
+from vigil import _diagnostics as D
+from vigil.errors import InvalidInput, ServiceConfigError, Unavailable, VigilError
+from vigil.schemas import Result
+
+__all__ = ["DATATYPES", "KServeApp", "KServeServer"]
+
+_LOG = logging.getLogger("vigil.http")
+_MB = 1 << 20
+_MAX_DIMS = 32
+_CHUNK = 1 << 20
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b'Content-Length: 33\r\nConnection: close\r\n\r\n{"error": "too many connections"}'
+)
+
+#: KServe datatype -> torch dtype (the ones both sides share; BYTES and unsigned > 8 bits: no)
+DATATYPES: dict[str, torch.dtype] = {
+    "BOOL": torch.bool,
+    "UINT8": torch.uint8,
+    "INT8": torch.int8,
+    "INT16": torch.int16,
+    "INT32": torch.int32,
+    "INT64": torch.int64,
+    "FP16": torch.float16,
+    "BF16": torch.bfloat16,
+    "FP32": torch.float32,
+    "FP64": torch.float64,
+}
+_NAME_OF = {v: k for k, v in DATATYPES.items()}
+_URLS = Map(
+    [
+        Rule("/v2", endpoint="server", methods=["GET"]),
+        Rule("/v2/health/live", endpoint="live", methods=["GET"]),
+        Rule("/v2/health/ready", endpoint="ready", methods=["GET"]),
+        *(
+            Rule(f"/v2/models/<name>{v}{tail}", endpoint=what, methods=[method])
+            for v in ("", "/versions/<version>")
+            for tail, what, method in (
+                ("", "metadata", "GET"),
+                ("/ready", "model_ready", "GET"),
+                ("/infer", "infer", "POST"),
+            )
+        ),
+    ],
+    strict_slashes=False,
+)
+
+
+class _Refused(Exception):
+    """An HTTP status and a diagnostic-coded message (never leaves this module)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.text = f"{code}: {message}"
+
+
+def _bad(diagnostic: D.Diagnostic, message: str, status: int = 400) -> _Refused:
+    return _Refused(status, f"{diagnostic.code} {diagnostic.name}", message)
+
+
+def _error_body(exc: VigilError) -> str:
+    code = exc.diagnostic
+    return f"{code.code} {code.name}: {exc}"
+
+
+class KServeApp:
+    """The v2 endpoints as a WSGI application.
+
+    Args:
+        supervisor: answers ``infer`` (a :class:`~vigil.supervisor.Supervisor`).
+        model_name: the one model name served.
+        input_shape, input_dtype: the contract's shape (``-1`` any) and dtype name, for the
+            metadata; None when not declared.
+        readiness: may the service take calls now (not SAFE_STOP, not
+            draining, finished starting).
+        max_request_bytes, max_json_bytes: the body's and its JSON part's caps.
+    """
+
+    def __init__(
+        self,
+        supervisor: Any,
+        *,
+        model_name: str,
+        readiness: Callable[[], bool],
+        input_shape: tuple[int, ...] | None = None,
+        input_dtype: str | None = None,
+        max_request_bytes: int = 64 * _MB,
+        max_json_bytes: int = 8 * _MB,
+    ) -> None:
+        self.supervisor = supervisor
+        self.model_name = model_name
+        self.readiness = readiness
+        self.input_shape = input_shape
+        self.input_dtype = input_dtype
+        self.max_request_bytes = max_request_bytes
+        self.max_json_bytes = max_json_bytes
+        self.draining = False
+        self._calls = threading.Condition()
+        self._in_flight = 0
+        self._outputs: list[dict[str, Any]] | None = None  # learnt from the first answer
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        try:
+            response = self._dispatch(request)
+        except _Refused as exc:
+            response = _json({"error": exc.text}, exc.status)
+        except MethodNotAllowed:
+            response = _json({"error": f"{D.HTTP_REQUEST_INVALID.code}: method not allowed"}, 405)
+        except NotFound:
+            response = _json({"error": f"{D.HTTP_UNKNOWN_MODEL.code}: no such endpoint"}, 404)
+        except HTTPException as exc:
+            response = _json({"error": f"{D.HTTP_REQUEST_INVALID.code}: {exc.name}"}, 400)
+        except Exception as exc:  # fail closed: one line, a 500, never a traceback
+            _LOG.warning("vigil http: request failed: %s: %s", type(exc).__name__, exc)
+            response = _json({"error": f"internal error: {type(exc).__name__}"}, 500)
+        return response(environ, start_response)
+
+    # --- routing -------------------------------------------------------------------------
+
+    def _dispatch(self, request: Request) -> Response:
+        endpoint, args = _URLS.bind_to_environ(request.environ).match()
+        if endpoint == "server":
+            return _json({"name": "vigil", "version": "1", "extensions": ["binary_tensor_data"]})
+        if endpoint == "live":
+            return Response(status=200)
+        if endpoint == "ready":
+            return Response(status=200 if self._ready() else 503)
+        if args["name"] != self.model_name or args.get("version", "1") != "1":
+            raise _bad(
+                D.HTTP_UNKNOWN_MODEL,
+                f"unknown model {args['name']!r} version {args.get('version', '')!r}; this "
+                f"service serves {self.model_name!r} version '1'",
+                404,
+            )
+        if endpoint == "metadata":
+            return _json(self.metadata())
+        if endpoint == "model_ready":
+            return Response(status=200 if self._ready() else 503)
+        return self._infer(request)
+
+    def drain(self) -> None:
+        """Take no new calls: each is answered 503 (DIA-7144) from now on."""
+        with self._calls:
+            self.draining = True
+            self._calls.notify_all()
+
+    def statistics(self) -> dict[str, int]:
+        """``in_flight``: calls inside ``infer`` now; ``draining``: 1 once :meth:`drain` ran."""
+        with self._calls:
+            return {"in_flight": self._in_flight, "draining": int(self.draining)}
+
+    def wait_for(self, predicate: Callable[[dict[str, int]], bool], timeout_s: float) -> bool:
+        """Block until ``predicate(statistics())`` holds; False when ``timeout_s`` passed."""
+        with self._calls:
+            return self._calls.wait_for(
+                lambda: predicate({"in_flight": self._in_flight, "draining": int(self.draining)}),
+                timeout_s,
+            )
+
+    def wait_idle(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` for the calls in flight; returns how many are left."""
+        with self._calls:
+            self._calls.wait_for(lambda: self._in_flight == 0, timeout_s)
+            return self._in_flight
+
+    def _ready(self) -> bool:
+        try:
+            return not self.draining and self.readiness()
+        except Exception:  # fail closed: not ready
+            return False
+
+    def metadata(self) -> dict[str, Any]:
+        """The v2 model metadata: the input's contract, the outputs seen so far."""
+        shape = [-1] if self.input_shape is None else list(self.input_shape)
+        datatype = _NAME_OF[getattr(torch, self.input_dtype or "float32")]
+        return {
+            "name": self.model_name,
+            "versions": ["1"],
+            "platform": "vigil",
+            "inputs": [{"name": "input", "datatype": datatype, "shape": shape}],
+            "outputs": self._outputs or [],
+        }
+
+    # --- inference -----------------------------------------------------------------------
+
+    def _infer(self, request: Request) -> Response:
+        if self.draining:
+            raise _bad(D.HTTP_DRAINING, "the service is draining; retry elsewhere", 503)
+        if request.headers.get("Content-Encoding", "identity") != "identity":
+            raise _bad(D.HTTP_REQUEST_INVALID, "compressed bodies are not accepted")
+        body = self._read_body(request)
+        header_len = _header_length(request, len(body))
+        if header_len > self.max_json_bytes:
+            raise _bad(
+                D.HTTP_REQUEST_TOO_LARGE,
+                f"the JSON part is {header_len} bytes, over max_json_mb "
+                f"({self.max_json_bytes} bytes); send tensors as binary data",
+            )
+        doc = _parse_json(body, header_len)
+        x = self._input(doc, body, header_len)
+        wanted, binary_all = _requested_outputs(doc)
+        with self._calls:
+            self._in_flight += 1
+            self._calls.notify_all()
+        try:
+            result = self.supervisor.infer(x)
+        except InvalidInput as exc:
+            raise _Refused(400, f"{exc.diagnostic.code} {exc.diagnostic.name}", str(exc)) from None
+        except Unavailable as exc:
+            raise _Refused(503, f"{exc.diagnostic.code} {exc.diagnostic.name}", str(exc)) from None
+        except VigilError as exc:
+            raise _Refused(500, f"{exc.diagnostic.code} {exc.diagnostic.name}", str(exc)) from None
+        finally:
+            with self._calls:
+                self._in_flight -= 1
+                self._calls.notify_all()
+        return self._answer(doc, result, wanted, binary_all)
+
+    def _read_body(self, request: Request) -> bytearray:
+        length = request.content_length
+        if length is None:
+            raise _bad(D.HTTP_REQUEST_INVALID, "a Content-Length header is required")
+        if length > self.max_request_bytes:
+            raise _bad(
+                D.HTTP_REQUEST_TOO_LARGE,
+                f"the body is {length} bytes, over max_request_mb ({self.max_request_bytes})",
+            )
+        body = bytearray()
+        stream = request.stream
+        while len(body) < length:  # grows with the bytes that arrive, not with the declaration
+            chunk = stream.read(min(_CHUNK, length - len(body)))
+            if not chunk:
+                raise _bad(D.HTTP_REQUEST_INVALID, f"the body ended at {len(body)} of {length}")
+            body += chunk
+        return body
+
+    def _input(self, doc: dict[str, Any], body: bytearray, header_len: int) -> torch.Tensor:
+        inputs = doc.get("inputs")
+        if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+            raise _bad(D.HTTP_REQUEST_INVALID, "'inputs' must be a list of one tensor object")
+        spec = inputs[0]
+        if spec.get("name") != "input":
+            raise _bad(D.HTTP_TENSOR_INVALID, f"input {spec.get('name')!r}: the input is 'input'")
+        dtype = DATATYPES.get(spec.get("datatype"))  # type: ignore[arg-type]
+        if dtype is None:
+            raise _bad(
+                D.HTTP_TENSOR_INVALID,
+                f"input: datatype {spec.get('datatype')!r} is not one of {', '.join(DATATYPES)}",
+            )
+        shape = spec.get("shape")
+        if (
+            not isinstance(shape, list)
+            or len(shape) > _MAX_DIMS
+            or not all(type(d) is int and d >= 0 for d in shape)
+        ):
+            raise _bad(
+                D.HTTP_TENSOR_INVALID,
+                f"input: shape {shape!r} must be a list of at most {_MAX_DIMS} integers >= 0",
+            )
+        count = math.prod(shape)
+        nbytes = count * dtype.itemsize
+        params = spec.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise _bad(D.HTTP_REQUEST_INVALID, "input: 'parameters' must be an object")
+        size = params.get("binary_data_size")
+        binary = len(body) - header_len
+        if size is not None:
+            if type(size) is not int or size != nbytes:
+                raise _bad(
+                    D.HTTP_TENSOR_INVALID,
+                    f"input: binary_data_size {size!r}, but shape {shape} of {spec['datatype']} "
+                    f"is {nbytes} bytes",
+                )
+            if binary != size:
+                raise _bad(
+                    D.HTTP_TENSOR_INVALID,
+                    f"input: {binary} bytes follow the JSON part, binary_data_size says {size}",
+                )
+            if count == 0:
+                return torch.empty(shape, dtype=dtype)
+            flat = torch.frombuffer(body, dtype=dtype, count=count, offset=header_len)
+            return flat.reshape(shape)
+        if binary != 0:
+            raise _bad(
+                D.HTTP_TENSOR_INVALID, f"{binary} binary bytes follow but no tensor uses them"
+            )
+        return _from_json(spec.get("data"), shape, count, dtype, spec["datatype"])
+
+    def _answer(
+        self, doc: dict[str, Any], result: Result, wanted: dict[str, bool], binary_all: bool
+    ) -> Response:
+        outputs = _named_outputs(result)
+        if outputs is None:
+            raise _bad(
+                D.HTTP_OUTPUT_UNSUPPORTED,
+                f"call seq {result.seq}: the answer is a {type(result.output).__name__}",
+                500,
+            )
+        if self._outputs is None:
+            self._outputs = [
+                {"name": n, "datatype": _NAME_OF[t.dtype], "shape": list(t.shape)}
+                for n, t in outputs
+            ]
+        unknown = set(wanted) - {n for n, _ in outputs}
+        if unknown:
+            raise _bad(D.HTTP_TENSOR_INVALID, f"no output named {sorted(unknown)}")
+        described: list[dict[str, Any]] = []
+        parts: list[bytes] = []
+        for name, t in outputs:
+            if wanted and name not in wanted:
+                continue
+            item: dict[str, Any] = {
+                "name": name,
+                "datatype": _NAME_OF[t.dtype],
+                "shape": list(t.shape),
+            }
+            flat = t.detach().cpu().contiguous().reshape(-1)
+            if wanted.get(name, binary_all):
+                raw = flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+                item["parameters"] = {"binary_data_size": len(raw)}
+                parts.append(raw)
+            else:
+                item["data"] = flat.tolist()
+            described.append(item)
+        answer: dict[str, Any] = {
+            "model_name": self.model_name,
+            "model_version": "1",
+            "outputs": described,
+            "parameters": _vigil_parameters(result),
+        }
+        if isinstance(doc.get("id"), str):
+            answer["id"] = doc["id"]
+        head = json.dumps(answer, separators=(",", ":")).encode()
+        if not parts:
+            return Response(head, 200, content_type="application/json")
+        response = Response(b"".join([head, *parts]), 200, content_type="application/octet-stream")
+        response.headers["Inference-Header-Content-Length"] = str(len(head))
+        return response
+
+
+def _json(doc: dict[str, Any], status: int = 200) -> Response:
+    return Response(json.dumps(doc), status, content_type="application/json")
+
+
+def _header_length(request: Request, body_len: int) -> int:
+    raw = request.headers.get("Inference-Header-Content-Length")
+    if raw is None:
+        return body_len
+    if not raw.isdigit() or len(raw) > 12 or int(raw) > body_len:
+        raise _bad(
+            D.HTTP_REQUEST_INVALID,
+            f"Inference-Header-Content-Length {raw[:20]!r} must be a number <= the body's "
+            f"{body_len} bytes",
+        )
+    return int(raw)
+
+
+def _parse_json(body: bytearray, header_len: int) -> dict[str, Any]:
+    try:
+        doc = json.loads(bytes(memoryview(body)[:header_len]))
+    except RecursionError:
+        raise _bad(D.HTTP_REQUEST_INVALID, "the JSON is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise _bad(D.HTTP_REQUEST_INVALID, f"the body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise _bad(D.HTTP_REQUEST_INVALID, "the body must be a JSON object")
+    return doc
+
+
+def _requested_outputs(doc: dict[str, Any]) -> tuple[dict[str, bool], bool]:
+    """``({name: binary}, default binary)``: the outputs asked for (all when empty)."""
+    params = doc.get("parameters") or {}
+    outputs = doc.get("outputs") or []
+    if not isinstance(params, dict) or not isinstance(outputs, list):
+        raise _bad(D.HTTP_REQUEST_INVALID, "'parameters' must be an object, 'outputs' a list")
+    binary_all = params.get("binary_data_output", False) is True
+    wanted: dict[str, bool] = {}
+    for out in outputs:
+        if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+            raise _bad(D.HTTP_REQUEST_INVALID, "each of 'outputs' must be an object with a name")
+        p = out.get("parameters") or {}
+        if not isinstance(p, dict):
+            raise _bad(D.HTTP_REQUEST_INVALID, f"output {out['name']!r}: bad 'parameters'")
+        wanted[out["name"]] = p.get("binary_data", binary_all) is True
+    return wanted, binary_all
+
+
+def _from_json(
+    data: Any, shape: list[int], count: int, dtype: torch.dtype, datatype: str
+) -> torch.Tensor:
+    """The tensor for a JSON ``data`` (flat or nested, row-major), checked value by value."""
+    if not isinstance(data, list):
+        raise _bad(D.HTTP_TENSOR_INVALID, "input: 'data' (a list) or binary_data_size is needed")
+    if dtype is torch.bool:
+        kind: tuple[type, ...] = (bool,)
+    elif dtype.is_floating_point:
+        kind = (int, float)
+    else:
+        kind = (int,)
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:  # iterative: no recursion on hostile nesting
+        for value in stack[-1]:
+            if isinstance(value, list):
+                stack.append(iter(value))
+                break
+            if not isinstance(value, kind) or (dtype is not torch.bool and type(value) is bool):
+                raise _bad(D.HTTP_TENSOR_INVALID, f"input: {value!r} is not a {datatype} value")
+            flat.append(value)
+            if len(flat) > count:
+                break
+        else:
+            stack.pop()
+            continue
+        if len(flat) > count:
+            break
+    if len(flat) != count:
+        raise _bad(
+            D.HTTP_TENSOR_INVALID,
+            f"input: shape {shape} holds {count} values, 'data' has "
+            f"{'more' if len(flat) > count else len(flat)}",
+        )
+    try:
+        return torch.tensor(flat, dtype=dtype).reshape(shape)
+    except (RuntimeError, OverflowError) as exc:
+        raise _bad(
+            D.HTTP_TENSOR_INVALID, f"input: a value does not fit {datatype}: {exc}"
+        ) from None
+
+
+def _named_outputs(result: Result) -> list[tuple[str, torch.Tensor]] | None:
+    out = result.output
+    if isinstance(out, torch.Tensor):
+        named = [("output", out)]
+    elif isinstance(out, tuple | list):
+        named = [(f"output_{i}", t) for i, t in enumerate(out)]
+    elif isinstance(out, dict) and all(isinstance(k, str) for k in out):
+        named = list(out.items())
+    else:
+        return None
+    if not all(isinstance(t, torch.Tensor) and t.dtype in _NAME_OF for _, t in named):
+        return None
+    return named
+
+
+def _vigil_parameters(result: Result) -> dict[str, Any]:
+    """How the answer came about, as the socket's RESULT frame says it (docs/PROTOCOL.md)."""
+    return {
+        "vigil_served_by": result.served_by.name,
+        "vigil_outcome": result.outcome.name,
+        "vigil_state": result.state.name,
+        "vigil_seq": result.seq,
+        "vigil_code": "" if result.code is None else result.code.code,
+        "vigil_reason": result.reason,
+        "vigil_request_id": result.request_id.hex(),
+        "vigil_latency_ns": result.latency_ns,
+    }
+
+
+class _Handler(WSGIRequestHandler):
+    """werkzeug's handler, without a log line per request."""
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        if type == "error":
+            _LOG.warning("vigil http: " + message, *args)
+
+
+class _Server(ThreadedWSGIServer):
+    """werkzeug's threaded server with a cap on connections and quiet connection errors."""
+
+    request_queue_size = 128
+
+    def __init__(self, host: str, port: int, app: KServeApp, *, max_connections: int) -> None:
+        # bound here: werkzeug's own bind prints and calls sys.exit on an OSError
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.create_server((host, port), family=family, backlog=128)
+        try:
+            super().__init__(host, port, app, handler=_Handler, fd=listener.fileno())
+        finally:
+            listener.close()  # werkzeug serves a duplicate of it
+        self.max_connections = max_connections
+        self.active = 0
+        self.cond = threading.Condition()
+        self.connections: set[Any] = set()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.cond:
+            admitted = self.active < self.max_connections
+            if admitted:
+                self.active += 1
+                self.connections.add(request)
+        if admitted:  # answers go out in two writes (head, body): no Nagle wait between them
+            with contextlib.suppress(OSError):
+                request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        else:
+            try:
+                request.setblocking(False)
+                request.send(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._finished(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._finished(request)
+
+    def _finished(self, request: Any) -> None:
+        with self.cond:
+            self.active -= 1
+            self.connections.discard(request)
+            self.cond.notify_all()
+
+    def cut(self, timeout_s: float) -> None:
+        """End every open connection (idle kept-alive ones block in ``recv``) and wait for
+        their threads, at most ``timeout_s``."""
+        with self.cond:
+            for conn in self.connections:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RD)  # a response being written still goes out
+            self.cond.wait_for(lambda: self.active == 0, timeout_s)
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        """werkzeug logs a failed request here with its traceback: one line instead."""
+        _LOG.warning("vigil http: %s", (message % args if args else message).splitlines()[0])
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        _LOG.warning("vigil http: connection error: %s: %s", type(exc).__name__, exc)
+
+
+class KServeServer:
+    """:class:`KServeApp` served on ``host:port`` from one thread (port 0: a free one).
+
+    Args:
+        app: the application.
+        host, port: where to listen.
+        max_connections: connections served at once; one more is answered 503.
+        timeout_s: a connection silent that long is closed.
+
+    Raises:
+        ServiceConfigError: DIA-7250, the address cannot be bound.
+    """
+
+    def __init__(
+        self,
+        app: KServeApp,
+        host: str,
+        port: int,
+        *,
+        max_connections: int = 16,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.app = app
+        handler = type("_TimedHandler", (_Handler,), {"timeout": timeout_s})
+        try:
+            self._server = _Server(host, port, app, max_connections=max_connections)
+        except OSError as exc:
+            raise ServiceConfigError(
+                f"[http].listen: cannot listen on {host}:{port}: {exc.strerror or exc}",
+                diagnostic=D.HTTP_BIND,
+                host=host,
+                port=port,
+            ) from exc
+        self._server.RequestHandlerClass = handler
+        self.port: int = self._server.server_address[1]
+        self.url = f"http://{host}:{self.port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="vigil-kserve", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, drain_timeout_s: float) -> int:
+        """Take no new calls (503 on open connections), stop listening (new connections are
+        refused), wait up to ``drain_timeout_s`` for the calls in flight, then close every
+        connection. Returns the calls still in flight then."""
+        self.app.drain()
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join()
+        self._server.server_close()  # the listener: new connections are refused from here
+        left = self.app.wait_idle(drain_timeout_s)
+        self._server.cut(5.0)
+        return left
