@@ -79,4 +79,10 @@ def one_input(data: bytes) -> None:
 
 
 if __name__ == "__main__":
+    # torch imports its compiler stack the first time a model is built on the meta device
+    # (seconds on a loaded host): pay it here, not as a timeout on the first input
+    import torch
+
+    with torch.device("meta"):
+        build_reference({"model": "tiny-reference", "hidden": 8})
     main(one_input)
