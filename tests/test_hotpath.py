@@ -81,6 +81,9 @@ VALUES: list[object] = [
     torch.zeros(2, 3, device="meta"),
     torch.nn.Parameter(torch.zeros(2, 3)),
     torch.full((2, 3), -1.0),
+    torch.full((2, 3), 3e38),  # finite, but its float32 sum would overflow
+    torch.full((2, 3), 1e308, dtype=torch.float64),  # its sum overflows: the full check
+    torch.full((2, 3), 6e4, dtype=torch.float16),
     torch.zeros(2, 3, dtype=torch.complex64).conj().imag,  # a negative bit: no numpy view
     [torch.zeros(2, 3)],
     None,

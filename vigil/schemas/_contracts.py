@@ -58,6 +58,8 @@ __all__ = ["Contract", "Rule", "TensorSpec", "perception_contract"]
 _JSON_VERSION = 1
 _DIRECT_FLOATS = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
 _NUMPY_FLOATS = frozenset({torch.float16, torch.float32, torch.float64})
+_ISFINITE = np.isfinite
+_ALL = np.logical_and.reduce  # the ufunc itself: ``ndarray.all()`` goes through a Python wrapper
 _WIDE_UINTS = frozenset({torch.uint16, torch.uint32})  # no aminmax for these: use int64
 _HOST_ROWS = 64
 """Built-in rules read a CPU tensor of at most this many rows as a Python list (a few µs);
@@ -205,7 +207,7 @@ class _Plan:
         if dtype not in _NUMPY_FLOATS or value.requires_grad:
             return False
         try:
-            return bool(np.isfinite(value.numpy()).all())
+            return bool(_ALL(_ISFINITE(value.numpy()), axis=None))
         except RuntimeError:  # a view numpy cannot take (a negative bit): the full check
             return False
 
