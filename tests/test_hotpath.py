@@ -102,3 +102,42 @@ def test_compiled_contract_agrees_with_the_full_check(spec: TensorSpec) -> None:
     for value in VALUES:
         for mapping in ({"a": value, "b": torch.ones(2, dtype=torch.int64)}, {"a": value}):
             assert _outcome(named.check, mapping) == _outcome(_full(named).check, mapping)
+
+
+def test_watchdog_keeps_a_disarmed_deadline_until_it_passes() -> None:
+    """The thread's look at the heap: a disarmed entry still to come is kept (sleep until it),
+    a passed one dropped, a live passed one fired; a large heap drops disarmed entries."""
+    from vigil.supervisor import _watchdog as W
+
+    def ticket(deadline: int, live: bool) -> tuple[int, int, W.Ticket]:
+        t = W.Ticket(deadline, lambda: None)
+        if not live:
+            assert t.claim()
+        return (deadline, deadline, t)
+
+    heap = [ticket(100, live=False)]
+    assert W._due(heap, 50) == (None, 50) and len(heap) == 1
+    assert W._due(heap, 100) == (None, None) and heap == []
+    live = ticket(300, live=True)
+    heap = [ticket(100, live=False), live]
+    assert W._due(heap, 400) == (live[2], 0) and heap == []
+    heap = [ticket(d, live=False) for d in range(100, 100 + W._COMPACT + 1)]
+    assert W._due(heap, 0) == (None, 101) and len(heap) == W._COMPACT
+
+
+def test_arming_after_a_call_in_time_does_not_wake_the_watchdog() -> None:
+    """Calls that end in time: only the first arm notifies the thread (fake clock: no deadline
+    passes, so what the thread does meanwhile cannot matter)."""
+    from vigil.supervisor import Watchdog
+
+    dog = Watchdog(lambda: 0)
+    notified = []
+    real = dog._cv.notify
+    dog._cv.notify = lambda n=1: (notified.append(n), real(n))  # type: ignore[method-assign]
+    try:
+        for i in range(200):
+            assert dog.disarm(dog.arm(1_000_000 + i, lambda: None))
+        assert len(notified) == 1
+        assert dog.fired == 0
+    finally:
+        dog.close()

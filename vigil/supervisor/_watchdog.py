@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 Each guarded call arms a deadline (``arm``) and disarms it when the call ends (``disarm``).
 Arming pushes an entry on a heap and wakes the thread only when the new deadline is the
-earliest; disarming claims the entry in O(1) and leaves it on the heap to be dropped when it
-surfaces. A deadline is claimed exactly once -- by the caller in time, or by the watchdog
+earliest; disarming claims the entry in O(1) and leaves it on the heap until its deadline
+passes (:func:`_due`), so that the thread sleeps through calls that end in time. A deadline
+is claimed exactly once -- by the caller in time, or by the watchdog
 when it fires -- so a call is never both in time and late. The thread sleeps on a condition
 until the earliest deadline and runs the entry's callback, outside the lock, if it claims it.
 A ``threading.Timer`` per call costs ~150 µs (a thread per call); this costs about two
@@ -103,17 +104,39 @@ class Watchdog:
                 while True:
                     if self._closed:
                         return
-                    while heap and not heap[0][2].live:
-                        heapq.heappop(heap)  # disarmed: drop lazily
-                    if not heap:
-                        self._cv.wait()
-                        continue
-                    wait_ns = heap[0][0] - self._clock()
-                    if wait_ns <= 0:
-                        _, _, ticket = heapq.heappop(heap)
+                    ticket, wait_ns = _due(heap, self._clock())
+                    if ticket is not None:
                         break
-                    self._cv.wait(wait_ns / 1e9)
+                    self._cv.wait(None if wait_ns is None else wait_ns / 1e9)
             if ticket.claim():
                 ticket.fired = True
                 self.fired += 1
                 ticket.callback()
+
+
+_COMPACT = 1024
+"""Disarmed entries kept on the heap until their deadline passes, at most: beyond, the thread
+drops them as they surface (the old rule), waking the next ``arm`` again."""
+
+
+def _due(heap: list[tuple[int, int, Ticket]], now_ns: int) -> tuple[Ticket | None, int | None]:
+    """One look at the heap (under the lock): a live expired entry to fire, or how long to
+    sleep (``None``: until notified).
+
+    Entries whose deadline passed are popped; a disarmed entry whose deadline is still to come
+    stays while the heap is small, and the thread sleeps until that deadline. So a call that
+    ended in time leaves the thread asleep, and the next ``arm`` (a later deadline, not the
+    earliest) needs no wake-up: without this, a fast call let the thread empty the heap, and
+    every ``arm`` woke it (a futex wake and a thread contending for the GIL, per call).
+    """
+    while heap:
+        deadline, _, ticket = heap[0]
+        if deadline <= now_ns:
+            heapq.heappop(heap)
+            if ticket.live:
+                return ticket, 0
+            continue  # disarmed in time: dropped
+        if ticket.live or len(heap) <= _COMPACT:
+            return None, deadline - now_ns
+        heapq.heappop(heap)  # a large heap: drop disarmed entries as they surface
+    return None, None
