@@ -104,40 +104,56 @@ def test_compiled_contract_agrees_with_the_full_check(spec: TensorSpec) -> None:
             assert _outcome(named.check, mapping) == _outcome(_full(named).check, mapping)
 
 
-def test_watchdog_keeps_a_disarmed_deadline_until_it_passes() -> None:
-    """The thread's look at the heap: a disarmed entry still to come is kept (sleep until it),
-    a passed one dropped, a live passed one fired; a large heap drops disarmed entries."""
+def test_watchdog_plans_its_next_look_past_disarmed_deadlines() -> None:
+    """The thread's look at the heap: passed entries dropped (a live one fired), disarmed ones
+    at the top dropped, and the thread wakes next at a live deadline, or at the last dropped
+    one's (not never: so the next, later, arm need not wake it)."""
     from vigil.supervisor import _watchdog as W
 
-    def ticket(deadline: int, live: bool) -> tuple[int, int, W.Ticket]:
+    def entry(deadline: int, live: bool) -> tuple[int, int, W.Ticket]:
         t = W.Ticket(deadline, lambda: None)
         if not live:
             assert t.claim()
         return (deadline, deadline, t)
 
-    heap = [ticket(100, live=False)]
-    assert W._due(heap, 50) == (None, 50) and len(heap) == 1
-    assert W._due(heap, 100) == (None, None) and heap == []
-    live = ticket(300, live=True)
-    heap = [ticket(100, live=False), live]
-    assert W._due(heap, 400) == (live[2], 0) and heap == []
-    heap = [ticket(d, live=False) for d in range(100, 100 + W._COMPACT + 1)]
-    assert W._due(heap, 0) == (None, 101) and len(heap) == W._COMPACT
+    heap = [entry(100, live=False), entry(200, live=False)]
+    assert W._due(heap, 50) == (None, 200) and heap == []
+    assert W._due(heap, 50) == (None, None)
+    live = entry(300, live=True)
+    heap = [entry(100, live=False), live, entry(400, live=False)]
+    assert W._due(heap, 50) == (None, 300) and len(heap) == 2
+    assert W._due(heap, 350) == (live[2], None) and len(heap) == 1
 
 
 def test_arming_after_a_call_in_time_does_not_wake_the_watchdog() -> None:
-    """Calls that end in time: only the first arm notifies the thread (fake clock: no deadline
-    passes, so what the thread does meanwhile cannot matter)."""
+    """Once the thread has looked at a disarmed deadline, later arms (later deadlines) do not
+    notify it. The fake clock is read only by the thread, under the lock: it tells the test
+    that a look began, and taking the lock afterwards that the look ended."""
+    import threading
+
     from vigil.supervisor import Watchdog
 
-    dog = Watchdog(lambda: 0)
+    looked = threading.Event()
+
+    def clock() -> int:
+        looked.set()
+        return 0
+
+    dog = Watchdog(clock)
     notified = []
     real = dog._cv.notify
     dog._cv.notify = lambda n=1: (notified.append(n), real(n))  # type: ignore[method-assign]
     try:
+        assert looked.wait(10)
+        looked.clear()
+        assert dog.disarm(dog.arm(1_000_000, lambda: None))  # wakes the thread: a first look
+        assert looked.wait(10)
+        with dog._cv:
+            pass  # the look is over: the thread waits, and knows when it will look next
+        notified.clear()
         for i in range(200):
-            assert dog.disarm(dog.arm(1_000_000 + i, lambda: None))
-        assert len(notified) == 1
+            assert dog.disarm(dog.arm(1_000_001 + i, lambda: None))
+        assert notified == []
         assert dog.fired == 0
     finally:
         dog.close()
