@@ -1,4 +1,4 @@
-"""Run every benchmark (five of the flight recorder, five of the supervisor and its service,
+"""Run every benchmark (five of the flight recorder, seven of the supervisor and its service,
 one of fleet export) one after another.
 
 Each benchmark runs as its own subprocess (a fresh interpreter, so one cannot warm or pollute
@@ -30,6 +30,8 @@ BENCHES = (
     "worker",
     "pool",
     "export",
+    "gpu_shaped",
+    "inline_parts",
 )
 
 

@@ -207,6 +207,7 @@ class _Attempt(NamedTuple):
     digest: bytes = _ZERO_DIGEST  # of the output, computed where the output was checked
 
 
+_ROUTE_PRIMARY = Route.PRIMARY
 _NOBODY = _Answer(None, ServedBy.NONE, 0, _ZERO_DIGEST)
 
 
@@ -333,6 +334,7 @@ class Supervisor:
             Route.FALLBACK: "fallback",
             Route.PROBE: self.policy.probe_mode,
         }
+        self._primary_mode = self._modes[Route.PRIMARY]
         self._lock = threading.Lock()
         self._hung = 0  # primary calls past their deadline and still running
         self._hung_changed = threading.Condition(self._lock)
@@ -438,7 +440,8 @@ class Supervisor:
                 self._log_transitions(decision.transitions, cause=0)
                 state, busy = self._fsm.state, self._hung > 0
         call = _Call(rid, in_digest, state, start, primary)
-        mode = self._modes[decision.route]
+        route = decision.route  # Route is a plain Enum: its hash is a Python call, skip it
+        mode = self._primary_mode if route is _ROUTE_PRIMARY else self._modes[route]
         if busy and mode in ("primary", "live", "shadow"):
             return self._serve_fallback(
                 x, call, D.PRIMARY_BUSY, "the primary is still running a call past its deadline"
@@ -585,8 +588,8 @@ class Supervisor:
                 slot.model = slot.x = slot.output = None
 
     def _inline(self, model: Callable[[Any], Any], x: Any) -> _Attempt:
-        ticket = self._watchdog.arm(self._mono() + self.deadline_ns, self._hang)
-        t0 = self._mono()
+        t0 = self._mono()  # one clock read: the deadline and the latency start together
+        ticket = self._watchdog.arm(t0 + self.deadline_ns, self._hang)
         output, error = None, None
         try:
             output = model(x)

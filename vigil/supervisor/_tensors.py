@@ -46,7 +46,7 @@ def digest(value: Any) -> bytes:
         and not value.requires_grad
         and value.is_contiguous()
     ):
-        h = hashlib.sha256(_DOMAIN + _header(value.dtype, value.shape))
+        h = _SHA256(_prefix(value.dtype, value.shape))
         if value.numel():
             h.update(value.numpy().data)
         return h.digest()
@@ -74,6 +74,19 @@ def _feed(h: Any, value: Any) -> None:
 
 
 _HEADERS: dict[tuple[torch.dtype, torch.Size], bytes] = {}
+_PREFIXES: dict[tuple[torch.dtype, torch.Size], bytes] = {}
+_SHA256 = hashlib.sha256
+
+
+def _prefix(dtype: torch.dtype, shape: torch.Size) -> bytes:
+    """``_DOMAIN`` + ``_header``, cached: what a single tensor's digest starts with."""
+    key = (dtype, shape)
+    prefix = _PREFIXES.get(key)
+    if prefix is None:
+        prefix = _DOMAIN + _header(dtype, shape)
+        if len(_PREFIXES) < 4096:
+            _PREFIXES[key] = prefix
+    return prefix
 
 
 def _header(dtype: torch.dtype, shape: torch.Size) -> bytes:
@@ -115,6 +128,7 @@ _NUMPY_NATIVE = frozenset(
     }
 )
 _NUMPY_FLOATS = frozenset({torch.float16, torch.float32, torch.float64})
+_ALL = np.logical_and.reduce  # the ufunc itself: ``ndarray.all()`` goes through a Python wrapper
 
 
 def tensors_of(value: Any) -> list[torch.Tensor]:
@@ -140,7 +154,7 @@ def check_finite(value: Any, field: str = "output") -> None:
         and value.dtype in _NUMPY_FLOATS
         and value.device.type == "cpu"
         and not value.requires_grad
-        and np.isfinite(value.numpy()).all()
+        and _ALL(np.isfinite(value.numpy()), axis=None)
     ):
         return
     tensors = tensors_of(value)

@@ -3,10 +3,12 @@
 Theory of operation
 -------------------
 Each guarded call arms a deadline (``arm``) and disarms it when the call ends (``disarm``).
-Arming pushes an entry on a heap and wakes the thread only when the new deadline is the
-earliest; disarming claims the entry in O(1) and leaves it on the heap to be dropped when it
-surfaces. A deadline is claimed exactly once -- by the caller in time, or by the watchdog
-when it fires -- so a call is never both in time and late. The thread sleeps on a condition
+Arming pushes an entry on a heap and wakes the thread only when the new deadline comes before
+the thread's next planned look; disarming claims the entry in O(1) and leaves it on the heap,
+to be dropped when the thread next looks (:func:`_due`: calls that end in time cost about one
+wake-up per deadline's length, not one per call). A deadline is claimed exactly once -- by
+the caller in time, or by the watchdog when it fires -- so a call is never both in time and
+late. The thread sleeps on a condition
 until the earliest deadline and runs the entry's callback, outside the lock, if it claims it.
 A ``threading.Timer`` per call costs ~150 µs (a thread per call); this costs about two
 microseconds per arm/disarm pair.
@@ -63,6 +65,7 @@ class Watchdog:
         self._order = itertools.count()
         self._cv = threading.Condition(threading.Lock())
         self._closed = False
+        self._wake_ns = _NEVER  # when the thread will look at the heap next, unless notified
         self.fired = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -72,9 +75,8 @@ class Watchdog:
         ticket = Ticket(deadline_ns, callback)
         with self._cv:
             heap = self._heap
-            earliest = not heap or deadline_ns < heap[0][0]
             heapq.heappush(heap, (deadline_ns, next(self._order), ticket))
-            if earliest:
+            if deadline_ns < self._wake_ns or len(heap) > _COMPACT:
                 self._cv.notify()
         return ticket
 
@@ -103,17 +105,45 @@ class Watchdog:
                 while True:
                     if self._closed:
                         return
-                    while heap and not heap[0][2].live:
-                        heapq.heappop(heap)  # disarmed: drop lazily
-                    if not heap:
-                        self._cv.wait()
-                        continue
-                    wait_ns = heap[0][0] - self._clock()
-                    if wait_ns <= 0:
-                        _, _, ticket = heapq.heappop(heap)
+                    now = self._clock()
+                    ticket, wake = _due(heap, now)
+                    if ticket is not None:
                         break
-                    self._cv.wait(wait_ns / 1e9)
+                    self._wake_ns = _NEVER if wake is None else wake
+                    self._cv.wait(None if wake is None else min((wake - now) / 1e9, 3600.0))
+                self._wake_ns = _NEVER  # firing: a deadline armed meanwhile must notify
             if ticket.claim():
                 ticket.fired = True
                 self.fired += 1
                 ticket.callback()
+
+
+_COMPACT = 4096
+"""Entries on the heap beyond which ``arm`` wakes the thread anyway, to drop disarmed ones."""
+_NEVER = 1 << 126
+
+
+def _due(heap: list[tuple[int, int, Ticket]], now_ns: int) -> tuple[Ticket | None, int | None]:
+    """One look at the heap (under the lock): a live expired entry to fire, or the time to
+    wake at (``None``: only when notified).
+
+    Entries whose deadline passed are popped (fired if live); disarmed entries at the top are
+    dropped too. When that empties the heap, the thread still wakes at the last dropped
+    entry's deadline rather than never: ``arm`` wakes the thread only for a deadline earlier
+    than that, and the next call's deadline is later. So a run of calls that end in time costs
+    about one wake-up per deadline's length, not one per call (a futex wake and a thread
+    contending for the GIL, each time).
+    """
+    horizon = None
+    while heap:
+        deadline, _, ticket = heap[0]
+        if deadline <= now_ns:
+            heapq.heappop(heap)
+            if ticket.live:
+                return ticket, None
+            continue  # disarmed in time: dropped
+        if ticket.live:
+            return None, deadline
+        heapq.heappop(heap)
+        horizon = deadline
+    return None, horizon

@@ -1,0 +1,159 @@
+"""The inline hot path (issue 16): a contract compiled once answers a plain CPU tensor without
+the probe machinery, and the compiled answer never differs from the full check's."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+
+from vigil.errors import InvalidInput
+from vigil.schemas import Contract, TensorSpec
+
+
+def _outcome(check: Any, value: object) -> tuple[str, str, str | None, str] | None:
+    try:
+        check(value, field="output")
+    except InvalidInput as exc:
+        return (exc.code, exc.message, exc.field, str(exc.rule))
+    return None
+
+
+def _full(contract: Contract) -> Contract:
+    """The same contract with its compiled fast path switched off."""
+    slow = Contract(contract.specs, rules=contract.rules, name=contract.name)
+    slow._fast_one = None
+    slow._fast_map = None
+    return slow
+
+
+def test_compiled_contract_needs_no_probe_for_a_plain_cpu_tensor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A finite-only spec of an exact shape checks a CPU float tensor without ``aminmax``
+    (and without the two ``item()`` reads that follow it)."""
+    contract = Contract(TensorSpec(shape=(1, 4), dtype=torch.float32))
+    mapping = Contract({"a": TensorSpec(shape=(2,)), "b": TensorSpec(dtype=torch.int64)})
+    ok, bad = torch.ones(1, 4), torch.tensor([[1.0, math.nan, 0.0, 0.0]])
+
+    def no_probe(*args: object, **kwargs: object) -> object:
+        raise AssertionError("the compiled check ran aminmax")
+
+    monkeypatch.setattr(torch, "aminmax", no_probe)
+    contract.check(ok, field="output")
+    TensorSpec(shape=(1, 4), dtype=torch.float32).check(ok)
+    mapping.check({"a": torch.zeros(2), "b": torch.arange(3)})
+    monkeypatch.undo()
+    with pytest.raises(InvalidInput) as info:  # a bad value still gets the full diagnosis
+        contract.check(bad, field="output")
+    assert info.value.code == "DIA-2105" and info.value.index == (0, 1)
+
+
+SPECS = [
+    TensorSpec(shape=(2, 3), dtype=torch.float32),
+    TensorSpec(shape=(2, 3)),
+    TensorSpec(dtype=torch.float16),
+    TensorSpec(),
+    TensorSpec(shape=(2, 3), finite=False),
+    TensorSpec(shape=(2, 3), device="cpu", dtype=torch.int64),
+    TensorSpec(shape=(2, 3), min=0.0),  # bounded: never compiled, checked for agreement
+]
+VALUES: list[object] = [
+    torch.zeros(2, 3),
+    torch.zeros(2, 3, dtype=torch.float64),
+    torch.zeros(2, 3, dtype=torch.float16),
+    torch.zeros(2, 3, dtype=torch.bfloat16),
+    torch.zeros(3, 2),
+    torch.zeros(3, 2).t(),  # not contiguous
+    torch.zeros(0, 3),
+    torch.tensor([[1.0, math.inf, 0.0], [0.0, 0.0, 0.0]]),
+    torch.tensor([[1.0, -math.inf, 0.0], [0.0, 0.0, math.nan]], dtype=torch.float16),
+    torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, math.nan]], dtype=torch.bfloat16),
+    torch.zeros(2, 3, requires_grad=True),
+    torch.full((2, 3), math.nan, requires_grad=True),
+    torch.zeros(2, 3, dtype=torch.int64),
+    torch.zeros(2, 3, dtype=torch.bool),
+    torch.zeros(2, 3, dtype=torch.complex64),
+    torch.tensor([[complex(math.inf, 0)] * 3] * 2),
+    torch.zeros(2, 3).to_sparse(),
+    torch.zeros(2, 3, device="meta"),
+    torch.nn.Parameter(torch.zeros(2, 3)),
+    torch.full((2, 3), -1.0),
+    torch.full((2, 3), 3e38),  # finite, but its float32 sum would overflow
+    torch.full((2, 3), 1e308, dtype=torch.float64),  # its sum overflows: the full check
+    torch.full((2, 3), 6e4, dtype=torch.float16),
+    torch.zeros(2, 3, dtype=torch.complex64).conj().imag,  # a negative bit: no numpy view
+    [torch.zeros(2, 3)],
+    None,
+]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=repr)
+def test_compiled_contract_agrees_with_the_full_check(spec: TensorSpec) -> None:
+    """Same pass, or the same error (code, message, field, rule), for every value."""
+    compiled = Contract(spec)
+    full = _full(compiled)
+    for value in VALUES:
+        assert _outcome(compiled.check, value) == _outcome(full.check, value), value
+        assert _outcome(spec.check, value) == _outcome(full.check, value), value
+    named = Contract({"a": spec, "b": TensorSpec(dtype=torch.int64)})
+    for value in VALUES:
+        for mapping in ({"a": value, "b": torch.ones(2, dtype=torch.int64)}, {"a": value}):
+            assert _outcome(named.check, mapping) == _outcome(_full(named).check, mapping)
+
+
+def test_watchdog_plans_its_next_look_past_disarmed_deadlines() -> None:
+    """The thread's look at the heap: passed entries dropped (a live one fired), disarmed ones
+    at the top dropped, and the thread wakes next at a live deadline, or at the last dropped
+    one's (not never: so the next, later, arm need not wake it)."""
+    from vigil.supervisor import _watchdog as W
+
+    def entry(deadline: int, live: bool) -> tuple[int, int, W.Ticket]:
+        t = W.Ticket(deadline, lambda: None)
+        if not live:
+            assert t.claim()
+        return (deadline, deadline, t)
+
+    heap = [entry(100, live=False), entry(200, live=False)]
+    assert W._due(heap, 50) == (None, 200) and heap == []
+    assert W._due(heap, 50) == (None, None)
+    live = entry(300, live=True)
+    heap = [entry(100, live=False), live, entry(400, live=False)]
+    assert W._due(heap, 50) == (None, 300) and len(heap) == 2
+    assert W._due(heap, 350) == (live[2], None) and len(heap) == 1
+
+
+def test_arming_after_a_call_in_time_does_not_wake_the_watchdog() -> None:
+    """Once the thread has looked at a disarmed deadline, later arms (later deadlines) do not
+    notify it. The fake clock is read only by the thread, under the lock: it tells the test
+    that a look began, and taking the lock afterwards that the look ended."""
+    import threading
+
+    from vigil.supervisor import Watchdog
+
+    looked = threading.Event()
+
+    def clock() -> int:
+        looked.set()
+        return 0
+
+    dog = Watchdog(clock)
+    notified = []
+    real = dog._cv.notify
+    dog._cv.notify = lambda n=1: (notified.append(n), real(n))  # type: ignore[method-assign]
+    try:
+        assert looked.wait(10)
+        looked.clear()
+        assert dog.disarm(dog.arm(1_000_000, lambda: None))  # wakes the thread: a first look
+        assert looked.wait(10)
+        with dog._cv:
+            pass  # the look is over: the thread waits, and knows when it will look next
+        notified.clear()
+        for i in range(200):
+            assert dog.disarm(dog.arm(1_000_001 + i, lambda: None))
+        assert notified == []
+        assert dog.fired == 0
+    finally:
+        dog.close()
