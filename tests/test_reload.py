@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,19 @@ def inference(path: Path) -> dict[int, Any]:
         return {r.seq: r.body for r in reader.records(types=[RecordType.INFERENCE])}
 
 
+_OPEN: list[FlightRecorder] = []  # recorders handed to a Supervisor, which does not own them
+
+
+@pytest.fixture(autouse=True)
+def _close_recorders() -> Iterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().close()  # safe after the test closed it itself
+
+
 def supervised(versions: Versions, log_path: Path, **options: Any) -> Supervisor:
     recorder = FlightRecorder.create(log_path)
+    _OPEN.append(recorder)
     loaded = load_signed_model(versions.link, versions.key.public, build, log=recorder)
     options.setdefault("isolation", "inline")
     return Supervisor(loaded.module, model_digest=loaded.digest, log=recorder, **options)
