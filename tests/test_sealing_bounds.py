@@ -192,3 +192,18 @@ def test_a_valid_epoch_chain_still_authenticates_every_stretch(
     report = check(log, fss_seed=FssSeed.load(keys["seed"]))  # type: ignore[arg-type]
     assert report.intact and all(s[4] for s in report.seals.stretches)
     assert report.seals.authenticated == report.seals.checkpoints
+
+
+def test_without_a_key_no_stretch_is_called_valid(
+    tmp_path: Path, keys: dict[str, object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Consistent is not authenticated: a forger without any key makes a consistent log."""
+    log = tmp_path / "log"
+    sealed_log(log, keys)
+    report = check(log)
+    assert report.intact and report.seals.stretches
+    assert not any(s[4] for s in report.seals.stretches)
+    capsys.readouterr()
+    assert main(["verify", str(log), "--checkpoints"]) == 0
+    out = capsys.readouterr().out
+    assert "not authenticated (no key)" in out and " valid" not in out

@@ -135,7 +135,7 @@ class SealReport:
         unauthenticated: seq ranges no valid checkpoint vouches for (first 100).
         anchor: what the anchor check found, when an anchor was given.
         stretches: per checkpoint ``(checkpoint_seq, first_seq, last_seq, epoch, valid)``:
-            the records it covers and whether it vouches for them.
+            the records it covers and whether it authenticates them (never without a key).
     """
 
     expected: bool
@@ -539,5 +539,8 @@ class SealChecker:
             authenticated_through=self.through if keyed else None,
             unauthenticated=tuple(self.bad),
             anchor=self.anchor_state,
-            stretches=tuple(self.stretches),
+            # valid means authenticated: without a key a consistent stretch proves nothing
+            stretches=tuple(self.stretches)
+            if keyed
+            else tuple((c, a, b, e, False) for c, a, b, e, _ in self.stretches),
         )

@@ -126,8 +126,9 @@ def print_seals(report: Any, args: argparse.Namespace) -> None:
     if seals.anchor is not None:
         print(f"  anchor: {seals.anchor}")
     if args.checkpoints:
+        keyed = seals.signatures_checked or seals.tags_checked
         for cp, first, last, epoch, ok in seals.stretches:
-            state = "valid" if ok else "INVALID"
+            state = ("valid" if ok else "INVALID") if keyed else "not authenticated (no key)"
             print(f"  checkpoint {cp} (epoch {epoch}): records {first}..{last} {state}")
 
 
