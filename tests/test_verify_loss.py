@@ -19,9 +19,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vigil
-from vigil.auditlog import FlightRecorder, FssSeed, LogReader, LogRecord, fss_generate
+from vigil.auditlog import Anchor, FlightRecorder, FssSeed, LogReader, LogRecord, fss_generate
 from vigil.auditlog import _format as F
-from vigil.errors import LogGeometryError, NotARegularFile, NotAVigilLog, VigilError
+from vigil.auditlog._sealcheck import ANCHOR_LIMIT
+from vigil.errors import (
+    LogGeometryError,
+    NotARegularFile,
+    NotAVigilLog,
+    UsageError,
+    VigilError,
+)
 from vigil.schemas import _records as R
 
 from conftest import SMALL, FakeClock, image_reader, infer, records
@@ -267,6 +274,32 @@ def test_a_named_pipe_is_refused_by_every_command(
     assert done.returncode == 2, done
     assert "DIA-1010" in done.stderr and "named pipe" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_anchor_library_call_refuses_a_named_pipe(fifo: str) -> None:
+    # in a subprocess: the old Anchor.load opened the pipe blocking and never returned
+    root = str(Path(vigil.__file__).resolve().parent.parent)
+    code = (
+        "import sys\nfrom vigil.auditlog import Anchor\nfrom vigil.errors import NotARegularFile\n"
+        "try:\n    Anchor.load(sys.argv[1])\nexcept NotARegularFile as e:\n    print(e.code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, fifo],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    assert done.stdout.strip() == "DIA-1010", done
+
+
+def test_the_anchor_library_call_refuses_an_oversized_file(tmp_path: Path) -> None:
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (ANCHOR_LIMIT + 1))  # blank JSON padding: valid until the limit
+    with pytest.raises(UsageError, match="over 1048576 bytes") as exc:
+        Anchor.load(big)
+    assert exc.value.code == "DIA-1002"
 
 
 def test_a_directory_is_refused_by_the_reader(tmp_path: Path) -> None:

@@ -46,10 +46,11 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from vigil._files import read_regular
 from vigil.auditlog import _format as F
 from vigil.auditlog._seal import FssSeed, checkpoint_message, fss_tag, signed_message
 from vigil.auditlog._verify import FindingSink
@@ -64,6 +65,9 @@ _CHECKPOINT = R.BODIES[RecordType.CHECKPOINT]
 _T_CHECKPOINT = int(RecordType.CHECKPOINT)
 _T_LIFECYCLE = int(RecordType.LIFECYCLE)
 _MAX_RANGES = 100
+
+ANCHOR_LIMIT = 1 << 20
+"""Bytes read from an anchor file at most (one is under 1 KiB)."""
 
 
 @dataclass(frozen=True)
@@ -114,12 +118,26 @@ class Anchor:
         return anchor
 
     @classmethod
-    def load(cls, path: str) -> Anchor:
+    def load(cls, path: str | os.PathLike[str]) -> Anchor:
+        """Read an anchor file written by ``vigil anchor``: a regular file only (opening a
+        named pipe would block forever), at most :data:`ANCHOR_LIMIT` bytes.
+
+        Raises:
+            NotARegularFile: DIA-1010, ``path`` is a pipe, directory or device.
+            UsageError: DIA-1002, unreadable, too large, or not an anchor.
+        """
+        where = os.fspath(path)
         try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{path}: cannot read an anchor ({exc})") from None
-        return cls.from_json(data, path)
+            data, _ = read_regular(where, "anchor file", ANCHOR_LIMIT + 1)
+        except OSError as exc:
+            raise UsageError(f"{where}: cannot read an anchor ({exc.strerror})") from None
+        if len(data) > ANCHOR_LIMIT:
+            raise UsageError(f"{where}: over {ANCHOR_LIMIT} bytes, not an anchor (one is < 1 KiB)")
+        try:
+            value = json.loads(data)
+        except ValueError as exc:
+            raise UsageError(f"{where}: cannot read an anchor ({exc})") from None
+        return cls.from_json(value, where)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vigil import keys as _keys
-from vigil._files import open_regular, read_regular, refuse_non_regular
+from vigil._files import open_regular, refuse_non_regular
 from vigil.auditlog import Anchor, FssSeed, LogReader, fss_generate
 from vigil.errors import UsageError
 from vigil.schemas import _records as R
@@ -63,22 +63,8 @@ def verify_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "public_key": _keys.load_public(args.pubkey) if args.pubkey else None,
         "fss_seed": FssSeed.load(args.fss_seed) if args.fss_seed else None,
-        "anchor": _load_anchor(args.anchor) if args.anchor else None,
+        "anchor": Anchor.load(args.anchor) if args.anchor else None,
     }
-
-
-ANCHOR_LIMIT = 1 << 20
-"""Bytes read from an anchor file at most (one is under 1 KiB)."""
-
-
-def _load_anchor(path: str) -> Anchor:
-    """Read an anchor file: a regular file only (a named pipe would block forever)."""
-    try:
-        data, _ = read_regular(path, "anchor file", ANCHOR_LIMIT)
-        value = json.loads(data)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: cannot read an anchor ({exc})") from None
-    return Anchor.from_json(value, path)
 
 
 def _write_text(path: str, text: str) -> None:
