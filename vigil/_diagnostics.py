@@ -144,6 +144,12 @@ LOG_CORRUPT = _d(
     "a record or header failed an integrity check while reading",
     "run `vigil verify` for the full report; the reader skips what it cannot trust",
 )
+CLOCK_UNAVAILABLE = _d(
+    "DIA-3060",
+    "CLOCK_UNAVAILABLE",
+    "the configured clock source (CLOCK_TAI or a PTP device) cannot be opened or read",
+    "check the device path (`ls /dev/ptp*`), its permissions, and that ptp4l runs; or use realtime",
+)
 TORN_TAIL = _d(
     "DIA-3101",
     "TORN_TAIL",
@@ -191,6 +197,12 @@ HEADER_COPY = _d(
     "HEADER_COPY",
     "one copy of a redundant segment header is torn or damaged; the other copy is in force",
     "nothing after a crash; repeated findings suggest failing storage",
+)
+CLOCK_STEP = _d(
+    "DIA-3120",
+    "CLOCK_STEP",
+    "the session's wall clock stepped against its monotonic clock between two records",
+    "nothing if the clock was being set; otherwise check the time service (ptp4l, chrony)",
 )
 
 # --- caller input examined before routing (2010-2019) -----------------------------------

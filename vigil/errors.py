@@ -20,6 +20,7 @@ __all__ = [
     "ArtifactSignatureInvalid",
     "ArtifactTampered",
     "CandidateRefused",
+    "ClockUnavailable",
     "ConfigError",
     "DeviceFatal",
     "ExportDestinationError",
@@ -311,6 +312,12 @@ class FreezeQuotaExceeded(LogError):
     """Freezing would exceed the quota. Attributes ``requested``, ``frozen`` and ``quota``."""
 
     diagnostic = codes.FREEZE_QUOTA
+
+
+class ClockUnavailable(LogError):
+    """The configured clock source (CLOCK_TAI, a PTP device) cannot be opened or read."""
+
+    diagnostic = codes.CLOCK_UNAVAILABLE
 
 
 class LogCorrupt(LogError):

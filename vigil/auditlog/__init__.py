@@ -4,7 +4,8 @@ Write with :class:`FlightRecorder`, read and verify with :class:`LogReader`. The
 format is specified in ``docs/FORMAT.md``.
 """
 
-from vigil.auditlog._clock import Clock, SystemClock
+from vigil.auditlog._clock import Clock, PosixClock, SystemClock, clock_from_config
+from vigil.auditlog._clocksteps import ClockStep, clock_steps
 from vigil.auditlog._crc import BACKEND as CRC_BACKEND
 from vigil.auditlog._crc import crc32c
 from vigil.auditlog._format import Geometry, SegmentInfo, genesis_chain
@@ -22,6 +23,7 @@ __all__ = [
     "EXPECTED_KINDS",
     "Anchor",
     "Clock",
+    "ClockStep",
     "FileStorage",
     "Finding",
     "FlightRecorder",
@@ -30,6 +32,7 @@ __all__ = [
     "Geometry",
     "LogReader",
     "LogRecord",
+    "PosixClock",
     "PowerCutDisk",
     "RingConfig",
     "SealReport",
@@ -39,6 +42,8 @@ __all__ = [
     "SystemClock",
     "VerifyReport",
     "WriterStatistics",
+    "clock_from_config",
+    "clock_steps",
     "crc32c",
     "decode_body",
     "format_image",

@@ -196,6 +196,9 @@ class FlightRecorder(Recovery, Freezing):
                 "boot_id_from_kernel": getattr(self._clock, "boot_from_kernel", False),
                 "recovery": recovery,
             }
+            describe = getattr(self._clock, "describe", None)
+            if describe is not None:  # source, device, offset to CLOCK_REALTIME
+                detail["clock"] = describe()
             self._config_digest = hashlib.sha256(
                 json.dumps(
                     {

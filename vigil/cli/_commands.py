@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import sys
 from typing import Any
 
-from vigil.auditlog import LogReader, LogRecord, RingConfig
+from vigil.auditlog import ClockStep, LogReader, LogRecord, RingConfig, clock_steps
 from vigil.cli import _seal
 from vigil.errors import UsageError
 from vigil.schemas import RecordType
@@ -67,6 +68,11 @@ def add_parsers(sub: Any) -> None:
         default=1000,
         help="findings to list; the rest are counted (default: %(default)s)",
     )
+    verify_p.add_argument(
+        "--clock-steps",
+        action="store_true",
+        help="also list where each session's wall clock (realtime, TAI or PTP) stepped",
+    )
     _seal.add_verify_options(verify_p)
     verify_p.set_defaults(run=verify)
 
@@ -121,8 +127,12 @@ def verify(args: argparse.Namespace) -> int:
     options = _seal.verify_options(args)
     with LogReader(args.path) as reader:
         report = reader.verify(max_findings=args.max_findings, **options)
+        steps = _clock_steps(reader, args.max_findings) if args.clock_steps else None
     if args.json:
-        print(json.dumps(report.to_json(), indent=2, sort_keys=True))
+        out = report.to_json()
+        if steps is not None:
+            out["clock_steps"] = [s.to_json() for s in steps]
+        print(json.dumps(out, indent=2, sort_keys=True))
         return 0 if report.intact else 1
     verdict = "INTACT" if report.intact else "NOT INTACT"
     span = (
@@ -154,7 +164,16 @@ def verify(args: argparse.Namespace) -> int:
     if report.findings_dropped:
         print(f"  ... {report.findings_dropped} more findings not listed (--max-findings)")
     _seal.print_seals(report, args)
+    if steps is not None:
+        print(f"  clock steps: {len(steps)}" + ("" if steps else " (none)"))
+        for step in steps:
+            print(f"  [{step.code} CLOCK_STEP] seq={step.seq}: {step.describe()}")
     return 0 if report.intact else 1
+
+
+def _clock_steps(reader: LogReader, limit: int) -> list[ClockStep]:
+    """The first ``limit`` clock steps of the log (a second pass, over decoded records)."""
+    return list(itertools.islice(clock_steps(reader.records()), limit))
 
 
 def replay(args: argparse.Namespace) -> int:

@@ -103,6 +103,8 @@ class ClockSource(enum.IntEnum):
 
     SYSTEM = 1  # CLOCK_REALTIME and CLOCK_MONOTONIC
     INJECTED = 2  # a clock supplied by the caller (tests, simulation, replay)
+    TAI = 3  # CLOCK_TAI (International Atomic Time, as the kernel's TAI offset sets it)
+    PTP = 4  # a PTP hardware clock (/dev/ptpN, a dynamic POSIX clock)
 
 
 @enum.unique

@@ -61,6 +61,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 DURABILITY = ("none", "batch", "always")
+CLOCK_SOURCES = ("realtime", "tai", "ptp")
 FALLBACKS = ("none", "last_good", "constant")
 DTYPES = (
     "bool",
@@ -429,7 +430,16 @@ _POLICY_KEYS = {
 }
 _KEYS: dict[str, tuple[str, ...]] = {
     "service": ("socket", "max_request_mb", "max_clients", "read_timeout_s", "drain_timeout_s"),
-    "log": ("path", "segment_kb", "segments", "frozen_quota", "durability", "seal"),
+    "log": (
+        "path",
+        "segment_kb",
+        "segments",
+        "frozen_quota",
+        "durability",
+        "seal",
+        "clock",
+        "clock_device",
+    ),
     "log.seal": ("key", "fss", "every_records", "every_ms"),
     "model": ("dir", "public_key", "factory", "kwargs", "device", "input"),
     "model.input": ("dtype", "shape", "min", "max"),
@@ -492,7 +502,15 @@ def _log(t: _Table | None) -> LogSection:
         frozen_quota=t.integer("frozen_quota", None, minimum=0),
         durability=t.choice("durability", DURABILITY, d.durability),
         seal=_seal(t.table("seal")),
+        clock=t.choice("clock", CLOCK_SOURCES, d.clock),
+        clock_device=t.path("clock_device", None),
     )
+    if (section.clock == "ptp") != (section.clock_device is not None):
+        raise t.error(
+            "clock_device",
+            'give clock_device (a /dev/ptpN path) exactly when clock = "ptp"',
+            D.SERVICE_CONFIG_INCONSISTENT,
+        )
     if section.segment_kb % 4:
         raise t.error(
             "segment_kb",

@@ -53,6 +53,8 @@ class LogSection:
     frozen_quota: int | None = None
     durability: str = "batch"
     seal: SealSection | None = None
+    clock: str = "realtime"  # the records' wall clock: realtime, tai or ptp
+    clock_device: Path | None = None  # the PTP hardware clock, for clock = "ptp"
 
     def ring(self) -> RingConfig:
         """The geometry for a new log (an existing log keeps its own)."""

@@ -36,7 +36,14 @@ import torch
 
 from vigil import _diagnostics as D
 from vigil import keys as _keys
-from vigil.auditlog import FlightRecorder, ForwardSecureKey, Sealer
+from vigil.auditlog import (
+    FlightRecorder,
+    ForwardSecureKey,
+    PosixClock,
+    Sealer,
+    SystemClock,
+    clock_from_config,
+)
 from vigil.errors import ServiceConfigError
 from vigil.service._config import ServeConfig
 from vigil.service._metrics import Health, HealthServer, ServiceMetrics
@@ -66,6 +73,7 @@ class Service:
         self.kserve: Any = None  # a KServeServer when [http] is on (werkzeug: vigil[http])
         self.metrics: ServiceMetrics | None = None
         self.log: FlightRecorder | None = None
+        self._clock: SystemClock | PosixClock | None = None
         self._ready = False
         self._draining = False
         self._stop_requested = threading.Event()
@@ -217,6 +225,8 @@ class Service:
             self.pool.close()
         if self.log is not None:
             self.log.close()  # the CLOSED record, synced
+        if isinstance(self._clock, PosixClock):
+            self._clock.close()  # a PTP device stays open while the log is
         self._notifier.close()
 
     # --- parts -------------------------------------------------------------------------
@@ -275,6 +285,8 @@ class Service:
             options["sealer"] = Sealer(
                 key, fss=fss, every_records=cfg.seal.every_records, every_ms=cfg.seal.every_ms
             )
+        device = None if cfg.clock_device is None else str(cfg.clock_device)
+        self._clock = options["clock"] = clock_from_config(cfg.clock, device)
         if Path(cfg.path).exists():
             return FlightRecorder.open(cfg.path, **options)
         return FlightRecorder.create(cfg.path, cfg.ring(), **options)
