@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -370,3 +372,98 @@ def test_a_worker_that_started_the_call_late_gets_its_whole_deadline_from_its_st
     )
     assert not pool._answered(hung, 7, now, deadline)  # ran its whole deadline: hung
     assert hung.conn.timeouts[1] == 0  # type: ignore[attr-defined]
+
+
+# --- preemption is not a hang: a worker is judged on the CPU it had ---------------------------
+
+MS = 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("ran_ms", "runnable", "starved"),
+    [
+        (5, True, True),  # preempted: runnable, another process had the CPU
+        (50, True, False),  # a busy hang: it had its deadline of CPU
+        (0, False, False),  # blocked or SIGSTOPped: not runnable, so hung
+        (3, False, False),  # sleeping after a little work: hung
+    ],
+)
+def test_starved_is_runnable_with_less_than_its_deadline_of_cpu(
+    ran_ms: int, runnable: bool, starved: bool
+) -> None:
+    now = W.Sched(on_cpu_ns=7 * MS + ran_ms * MS, runnable=runnable)
+    assert (W.starved(7 * MS, now, 50 * MS) is not None) is starved
+
+
+class _CpuHeader(_Header):
+    def __init__(self, seq: int, start: int, cpu: int) -> None:
+        super().__init__(seq, start)
+        self.values[W._CPU] = cpu
+
+
+def _late_worker(answers: list[bool], start: int) -> W._Worker:
+    worker = W._Worker(_FakeProcess(), _Pipe(answers), _CpuHeader(7, start, 100 * MS), "active")  # type: ignore[arg-type]
+    worker.pid = 4242
+    return worker
+
+
+def test_a_preempted_worker_past_its_deadline_is_overload_not_a_hang() -> None:
+    """At its own deadline the worker, runnable, had had 4 ms of CPU: busy (the fallback
+    answers), adopted as late, not killed."""
+    pool = WorkerPool(SPEC)
+    adopted: list[int] = []
+    pool._adopt_late = lambda w, seq, d: adopted.append(seq)  # type: ignore[method-assign]
+    pool._schedstat = lambda pid: W.Sched(104 * MS, runnable=True)
+    now = time.monotonic_ns()
+    with pytest.raises(WorkerBusy, match="starved of CPU"):
+        pool._answered(_late_worker([False, False], now - 50 * MS), 7, now, 50 * MS)
+    assert adopted == [7]
+
+
+@pytest.mark.parametrize("reading", [W.Sched(150 * MS, True), W.Sched(101 * MS, False), None])
+def test_a_worker_that_had_the_cpu_or_is_blocked_is_hung(reading: W.Sched | None) -> None:
+    pool = WorkerPool(SPEC)
+    pool._schedstat = lambda pid: reading
+    now = time.monotonic_ns()
+    assert not pool._answered(_late_worker([False, False], now - 50 * MS), 7, now, 50 * MS)
+
+
+def test_a_late_starved_call_is_judged_again_until_it_has_had_its_cpu() -> None:
+    """While starved the worker is looked at again a deadline later; once it has had its
+    deadline of CPU without answering it is replaced as hung; starved past the heartbeat
+    timeout, it is replaced as frozen."""
+    pool = WorkerPool(SPEC)
+    now = time.monotonic_ns()
+    readings = iter([W.Sched(110 * MS, True), W.Sched(160 * MS, True)])
+    pool._schedstat = lambda pid: next(readings)
+    worker = _late_worker([False, False], now - 50 * MS)
+    reason = pool._wait_late(worker, 7, 50 * MS, give_up=now + 10**12)
+    assert reason.startswith("deadline: the call ran")  # judged twice: starved, then hung
+    first, second = worker.conn.timeouts  # type: ignore[attr-defined]
+    assert first == 0 and 0.045 < second <= 0.050  # looked again one deadline later
+
+    pool._schedstat = lambda pid: W.Sched(101 * MS, True)  # starved for good
+    reason = pool._wait_late(_late_worker([False], now - 50 * MS), 7, 50 * MS, give_up=now)
+    assert reason.startswith("deadline: starved of CPU past the heartbeat timeout")
+
+
+def test_schedstat_reads_this_process_and_none_for_a_gone_one() -> None:
+    mine = W.read_schedstat(os.getpid())
+    assert mine is not None and mine.on_cpu_ns > 0 and mine.runnable  # reading it: running
+    assert W.read_schedstat(2**22 + 12345) is None  # beyond pid_max's default: no process
+
+
+def test_a_stopped_worker_is_not_runnable() -> None:
+    """The real kernel, not a fake: a SIGSTOPped child reads as not runnable (hung)."""
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.kill(child.pid, signal.SIGSTOP)
+        for _ in range(1000):  # the stop is asynchronous: wait until the kernel says T
+            sched = W.read_schedstat(child.pid)
+            if sched is not None and not sched.runnable:
+                break
+            time.sleep(0.001)
+        assert sched is not None and not sched.runnable
+    finally:
+        child.kill()
+        child.wait()

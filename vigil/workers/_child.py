@@ -28,6 +28,7 @@ from vigil.errors import (
 from vigil.schemas import Outcome
 from vigil.workers._shm import (
     _BUSY,
+    _CPU,
     _END,
     _HEADER_SIZE,
     _HEARTBEAT,
@@ -184,8 +185,9 @@ def _worker_main(spec: WorkerSpec, path: str, conn: Connection, heartbeat_ns: in
         except (EOFError, OSError):  # the supervisor is gone: so are we
             return
         seq, kind, specs = pickle.loads(message)
+        shm.put(_START, time.monotonic_ns())  # before the seq: a reader that sees the seq
+        shm.put(_CPU, time.thread_time_ns())  # sees this call's start and CPU time
         shm.put(_SEQ, seq)
-        shm.put(_START, time.monotonic_ns())
         _U32.pack_into(shm.mm, _BUSY, 1)
         fatal = False
         try:

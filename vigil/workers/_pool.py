@@ -66,7 +66,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, NamedTuple
 
 from vigil import _diagnostics as D
 from vigil.errors import (
@@ -84,6 +84,7 @@ from vigil.supervisor._isolation import WorkerEvent
 from vigil.workers._child import WorkerSpec, _spin_poll, _worker_main
 from vigil.workers._shm import (
     _ALIGN,
+    _CPU,
     _DEADLINE,
     _DTYPES,
     _END,
@@ -245,6 +246,7 @@ class WorkerPool:
         self._closed = threading.Event()
         self._monitor: threading.Thread | None = None
         self._pending: set[_Worker] = set()  # spawned, not ready yet
+        self._schedstat: Callable[[int], Sched | None] = read_schedstat  # injected by tests
 
     @property
     def _active(self) -> _Worker | None:
@@ -600,8 +602,9 @@ class WorkerPool:
         """Wait for the answer to call ``seq``: until ``end``, then -- a worker is judged on
         its own run -- until ``deadline_ns`` after the start its header records. False: it
         ran that long without answering (hung). A worker that had not even started the call
-        by ``end`` (a starved host) raises ``WorkerBusy`` and is judged later
-        (:meth:`_adopt_late`)."""
+        by ``end``, or that is still waiting for a CPU having had less than its deadline of
+        one (:func:`starved`), is starved, not hung: it raises ``WorkerBusy`` and is judged
+        later (:meth:`_adopt_late`)."""
         if worker.conn.poll(max(0, end - time.monotonic_ns()) / 1e9):
             return True
         if _ran_ns(worker.shm, seq) is None:
@@ -612,40 +615,41 @@ class WorkerPool:
                 "the worker runs it later and is judged on that run"
             )
         own_end = worker.shm.get(_START) + deadline_ns
-        return worker.conn.poll(max(0, own_end - time.monotonic_ns()) / 1e9)
+        if worker.conn.poll(max(0, own_end - time.monotonic_ns()) / 1e9):
+            return True
+        why = self._starved(worker, deadline_ns)
+        if why is None:
+            return False  # it had the CPU, or waits on something else: hung
+        self._adopt_late(worker, seq, deadline_ns)
+        raise WorkerBusy(
+            f"overload: worker {worker.pid} was starved of CPU during its "
+            f"{deadline_ns / 1e6:.1f} ms deadline ({why}): not hung, not killed; the fallback "
+            "answers and the worker is judged on its CPU time"
+        )
 
     def _adopt_late(self, worker: _Worker, seq: int, deadline_ns: int) -> None:
         """The call's deadline passed before ``worker`` even started it (the message sits in
         its pipe: the process was not scheduled). That is no proof of a hang, so the worker
         is not killed:
         it stays out of the idle queue while a thread waits for it to start the call and
-        judges it on its own run (``deadline_ns`` from its start); one that does not start
-        within the heartbeat timeout is replaced (frozen)."""
+        judges it on its own run (``deadline_ns`` from its start, or, while it is starved of
+        CPU, ``deadline_ns`` of CPU time); one that does not start, or stays starved, within
+        the heartbeat timeout is replaced (frozen)."""
         with self._lock:
             self._overloads += 1
             worker.late = True
         threading.Thread(
-            target=self._drain, args=(worker, seq, deadline_ns), name="vigil-pool-late", daemon=True
+            target=self._drain,
+            args=(worker, seq, deadline_ns),
+            name="vigil-pool-late",
+            daemon=True,
         ).start()
 
     def _drain(self, worker: _Worker, seq: int, deadline_ns: int) -> None:
         with worker.lock:  # after the caller let go of it
-            start_by = time.monotonic_ns() + self.heartbeat_timeout_ns
-            reason = ""
+            give_up = time.monotonic_ns() + self.heartbeat_timeout_ns
             try:
-                while not reason:
-                    started = worker.shm.get(_SEQ) == seq
-                    until = worker.shm.get(_START) + deadline_ns if started else start_by
-                    if worker.conn.poll(max(0, until - time.monotonic_ns()) / 1e9):
-                        rseq = pickle.loads(worker.conn.recv_bytes())[0]
-                        reason = "" if rseq == seq else f"answered call {rseq}, expected {seq}"
-                        break
-                    if worker.shm.get(_SEQ) == seq and time.monotonic_ns() >= (
-                        worker.shm.get(_START) + deadline_ns
-                    ):
-                        reason = _late(worker.shm, seq)
-                    elif not started and time.monotonic_ns() >= start_by:
-                        reason = "deadline: the worker never started a late call (frozen)"
+                reason = self._wait_late(worker, seq, deadline_ns, give_up)
             except (EOFError, OSError, ValueError) as exc:
                 reason = f"died during a late call: {exc!r}"
         if reason:
@@ -656,6 +660,35 @@ class WorkerPool:
             worker.late = False
             if worker.role == "active" and worker in self._actives:
                 self._release(worker)
+
+    def _starved(self, worker: _Worker, deadline_ns: int) -> str | None:
+        """Why the worker running a call past its deadline is starved (None: hung)."""
+        now = None if worker.pid is None else self._schedstat(worker.pid)
+        return None if now is None else starved(worker.shm.get(_CPU), now, deadline_ns)
+
+    def _wait_late(self, worker: _Worker, seq: int, deadline_ns: int, give_up: int) -> str:
+        """Wait for a late call's answer; "" when it came, else why the worker is replaced:
+        it ran ``deadline_ns`` having had the CPU, or never started / stayed starved until
+        ``give_up``."""
+        look_again = 0  # while starved: when to judge again
+        while True:
+            started = worker.shm.get(_SEQ) == seq
+            until = give_up
+            if started:
+                until = min(max(worker.shm.get(_START) + deadline_ns, look_again), give_up)
+            if worker.conn.poll(max(0, until - time.monotonic_ns()) / 1e9):
+                rseq = pickle.loads(worker.conn.recv_bytes())[0]
+                return "" if rseq == seq else f"answered call {rseq}, expected {seq}"
+            if not started:  # waited until give_up for it to start
+                if worker.shm.get(_SEQ) == seq:
+                    continue  # it started meanwhile: judge it on its run
+                return "deadline: the worker never started a late call (frozen)"
+            why = self._starved(worker, deadline_ns)
+            if why is None:
+                return _late(worker.shm, seq)
+            if until >= give_up:
+                return f"deadline: starved of CPU past the heartbeat timeout ({why})"
+            look_again = time.monotonic_ns() + deadline_ns
 
     def __call__(self, x: Any) -> Any:
         """Run one call with the pool's start timeout as its deadline (for warm-up and
@@ -825,6 +858,40 @@ class WorkerPool:
                 return pid
             self._closed.wait(0.001)
         return None
+
+
+class Sched(NamedTuple):
+    """A worker's main thread as the scheduler sees it (Linux ``/proc/PID/...``)."""
+
+    on_cpu_ns: int  # CPU time so far (the thread's CLOCK_THREAD_CPUTIME_ID)
+    runnable: bool  # state R: running, or waiting on a run queue for a CPU
+
+
+def read_schedstat(pid: int) -> Sched | None:
+    """The worker's main thread (it runs the model); None where the kernel has no schedstat
+    or the process is gone: the pool then judges on wall time alone."""
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as f:
+            on_cpu = int(f.read().split()[0])
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]  # the name may hold ") "
+    except (OSError, ValueError, IndexError):
+        return None
+    return Sched(on_cpu, state == b"R")
+
+
+def starved(cpu_at_start: int, now: Sched, deadline_ns: int) -> str | None:
+    """Why a worker past its deadline is starved, not hung (None: hung).
+
+    Starved: its main thread is runnable (waiting for a CPU, or on one) and has had less
+    than ``deadline_ns`` of CPU since it started the call (``cpu_at_start``, the thread's
+    CPU time its header records). A busy hang has had its deadline of CPU; a blocked or
+    stopped worker (a deadlock, a sleep, SIGSTOP) is not runnable: both are hung. On a
+    GPU the main thread waits for the device (not runnable): the wall-clock rule."""
+    ran = now.on_cpu_ns - cpu_at_start
+    if not now.runnable or ran >= deadline_ns:
+        return None
+    return f"runnable, {ran / 1e6:.1f} ms on a CPU since the call started"
 
 
 def _ran_ns(shm: _SharedArea, seq: int) -> int | None:

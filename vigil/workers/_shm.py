@@ -19,9 +19,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-_HEADER = struct.Struct("<QQQQQI")  # heartbeat, seq, start, deadline, end, busy
+_HEADER = struct.Struct("<QQQQQIxxxxQ")  # heartbeat, seq, start, deadline, end, busy, cpu
 _HEADER_SIZE = 64
-_HEARTBEAT, _SEQ, _START, _DEADLINE, _END, _BUSY = 0, 8, 16, 24, 32, 40
+_HEARTBEAT, _SEQ, _START, _DEADLINE, _END, _BUSY, _CPU = 0, 8, 16, 24, 32, 40, 48
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 _ALIGN = 64
