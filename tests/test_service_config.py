@@ -755,3 +755,32 @@ def test_a_tensor_that_fits_shared_memory_loads() -> None:
     cfg = ServeConfig.from_dict(data)
     assert cfg.fallback_chain()[0].value.shape == (1024, 1024)
     assert refused(with_(**{**data, "workers": {"shm_mb": 3}})).code == "DIA-7208"
+
+
+# --- limits that were constants (issue 13) ---------------------------------------------------
+
+
+def test_the_buffer_budget_and_the_metrics_limits_are_config_keys() -> None:
+    data = with_(service={"max_buffered_mb": 512}, metrics={"listen": ":0", "timeout_s": 2.5})
+    data["metrics"]["max_connections"] = 32
+    cfg = ServeConfig.from_dict(data, source="vigil.toml", base_dir="/etc/vigil")
+    assert cfg.service.max_buffered_mb == 512
+    assert (cfg.metrics.timeout_s, cfg.metrics.max_connections) == (2.5, 32)
+    defaults = ServeConfig.from_dict(MINIMAL, source="vigil.toml", base_dir="/etc/vigil")
+    assert defaults.service.max_buffered_mb is None  # the server's 4 x max_request_mb
+    assert (defaults.metrics.timeout_s, defaults.metrics.max_connections) == (10.0, 8)
+
+
+@pytest.mark.parametrize(
+    ("sections", "code", "key"),
+    [
+        ({"service": {"max_buffered_mb": 8, "max_request_mb": 64}}, "DIA-7208", "max_buffered_mb"),
+        ({"service": {"max_buffered_mb": 0}}, "DIA-7206", "max_buffered_mb"),
+        ({"metrics": {"listen": ":0", "timeout_s": 0}}, "DIA-7206", "timeout_s"),
+        ({"metrics": {"listen": ":0", "max_connections": 0}}, "DIA-7206", "max_connections"),
+        ({"metrics": {"listen": ":0", "max_connections": 5000}}, "DIA-7206", "max_connections"),
+    ],
+)
+def test_bad_limits_are_refused(sections: dict[str, Any], code: str, key: str) -> None:
+    error = refused(with_(**sections))
+    assert error.code == code and key in str(error), error

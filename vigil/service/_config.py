@@ -429,7 +429,14 @@ _POLICY_KEYS = {
     for f in dataclasses.fields(Policy)
 }
 _KEYS: dict[str, tuple[str, ...]] = {
-    "service": ("socket", "max_request_mb", "max_clients", "read_timeout_s", "drain_timeout_s"),
+    "service": (
+        "socket",
+        "max_request_mb",
+        "max_clients",
+        "read_timeout_s",
+        "drain_timeout_s",
+        "max_buffered_mb",
+    ),
     "log": (
         "path",
         "segment_kb",
@@ -466,7 +473,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     ),
     "supervisor.policy": tuple(_POLICY_KEYS),
     "supervisor.known_answer": ("file", "atol", "rtol"),
-    "metrics": ("listen",),
+    "metrics": ("listen", "timeout_s", "max_connections"),
     "systemd": ("notify",),
     "http": (
         "listen",
@@ -483,13 +490,22 @@ _TOP_KEYS = ("service", "log", "model", "workers", "supervisor", "metrics", "sys
 def _service(t: _Table | None) -> ServiceSection:
     assert t is not None
     d = ServiceSection(Path())
-    return ServiceSection(
+    section = ServiceSection(
         socket=t.path("socket"),  # type: ignore[arg-type]  # required: never None
         max_request_mb=t.integer("max_request_mb", d.max_request_mb, maximum=4096),
         max_clients=t.integer("max_clients", d.max_clients, maximum=65536),
         read_timeout_s=t.number("read_timeout_s", d.read_timeout_s),
         drain_timeout_s=t.number("drain_timeout_s", d.drain_timeout_s, zero=True),
+        max_buffered_mb=t.integer("max_buffered_mb", None, maximum=1 << 20),
     )
+    if section.max_buffered_mb is not None and section.max_buffered_mb < section.max_request_mb:
+        raise t.error(
+            "max_buffered_mb",
+            f"{section.max_buffered_mb} is under max_request_mb ({section.max_request_mb}): "
+            "one largest request would never fit",
+            D.SERVICE_CONFIG_INCONSISTENT,
+        )
+    return section
 
 
 def _log(t: _Table | None) -> LogSection:
@@ -832,9 +848,16 @@ def _listen(t: _Table) -> tuple[str, str, int] | None:
 
 def _metrics(t: _Table | None) -> MetricsSection:
     at = None if t is None else _listen(t)
-    if at is None:
+    if at is None or t is None:
         return MetricsSection()
-    return MetricsSection(listen=at[0], host=at[1], port=at[2])
+    d = MetricsSection()
+    return MetricsSection(
+        listen=at[0],
+        host=at[1],
+        port=at[2],
+        timeout_s=t.number("timeout_s", d.timeout_s),
+        max_connections=t.integer("max_connections", d.max_connections, maximum=1024),
+    )
 
 
 def _http(t: _Table | None) -> HttpSection:

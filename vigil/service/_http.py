@@ -29,6 +29,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from vigil.errors import InvalidArgument
+
 _LOG = logging.getLogger("vigil.http")
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 25\r\n"
@@ -63,7 +65,9 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if timeout_s <= 0 or max_threads < 1:
-            raise ValueError("timeout_s and max_threads must be > 0")
+            raise InvalidArgument(
+                f"timeout_s={timeout_s}, max_threads={max_threads}: both must be > 0"
+            )
         timed: type[BaseHTTPRequestHandler] = type(
             handler.__name__, (handler,), {"timeout": timeout_s}
         )

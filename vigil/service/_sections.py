@@ -31,6 +31,7 @@ class ServiceSection:
     max_clients: int = 64
     read_timeout_s: float = 30.0
     drain_timeout_s: float = 10.0
+    max_buffered_mb: int | None = None  # request bytes held at once (None: 4 x max_request_mb)
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,8 @@ class MetricsSection:
     listen: str | None = None
     host: str = ""
     port: int = 0
+    timeout_s: float = 10.0  # a connection silent this long is closed
+    max_connections: int = 8  # handled at once; more are answered 503
 
     @property
     def enabled(self) -> bool:

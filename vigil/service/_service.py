@@ -119,7 +119,12 @@ class Service:
             self.metrics = ServiceMetrics(self.supervisor, pool=self.pool)
             if cfg.metrics.enabled:
                 self.health_server = HealthServer(
-                    cfg.metrics.host, cfg.metrics.port, self.metrics, self.health
+                    cfg.metrics.host,
+                    cfg.metrics.port,
+                    self.metrics,
+                    self.health,
+                    timeout_s=cfg.metrics.timeout_s,
+                    max_threads=cfg.metrics.max_connections,
                 )
             self.server = SocketServer(
                 self.supervisor,
@@ -127,6 +132,7 @@ class Service:
                 max_request_bytes=cfg.service.max_request_mb * _MB,
                 max_clients=cfg.service.max_clients,
                 read_timeout_s=cfg.service.read_timeout_s,
+                max_buffered_bytes=_mib(cfg.service.max_buffered_mb),
                 on_call=self.metrics.observe_call,
             )
             self.server.start()
@@ -306,6 +312,10 @@ class Service:
             threads=1 if m.device == "cpu" else None,
             spin_us=w.spin_us,
         )
+
+
+def _mib(mb: int | None) -> int | None:
+    return None if mb is None else mb * _MB
 
 
 def _check_same_model(cfg: ServeConfig, read: bytes | None, loaded: bytes) -> None:
