@@ -6,6 +6,7 @@ by advancing the clock and poking the watchdog, never by sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from pathlib import Path
@@ -304,6 +305,34 @@ def test_a_hung_primary_is_answered_around_at_the_deadline(rig: Any) -> None:
         x for x in r.records() if x.type is RecordType.ANNOTATION and x.body["key"] == "vigil.late"
     ]
     assert len(late) == 1
+
+
+@pytest.mark.requirement("SR-001")
+def test_a_busy_primary_without_a_fallback_is_recorded_with_its_cause(rig: Any) -> None:
+    """No fallback and the primary still hung: the caller gets Unavailable (DIA-4009), and
+    the record says why nobody answered (DIA-4008 busy), not just that nobody did."""
+    r = rig(isolation="inline", fallback=None)
+    r.plan.at_calls([0], Fault.HANG)
+
+    def hung_call() -> None:
+        with contextlib.suppress(Unavailable):  # TIMEOUT, and no fallback to answer it
+            r.sup.infer(X)
+
+    caller = threading.Thread(target=hung_call)
+    caller.start()
+    assert r.plan.wait_hanging(1, timeout=10)
+    r.clock.advance(50 * MS)
+    r.sup._watchdog.poke()
+    assert r.sup.wait_hung(1, timeout=10)
+    with pytest.raises(Unavailable, match="still running") as info:
+        r.sup.infer(X)
+    assert info.value.code == "DIA-4009"
+    r.plan.release()
+    caller.join(10)
+    calls = [x.body for x in r.records() if x.type is RecordType.INFERENCE]
+    (busy,) = [b for b in calls if b["outcome"] is Outcome.UNAVAILABLE]  # the hung: TIMEOUT
+    assert busy["served_by"] is ServedBy.NONE
+    assert busy["code"] == D.PRIMARY_BUSY.number and busy["flags"] == 0  # not counted
 
 
 @pytest.mark.requirement("SR-001")

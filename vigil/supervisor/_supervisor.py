@@ -694,8 +694,8 @@ class Supervisor:
         """The primary does not run for this call: the fallback chain answers, or nobody."""
         answer = self._fallback_answer(x)
         attempt = _Attempt(Outcome.OK, code, reason)
-        if answer is None:
-            attempt = _Attempt(Outcome.UNAVAILABLE, D.UNAVAILABLE, reason)
+        if answer is None:  # the record keeps the cause's code (overload, busy, no worker)
+            attempt = _Attempt(Outcome.UNAVAILABLE, code or D.UNAVAILABLE, reason)
             self._finish(call, attempt, _NOBODY, flags=0)
             raise Unavailable(
                 f"{reason}, and no fallback could answer", reason=reason, state=call.state
