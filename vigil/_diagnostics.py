@@ -911,7 +911,7 @@ HTTP_BIND = _d(
 HTTP_EXTRA_MISSING = _d(
     "DIA-7251",
     "HTTP_EXTRA_MISSING",
-    "[http] is configured but its server library (werkzeug) is not installed",
+    "[http] is configured but its libraries (werkzeug, waitress) are not installed",
     "pip install 'vigil[http]', or remove [http].listen",
 )
 METRICS_BIND = _d(

@@ -63,7 +63,7 @@ class Service:
         self.pool: WorkerPool | None = None
         self.server: SocketServer | None = None
         self.health_server: HealthServer | None = None
-        self.kserve: Any = None  # a KServeServer when [http] is on (werkzeug: vigil[http])
+        self.kserve: Any = None  # a KServeServer when [http] is on (vigil[http])
         self.metrics: ServiceMetrics | None = None
         self.log: FlightRecorder | None = None
         self._ready = False
@@ -238,14 +238,14 @@ class Service:
         """The KServe v2 HTTP server for ``[http]`` (docs/SERVICE.md, "KServe v2")."""
         h, spec = self.config.http, self.config.model.input
         try:
-            from vigil.service._kserve import (  # noqa: PLC0415  (werkzeug: vigil[http] only)
+            from vigil.service._kserve import (  # noqa: PLC0415  (vigil[http] only)
                 KServeApp,
                 KServeServer,
             )
         except ImportError as exc:
             raise ServiceConfigError(
-                f"{self.config.source}: [http].listen: the KServe endpoint needs werkzeug "
-                f"({exc}); pip install 'vigil[http]', or remove the key",
+                f"{self.config.source}: [http].listen: the KServe endpoint needs werkzeug and "
+                f"waitress ({exc}); pip install 'vigil[http]', or remove the key",
                 diagnostic=D.HTTP_EXTRA_MISSING,
                 file=self.config.source,
                 key="[http].listen",
