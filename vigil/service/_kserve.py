@@ -46,28 +46,18 @@ from werkzeug.wrappers import Request, Response
 from vigil import _diagnostics as D
 from vigil.errors import InvalidInput, ServiceConfigError, Unavailable, VigilError
 from vigil.schemas import Result
+from vigil.service._v2 import DATATYPES, CallGate
+from vigil.service._v2 import MAX_DIMS as _MAX_DIMS
+from vigil.service._v2 import NAME_OF as _NAME_OF
+from vigil.service._v2 import named_outputs as _named_outputs
+from vigil.service._v2 import vigil_parameters as _vigil_parameters
 
 __all__ = ["DATATYPES", "KServeApp", "KServeServer"]
 
 _LOG = logging.getLogger("vigil.http")
 _MB = 1 << 20
-_MAX_DIMS = 32
 _CHUNK = 1 << 20
 
-#: KServe datatype -> torch dtype (the ones both sides share; BYTES and unsigned > 8 bits: no)
-DATATYPES: dict[str, torch.dtype] = {
-    "BOOL": torch.bool,
-    "UINT8": torch.uint8,
-    "INT8": torch.int8,
-    "INT16": torch.int16,
-    "INT32": torch.int32,
-    "INT64": torch.int64,
-    "FP16": torch.float16,
-    "BF16": torch.bfloat16,
-    "FP32": torch.float32,
-    "FP64": torch.float64,
-}
-_NAME_OF = {v: k for k, v in DATATYPES.items()}
 _URLS = Map(
     [
         Rule("/v2", endpoint="server", methods=["GET"]),
@@ -105,7 +95,7 @@ def _error_body(exc: VigilError) -> str:
     return f"{code.code} {code.name}: {exc}"
 
 
-class KServeApp:
+class KServeApp(CallGate):
     """The v2 endpoints as a WSGI application.
 
     Args:
@@ -129,16 +119,13 @@ class KServeApp:
         max_request_bytes: int = 64 * _MB,
         max_json_bytes: int = 8 * _MB,
     ) -> None:
+        super().__init__(readiness)
         self.supervisor = supervisor
         self.model_name = model_name
-        self.readiness = readiness
         self.input_shape = input_shape
         self.input_dtype = input_dtype
         self.max_request_bytes = max_request_bytes
         self.max_json_bytes = max_json_bytes
-        self.draining = False
-        self._calls = threading.Condition()
-        self._in_flight = 0
         self._outputs: list[dict[str, Any]] | None = None  # learnt from the first answer
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
@@ -180,37 +167,6 @@ class KServeApp:
         if endpoint == "model_ready":
             return Response(status=200 if self._ready() else 503)
         return self._infer(request)
-
-    def drain(self) -> None:
-        """Take no new calls: each is answered 503 (DIA-7144) from now on."""
-        with self._calls:
-            self.draining = True
-            self._calls.notify_all()
-
-    def statistics(self) -> dict[str, int]:
-        """``in_flight``: calls inside ``infer`` now; ``draining``: 1 once :meth:`drain` ran."""
-        with self._calls:
-            return {"in_flight": self._in_flight, "draining": int(self.draining)}
-
-    def wait_for(self, predicate: Callable[[dict[str, int]], bool], timeout_s: float) -> bool:
-        """Block until ``predicate(statistics())`` holds; False when ``timeout_s`` passed."""
-        with self._calls:
-            return self._calls.wait_for(
-                lambda: predicate({"in_flight": self._in_flight, "draining": int(self.draining)}),
-                timeout_s,
-            )
-
-    def wait_idle(self, timeout_s: float) -> int:
-        """Wait up to ``timeout_s`` for the calls in flight; returns how many are left."""
-        with self._calls:
-            self._calls.wait_for(lambda: self._in_flight == 0, timeout_s)
-            return self._in_flight
-
-    def _ready(self) -> bool:
-        try:
-            return not self.draining and self.readiness()
-        except Exception:  # fail closed: not ready
-            return False
 
     def metadata(self) -> dict[str, Any]:
         """The v2 model metadata: the input's contract, the outputs seen so far."""
@@ -469,35 +425,6 @@ def _from_json(
         raise _bad(
             D.HTTP_TENSOR_INVALID, f"input: a value does not fit {datatype}: {exc}"
         ) from None
-
-
-def _named_outputs(result: Result) -> list[tuple[str, torch.Tensor]] | None:
-    out = result.output
-    if isinstance(out, torch.Tensor):
-        named = [("output", out)]
-    elif isinstance(out, tuple | list):
-        named = [(f"output_{i}", t) for i, t in enumerate(out)]
-    elif isinstance(out, dict) and all(isinstance(k, str) for k in out):
-        named = list(out.items())
-    else:
-        return None
-    if not all(isinstance(t, torch.Tensor) and t.dtype in _NAME_OF for _, t in named):
-        return None
-    return named
-
-
-def _vigil_parameters(result: Result) -> dict[str, Any]:
-    """How the answer came about, as the socket's RESULT frame says it (docs/PROTOCOL.md)."""
-    return {
-        "vigil_served_by": result.served_by.name,
-        "vigil_outcome": result.outcome.name,
-        "vigil_state": result.state.name,
-        "vigil_seq": result.seq,
-        "vigil_code": "" if result.code is None else result.code.code,
-        "vigil_reason": result.reason,
-        "vigil_request_id": result.request_id.hex(),
-        "vigil_latency_ns": result.latency_ns,
-    }
 
 
 class _Channel(HTTPChannel):  # type: ignore[misc]
