@@ -50,9 +50,13 @@ class Served:
 def served(
     model: Callable[[torch.Tensor], torch.Tensor] = identity, scratch: str | None = None
 ) -> Iterator[Served]:
-    """``model`` supervised in process and served on a Unix socket; all of it closed after."""
+    """``model`` supervised in process (5 s deadline) and served on a Unix socket; all of it
+    closed after."""
     work = tempfile.mkdtemp(prefix="vgb-", dir=scratch)
-    sup = Supervisor(model, log=os.path.join(work, "f.vlog"), isolation="inline")
+    # a deadline far above any call: a loaded machine must not turn a slow call into a failure
+    sup = Supervisor(
+        model, log=os.path.join(work, "f.vlog"), isolation="inline", deadline_ns=5_000_000_000
+    )
     server = SocketServer(sup, os.path.join(work, "s.sock"), max_request_bytes=8 << 20)
     server.start()
     client = Client(server.path)
