@@ -390,3 +390,22 @@ def test_concurrent_kept_alive_clients_are_bounded_by_max_connections(
         for conn in conns:
             conn.close()
         server.stop(5.0)
+
+
+def test_an_oversized_body_is_refused_unread_and_a_vanished_client_frees_its_slot(
+    server: KServeServer,
+) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=START_S) as big:
+        big.sendall(
+            b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1099511627776\r\n\r\n"
+        )  # 1 TiB declared, none sent: answered at once from the header
+        head = big.recv(4096)
+        assert head.startswith(b"HTTP/1.1 413 "), head
+    with socket.create_connection(("127.0.0.1", server.port), timeout=START_S) as gone:
+        gone.sendall(b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    assert server.wait_for(lambda n: n == 0, START_S)  # half a body, then gone
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=START_S)
+    try:
+        assert _post(conn) == 200
+    finally:
+        conn.close()
