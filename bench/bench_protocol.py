@@ -16,58 +16,32 @@ on timing.
 
 from __future__ import annotations
 
-import argparse
-import os
-import shutil
 import statistics
-import tempfile
 from collections.abc import Callable
 
 import torch
 from _common import timed
-
-from vigil.service._client import Client
-from vigil.service._server import SocketServer
-from vigil.supervisor import Supervisor
+from _serving import bench_args, served
 
 torch.set_num_threads(1)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--small-calls", type=int, default=2000)
-    ap.add_argument("--large-calls", type=int, default=200)
-    ap.add_argument("--dir", default=os.environ.get("VIGIL_BENCH_DIR"))
-    args = ap.parse_args()
-    if args.quick:
-        args.small_calls, args.large_calls = 300, 30
-    work = tempfile.mkdtemp(prefix="vgb-", dir=args.dir)
-
-    def model(t: torch.Tensor) -> torch.Tensor:
-        return t * 1
-
-    sup = Supervisor(model, log=os.path.join(work, "f.vlog"), isolation="inline")
-    server = SocketServer(sup, os.path.join(work, "s.sock"), max_request_bytes=8 << 20)
-    server.start()
-    client = Client(server.path)
+    args = bench_args(__doc__)
     sizes = {
         "small": (torch.randn(1, 16), args.small_calls),
         "1MiB": (torch.randn(1, 1 << 18), args.large_calls),
     }
     med: dict[tuple[str, str], float] = {}
-    for size, (x, calls) in sizes.items():
-        cases: dict[str, Callable[[], object]] = {
-            "direct": lambda x=x: sup.infer(x),
-            "socket": lambda x=x: client.infer(x),
-        }
-        for name, fn in cases.items():
-            timed(fn, max(10, calls // 10))  # warm up
-            med[(size, name)] = statistics.median(timed(fn, calls)) / 1000
-    client.close()
-    server.stop(1.0)
-    sup.close()
-    shutil.rmtree(work, ignore_errors=True)
+    with served(scratch=args.dir) as s:
+        for size, (x, calls) in sizes.items():
+            cases: dict[str, Callable[[], object]] = {
+                "direct": lambda x=x: s.sup.infer(x),
+                "socket": lambda x=x: s.client.infer(x),
+            }
+            for name, fn in cases.items():
+                timed(fn, max(10, calls // 10))  # warm up
+                med[(size, name)] = statistics.median(timed(fn, calls)) / 1000
 
     print(
         f"\nround trip per call, median us (small: {args.small_calls} calls of 1x16 float32; "

@@ -316,3 +316,96 @@ def test_a_port_in_use_is_a_config_error_with_its_code(
         assert err.value.diagnostic is D.HTTP_BIND
     finally:
         taken.close()
+
+
+# --- the server: keep-alive, idle and stalled connections, the connection bound ----------
+
+
+@pytest.fixture
+def server(app: tuple[WsgiClient, _Supervisor, KServeApp]) -> Iterator[KServeServer]:
+    srv = KServeServer(app[2], "127.0.0.1", 0, max_connections=2, timeout_s=1)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop(5.0)
+
+
+def _post(conn: http.client.HTTPConnection) -> int:
+    conn.request("POST", "/v2/models/m/infer", _tensor())
+    r = conn.getresponse()
+    r.read()
+    return r.status
+
+
+def test_kept_alive_connections_serve_many_calls_and_idle_ones_are_closed(
+    server: KServeServer,
+) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=START_S)
+    try:
+        assert _post(conn) == 200
+        first = conn.sock
+        assert _post(conn) == 200
+        assert conn.sock is first  # the same TCP connection: kept alive
+        assert server.connections() == 1
+        # idle past timeout_s: the server closes it (the client reads the end of the stream)
+        assert first.recv(1) == b""
+        assert server.wait_for(lambda n: n == 0, START_S)
+    finally:
+        conn.close()
+    # a request that stalls half-way (slowloris) is closed the same way
+    with socket.create_connection(("127.0.0.1", server.port), timeout=START_S) as slow:
+        slow.sendall(b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Le")
+        assert slow.recv(1) == b""
+    assert server.wait_for(lambda n: n == 0, START_S)
+
+
+def test_concurrent_kept_alive_clients_are_bounded_by_max_connections(
+    app: tuple[WsgiClient, _Supervisor, KServeApp],
+) -> None:
+    server = KServeServer(app[2], "127.0.0.1", 0, max_connections=2, timeout_s=START_S)
+    server.start()
+    conns = [
+        http.client.HTTPConnection("127.0.0.1", server.port, timeout=START_S) for _ in range(4)
+    ]
+    try:
+        for conn in conns[:2]:
+            assert _post(conn) == 200
+        assert server.connections() == 2
+        # two more connect (the kernel's backlog) and send; the server does not take them
+        waiting = []
+        for conn in conns[2:]:
+            conn.request("POST", "/v2/models/m/infer", _tensor())
+            waiting.append(conn)
+        assert not server.wait_for(lambda n: n > 2, 1.5)  # never more than max_connections
+        conns[0].close()  # one leaves: the next waiting client is taken and answered
+        r = waiting[0].getresponse()
+        assert (r.status, json.loads(r.read())["outputs"][0]["data"]) == (200, [2.0, 4.0])
+        assert server.connections() <= 2
+        conns[1].close()
+        r = waiting[1].getresponse()
+        assert r.status == 200
+        r.read()
+    finally:
+        for conn in conns:
+            conn.close()
+        server.stop(5.0)
+
+
+def test_an_oversized_body_is_refused_unread_and_a_vanished_client_frees_its_slot(
+    server: KServeServer,
+) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=START_S) as big:
+        big.sendall(
+            b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1099511627776\r\n\r\n"
+        )  # 1 TiB declared, none sent: answered at once from the header
+        head = big.recv(4096)
+        assert head.startswith(b"HTTP/1.1 413 "), head
+    with socket.create_connection(("127.0.0.1", server.port), timeout=START_S) as gone:
+        gone.sendall(b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    assert server.wait_for(lambda n: n == 0, START_S)  # half a body, then gone
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=START_S)
+    try:
+        assert _post(conn) == 200
+    finally:
+        conn.close()

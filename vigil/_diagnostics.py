@@ -865,6 +865,47 @@ HTTP_OUTPUT_UNSUPPORTED = _d(
     "the call was served and recorded; use the socket client, or return tensors",
 )
 
+# --- the KServe v2 gRPC endpoint (7170-7179) -------------------------------------------
+GRPC_REQUEST_INVALID = _d(
+    "DIA-7170",
+    "GRPC_REQUEST_INVALID",
+    "a KServe v2 gRPC inference request is not of the v2 form (one input; raw contents that "
+    "do not match the inputs)",
+    "send one input tensor named 'input' (docs/SERVICE.md, KServe v2 over gRPC); nothing was done",
+)
+GRPC_TENSOR_INVALID = _d(
+    "DIA-7171",
+    "GRPC_TENSOR_INVALID",
+    "a KServe v2 gRPC tensor is malformed: unknown datatype or name, bad shape, or contents "
+    "that do not match its shape and datatype",
+    "the message names the tensor and the rule; fix the request; nothing was done",
+)
+GRPC_UNKNOWN_MODEL = _d(
+    "DIA-7172",
+    "GRPC_UNKNOWN_MODEL",
+    "a KServe v2 gRPC request names a model or version this service does not serve",
+    "use [grpc] model_name (ModelMetadata tells it) and version 1 or none",
+)
+GRPC_DRAINING = _d(
+    "DIA-7173",
+    "GRPC_DRAINING",
+    "the service is shutting down and takes no new KServe v2 gRPC calls",
+    "retry on another instance, or once the service is back",
+)
+GRPC_OUTPUT_UNSUPPORTED = _d(
+    "DIA-7174",
+    "GRPC_OUTPUT_UNSUPPORTED",
+    "the model's answer has a form the KServe v2 gRPC endpoint cannot send (not tensors of a "
+    "KServe datatype)",
+    "the call was served and recorded; use the socket client, or return tensors",
+)
+GRPC_BUSY = _d(
+    "DIA-7175",
+    "GRPC_BUSY",
+    "[grpc] max_concurrency inference calls are already running: this one was not made",
+    "retry after a short back-off, or raise [grpc] max_concurrency",
+)
+
 # --- service configuration and operations (7200-7299) -----------------------------------
 SERVICE_CONFIG = _d(
     "DIA-7201",
@@ -923,8 +964,20 @@ HTTP_BIND = _d(
 HTTP_EXTRA_MISSING = _d(
     "DIA-7251",
     "HTTP_EXTRA_MISSING",
-    "[http] is configured but its server library (werkzeug) is not installed",
+    "[http] is configured but its libraries (werkzeug, waitress) are not installed",
     "pip install 'vigil[http]', or remove [http].listen",
+)
+GRPC_BIND = _d(
+    "DIA-7230",
+    "GRPC_BIND",
+    "the KServe v2 gRPC endpoint cannot listen on its configured address",
+    "free the port or change [grpc].listen; the service does not start without it",
+)
+GRPC_EXTRA_MISSING = _d(
+    "DIA-7231",
+    "GRPC_EXTRA_MISSING",
+    "[grpc] is configured but its libraries (grpcio, tritonclient[grpc]) are not installed",
+    "pip install 'vigil[grpc]', or remove [grpc].listen",
 )
 METRICS_BIND = _d(
     "DIA-7210",

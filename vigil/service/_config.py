@@ -38,6 +38,7 @@ from vigil.schemas import Contract, TensorSpec
 from vigil.service._config_bounds import check_integers, check_tensor_sizes, fits_dtype
 from vigil.service._sections import (
     _MS,
+    GrpcSection,
     HttpSection,
     InputSection,
     KnownAnswerSection,
@@ -93,6 +94,7 @@ class ServeConfig:
     metrics: MetricsSection = dataclasses.field(default_factory=MetricsSection)
     systemd: SystemdSection = dataclasses.field(default_factory=SystemdSection)
     http: HttpSection = dataclasses.field(default_factory=HttpSection)
+    grpc: GrpcSection = dataclasses.field(default_factory=GrpcSection)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ServeConfig:
@@ -163,6 +165,7 @@ class ServeConfig:
             metrics=_metrics(top.table("metrics")),
             systemd=_systemd(top.table("systemd")),
             http=_http(top.table("http")),
+            grpc=_grpc(top.table("grpc")),
         )
         check_tensor_sizes(config)
         return config
@@ -483,8 +486,12 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "max_connections",
         "timeout_s",
     ),
+    "grpc": ("listen", "model_name", "max_request_mb", "max_concurrency", "idle_timeout_s"),
 }
-_TOP_KEYS = ("service", "log", "model", "workers", "supervisor", "metrics", "systemd", "http")
+_TOP_KEYS = (
+    *("service", "log", "model", "workers", "supervisor", "metrics", "systemd", "http"),
+    "grpc",
+)
 
 
 def _service(t: _Table | None) -> ServiceSection:
@@ -865,19 +872,39 @@ def _http(t: _Table | None) -> HttpSection:
         return HttpSection()
     d = HttpSection()
     at = _listen(t)
-    name = t.text("model_name", d.model_name)
+    section = HttpSection(
+        model_name=_model_name(t, d.model_name),
+        max_request_mb=t.integer("max_request_mb", d.max_request_mb, maximum=4096),
+        max_json_mb=t.integer("max_json_mb", d.max_json_mb, maximum=1024),
+        max_connections=t.integer("max_connections", d.max_connections, maximum=1024),
+        timeout_s=t.number("timeout_s", d.timeout_s),
+    )
+    if at is None:
+        return section
+    return dataclasses.replace(section, listen=at[0], host=at[1], port=at[2])
+
+
+def _model_name(t: _Table, default: str) -> str:
+    name: str = t.text("model_name", default)
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
         raise t.error(
             "model_name",
             f"must be 1..64 of A-Z a-z 0-9 _ . - (it is a URL path segment), got {name!r}",
             D.SERVICE_CONFIG_RANGE,
         )
-    section = HttpSection(
-        model_name=name,
-        max_request_mb=t.integer("max_request_mb", d.max_request_mb, maximum=4096),
-        max_json_mb=t.integer("max_json_mb", d.max_json_mb, maximum=1024),
-        max_connections=t.integer("max_connections", d.max_connections, maximum=1024),
-        timeout_s=t.number("timeout_s", d.timeout_s),
+    return name
+
+
+def _grpc(t: _Table | None) -> GrpcSection:
+    if t is None:
+        return GrpcSection()
+    d = GrpcSection()
+    at = _listen(t)
+    section = GrpcSection(
+        model_name=_model_name(t, d.model_name),
+        max_request_mb=t.integer("max_request_mb", d.max_request_mb, maximum=2047),
+        max_concurrency=t.integer("max_concurrency", d.max_concurrency, maximum=1024),
+        idle_timeout_s=t.number("idle_timeout_s", d.idle_timeout_s),
     )
     if at is None:
         return section

@@ -4,8 +4,9 @@ clients can call ``vigil serve`` unchanged.
 Theory of operation
 -------------------
 :class:`KServeApp` is a WSGI application (werkzeug's request, response and routing);
-:class:`KServeServer` serves it from werkzeug's threaded server in one thread of the service
-process, next to the Unix socket server. Each request runs in its connection's thread and calls
+:class:`KServeServer` serves it with waitress (HTTP/1.1 keep-alive) from one event-loop thread
+of the service process and a pool of application threads, next to the Unix socket server. Each
+request runs in one of the pool's threads and calls
 :meth:`vigil.supervisor.Supervisor.infer` directly, as a socket client's call does: the same
 contract, deadline, fallbacks and flight-log record.
 
@@ -14,64 +15,49 @@ outputs are ``output`` (a tensor answer), ``output_0``.. (a tuple or list), or t
 Inputs and outputs travel as JSON ``data`` or with the binary-data extension
 (``Inference-Header-Content-Length``, ``binary_data_size``, ``binary_data``), little-endian.
 
-Bounds: a connection is served by one thread, at most ``max_connections`` at once (one more is
-answered 503 and closed); a silent connection is closed after ``timeout_s``. werkzeug closes
-each connection after its answer (``Connection: close``; no keep-alive). A body longer than
-``max_request_mb``, or a JSON part longer than ``max_json_mb``, is refused from its
-``Content-Length`` before it is read; the body is read in chunks as it arrives (never allocated
-from what is declared), every element count and byte size is checked against the bytes present
-before a tensor is built. Every refusal is the protocol's error body ``{"error": "DIA-...: ..."}``
-with 400 (request or contract), 404 (model), 503 (draining, SAFE_STOP, no answer), never a
-traceback.
+Bounds: at most ``max_connections`` connections are open at once (beyond them waitress stops
+accepting until one closes), served by as many application threads; a connection silent for
+``timeout_s`` (idle between kept-alive calls, or stalled inside a request) is closed. A body
+longer than ``max_request_mb`` is refused by waitress from its ``Content-Length`` with a 413
+before it is read, a JSON part longer than ``max_json_mb`` by the application with a 400; the
+body is buffered as it arrives (never allocated from what is declared), every element count and
+byte size is checked against the bytes present before a tensor is built. Every refusal of the
+application is the protocol's error body ``{"error": "DIA-...: ..."}`` with 400 (request or
+contract), 404 (model), 503 (draining, SAFE_STOP, no answer), never a traceback.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import socket
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, create_server
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
 from vigil import _diagnostics as D
 from vigil.errors import InvalidInput, ServiceConfigError, Unavailable, VigilError
 from vigil.schemas import Result
+from vigil.service._v2 import DATATYPES, CallGate
+from vigil.service._v2 import MAX_DIMS as _MAX_DIMS
+from vigil.service._v2 import NAME_OF as _NAME_OF
+from vigil.service._v2 import named_outputs as _named_outputs
+from vigil.service._v2 import vigil_parameters as _vigil_parameters
 
 __all__ = ["DATATYPES", "KServeApp", "KServeServer"]
 
 _LOG = logging.getLogger("vigil.http")
 _MB = 1 << 20
-_MAX_DIMS = 32
 _CHUNK = 1 << 20
-_BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-    b'Content-Length: 33\r\nConnection: close\r\n\r\n{"error": "too many connections"}'
-)
 
-#: KServe datatype -> torch dtype (the ones both sides share; BYTES and unsigned > 8 bits: no)
-DATATYPES: dict[str, torch.dtype] = {
-    "BOOL": torch.bool,
-    "UINT8": torch.uint8,
-    "INT8": torch.int8,
-    "INT16": torch.int16,
-    "INT32": torch.int32,
-    "INT64": torch.int64,
-    "FP16": torch.float16,
-    "BF16": torch.bfloat16,
-    "FP32": torch.float32,
-    "FP64": torch.float64,
-}
-_NAME_OF = {v: k for k, v in DATATYPES.items()}
 _URLS = Map(
     [
         Rule("/v2", endpoint="server", methods=["GET"]),
@@ -109,7 +95,7 @@ def _error_body(exc: VigilError) -> str:
     return f"{code.code} {code.name}: {exc}"
 
 
-class KServeApp:
+class KServeApp(CallGate):
     """The v2 endpoints as a WSGI application.
 
     Args:
@@ -133,16 +119,13 @@ class KServeApp:
         max_request_bytes: int = 64 * _MB,
         max_json_bytes: int = 8 * _MB,
     ) -> None:
+        super().__init__(readiness)
         self.supervisor = supervisor
         self.model_name = model_name
-        self.readiness = readiness
         self.input_shape = input_shape
         self.input_dtype = input_dtype
         self.max_request_bytes = max_request_bytes
         self.max_json_bytes = max_json_bytes
-        self.draining = False
-        self._calls = threading.Condition()
-        self._in_flight = 0
         self._outputs: list[dict[str, Any]] | None = None  # learnt from the first answer
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
@@ -184,37 +167,6 @@ class KServeApp:
         if endpoint == "model_ready":
             return Response(status=200 if self._ready() else 503)
         return self._infer(request)
-
-    def drain(self) -> None:
-        """Take no new calls: each is answered 503 (DIA-7144) from now on."""
-        with self._calls:
-            self.draining = True
-            self._calls.notify_all()
-
-    def statistics(self) -> dict[str, int]:
-        """``in_flight``: calls inside ``infer`` now; ``draining``: 1 once :meth:`drain` ran."""
-        with self._calls:
-            return {"in_flight": self._in_flight, "draining": int(self.draining)}
-
-    def wait_for(self, predicate: Callable[[dict[str, int]], bool], timeout_s: float) -> bool:
-        """Block until ``predicate(statistics())`` holds; False when ``timeout_s`` passed."""
-        with self._calls:
-            return self._calls.wait_for(
-                lambda: predicate({"in_flight": self._in_flight, "draining": int(self.draining)}),
-                timeout_s,
-            )
-
-    def wait_idle(self, timeout_s: float) -> int:
-        """Wait up to ``timeout_s`` for the calls in flight; returns how many are left."""
-        with self._calls:
-            self._calls.wait_for(lambda: self._in_flight == 0, timeout_s)
-            return self._in_flight
-
-    def _ready(self) -> bool:
-        try:
-            return not self.draining and self.readiness()
-        except Exception:  # fail closed: not ready
-            return False
 
     def metadata(self) -> dict[str, Any]:
         """The v2 model metadata: the input's contract, the outputs seen so far."""
@@ -475,122 +427,38 @@ def _from_json(
         ) from None
 
 
-def _named_outputs(result: Result) -> list[tuple[str, torch.Tensor]] | None:
-    out = result.output
-    if isinstance(out, torch.Tensor):
-        named = [("output", out)]
-    elif isinstance(out, tuple | list):
-        named = [(f"output_{i}", t) for i, t in enumerate(out)]
-    elif isinstance(out, dict) and all(isinstance(k, str) for k in out):
-        named = list(out.items())
-    else:
-        return None
-    if not all(isinstance(t, torch.Tensor) and t.dtype in _NAME_OF for _, t in named):
-        return None
-    return named
+class _Channel(HTTPChannel):  # type: ignore[misc]
+    """waitress's connection, telling :meth:`KServeServer.wait_for` when it opens and closes."""
 
+    changed: threading.Condition
 
-def _vigil_parameters(result: Result) -> dict[str, Any]:
-    """How the answer came about, as the socket's RESULT frame says it (docs/PROTOCOL.md)."""
-    return {
-        "vigil_served_by": result.served_by.name,
-        "vigil_outcome": result.outcome.name,
-        "vigil_state": result.state.name,
-        "vigil_seq": result.seq,
-        "vigil_code": "" if result.code is None else result.code.code,
-        "vigil_reason": result.reason,
-        "vigil_request_id": result.request_id.hex(),
-        "vigil_latency_ns": result.latency_ns,
-    }
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        with self.changed:
+            self.changed.notify_all()
 
-
-class _Handler(WSGIRequestHandler):
-    """werkzeug's handler, without a log line per request."""
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        if type == "error":
-            _LOG.warning("vigil http: " + message, *args)
-
-
-class _Server(ThreadedWSGIServer):
-    """werkzeug's threaded server with a cap on connections and quiet connection errors."""
-
-    request_queue_size = 128
-
-    def __init__(self, host: str, port: int, app: KServeApp, *, max_connections: int) -> None:
-        # bound here: werkzeug's own bind prints and calls sys.exit on an OSError
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        listener = socket.create_server((host, port), family=family, backlog=128)
-        try:
-            super().__init__(host, port, app, handler=_Handler, fd=listener.fileno())
-        finally:
-            listener.close()  # werkzeug serves a duplicate of it
-        self.max_connections = max_connections
-        self.active = 0
-        self.cond = threading.Condition()
-        self.connections: set[Any] = set()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.cond:
-            admitted = self.active < self.max_connections
-            if admitted:
-                self.active += 1
-                self.connections.add(request)
-        if admitted:  # answers go out in two writes (head, body): no Nagle wait between them
-            with contextlib.suppress(OSError):
-                request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        else:
-            try:
-                request.setblocking(False)
-                request.send(_BUSY)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._finished(request)
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._finished(request)
-
-    def _finished(self, request: Any) -> None:
-        with self.cond:
-            self.active -= 1
-            self.connections.discard(request)
-            self.cond.notify_all()
-
-    def cut(self, timeout_s: float) -> None:
-        """End every open connection (idle kept-alive ones block in ``recv``) and wait for
-        their threads, at most ``timeout_s``."""
-        with self.cond:
-            for conn in self.connections:
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RD)  # a response being written still goes out
-            self.cond.wait_for(lambda: self.active == 0, timeout_s)
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        """werkzeug logs a failed request here with its traceback: one line instead."""
-        _LOG.warning("vigil http: %s", (message % args if args else message).splitlines()[0])
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        _LOG.warning("vigil http: connection error: %s: %s", type(exc).__name__, exc)
+    def del_channel(self, map: Any = None) -> None:
+        super().del_channel(map)
+        with self.changed:
+            self.changed.notify_all()
 
 
 class KServeServer:
-    """:class:`KServeApp` served on ``host:port`` from one thread (port 0: a free one).
+    """:class:`KServeApp` served on ``host:port`` by waitress, from one thread (port 0: a free
+    one).
+
+    waitress keeps HTTP/1.1 connections alive between calls (werkzeug's server closes each after
+    one answer: a TCP handshake and a 10 ms drain wait per call); one event-loop thread reads and
+    parses requests, a pool of ``max_connections`` threads runs the application.
 
     Args:
         app: the application.
         host, port: where to listen.
-        max_connections: connections served at once; one more is answered 503.
-        timeout_s: a connection silent that long is closed.
+        max_connections: connections open at once; beyond them the server stops accepting until
+            one closes (the kernel's backlog holds the next ones).
+        timeout_s: a connection silent that long (idle between calls, or stalled in a
+            request's head or body) is closed; whole seconds, rounded up.
+        max_request_bytes: a body declared longer is answered 413 before it is read.
 
     Raises:
         ServiceConfigError: DIA-7250, the address cannot be bound.
@@ -604,11 +472,15 @@ class KServeServer:
         *,
         max_connections: int = 16,
         timeout_s: float = 30.0,
+        max_request_bytes: int | None = None,
     ) -> None:
         self.app = app
-        handler = type("_TimedHandler", (_Handler,), {"timeout": timeout_s})
-        try:
-            self._server = _Server(host, port, app, max_connections=max_connections)
+        self.max_connections = max_connections
+        body = app.max_request_bytes if max_request_bytes is None else max_request_bytes
+        seconds = max(1, math.ceil(timeout_s))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:  # bound here, before waitress starts its threads and its wake-up pipe
+            listener = socket.create_server((host, port), family=family, backlog=128)
         except OSError as exc:
             raise ServiceConfigError(
                 f"[http].listen: cannot listen on {host}:{port}: {exc.strerror or exc}",
@@ -616,25 +488,91 @@ class KServeServer:
                 host=host,
                 port=port,
             ) from exc
-        self._server.RequestHandlerClass = handler
-        self.port: int = self._server.server_address[1]
-        self.url = f"http://{host}:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="vigil-kserve", daemon=True
+        server = create_server(
+            app,
+            sockets=[listener],
+            threads=max_connections,
+            # the map holds the listener and the loop's wake-up pipe besides the channels
+            connection_limit=max_connections + 2,
+            channel_timeout=seconds,
+            cleanup_interval=seconds,
+            max_request_body_size=body,
+            inbuf_overflow=body,  # bodies stay in memory (bounded by the cap), not on disk
+            backlog=128,
+            recv_bytes=_CHUNK,  # a large body in a few reads, not in 8 KiB ones
+            outbuf_overflow=body,  # an answer as large stays in memory too
+            ident="vigil",
         )
+        assert isinstance(server, BaseWSGIServer)  # one address: never a MultiSocketServer
+        self._changed = threading.Condition()
+        server.channel_class = type("_Channel", (_Channel,), {"changed": self._changed})
+        self._server = server
+        self.port: int = int(server.effective_port)
+        self.url = f"http://{host}:{self.port}"
+        self._thread = threading.Thread(target=server.run, name="vigil-kserve", daemon=True)
+        self._stopped = False
 
     def start(self) -> None:
         self._thread.start()
 
+    def connections(self) -> int:
+        """Connections open now (accepted and not yet closed)."""
+        return len(self._server.active_channels)
+
+    def wait_for(self, predicate: Callable[[int], bool], timeout_s: float) -> bool:
+        """Block until ``predicate(connections())`` holds; False when ``timeout_s`` passed."""
+        with self._changed:
+            return self._changed.wait_for(lambda: predicate(self.connections()), timeout_s)
+
+    def _in_loop(self, thunk: Callable[[], None], timeout_s: float | None = None) -> bool:
+        """Run ``thunk`` in the event loop's thread (asyncore is not thread-safe); with
+        ``timeout_s``, wait for it. False when the loop is not running."""
+        if not self._thread.is_alive():
+            return False
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                thunk()
+            finally:
+                done.set()
+
+        self._server.trigger.pull_trigger(run)
+        return True if timeout_s is None else done.wait(timeout_s)
+
     def stop(self, drain_timeout_s: float) -> int:
         """Take no new calls (503 on open connections), stop listening (new connections are
         refused), wait up to ``drain_timeout_s`` for the calls in flight, then close every
-        connection. Returns the calls still in flight then."""
+        connection once its answer is sent. Returns the calls still in flight then."""
         self.app.drain()
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join()
-        self._server.server_close()  # the listener: new connections are refused from here
+        if self._stopped:
+            return self.app.wait_idle(0)
+        self._stopped = True
+        server = self._server
+        if not self._in_loop(lambda: _stop_listening(server), 5.0):
+            _stop_listening(server)
         left = self.app.wait_idle(drain_timeout_s)
-        self._server.cut(5.0)
+        pool = server.task_dispatcher
+        pool.shutdown(cancel_pending=True, timeout=0.5 if left else 5)  # answers written
+        self._in_loop(lambda: _close_when_flushed(server), 5.0)
+        self.wait_for(lambda n: n == 0, 5.0)
+        # the loop ends when its map is empty: the wake-up pipe leaves it last; a call cut off
+        # by the drain, answering later, finds its connection closed and the pipe a no-op
+        self._in_loop(server.trigger.del_channel, 5.0)
+        self._thread.join(5.0)
+        server.pull_trigger = lambda: None
+        for channel in list(server._map.values()):
+            channel.close()
+        server.trigger.close()
         return left
+
+
+def _stop_listening(server: Any) -> None:
+    server.accepting = False
+    server.del_channel()
+    server.socket.close()
+
+
+def _close_when_flushed(server: Any) -> None:
+    for channel in list(server.active_channels.values()):
+        channel.close_when_flushed = True

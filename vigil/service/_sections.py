@@ -2,8 +2,8 @@
 
 One class per TOML table (``[service]``, ``[log]``, ``[model]``, ``[model.input]``,
 ``[workers]``, ``[supervisor]``, ``[supervisor.known_answer]``, ``[metrics]``, ``[http]``,
-``[systemd]``). Each holds values already validated by the loader (:mod:`._config`, which
-reads the file and builds them), with defaults equal to the documented ones (docs/SERVICE.md).
+``[grpc]``, ``[systemd]``). Each holds values already validated by the loader (:mod:`._config`,
+which reads the file and builds them), with defaults equal to the documented ones (docs/SERVICE.md).
 """
 
 from __future__ import annotations
@@ -178,6 +178,24 @@ class HttpSection:
     max_json_mb: int = 8
     max_connections: int = 16
     timeout_s: float = 30.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.listen is not None
+
+
+@dataclass(frozen=True)
+class GrpcSection:
+    """``[grpc]``: the KServe v2 (Open Inference) gRPC endpoint (off when ``listen`` is None);
+    see :mod:`vigil.service._grpc`."""
+
+    listen: str | None = None
+    host: str = ""
+    port: int = 0
+    model_name: str = "vigil"
+    max_request_mb: int = 64
+    max_concurrency: int = 16
+    idle_timeout_s: float = 300.0
 
     @property
     def enabled(self) -> bool:

@@ -12,7 +12,8 @@ Theory of operation
 3. the :class:`~vigil.supervisor.Supervisor` in process isolation, with the configured policy,
    deadline, input contract and fallback chain;
 4. the metrics and health endpoint (when ``[metrics].listen`` is set), the socket server, and
-   the KServe v2 HTTP endpoint (when ``[http].listen`` is set; stopped first on drain);
+   the KServe v2 HTTP and gRPC endpoints (when ``[http].listen``, ``[grpc].listen`` are set;
+   stopped first on drain);
 5. READY to systemd, and the watchdog pinger, which pings only while the state machine says
    the service can still help itself (not in SAFE_STOP, not without a worker).
 
@@ -70,7 +71,8 @@ class Service:
         self.pool: WorkerPool | None = None
         self.server: SocketServer | None = None
         self.health_server: HealthServer | None = None
-        self.kserve: Any = None  # a KServeServer when [http] is on (werkzeug: vigil[http])
+        self.kserve: Any = None  # a KServeServer when [http] is on (vigil[http])
+        self.grpc: Any = None  # a KServeGrpcServer when [grpc] is on (vigil[grpc])
         self.metrics: ServiceMetrics | None = None
         self.log: FlightRecorder | None = None
         self._clock: SystemClock | PosixClock | None = None
@@ -139,6 +141,9 @@ class Service:
             if cfg.http.enabled:
                 self.kserve = self._kserve()
                 self.kserve.start()
+            if cfg.grpc.enabled:
+                self.grpc = self._grpc()
+                self.grpc.start()
         except BaseException:
             self._teardown()
             raise
@@ -149,6 +154,7 @@ class Service:
             f"{','.join(map(str, pool.active_pids)) or None}, standby "
             f"{pool.standby_pid}"
             + (f"; kserve v2 on {self.kserve.url}" if self.kserve else "")
+            + (f"; kserve v2 grpc on {self.grpc.address}" if self.grpc else "")
             + (f"; metrics on {self.health_server.url}" if self.health_server else "")
         )
         self.log.annotate("vigil.service", about)
@@ -211,6 +217,8 @@ class Service:
         left = 0
         if self.kserve is not None:  # first: its calls finish while the supervisor runs
             left += self.kserve.stop(self.config.service.drain_timeout_s)
+        if self.grpc is not None:
+            left += self.grpc.stop(self.config.service.drain_timeout_s)
         if self.server is not None:
             left += self.server.stop(self.config.service.drain_timeout_s)
         if self.log is not None and self.supervisor is not None:
@@ -221,6 +229,8 @@ class Service:
     def _teardown(self) -> None:
         if self.kserve is not None:
             self.kserve.stop(0)
+        if self.grpc is not None:
+            self.grpc.stop(0)
         if self.server is not None:
             self.server.stop(0)
         if self.health_server is not None:
@@ -254,14 +264,14 @@ class Service:
         """The KServe v2 HTTP server for ``[http]`` (docs/SERVICE.md, "KServe v2")."""
         h, spec = self.config.http, self.config.model.input
         try:
-            from vigil.service._kserve import (  # noqa: PLC0415  (werkzeug: vigil[http] only)
+            from vigil.service._kserve import (  # noqa: PLC0415  (vigil[http] only)
                 KServeApp,
                 KServeServer,
             )
         except ImportError as exc:
             raise ServiceConfigError(
-                f"{self.config.source}: [http].listen: the KServe endpoint needs werkzeug "
-                f"({exc}); pip install 'vigil[http]', or remove the key",
+                f"{self.config.source}: [http].listen: the KServe endpoint needs werkzeug and "
+                f"waitress ({exc}); pip install 'vigil[http]', or remove the key",
                 diagnostic=D.HTTP_EXTRA_MISSING,
                 file=self.config.source,
                 key="[http].listen",
@@ -277,6 +287,39 @@ class Service:
         )
         return KServeServer(
             app, h.host, h.port, max_connections=h.max_connections, timeout_s=h.timeout_s
+        )
+
+    def _grpc(self) -> Any:
+        """The KServe v2 gRPC server for ``[grpc]`` (docs/SERVICE.md, "KServe v2 over gRPC")."""
+        g, spec = self.config.grpc, self.config.model.input
+        try:
+            from vigil.service._grpc import (  # noqa: PLC0415  (vigil[grpc] only)
+                KServeGrpc,
+                KServeGrpcServer,
+            )
+        except ImportError as exc:
+            raise ServiceConfigError(
+                f"{self.config.source}: [grpc].listen: the KServe gRPC endpoint needs grpcio "
+                f"and tritonclient[grpc] ({exc}); pip install 'vigil[grpc]', or remove the key",
+                diagnostic=D.GRPC_EXTRA_MISSING,
+                file=self.config.source,
+                key="[grpc].listen",
+            ) from exc
+        service = KServeGrpc(
+            self.supervisor,
+            model_name=g.model_name,
+            readiness=lambda: self.health().to_json(readiness=True)[0] == 200,
+            input_shape=None if spec is None else spec.shape,
+            input_dtype=None if spec is None else spec.dtype,
+            max_concurrency=g.max_concurrency,
+        )
+        return KServeGrpcServer(
+            service,
+            g.host,
+            g.port,
+            max_request_bytes=g.max_request_mb * _MB,
+            max_concurrency=g.max_concurrency,
+            idle_timeout_s=g.idle_timeout_s,
         )
 
     def _open_log(self) -> FlightRecorder:

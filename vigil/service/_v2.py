@@ -1,0 +1,109 @@
+"""What the KServe v2 (Open Inference) fronts share, over HTTP (:mod:`._kserve`) and gRPC
+(:mod:`._grpc`): the datatype table, how an answer is named and described, and the gate that
+counts calls in flight and drains them. Needs torch only (no server library)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from vigil.schemas import Result
+
+__all__ = ["DATATYPES", "MAX_DIMS", "NAME_OF", "CallGate", "named_outputs", "vigil_parameters"]
+
+MAX_DIMS = 32
+
+#: KServe datatype -> torch dtype (the ones both sides share; BYTES and unsigned > 8 bits: no)
+DATATYPES: dict[str, torch.dtype] = {
+    "BOOL": torch.bool,
+    "UINT8": torch.uint8,
+    "INT8": torch.int8,
+    "INT16": torch.int16,
+    "INT32": torch.int32,
+    "INT64": torch.int64,
+    "FP16": torch.float16,
+    "BF16": torch.bfloat16,
+    "FP32": torch.float32,
+    "FP64": torch.float64,
+}
+NAME_OF = {v: k for k, v in DATATYPES.items()}
+
+
+class CallGate:
+    """Counts the calls inside ``infer`` and refuses new ones once :meth:`drain` ran.
+
+    Args:
+        readiness: may the service take calls now (not SAFE_STOP, not draining, finished
+            starting).
+    """
+
+    def __init__(self, readiness: Callable[[], bool]) -> None:
+        self.readiness = readiness
+        self.draining = False
+        self._calls = threading.Condition()
+        self._in_flight = 0
+
+    def drain(self) -> None:
+        """Take no new calls: each is refused (503 / UNAVAILABLE) from now on."""
+        with self._calls:
+            self.draining = True
+            self._calls.notify_all()
+
+    def statistics(self) -> dict[str, int]:
+        """``in_flight``: calls inside ``infer`` now; ``draining``: 1 once :meth:`drain` ran."""
+        with self._calls:
+            return {"in_flight": self._in_flight, "draining": int(self.draining)}
+
+    def wait_for(self, predicate: Callable[[dict[str, int]], bool], timeout_s: float) -> bool:
+        """Block until ``predicate(statistics())`` holds; False when ``timeout_s`` passed."""
+        with self._calls:
+            return self._calls.wait_for(
+                lambda: predicate({"in_flight": self._in_flight, "draining": int(self.draining)}),
+                timeout_s,
+            )
+
+    def wait_idle(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` for the calls in flight; returns how many are left."""
+        with self._calls:
+            self._calls.wait_for(lambda: self._in_flight == 0, timeout_s)
+            return self._in_flight
+
+    def _ready(self) -> bool:
+        try:
+            return not self.draining and self.readiness()
+        except Exception:  # fail closed: not ready
+            return False
+
+
+def named_outputs(result: Result) -> list[tuple[str, torch.Tensor]] | None:
+    """The answer's tensors by name: ``output`` (a tensor), ``output_0``.. (a tuple or list), or
+    the dict's keys; None when it is anything else or a dtype the protocol lacks."""
+    out = result.output
+    if isinstance(out, torch.Tensor):
+        named = [("output", out)]
+    elif isinstance(out, tuple | list):
+        named = [(f"output_{i}", t) for i, t in enumerate(out)]
+    elif isinstance(out, dict) and all(isinstance(k, str) for k in out):
+        named = list(out.items())
+    else:
+        return None
+    if not all(isinstance(t, torch.Tensor) and t.dtype in NAME_OF for _, t in named):
+        return None
+    return named
+
+
+def vigil_parameters(result: Result) -> dict[str, Any]:
+    """How the answer came about, as the socket's RESULT frame says it (docs/PROTOCOL.md)."""
+    return {
+        "vigil_served_by": result.served_by.name,
+        "vigil_outcome": result.outcome.name,
+        "vigil_state": result.state.name,
+        "vigil_seq": result.seq,
+        "vigil_code": "" if result.code is None else result.code.code,
+        "vigil_reason": result.reason,
+        "vigil_request_id": result.request_id.hex(),
+        "vigil_latency_ns": result.latency_ns,
+    }
