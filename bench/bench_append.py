@@ -9,6 +9,8 @@ approach): ``struct.pack_into`` of the same 23 fields, SHA-256 chain and CRC32C 
 file-backed mmap, no lock, no checks. ``sqlite-wal-many`` / ``-row``: SQLite, WAL mode,
 synchronous=normal, a commit per 1000 rows, by ``executemany`` or an ``execute`` per row.
 ``logging-file``: a ``logging.FileHandler`` writing a 200-character line per record.
+``vigil-none-many`` / ``-batch-many``: ``FlightRecorder.record_inferences``, 1000 rows a call
+(the rows built in the call, as the sqlite case builds its own), the batch API.
 
 Each case runs a warm-up, a throughput pass (untimed loop; records/s from the total) and a
 latency pass (each call timed with ``perf_counter_ns``, timer overhead included). Cases run
@@ -85,6 +87,19 @@ def vigil_case(durability: str, laps: int = 0):
         for _ in range(laps * size // RECORD):
             call()
         return call, w.close, 1
+    return setup
+
+
+def vigil_many_case(durability: str):
+    """``record_inferences``: 1000 rows a call (built in the call, as sqlite's are)."""
+    def setup(path: str, size: int):
+        w = FlightRecorder.create(path, RingConfig(size=size), durability=durability)
+        many, rows = w.record_inferences, itertools.repeat
+
+        def call() -> None:
+            many([(RID, MD, IND, OUTD, 1, 1, 0, 123_456, 10_000_000, 0, 0, 0, b"")
+                  for _ in rows(None, 1000)])
+        return call, w.close, 1000
     return setup
 
 
@@ -196,6 +211,8 @@ CASES = {
     "vigil-none": vigil_case("none"),
     "vigil-none-lap2": vigil_case("none", laps=1),
     "vigil-batch": vigil_case("batch"),
+    "vigil-none-many": vigil_many_case("none"),
+    "vigil-batch-many": vigil_many_case("batch"),
     "raw-mmap": raw_mmap,
     "pack+crc+sha": pack_crc_sha,
     "sqlite-wal-many": sqlite_case(batched=True),
@@ -253,7 +270,10 @@ def main() -> None:
     print("spread: (max - min) / median of records/s over the repeats; "
           "x none: median of per-repeat ratios to vigil-none")  # fmt: skip
 
+    many = ratio("vigil-none-many")
     targets = [
+        ("vigil-none-many / sqlite-wal-many >= 1", many / ratio("sqlite-wal-many"), 1.0),
+        ("vigil-none-many / logging-file >= 5", many / ratio("logging-file"), 5.0),
         ("vigil-none / sqlite-wal-many >= 1", 1 / ratio("sqlite-wal-many"), 1.0),
         ("vigil-none / logging-file >= 5", 1 / ratio("logging-file"), 5.0),
         ("vigil-batch / vigil-none >= 0.8", ratio("vigil-batch"), 0.8),
@@ -263,6 +283,9 @@ def main() -> None:
     for label, value, goal in targets:
         ok = value <= -goal if goal < 0 else value >= goal
         print(f"  {'PASS' if ok else 'MISS'}  {label}: {value:.2f}")
+    print(f"  info  vigil-batch-many / sqlite-wal-many = "
+          f"{ratio('vigil-batch-many') / ratio('sqlite-wal-many'):.3f}")  # fmt: skip
+    print(f"  info  vigil-none-many / vigil-none = {many:.3f}")
     for name in ("raw-mmap", "pack+crc+sha", "sqlite-wal-row"):
         print(f"  info  vigil-none / {name} = {1 / ratio(name):.3f}")
     print(f"  info  vigil-none-lap2 p99 = {med('vigil-none-lap2', 'p99'):.2f} us")
