@@ -37,7 +37,7 @@ step model-tiny python3 bench/bench_model.py --preset tiny --device cuda --calls
 step worker python3 bench/bench_worker.py --device cuda
 step demo python3 -m vigil demo --device cuda --out /tmp/vigil-demo
 step demo-gpu python3 -m vigil demo --device cuda --preset gpu --out /tmp/vigil-demo-gpu
-step gpu-shaped python3 bench/bench_gpu_shaped.py --digest-threshold 65536
+step gpu-shaped python3 bench/bench_gpu_shaped.py --calls 1000 --tiny-calls 10000 --digest-threshold 65536
 step append python3 bench/bench_append.py --records 100000 --repeats 3
 echo "gpu_checks: $failed step(s) failed; logs in $OUT"
 exit "$failed"
