@@ -4,6 +4,7 @@ the same crash safety (a crash mid-batch leaves a prefix of the batch, never a t
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -14,7 +15,17 @@ from pathlib import Path
 import pytest
 from _batch_crash_writer import payload_for
 
-from vigil.auditlog import FlightRecorder, InferenceRow, LogReader, RingConfig
+from vigil import keys as _keys
+from vigil.auditlog import (
+    FlightRecorder,
+    ForwardSecureKey,
+    FssSeed,
+    InferenceRow,
+    LogReader,
+    RingConfig,
+    Sealer,
+    fss_generate,
+)
 from vigil.errors import InvalidArgument, LogClosed, RecordTooLarge
 
 from conftest import FakeClock
@@ -168,3 +179,32 @@ def test_sigkill_at_a_random_moment_of_batches_leaves_a_prefix(tmp_path: Path, s
         where = (seed, rnd, durability, got[0], got[-1])
         assert flat == list(range(flat[0], flat[0] + len(flat))), where  # no gap, no tear
         assert flat[-1] >= (returned + 1) * 97 - 1, where  # every returned batch is whole
+
+
+@pytest.mark.parametrize("durability", ["always", "batch"])
+def test_a_checkpoint_due_during_a_batch_is_sealed_after_it_and_verifies(
+    tmp_path: Path, durability: str
+) -> None:
+    """With a sealer every 10 records, a batch of 35 gets its checkpoints where 35 single
+    appends would (the verifier refuses a longer unsealed run: records escaped sealing), and
+    signatures and forward-secure tags verify."""
+    key = _keys.generate()
+    fss_generate(tmp_path / "state", tmp_path / "seed")
+    sealer = Sealer(key, fss=ForwardSecureKey(tmp_path / "state"), every_records=10, every_ms=0)
+    path = tmp_path / "s.vigil"
+    with FlightRecorder.create(path, SMALL, sealer=sealer, durability=durability) as w:
+        seqs = w.record_inferences(row(i) for i in range(35))
+        more = w.record_inferences(row(i) for i in range(3))
+    with LogReader(path) as r:
+        report = r.verify(public_key=key.public, fss_seed=FssSeed.load(tmp_path / "seed"))
+        recs = list(r.records())
+    assert report.intact and not report.findings, report.findings
+    cps = [x for x in recs if x.type_name == "CHECKPOINT"]
+    inside = [x for x in cps if seqs[0] < x.seq <= more[-1]]
+    assert len(inside) == 3  # after 10 records each time (its own seq counts in the next 10)
+    mine = [x.seq for x in recs if x.type_name == "INFERENCE"]
+    assert len(mine) == 38 and mine[-1] == more[-1]
+    for cp in inside:
+        assert cp.body["covered_seq"] == cp.seq - 1
+    gaps = [b.seq - a.seq for a, b in itertools.pairwise(cps)]
+    assert max(gaps) <= 10 + 1

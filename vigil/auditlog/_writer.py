@@ -423,8 +423,11 @@ class FlightRecorder(Recovery, Freezing):
         of each single append does 24 bytes at a time), so a crash mid-batch leaves the
         batch's first k records whole followed by zeros or one torn record; recovery finds
         that prefix, never a torn record in the middle. The batch is not atomic. Under
-        ``always`` the call returns only once every record of the batch is durable; a
-        checkpoint that comes due during the batch is sealed after it.
+        ``always`` the call returns only once every record of the batch is durable. With a
+        sealer, a checkpoint due by count (``every_records``) is sealed where N appends would
+        seal it, right after the record that makes it due (under ``always`` the batch's
+        records before it are synced first: one more sync per checkpoint); one due by time
+        (``every_ms``) is sealed after the batch, whose clock is read once.
 
         Args:
             rows: :class:`InferenceRow` values, or tuples of the same 13 fields in its order
@@ -443,11 +446,12 @@ class FlightRecorder(Recovery, Freezing):
         lock = self._lock
         lock.acquire()
         first = seq = self._next_seq
-        start, switches = self._pos, self._switches
+        since = (self._pos, self._switches, seq)  # where the batch's unsealed stretch begins
         try:
             buf, view, chain = self._buf, self._view, self._chain
             pos, seg_end, lap, max_record = self._pos, self._seg_end, self._lap, self._max_record
             durable, boot, mono, real = self._durable_seq, self._boot, self._mono(), self._real()
+            cp_due = self._cp_due_seq
             sha, crc, crc_pack, pack = _sha256, crc32c, _CRC_PACK, _INFERENCE_HOT
             zeroed = pos  # bytes from the head to here are zero (none yet)
             for row in rows:
@@ -483,18 +487,45 @@ class FlightRecorder(Recovery, Freezing):
                     raise self._bad_row(first, seq, f"a field is out of range: {exc}") from None
                 if plen:
                     view[pos + _INFERENCE_FIXED : pos + _INFERENCE_FIXED + plen] = pl
-                chain_at = pos + n - 36
-                chain = sha(chain + view[pos:chain_at]).digest()
-                view[chain_at : chain_at + 32] = chain
-                crc_pack(buf, chain_at + 32, crc(view[pos : chain_at + 32]))
-                pos += n
-                seq += 1
+                chain = sha(chain + view[pos : pos + n - 36]).digest()  # chain, then CRC
+                view[pos + n - 36 : pos + n - 4] = chain
+                crc_pack(buf, pos + n - 4, crc(view[pos : pos + n - 4]))
+                pos, seq = pos + n, seq + 1
+                if seq > cp_due:  # a checkpoint is due: seal it where N appends would have
+                    (pos, zeroed, chain, seq, seg_end, lap, durable, cp_due, mono, real, since) = (
+                        self._batch_point(pos, seq, chain, since)
+                    )
         finally:
-            if seq > first:
+            if seq > self._next_seq:  # the batch's records since the last write-back
                 self._pos, self._next_seq, self._chain = pos, seq, chain
-                self._batch_sealed(seq - 1, start if self._switches == switches else -1)
+            if seq > since[2] and seq == self._next_seq:
+                self._batch_sealed(seq - 1, since[0] if self._switches == since[1] else -1)
             lock.release()
         return range(first, seq)
+
+    def _batch_point(
+        self, pos: int, seq: int, chain: bytes, since: tuple[int, int, int]
+    ) -> tuple[int, int, bytes, int, int, int, int, int, int, int, tuple[int, int, int]]:
+        """Mid-batch, a checkpoint came due: write the batch's state back, make its records
+        durable (``always``) and seal the checkpoint, as :meth:`_seal` does after the record
+        that made it due. Returns the state the batch goes on from (position, zeroed-to,
+        chain, seq, segment end, lap, durable seq, next due seq, fresh clock readings: the
+        checkpoint read the clock, and time in the log never goes back). Holds the lock."""
+        self._pos, self._next_seq, self._chain = pos, seq, chain
+        self._batch_sealed(seq - 1, since[0] if self._switches == since[1] else -1)
+        return (
+            self._pos,
+            self._pos,
+            self._chain,
+            self._next_seq,
+            self._seg_end,
+            self._lap,
+            self._durable_seq,
+            self._cp_due_seq,
+            self._mono(),
+            self._real(),
+            (self._pos, self._switches, self._next_seq),
+        )
 
     def _batch_sealed(self, last: int, start: int) -> None:
         """After a batch, what :meth:`_seal` does per record: under ``always`` one sync from
