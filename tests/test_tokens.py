@@ -123,6 +123,7 @@ def test_nan_logits_are_refused_as_a_nan_in_served_logits_is(
             log=tmp_path / f"{mode}.vigil",
             output_contract=token_contract() if contract and mode == "tokens" else None,
             fallback=[LastGood(10**12)],
+            deadline_ns=60 * 10**9,  # a loaded host must not turn the test into a timeout
         )
         try:
             first = sup.infer(good)
@@ -140,7 +141,10 @@ def test_nan_logits_are_refused_as_a_nan_in_served_logits_is(
 
 def test_the_record_digest_covers_the_tokens_served(decoder: Decoder, tmp_path: Path) -> None:
     sup = Supervisor(
-        NextTokens(decoder), log=tmp_path / "t.vigil", output_contract=token_contract()
+        NextTokens(decoder),
+        log=tmp_path / "t.vigil",
+        output_contract=token_contract(),
+        deadline_ns=60 * 10**9,
     )
     try:
         result = sup.infer(ids_of(2, 3))
