@@ -9,6 +9,9 @@
 #   model-tiny.log  the same with the tiny preset
 #   worker.log      bench_worker --device cuda: boundary overhead, failover, cold restart
 #   demo.log        vigil demo --device cuda (tiny), then --preset gpu
+#   gpu-shaped.log  bench_gpu_shaped: the CPU stand-in of a 2.5 ms GPU call (logits and
+#                   tokens output; bare vs inline/thread/process), on this machine's quiet cores
+#   append.log      bench_append: record_inferences and record_inference vs sqlite, logging
 # A step that fails is reported and the next one still runs; the exit code counts failures.
 set -uo pipefail
 OUT=${OUT:-/tmp/vigil-gpu}
@@ -34,5 +37,7 @@ step model-tiny python3 bench/bench_model.py --preset tiny --device cuda --calls
 step worker python3 bench/bench_worker.py --device cuda
 step demo python3 -m vigil demo --device cuda --out /tmp/vigil-demo
 step demo-gpu python3 -m vigil demo --device cuda --preset gpu --out /tmp/vigil-demo-gpu
+step gpu-shaped python3 bench/bench_gpu_shaped.py --calls 1000 --tiny-calls 10000 --digest-threshold 65536
+step append python3 bench/bench_append.py --records 100000 --repeats 3
 echo "gpu_checks: $failed step(s) failed; logs in $OUT"
 exit "$failed"

@@ -670,6 +670,12 @@ KV_CACHE_INCOMPATIBLE = _d(
     "the KV cache was built for another geometry, dtype or device than this model",
     "build the cache with this model's Decoder.new_cache()",
 )
+TOKEN_OUTPUT_LOGITS = _d(
+    "DIA-5030",
+    "TOKEN_OUTPUT_LOGITS",
+    "token output needs (batch, tokens, vocab) floating logits; the model returned another form",
+    'serve this model with output = "logits", or make it return decoder logits',
+)
 
 # --- worker processes (7000-7099) ------------------------------------------------------
 WORKER_FAILED = _d(
@@ -863,6 +869,12 @@ HTTP_OUTPUT_UNSUPPORTED = _d(
     "the model's answer has a form the KServe v2 endpoint cannot send (not tensors of a "
     "KServe datatype)",
     "the call was served and recorded; use the socket client, or return tensors",
+)
+TOKEN_RESULT_INVALID = _d(
+    "DIA-7180",
+    "TOKEN_RESULT_INVALID",
+    "Client.infer_tokens got an answer that is not token output (tokens and logprobs)",
+    'the service serves logits ([model] output); call Client.infer, or set output = "tokens"',
 )
 
 # --- the KServe v2 gRPC endpoint (7170-7179) -------------------------------------------

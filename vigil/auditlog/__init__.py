@@ -16,7 +16,7 @@ from vigil.auditlog._seal import ForwardSecureKey, FssSeed, Sealer, fss_generate
 from vigil.auditlog._sealcheck import Anchor, SealReport
 from vigil.auditlog._storage import FileStorage, Storage
 from vigil.auditlog._verify import EXPECTED_KINDS, Finding, VerifyReport
-from vigil.auditlog._writer import FlightRecorder, WriterStatistics
+from vigil.auditlog._writer import FlightRecorder, InferenceRow, WriterStatistics
 
 __all__ = [
     "CRC_BACKEND",
@@ -30,6 +30,7 @@ __all__ = [
     "ForwardSecureKey",
     "FssSeed",
     "Geometry",
+    "InferenceRow",
     "LogReader",
     "LogRecord",
     "PosixClock",

@@ -47,8 +47,9 @@ import json
 import os
 import struct
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import vigil
 from vigil import _diagnostics as codes
@@ -79,6 +80,7 @@ from vigil.schemas._enums import (
 )
 
 _ZEROS = bytes(64 * 1024)
+_AHEAD = 32 * 1024  # record_inferences zeroes the head segment this far ahead of its records
 _NO_DIGEST = bytes(32)
 _INFERENCE = R.BODIES[RecordType.INFERENCE]
 # Header, INFERENCE body fixed part and payload length prefix, packed in one call.
@@ -101,6 +103,26 @@ _sha256 = hashlib.sha256
 
 
 _DURABILITY = {"none": Durability.NONE, "batch": Durability.BATCH, "always": Durability.ALWAYS}
+
+
+class InferenceRow(NamedTuple):
+    """One INFERENCE record for :meth:`FlightRecorder.record_inferences`: the arguments of
+    :meth:`FlightRecorder.record_inference`, in this order (a plain tuple of the same 13
+    fields does as well)."""
+
+    request_id: bytes
+    model_digest: bytes
+    input_digest: bytes
+    output_digest: bytes
+    state: int
+    served_by: int
+    outcome: int
+    latency_ns: int
+    deadline_ns: int
+    code: int = 0
+    answer_age_ns: int = 0
+    flags: int = 0
+    payload: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -386,6 +408,152 @@ class FlightRecorder(Recovery, Freezing):
             return self._seal(pos, n, end, seq)
         finally:
             lock.release()
+
+    def record_inferences(self, rows: Iterable[Sequence[Any]]) -> range:
+        """Append one INFERENCE record per row, sealed in one pass under one lock acquisition,
+        with one durability action for the batch; return the range of their sequence numbers.
+
+        For callers that have batches (a batched model call, a service draining a queue): per
+        record it saves :meth:`record_inference`'s call, argument parsing, lock round trip and
+        two clock reads (the records of a batch share one ``mono_ns``/``real_ns``, taken when
+        the batch starts), and under ``always`` it syncs once for the batch instead of once a
+        record. The records and their bytes are exactly those N calls of
+        :meth:`record_inference` would append.
+
+        Crash safety is that of N appends, not more: each record is sealed (chain, CRC)
+        before the next one is written, and the bytes after it are zero (the batch zeroes the
+        head segment up to 32 KiB ahead of the records it writes, which is what the end mark
+        of each single append does 24 bytes at a time), so a crash mid-batch leaves the
+        batch's first k records whole followed by zeros or one torn record; recovery finds
+        that prefix, never a torn record in the middle. The batch is not atomic. Under
+        ``always`` the call returns only once every record of the batch is durable. With a
+        sealer, a checkpoint due by count (``every_records``) is sealed where N appends would
+        seal it, right after the record that makes it due (under ``always`` the batch's
+        records before it are synced first: one more sync per checkpoint); one due by time
+        (``every_ms``) is sealed after the batch, whose clock is read once.
+
+        Args:
+            rows: :class:`InferenceRow` values, or tuples of the same 13 fields in its order
+                (the arguments of :meth:`record_inference`); any iterable, consumed once.
+
+        Returns:
+            ``range(first_seq, last_seq + 1)`` (empty for no rows).
+
+        Raises:
+            InvalidArgument: a row does not have 13 fields, a digest or id has the wrong
+                length, or a number is out of range. The rows before it are appended (the
+                message says which seqs); the rest are not.
+            RecordTooLarge: a row's payload does not fit (the rows before it are appended).
+            LogClosed: after :meth:`close`.
+        """
+        lock = self._lock
+        lock.acquire()
+        first = seq = self._next_seq
+        since = (self._pos, self._switches, seq)  # where the batch's unsealed stretch begins
+        try:
+            buf, view, chain = self._buf, self._view, self._chain
+            pos, seg_end, lap, max_record = self._pos, self._seg_end, self._lap, self._max_record
+            durable, boot, mono, real = self._durable_seq, self._boot, self._mono(), self._real()
+            cp_due = self._cp_due_seq
+            sha, crc, crc_pack, pack = _sha256, crc32c, _CRC_PACK, _INFERENCE_HOT
+            zeroed = pos  # bytes from the head to here are zero (none yet)
+            for row in rows:
+                try:
+                    (rid, md, ind, outd, state, served, outcome, lat, dl, code, age, flags, pl) = (
+                        row
+                    )
+                except (TypeError, ValueError):
+                    raise self._bad_row(first, seq, "needs the 13 fields of InferenceRow") from None
+                if len(rid) != 16 or len(md) != 32 or len(ind) != 32 or len(outd) != 32:
+                    raise self._bad_row(first, seq, "request_id is 16 bytes, each digest 32")
+                plen = len(pl)
+                n = (_OVERHEAD + _INFERENCE_BODY + plen + 7) & ~7
+                if n > max_record:
+                    raise RecordTooLarge(
+                        f"INFERENCE payload of {plen} bytes does not fit (limit "
+                        f"{self._max_body - _INFERENCE_BODY}); {self._appended(first, seq)}",
+                        size=plen,
+                        limit=self._max_body - _INFERENCE_BODY,
+                    )
+                if pos + n + _END_MARK > zeroed:  # zero ahead: padding and end marks in bulk
+                    if pos + n > seg_end:  # switch segments (or raise LogClosed), state saved
+                        self._pos, self._next_seq, self._chain = pos, seq, chain
+                        pos = self._reserve_slow(n)
+                        seg_end, lap = self._seg_end, self._lap
+                    zeroed = min(seg_end, pos + n + _END_MARK + _AHEAD)
+                    view[pos:zeroed] = bytes(zeroed - pos)
+                try:
+                    pack(buf, pos, n, _INFERENCE_BODY + plen, _T_INFERENCE, _BODY_VERSION, seq,
+                         lap, durable, boot, mono, real, rid, md, ind, outd, state, served,
+                         outcome, flags, code, lat, dl, age, plen)  # fmt: skip
+                except struct.error as exc:
+                    raise self._bad_row(first, seq, f"a field is out of range: {exc}") from None
+                if plen:
+                    view[pos + _INFERENCE_FIXED : pos + _INFERENCE_FIXED + plen] = pl
+                chain = sha(chain + view[pos : pos + n - 36]).digest()  # chain, then CRC
+                view[pos + n - 36 : pos + n - 4] = chain
+                crc_pack(buf, pos + n - 4, crc(view[pos : pos + n - 4]))
+                pos, seq = pos + n, seq + 1
+                if seq > cp_due:  # a checkpoint is due: seal it where N appends would have
+                    (pos, zeroed, chain, seq, seg_end, lap, durable, cp_due, mono, real, since) = (
+                        self._batch_point(pos, seq, chain, since)
+                    )
+        finally:
+            if seq > self._next_seq:  # the batch's records since the last write-back
+                self._pos, self._next_seq, self._chain = pos, seq, chain
+            if seq > since[2] and seq == self._next_seq:
+                self._batch_sealed(seq - 1, since[0] if self._switches == since[1] else -1)
+            lock.release()
+        return range(first, seq)
+
+    def _batch_point(
+        self, pos: int, seq: int, chain: bytes, since: tuple[int, int, int]
+    ) -> tuple[int, int, bytes, int, int, int, int, int, int, int, tuple[int, int, int]]:
+        """Mid-batch, a checkpoint came due: write the batch's state back, make its records
+        durable (``always``) and seal the checkpoint, as :meth:`_seal` does after the record
+        that made it due. Returns the state the batch goes on from (position, zeroed-to,
+        chain, seq, segment end, lap, durable seq, next due seq, fresh clock readings: the
+        checkpoint read the clock, and time in the log never goes back). Holds the lock."""
+        self._pos, self._next_seq, self._chain = pos, seq, chain
+        self._batch_sealed(seq - 1, since[0] if self._switches == since[1] else -1)
+        return (
+            self._pos,
+            self._pos,
+            self._chain,
+            self._next_seq,
+            self._seg_end,
+            self._lap,
+            self._durable_seq,
+            self._cp_due_seq,
+            self._mono(),
+            self._real(),
+            (self._pos, self._switches, self._next_seq),
+        )
+
+    def _batch_sealed(self, last: int, start: int) -> None:
+        """After a batch, what :meth:`_seal` does per record: under ``always`` one sync from
+        ``start`` (-1: the head segment's start, after a switch) to the end mark, then the
+        checkpoint that came due. Holds the lock."""
+        if self._always:
+            lo = self._seg_start if start < 0 else start
+            self._sync(lo, min(self._pos + _END_MARK, self._seg_end) - lo)
+            self._mark_durable(last)
+        if last >= self._cp_due_seq:
+            self._checkpoint_locked(CheckpointReason.RECORDS)
+        elif self._cp_due_ns != _NEVER and self._mono() >= self._cp_due_ns:
+            self._checkpoint_locked(CheckpointReason.TIME)
+
+    def _appended(self, first: int, seq: int) -> str:
+        return (
+            f"seqs {first}..{seq - 1} of the batch were appended"
+            if seq > first
+            else ("nothing of the batch was appended")
+        )
+
+    def _bad_row(self, first: int, seq: int, why: str) -> InvalidArgument:
+        return InvalidArgument(
+            f"INFERENCE row {seq - first} of the batch: {why}; {self._appended(first, seq)}"
+        )
 
     def _commit(self, rtype: int, body: bytes) -> int:
         """Write one record with an encoded body; return its seq.

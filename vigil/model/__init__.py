@@ -3,6 +3,7 @@
 :class:`Decoder` is the validated reference decoder (LLaMA-style, optional MoE layers) with
 its :class:`DecoderConfig` and caller-owned :class:`KVCache`; see ``docs/MODEL.md``.
 :class:`DecoderFallback` is its cheap stand-in for a fallback chain (the demo uses both).
+:class:`NextTokens` serves the greedy next token and its log-probability instead of the logits.
 :class:`TinyReference` is a small deterministic perceptron for tests and worker examples.
 A model directory (``weights.safetensors``, ``manifest.json``, ``manifest.sig``) is written by
 :func:`save_model_dir` / :func:`sign_model_dir` and loaded, only when its signature and every
@@ -30,6 +31,7 @@ from vigil.model._manifest import (
     WEIGHTS,
 )
 from vigil.model._tiny import IN_FEATURES, OUT_FEATURES, TinyFallback, TinyReference
+from vigil.model._tokens import NextTokens, next_tokens, token_contract
 
 __all__ = [
     "DTYPES",
@@ -46,6 +48,7 @@ __all__ = [
     "DecoderFallback",
     "KVCache",
     "LoadedModel",
+    "NextTokens",
     "TinyFallback",
     "TinyReference",
     "VerifiedArtifact",
@@ -53,8 +56,10 @@ __all__ = [
     "hf_llama_config_kwargs",
     "load_model",
     "load_state_dict",
+    "next_tokens",
     "save_model_dir",
     "sign_model_dir",
     "to_hf_llama_state_dict",
+    "token_contract",
     "verify_model_dir",
 ]

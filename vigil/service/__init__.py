@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from vigil.schemas import Result
-    from vigil.service._client import Client
+    from vigil.service._client import Client, TokenResult
     from vigil.service._config import ServeConfig
     from vigil.service._metrics import Health, HealthServer, ServiceMetrics
     from vigil.service._server import SocketServer
@@ -36,6 +36,7 @@ _WHERE = {
     "ServiceMetrics": "_metrics",
     "SocketServer": "_server",
     "SystemdNotifier": "_systemd",
+    "TokenResult": "_client",
     "WatchdogPinger": "_systemd",
     "watchdog_interval_s": "_systemd",
 }
@@ -50,6 +51,7 @@ __all__ = [
     "ServiceMetrics",
     "SocketServer",
     "SystemdNotifier",
+    "TokenResult",
     "WatchdogPinger",
     "watchdog_interval_s",
 ]

@@ -13,7 +13,8 @@ import os
 import select
 import socket
 import threading
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from vigil import _diagnostics as D
 from vigil.errors import (
@@ -26,6 +27,26 @@ from vigil.errors import (
 )
 from vigil.schemas import Result, State
 from vigil.service import _protocol as P
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class TokenResult:
+    """What :meth:`Client.infer_tokens` returns: a service with ``[model] output = "tokens"``
+    served, per input row, the greedy next token and its log-probability.
+
+    Attributes:
+        tokens: ``(batch,)`` int64, the argmax of each row's logits at its last position.
+        logprobs: ``(batch,)`` float32, ``log_softmax`` of those logits at that token (<= 0).
+        result: the whole :class:`~vigil.schemas.Result` (``seq``, ``served_by``, ``state``...;
+            its ``output`` is ``{"tokens": tokens, "logprobs": logprobs}``).
+    """
+
+    tokens: torch.Tensor
+    logprobs: torch.Tensor
+    result: Result
 
 
 class Client:
@@ -93,6 +114,42 @@ class Client:
         body = P.encode_tensors(x)
         frame = self._call(P.FrameType.INFER, rid, body, P.FrameType.RESULT)
         return P.decode_result(frame.body, frame.request_id)
+
+    def infer_tokens(self, x: Any, *, request_id: bytes | None = None) -> TokenResult:
+        """:meth:`infer` for a service that serves tokens (``[model] output = "tokens"``).
+
+        Returns:
+            The tokens and log-probabilities, typed, with the whole result.
+
+        Raises:
+            ProtocolError: DIA-7180 when the answer is not token output (the service serves
+                logits; the call was served and recorded); otherwise as :meth:`infer`.
+        """
+        import torch  # noqa: PLC0415 - the client imports torch only when it decodes tensors
+
+        result = self.infer(x, request_id=request_id)
+        out = result.output
+        tokens = out.get("tokens") if isinstance(out, dict) else None
+        logprobs = out.get("logprobs") if isinstance(out, dict) else None
+        if (
+            not isinstance(tokens, torch.Tensor)
+            or not isinstance(logprobs, torch.Tensor)
+            or len(out) != 2
+            or tokens.dtype != torch.int64
+            or logprobs.dtype != torch.float32
+            or tokens.dim() != 1
+            or tokens.shape != logprobs.shape
+        ):
+            form = (
+                sorted(out) if isinstance(out, dict) else getattr(out, "shape", type(out).__name__)
+            )
+            raise ProtocolError(
+                f"seq {result.seq}: the service answered {form}, not token output "
+                "(tokens (batch,) int64 and logprobs (batch,) float32)",
+                diagnostic=D.TOKEN_RESULT_INVALID,
+                seq=result.seq,
+            )
+        return TokenResult(tokens, logprobs, result)
 
     def health(self) -> dict[str, Any]:
         """``{"ready": bool, "state": "NORMAL", "detail": {...}}`` (statistics, server counters).

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from vigil import _diagnostics as D
-from vigil.errors import ConfigError, InvalidInput, ServiceConfigError
+from vigil.errors import ConfigError, InvalidArgument, InvalidInput, ServiceConfigError
 from vigil.fsm import Policy
 from vigil.schemas import Contract, TensorSpec
 from vigil.service._config_bounds import check_integers, check_tensor_sizes, fits_dtype
@@ -64,6 +64,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 DURABILITY = ("none", "batch", "always")
 CLOCK_SOURCES = ("realtime", "tai", "ptp")
 FALLBACKS = ("none", "last_good", "constant")
+OUTPUTS = ("logits", "tokens")
 DTYPES = (
     "bool",
     "uint8",
@@ -168,6 +169,7 @@ class ServeConfig:
             grpc=_grpc(top.table("grpc")),
         )
         check_tensor_sizes(config)
+        _check_output(config)
         return config
 
     def to_policy(self) -> Policy:
@@ -187,6 +189,15 @@ class ServeConfig:
                 dtype = getattr(torch, s.constant_dtype)
                 chain.append(Constant(torch.full(s.constant_shape, s.constant_value, dtype=dtype)))
         return chain
+
+    def output_contract(self) -> Any:
+        """The output contract: :func:`vigil.model.token_contract` with ``output =
+        "tokens"``; None with ``"logits"`` (every value finite, the supervisor's default)."""
+        if self.model.output != "tokens":
+            return None
+        from vigil.model import token_contract  # noqa: PLC0415
+
+        return token_contract()
 
     def input_contract(self) -> Any:
         """A :class:`vigil.schemas.Contract` for ``[model.input]``, or None."""
@@ -258,7 +269,15 @@ class ServeConfig:
                 contract.check(tensors["input"], field="known_answer.input")
             except InvalidInput as exc:
                 raise invalid(f"its input breaks [model.input]: {exc}") from None
-        known = KnownAnswer(tensors["input"], tensors["expected"], atol=ka.atol, rtol=ka.rtol)
+        expected: Any = tensors["expected"]
+        if self.model.output == "tokens":  # the file holds logits; the service serves tokens
+            from vigil.model import next_tokens  # noqa: PLC0415
+
+            try:
+                expected = next_tokens(expected)
+            except InvalidArgument as exc:
+                raise invalid(f'[model].output = "tokens": {exc.message}') from None
+        known = KnownAnswer(tensors["input"], expected, atol=ka.atol, rtol=ka.rtol)
         return known, digest
 
 
@@ -451,7 +470,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "clock_device",
     ),
     "log.seal": ("key", "fss", "every_records", "every_ms"),
-    "model": ("dir", "public_key", "factory", "kwargs", "device", "input"),
+    "model": ("dir", "public_key", "factory", "kwargs", "device", "input", "output"),
     "model.input": ("dtype", "shape", "min", "max"),
     "workers": (
         "standby",
@@ -618,7 +637,21 @@ def _model(t: _Table | None) -> ModelSection:
         kwargs=t.raw_table("kwargs"),
         device=device,
         input=_input(t.table("input")),
+        output=t.choice("output", OUTPUTS, "logits"),
     )
+
+
+def _check_output(config: ServeConfig) -> None:
+    """Token output serves a mapping of two small tensors: a constant fallback (one tensor of
+    ``constant_shape``) cannot stand in for it."""
+    if config.model.output == "tokens" and "constant" in config.supervisor.fallback:
+        raise ServiceConfigError(
+            f'{config.source}: [model].output: "tokens" serves tokens and logprobs; the '
+            'constant fallback answers one tensor: use fallback "last_good" or "none"',
+            diagnostic=D.SERVICE_CONFIG_INCONSISTENT,
+            file=config.source,
+            key="[model].output",
+        )
 
 
 def _input(t: _Table | None) -> InputSection | None:

@@ -101,6 +101,7 @@ class ModelSection:
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     device: str = "cpu"
     input: InputSection | None = None
+    output: str = "logits"  # or "tokens": the greedy next token and its log-probability
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,7 @@ class Service:
                 policy=cfg.to_policy(),
                 deadline_ns=cfg.supervisor.deadline_ns,
                 input_contract=cfg.input_contract(),
+                output_contract=cfg.output_contract(),
                 known_answer=None if known is None else known[0],
             )  # the workers are ready from here on
             if known is not None:
@@ -354,6 +355,7 @@ class Service:
             shm_bytes=w.shm_mb * _MB,
             threads=1 if m.device == "cpu" else None,
             spin_us=w.spin_us,
+            output=m.output,
         )
 
 

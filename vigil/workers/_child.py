@@ -64,6 +64,9 @@ class WorkerSpec:
         shm_bytes: the size of each of the worker's two tensor areas (input, output).
         threads: torch's intra-op threads in the worker (None: torch's default). On a small
             host, 1 keeps the worker's OpenMP threads from spinning against the supervisor's.
+        output: ``"logits"`` serves what the model returns; ``"tokens"`` wraps it in
+            :class:`vigil.model.NextTokens` (the greedy next token and its log-probability,
+            computed in the worker, on the device). The model's digest is the same in both.
         spin_us: both sides poll the pipe without sleeping for up to this long before they
             block (the worker after each answer, the supervisor after each request): a
             blocked process's wake-up costs tens of microseconds on a VM. It trades up to
@@ -81,6 +84,7 @@ class WorkerSpec:
     shm_bytes: int = 16 << 20
     threads: int | None = None
     spin_us: int = 300
+    output: str = "logits"
 
     def __post_init__(self) -> None:
         if (self.factory is None) == (self.model_dir is None):
@@ -103,6 +107,8 @@ class WorkerSpec:
             raise ConfigError(f"WorkerSpec.threads={self.threads!r}: None or >= 1")
         if not isinstance(self.warmup_calls, int) or self.warmup_calls < 0:
             raise ConfigError(f"WorkerSpec.warmup_calls={self.warmup_calls!r}: must be >= 0")
+        if self.output not in ("logits", "tokens"):
+            raise ConfigError(f"WorkerSpec.output={self.output!r}: logits or tokens")
 
 
 def _resolve(name: str) -> Callable[..., Any]:
@@ -116,7 +122,18 @@ def _resolve(name: str) -> Callable[..., Any]:
 
 
 def _build(spec: WorkerSpec) -> tuple[Callable[[Any], Any], bytes, dict[str, Any]]:
-    """In the worker: the model, its digest, and what to report about it."""
+    """In the worker: the model (serving ``spec.output``), its digest, and what to report."""
+    model, digest, about = _build_model(spec)
+    if spec.output == "tokens":
+        from vigil.model import NextTokens  # noqa: PLC0415
+
+        model = NextTokens(model)
+        about = {**about, "output": "tokens"}
+    return model, digest, about
+
+
+def _build_model(spec: WorkerSpec) -> tuple[Callable[[Any], Any], bytes, dict[str, Any]]:
+    """The model as loaded or built, its digest, and what to report about it."""
     from vigil.supervisor import _tensors as T  # noqa: PLC0415
 
     if spec.model_dir is not None:
