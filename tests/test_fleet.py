@@ -28,6 +28,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("duckdb")
 
 from vigil import fleet  # noqa: E402 - after the extras are known to be there
+from vigil.fleet._verified import open_verified  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RING = RingConfig(size=4096 + 8 * (64 << 10), segment_size=64 << 10)
@@ -235,6 +236,19 @@ def test_damaged_log_exports_up_to_the_damage_never_silently(tmp_path: Path) -> 
     assert {r["status"] for r in rows if r["seq"] < 20} == {"chain_valid"}
     counted = fleet.run_sql(kept, "SELECT count(*), max(seq) FROM inferences")["rows"]
     assert counted == [[18, 19]]
+
+
+def test_findings_past_the_limit_are_said_dropped_and_damage_is_the_first(tmp_path: Path) -> None:
+    log = make_log(tmp_path / "a.vigil", 40)
+    _damage(log, 30)
+    _damage(log, 12)
+    vlog = open_verified(str(log), max_findings=1)
+    assert vlog.report.findings_dropped >= 1
+    kinds = [f["kind"] for f in vlog.findings]
+    assert "FINDINGS_DROPPED" in kinds and kinds[-1] == "EXPORT_AFTER_DAMAGE"
+    assert vlog.damage_seq == 12
+    assert vlog.findings[-1]["seq"] == 12
+    assert vlog.authenticated == [] and vlog.tail_from is None  # unsigned: no seals expected
 
 
 # --- 2. DuckDB reports ----------------------------------------------------------------------
