@@ -8,6 +8,7 @@
 #   ALT_OUT=DIR keeps each run's output as DIR/{old,new}.BENCH.N.txt (default: a temporary
 #               folder, printed at the end); bench/alternate_summary.py DIR tabulates the medians.
 #   ALT_RUNS=N  alternations (default 3)
+#   ALT_ONLY="bench_seal.py bench_recover.py"  only these benchmarks
 # The supervisor and append benchmarks (the hot path) run at the sizes of PERFORMANCE.md run L;
 # the others with --quick. A benchmark missing on the old commit is skipped and said so.
 set -u
@@ -36,7 +37,9 @@ args_for() {
 benches=()
 for f in "$new_tree"/bench/bench_*.py; do
   b=$(basename "$f")
-  if [ ! -f "$old_tree/bench/$b" ]; then
+  if [ -n "${ALT_ONLY:-}" ] && [[ " $ALT_ONLY " != *" $b "* ]]; then
+    continue
+  elif [ ! -f "$old_tree/bench/$b" ]; then
     echo "skip $b: not on $old"
   elif ! grep -q -- '--quick' "$f"; then
     echo "skip $b: no --quick"
