@@ -5,6 +5,12 @@ only: ``inferences``, ``transitions``, ``lifecycle``, ``checkpoints``, ``rejecti
 ``annotations`` hold no ``after_damage`` row (``<table>_all`` views hold every exported row),
 and ``logs`` has one row per log with its verdict and findings. The built-in reports
 (:data:`REPORTS`) are plain SQL over those views; ``--sql`` runs the user's own.
+
+At scale a report's cost is the passes over the files, not the SQL: two per-connection
+tables, built by :func:`run_sql` on the first query that names them, let a full report read
+the calls three times instead of six and the (few, scattered) transitions once:
+``transition_rows`` and ``call_groups`` (:data:`SUMMARY`). tests/test_fleet.py keeps the
+plain one-query form of each report as an oracle the shared form must match row for row.
 """
 
 from __future__ import annotations
