@@ -12,15 +12,24 @@ Then, each ``--repeats`` times, as subprocesses on the same logs (page cache war
 Then the DuckDB report: the real export's ``inferences`` and ``transitions`` are replicated
 (in DuckDB, new log ids, seqs and times, ``--logs`` logs) until ``inferences`` holds
 ``--rows`` rows, written with the same layout, and ``vigil.fleet.report`` runs every built-in
-report over it ``--repeats`` times (median, and each report's own median).
+report over it ``--repeats`` times (median, and each report's own median), each time on a
+new connection (opening it counted: ``vigil fleet report`` opens one per run).
 
-    python bench/bench_export.py [--quick] [--calls 10000] [--devices 4] [--rows 5000000]
+``--reports-only`` skips the dump/export timing (the logs are made and exported once, for the
+synthesis); ``--keep DIR`` keeps the synthesized dataset in DIR and, when DIR already holds
+one, reuses it without making logs at all; ``--explain`` prints each report's
+``EXPLAIN ANALYZE`` once. ``--baseline FILE`` also times the views and reports of another
+commit's ``vigil/fleet/_report.py``, alternating with this one's on the same dataset.
+
+    python bench/bench_export.py [--quick] [--calls 10000] [--devices 4] [--rows 10000000]
                                  [--logs 200] [--repeats 3] [--dir DIR]
+                                 [--reports-only] [--keep DIR] [--explain] [--baseline FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -29,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 from vigil import fleet
 
@@ -114,79 +124,133 @@ def synthesize(src: str, dest: str, rows: int, logs: int) -> tuple[int, int, int
     return int(got[0]), int(got[1]), int(got[2])
 
 
+def make_logs_timed(root: str, a: argparse.Namespace) -> list[str]:
+    t0 = time.perf_counter()
+    logs = make_logs(root, a.devices, a.calls)
+    print(f"{a.devices} demo logs of {a.calls} calls in {time.perf_counter() - t0:.1f} s")
+    return logs
+
+
+def export_vs_dump(root: str, logs: list[str], repeats: int) -> None:
+    vigil = [sys.executable, "-m", "vigil"]
+    dump_s, export_s, again_s = [], [], []
+    for r in range(repeats):
+        dump_s.append(
+            sum(run([*vigil, "dump", p, "--format", "jsonl"], f"{p}.jsonl") for p in logs)
+        )
+        ds = os.path.join(root, f"ds{r}")
+        cmd = [*vigil, "export", *logs, "--to", ds, "--device-from", "dir"]
+        export_s.append(run(cmd))
+        again_s.append(run(cmd))
+    summary = json.loads(
+        subprocess.run(
+            [*vigil, "export", *logs, "--to", os.path.join(root, "dsj"), "--json"],
+            check=True,
+            capture_output=True,
+        ).stdout
+    )
+    records = sum(o["rows"] for o in summary["logs"])
+    jsonl = sum(os.path.getsize(f"{p}.jsonl") for p in logs)
+    parquet = sum(
+        os.path.getsize(os.path.join(d, f))
+        for d, _, fs in os.walk(os.path.join(root, "ds0"))
+        for f in fs
+    )
+    med = statistics.median
+    print(f"{records} records; jsonl {jsonl / 1e6:.1f} MB, parquet {parquet / 1e6:.2f} MB")
+    print(f"{'':10} {'median s':>9} {'min':>7} {'max':>7} {'records/s':>10}")
+    for name, xs in (("dump", dump_s), ("export", export_s), ("again", again_s)):
+        print(f"{name:10} {med(xs):9.3f} {min(xs):7.3f} {max(xs):7.3f} {records / med(xs):10.0f}")
+    print(f"export/dump = {med(export_s) / med(dump_s):.2f} (same logs, same run)")
+
+
+def time_reports(big: str, repeats: int, explain: bool, baseline: str | None = None) -> None:
+    """Every built-in report, ``repeats`` times, each time on a new connection; with
+    ``baseline`` (a ``_report.py`` of another commit) its reports too, alternating."""
+    med = statistics.median
+    suites: dict[str, Any] = {"this": fleet}
+    if baseline:
+        spec = importlib.util.spec_from_file_location("baseline_report", baseline)
+        assert spec is not None
+        assert spec.loader is not None
+        suites["baseline"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(suites["baseline"])
+    con = fleet.connect(big)
+    n = con.execute("SELECT count(*) FROM inferences_all").fetchone()[0]
+    files = sum(len(fs) for _, _, fs in os.walk(big))
+    if explain:
+        for name, (_, sql) in fleet.REPORTS.items():
+            print(f"--- EXPLAIN ANALYZE {name}")
+            for row in con.execute("EXPLAIN ANALYZE " + sql).fetchall():
+                print(row[1])
+    con.close()
+    per: dict[str, dict[str, list[float]]] = {
+        s: {k: [] for k in ("connect", *m.REPORTS)} for s, m in suites.items()
+    }
+    total: dict[str, list[float]] = {s: [] for s in suites}
+    for _ in range(repeats):
+        for suite, mod in suites.items():
+            t_all = time.perf_counter()
+            con = mod.connect(big)
+            per[suite]["connect"].append(time.perf_counter() - t_all)
+            for name, (_, sql) in mod.REPORTS.items():
+                t1 = time.perf_counter()
+                mod.run_sql(big, sql, con)
+                per[suite][name].append(time.perf_counter() - t1)
+            total[suite].append(time.perf_counter() - t_all)
+            con.close()
+    for suite in suites:
+        xs = total[suite]
+        print(
+            f"fleet report, {suite} (connect + all {len(fleet.REPORTS)} reports) over {n} "
+            f"inference rows in {files} files: median {med(xs):.2f} s (min {min(xs):.2f}, "
+            f"max {max(xs):.2f}, {repeats} runs)"
+        )
+    print(f"  {'median s':>22}" + "".join(f"{s:>10}" for s in suites))
+    for name in per["this"]:
+        print(f"  {name:22}" + "".join(f"{med(per[s][name]):10.3f}" for s in suites))
+    if baseline:
+        print(f"  this / baseline, all: {med(total['this']) / med(total['baseline']):.2f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small logs, 200 k report rows")
     ap.add_argument("--calls", type=int, default=10_000)
     ap.add_argument("--devices", type=int, default=4)
-    ap.add_argument("--rows", type=int, default=5_000_000)
+    ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--logs", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dir")
+    ap.add_argument("--reports-only", action="store_true", help="skip dump/export timing")
+    ap.add_argument("--keep", metavar="DIR", help="keep (or reuse) the synthesized dataset")
+    ap.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE each report once")
+    ap.add_argument(
+        "--baseline", metavar="FILE", help="a vigil/fleet/_report.py of another commit: alternate"
+    )
     a = ap.parse_args()
     if a.quick:
         a.calls, a.devices, a.rows, a.logs, a.repeats = 400, 2, 200_000, 20, 2
     root = tempfile.mkdtemp(prefix="vigil-bench-export-", dir=a.dir)
     try:
-        t0 = time.perf_counter()
-        logs = make_logs(root, a.devices, a.calls)
-        print(f"{a.devices} demo logs of {a.calls} calls in {time.perf_counter() - t0:.1f} s")
-        vigil = [sys.executable, "-m", "vigil"]
-        dump_s, export_s, again_s = [], [], []
-        for r in range(a.repeats):
-            dump_s.append(
-                sum(run([*vigil, "dump", p, "--format", "jsonl"], f"{p}.jsonl") for p in logs)
-            )
-            ds = os.path.join(root, f"ds{r}")
-            cmd = [*vigil, "export", *logs, "--to", ds, "--device-from", "dir"]
-            export_s.append(run(cmd))
-            again_s.append(run(cmd))
-        summary = json.loads(
-            subprocess.run(
-                [*vigil, "export", *logs, "--to", os.path.join(root, "dsj"), "--json"],
-                check=True,
-                capture_output=True,
-            ).stdout
-        )
-        records = sum(o["rows"] for o in summary["logs"])
-        jsonl = sum(os.path.getsize(f"{p}.jsonl") for p in logs)
-        parquet = sum(
-            os.path.getsize(os.path.join(d, f))
-            for d, _, fs in os.walk(os.path.join(root, "ds0"))
-            for f in fs
-        )
-        med = statistics.median
-        print(f"{records} records; jsonl {jsonl / 1e6:.1f} MB, parquet {parquet / 1e6:.2f} MB")
-        print(f"{'':10} {'median s':>9} {'min':>7} {'max':>7} {'records/s':>10}")
-        for name, xs in (("dump", dump_s), ("export", export_s), ("again", again_s)):
+        big = a.keep or os.path.join(root, "big")
+        if a.keep and os.path.isfile(os.path.join(big, "_vigil_export.json")):
+            print(f"reusing the dataset in {big}")
+        else:
+            logs = make_logs_timed(root, a)
+            if not a.reports_only:
+                export_vs_dump(root, logs, a.repeats)
+            else:
+                vigil = [sys.executable, "-m", "vigil"]
+                ds0 = os.path.join(root, "ds0")
+                run([*vigil, "export", *logs, "--to", ds0, "--device-from", "dir"])
+            t0 = time.perf_counter()
+            n, n_logs, n_devices = synthesize(os.path.join(root, "ds0"), big, a.rows, a.logs)
             print(
-                f"{name:10} {med(xs):9.3f} {min(xs):7.3f} {max(xs):7.3f} {records / med(xs):10.0f}"
+                f"\nsynthesized {n} inference rows, {n_logs} logs of {n_devices} devices, in "
+                f"{time.perf_counter() - t0:.1f} s"
             )
-        print(f"export/dump = {med(export_s) / med(dump_s):.2f} (same logs, same run)")
-
-        big = os.path.join(root, "big")
-        t0 = time.perf_counter()
-        n, n_logs, n_devices = synthesize(os.path.join(root, "ds0"), big, a.rows, a.logs)
-        print(
-            f"\nsynthesized {n} inference rows, {n_logs} logs of {n_devices} devices, in "
-            f"{time.perf_counter() - t0:.1f} s"
-        )
-        per: dict[str, list[float]] = {k: [] for k in fleet.REPORTS}
-        total = []
-        for _ in range(a.repeats):
-            con = fleet.connect(big)
-            t_all = time.perf_counter()
-            for name, (_, sql) in fleet.REPORTS.items():
-                t1 = time.perf_counter()
-                fleet.run_sql(big, sql, con)
-                per[name].append(time.perf_counter() - t1)
-            total.append(time.perf_counter() - t_all)
-        print(
-            f"fleet report (all {len(per)} reports) over {n} rows: median {med(total):.2f} s "
-            f"(min {min(total):.2f}, max {max(total):.2f}, {a.repeats} runs)"
-        )
-        for name, xs in per.items():
-            print(f"  {name:12} {med(xs):7.3f} s")
+        time_reports(big, a.repeats, a.explain, a.baseline)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

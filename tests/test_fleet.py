@@ -28,6 +28,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("duckdb")
 
 from vigil import fleet  # noqa: E402 - after the extras are known to be there
+from vigil.fleet._verified import open_verified  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RING = RingConfig(size=4096 + 8 * (64 << 10), segment_size=64 << 10)
@@ -237,6 +238,19 @@ def test_damaged_log_exports_up_to_the_damage_never_silently(tmp_path: Path) -> 
     assert counted == [[18, 19]]
 
 
+def test_findings_past_the_limit_are_said_dropped_and_damage_is_the_first(tmp_path: Path) -> None:
+    log = make_log(tmp_path / "a.vigil", 40)
+    _damage(log, 30)
+    _damage(log, 12)
+    vlog = open_verified(str(log), max_findings=1)
+    assert vlog.report.findings_dropped >= 1
+    kinds = [f["kind"] for f in vlog.findings]
+    assert "FINDINGS_DROPPED" in kinds and kinds[-1] == "EXPORT_AFTER_DAMAGE"
+    assert vlog.damage_seq == 12
+    assert vlog.findings[-1]["seq"] == 12
+    assert vlog.authenticated == [] and vlog.tail_from is None  # unsigned: no seals expected
+
+
 # --- 2. DuckDB reports ----------------------------------------------------------------------
 
 
@@ -295,6 +309,77 @@ def test_report_answers_the_fleet_questions(fleet_ds: Path) -> None:
     trans = {(x["device"], x["to_state"], x["code"]): x["n"] for x in rows("transitions")}
     assert trans == {("d2", "SAFE_STOP", "DIA-4109"): 1, ("d2", "NORMAL", "DIA-4110"): 1}
     assert [x["verdict"] for x in rows("logs")] == ["INTACT", "INTACT"]
+
+
+# The reports as first written: one plain query each, straight over the views. The built-in
+# reports share passes (a per-connection summary of the calls, the transitions read once) to
+# be fast at scale; they must answer exactly what these answer.
+ORACLES = {
+    "states": """
+        WITH bounds AS (
+            SELECT log_id, any_value(device) AS device, min(real_ns) AS t0, max(real_ns) AS t1
+            FROM (SELECT log_id, device, real_ns FROM inferences
+                  UNION ALL SELECT log_id, device, real_ns FROM transitions)
+            GROUP BY log_id),
+        first_transition AS (
+            SELECT log_id, arg_min(from_state, seq) AS state, min(real_ns) AS t
+            FROM transitions GROUP BY log_id),
+        first_call AS (SELECT log_id, arg_min(state, seq) AS state FROM inferences GROUP BY log_id),
+        steps AS (
+            SELECT t.log_id, t.to_state AS state, t.real_ns AS t_start,
+                   coalesce(lead(t.real_ns) OVER (PARTITION BY t.log_id ORDER BY t.seq), b.t1)
+                       AS t_end
+            FROM transitions t JOIN bounds b USING (log_id)
+            UNION ALL
+            SELECT b.log_id, coalesce(f.state, c.state), b.t0, coalesce(f.t, b.t1)
+            FROM bounds b LEFT JOIN first_transition f USING (log_id)
+                          LEFT JOIN first_call c USING (log_id))
+        SELECT b.device, s.state, round(sum(s.t_end - s.t_start) / 1e9, 3) AS seconds,
+               count(*) AS stretches
+        FROM steps s JOIN bounds b USING (log_id)
+        WHERE s.state IS NOT NULL
+        GROUP BY ALL ORDER BY b.device, s.state""",
+    "transitions": """
+        SELECT device, from_state, to_state,
+               CASE WHEN code = 0 THEN NULL ELSE printf('DIA-%04d', code) END AS code,
+               reason, count(*) AS n, min(time) AS first, max(time) AS last
+        FROM transitions GROUP BY ALL""",
+    "fallback": """
+        SELECT device, left(model_digest, 12) AS model, CAST(time AS DATE) AS day,
+               count(*) AS calls, count(*) FILTER (served_by <> 'PRIMARY') AS not_primary,
+               round(count(*) FILTER (served_by <> 'PRIMARY') / count(*), 4) AS fallback_rate
+        FROM inferences WHERE NOT known_answer GROUP BY ALL""",
+    "safe_stop": """
+        SELECT t.device, t.log_id, t.seq, t.time, t.from_state, t.reason,
+               CASE WHEN t.code = 0 THEN NULL ELSE printf('DIA-%04d', t.code) END AS code,
+               (SELECT string_agg(f.outcome || coalesce(' DIA-' || lpad(CAST(f.code AS
+                       VARCHAR), 4, '0'), ''), ', ' ORDER BY f.seq)
+                FROM (SELECT i.outcome, nullif(i.code, 0) AS code, i.seq FROM inferences i
+                      WHERE i.log_id = t.log_id AND i.seq < t.seq AND i.outcome <> 'OK'
+                        AND i.time >= t.time - INTERVAL 60 SECOND
+                      ORDER BY i.seq DESC LIMIT 20) f) AS preceding_faults
+        FROM transitions t WHERE t.to_state = 'SAFE_STOP'""",
+    "models": """
+        SELECT device, model_digest, min(time) AS first_seen, max(time) AS last_seen,
+               count(*) AS calls,
+               round(count(*) FILTER (WHERE served_by <> 'PRIMARY') / count(*), 4)
+                   AS fallback_rate
+        FROM inferences WHERE model_digest <> repeat('0', 64) GROUP BY ALL""",
+}
+
+
+def test_the_shared_passes_answer_what_the_plain_queries_answer(fleet_ds: Path) -> None:
+    con = fleet.connect(fleet_ds)
+    con.execute("SET TimeZone = 'UTC'")  # the oracle's days are the session's, the report's UTC
+    for name, oracle in ORACLES.items():
+        got = fleet.run_sql(fleet_ds, fleet.REPORTS[name][1], con)
+        want = fleet.run_sql(fleet_ds, oracle, con)
+        assert got["columns"] == want["columns"], name
+        assert sorted(map(repr, got["rows"])) == sorted(map(repr, want["rows"])), name
+        assert got["rows"], name  # the fixture gives every report something to say
+    # the summary is built once per connection and says what the calls say
+    (n,) = fleet.run_sql(fleet_ds, "SELECT sum(calls) FROM call_groups", con)["rows"][0]
+    assert n == fleet.run_sql(fleet_ds, "SELECT count(*) FROM inferences", con)["rows"][0][0]
 
 
 def test_report_cli_sql_json_and_errors(fleet_ds: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -72,6 +72,9 @@ def spark():
     session.stop()
 
 
+# py4j opens gateway connections on demand and keeps them in its pool until the session (shared
+# by the module, stopped at its end) stops: a socket the leak check would name after the test.
+@pytest.mark.leaks
 def test_spark_job_writes_the_same_dataset_as_vigil_export(tmp_path: Path, spark) -> None:
     logs = [make_log(tmp_path / f"d{i}.vigil", 50 + 10 * i, i) for i in range(3)]
     junk = tmp_path / "junk.vigil"

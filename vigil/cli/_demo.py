@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -81,8 +82,7 @@ def plan_for(seed: int, calls: int) -> FaultPlan:
     return plan
 
 
-# Past ruff's size limits: to split (issue 14).
-def run(  # noqa: PLR0915
+def run(
     out: str,
     calls: int,
     seed: int,
@@ -97,68 +97,25 @@ def run(  # noqa: PLR0915
     ``ring``: the log's geometry (default 127 segments of 256 KiB, which 10,000 calls do not
     fill); a small ring wraps, so that verify shows eviction."""
     dev = _device(device)
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, "flight.vigil")
-    if os.path.exists(path):
-        os.remove(path)  # the demo's own output from a previous run
+    path = _fresh_log(out)
     torch.manual_seed(seed)
     loaded = _signed_reference(out, preset, seed)
     reference = loaded.module.to(dev)
-    config: DecoderConfig = reference.config
     fallback = DecoderFallback(reference)
     plan = plan_for(seed, calls)
     primary = FaultyModel(_no_grad(reference), plan)
-    dtype, vocab = config.torch_dtype, config.vocab_size
-    contract = Contract(
-        TensorSpec(shape=(1, TOKENS), dtype=torch.int64, device=dev.type, min=0, max=vocab - 1)
-    )
-    output_contract = Contract(TensorSpec(shape=(1, TOKENS, vocab), dtype=dtype, device=dev.type))
-    frames = torch.randint(0, vocab, (64, 1, TOKENS), device=dev)
-    bad = [  # each rejected by the input contract with its own code
-        torch.full((1, TOKENS), vocab, device=dev),  # an id past the vocabulary
-        torch.full((1, TOKENS), -1, device=dev),  # a negative id
-        frames[0].to(torch.float32),  # float "ids"
-    ]
-    progress = _Progress(calls)
+    inputs = _Inputs.for_model(reference.config, dev)
     start = time.perf_counter()
-    held = 0
-    with Supervisor(
-        primary,
-        log=path,
-        policy=POLICY,
-        deadline_ns=DEADLINE_NS,
-        input_contract=contract,
-        output_contract=output_contract,
-        model_digest=loaded.digest,
-        fallback=[
-            FallbackModel(_no_grad(fallback)),
-            LastGood(200 * MS),
-            Constant(torch.zeros(1, TOKENS, vocab, dtype=dtype, device=dev)),  # uniform
-        ],
-        ring=ring or RingConfig(size=32 << 20, segment_size=256 << 10),
-    ) as sup:
+    with _supervisor(path, primary, fallback, loaded.digest, inputs, ring=ring) as sup:
         artifact = loaded.artifact
         sup.log.annotate(
             "vigil.demo",
             f"{calls} calls, seed {seed}, device {dev}; model {artifact.name} "
             f"{artifact.version} ({preset}), digest {artifact.digest.hex()}",
         )
-        next_frame = time.perf_counter()
-        for i in range(calls):
-            next_frame += FRAME_PERIOD_S
-            time.sleep(max(0.0, next_frame - time.perf_counter()))
-            x = bad[i // 250 % len(bad)] if i % 250 == 249 else frames[i % len(frames)]
-            with contextlib.suppress(InvalidInput, Unavailable):  # both are recorded
-                sup.infer(x)
-            if sup.state is State.SAFE_STOP:
-                held += 1
-                if held == SAFE_STOP_HOLD:
-                    sup.reset("demo operator: the persistent fault was cleared")
-            if i % 50 == 0 or i == calls - 1:
-                progress.show(i + 1, sup)
+        _drive(sup, calls, inputs)
         stats = sup.statistics()
         plan.release()
-    progress.done()
     elapsed = time.perf_counter() - start
     with LogReader(path) as reader:
         report = reader.verify()
@@ -167,7 +124,6 @@ def run(  # noqa: PLR0915
     from vigil.cli import _timeline  # noqa: PLC0415 - matplotlib only when drawing
 
     _timeline.render(path, png, f"vigil demo: {calls} calls on {dev} (seed {seed})")
-    served = stats.served
     model_dir = loaded.artifact.directory
     print(f"vigil demo: wrote {path}, {png} and the signed model {model_dir}")
     print(
@@ -175,20 +131,131 @@ def run(  # noqa: PLR0915
         f"{sum(p.numel() for p in reference.parameters()):,} parameters), "
         f"digest {loaded.digest.hex()[:16]}… in every INFERENCE record"
     )
+    _print_session(calls, elapsed, dev, stats, len(plan.history))
+    # A ring small enough to wrap evicts the session's start (OPENED, its policy): replay
+    # then has nothing to check and says INCONCLUSIVE, which is the truth, not a failure.
+    evicted_start = replayed.verdict == "INCONCLUSIVE" and bool(report.counts.get("EVICTED"))
+    _print_checks(report, replayed, evicted_start)
+    _print_next(path, model_dir)
+    return 0 if report.intact and (replayed.agrees or evicted_start) else 1
+
+
+def _fresh_log(out: str) -> str:
+    """The log's path in ``out`` (created), the demo's own log from a previous run removed."""
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "flight.vigil")
+    if os.path.exists(path):
+        os.remove(path)
+    return path
+
+
+@dataclass
+class _Inputs:
+    """What the demo feeds the decoder and what it promises about it: the input contract
+    (token ids within the vocabulary), the output contract (the logits' shape and dtype), a
+    loop of good frames and the bad inputs sent now and then."""
+
+    contract: Contract
+    output_contract: Contract
+    frames: torch.Tensor
+    bad: list[torch.Tensor]
+    zeros: torch.Tensor  # uniform logits: the last fallback's constant answer
+
+    @classmethod
+    def for_model(cls, config: DecoderConfig, dev: torch.device) -> _Inputs:
+        dtype, vocab = config.torch_dtype, config.vocab_size
+        frames = torch.randint(0, vocab, (64, 1, TOKENS), device=dev)
+        return cls(
+            contract=Contract(
+                TensorSpec(
+                    shape=(1, TOKENS), dtype=torch.int64, device=dev.type, min=0, max=vocab - 1
+                )
+            ),
+            output_contract=Contract(
+                TensorSpec(shape=(1, TOKENS, vocab), dtype=dtype, device=dev.type)
+            ),
+            frames=frames,
+            bad=[  # each rejected by the input contract with its own code
+                torch.full((1, TOKENS), vocab, device=dev),  # an id past the vocabulary
+                torch.full((1, TOKENS), -1, device=dev),  # a negative id
+                frames[0].to(torch.float32),  # float "ids"
+            ],
+            zeros=torch.zeros(1, TOKENS, vocab, dtype=dtype, device=dev),
+        )
+
+    def frame(self, i: int) -> torch.Tensor:
+        """Call ``i``'s input: every 250th a bad one (in turn), else the next frame."""
+        if i % 250 == 249:
+            return self.bad[i // 250 % len(self.bad)]
+        return self.frames[i % len(self.frames)]
+
+
+def _supervisor(
+    path: str,
+    primary: FaultyModel,
+    fallback: DecoderFallback,
+    model_digest: bytes,
+    inputs: _Inputs,
+    *,
+    ring: RingConfig | None,
+) -> Supervisor:
+    """The faulty primary under supervision, with the fallback chain: the decoder's bigram
+    stand-in, the last good answer (200 ms), uniform logits."""
+    return Supervisor(
+        primary,
+        log=path,
+        policy=POLICY,
+        deadline_ns=DEADLINE_NS,
+        input_contract=inputs.contract,
+        output_contract=inputs.output_contract,
+        model_digest=model_digest,
+        fallback=[
+            FallbackModel(_no_grad(fallback)),
+            LastGood(200 * MS),
+            Constant(inputs.zeros),
+        ],
+        ring=ring or RingConfig(size=32 << 20, segment_size=256 << 10),
+    )
+
+
+def _drive(sup: Supervisor, calls: int, inputs: _Inputs) -> None:
+    """Send ``calls`` frames at the frame rate, showing progress; an operator resets the
+    supervisor after it has held SAFE_STOP for SAFE_STOP_HOLD calls."""
+    progress = _Progress(calls)
+    held = 0
+    next_frame = time.perf_counter()
+    for i in range(calls):
+        next_frame += FRAME_PERIOD_S
+        time.sleep(max(0.0, next_frame - time.perf_counter()))
+        with contextlib.suppress(InvalidInput, Unavailable):  # both are recorded
+            sup.infer(inputs.frame(i))
+        if sup.state is State.SAFE_STOP:
+            held += 1
+            if held == SAFE_STOP_HOLD:
+                sup.reset("demo operator: the persistent fault was cleared")
+        if i % 50 == 0 or i == calls - 1:
+            progress.show(i + 1, sup)
+    progress.done()
+
+
+def _print_session(calls: int, elapsed: float, dev: torch.device, stats: Any, faults: int) -> None:
+    """Who answered how many calls, and the latency."""
+    served = stats.served
     print(
         f"  {calls} calls in {elapsed:.1f} s on {dev}: "
         f"{served.get('PRIMARY', 0)} by the primary, {served.get('FALLBACK', 0)} by the "
         f"fallback model, {served.get('LAST_GOOD', 0) + served.get('CONSTANT', 0)} by "
         f"last-good/constant, {stats.rejected} bad inputs rejected; "
-        f"{stats.machine.transitions} transitions, faults injected: {len(plan.history)}"
+        f"{stats.machine.transitions} transitions, faults injected: {faults}"
     )
     print(
         f"  latency p50 {stats.latency_p50_ns / 1e6:.2f} ms, p99 "
         f"{stats.latency_p99_ns / 1e6:.2f} ms (deadline {DEADLINE_NS / 1e6:.0f} ms)"
     )
-    # A ring small enough to wrap evicts the session's start (OPENED, its policy): replay
-    # then has nothing to check and says INCONCLUSIVE, which is the truth, not a failure.
-    evicted_start = replayed.verdict == "INCONCLUSIVE" and bool(report.counts.get("EVICTED"))
+
+
+def _print_checks(report: Any, replayed: Any, evicted_start: bool) -> None:
+    """What verify and replay said of the log."""
     print(
         f"  verify: {'INTACT' if report.intact else 'NOT INTACT'} ({report.records} records"
         + (
@@ -202,6 +269,10 @@ def run(  # noqa: PLR0915
         + (", the session's policy left the ring with its start" if evicted_start else "")
         + ")"
     )
+
+
+def _print_next(path: str, model_dir: str) -> None:
+    """The commands to try on what the demo wrote."""
     vigil = _command_name()
     print("  next:")
     print(f"    {vigil} verify {path}")
@@ -209,7 +280,6 @@ def run(  # noqa: PLR0915
     print(f"    {vigil} dump {path} --type transition")
     print(f"    {vigil} inspect {path}")
     print(f"    {vigil} model verify {model_dir} --pubkey {model_dir}-signer.pub")
-    return 0 if report.intact and (replayed.agrees or evicted_start) else 1
 
 
 def _signed_reference(out: str, preset: str, seed: int) -> Any:

@@ -4,7 +4,8 @@ it, and every non-OK outcome, with the transitions marked. Drawn from the log al
 from __future__ import annotations
 
 import os
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from vigil.auditlog import LogReader
 from vigil.schemas import CallFlags, Outcome, RecordType, ServedBy, State
@@ -25,20 +26,57 @@ _SERVED_COLOR = {
 }
 
 
-# Past ruff's size limits: to split (issue 14).
-def render(log_path: str | os.PathLike[str], png_path: str | os.PathLike[str], title: str) -> None:  # noqa: PLR0912, PLR0915
-    """Write ``png_path`` from the flight log at ``log_path``."""
+def render(log_path: str | os.PathLike[str], png_path: str | os.PathLike[str], title: str) -> None:
+    """Write ``png_path`` from the flight log at ``log_path`` (nothing when it holds no call)."""
     import matplotlib  # noqa: PLC0415 - heavy, and only the demo draws
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
-    from matplotlib.patches import Rectangle  # noqa: PLC0415
 
-    calls: list[tuple[float, float, ServedBy, Outcome]] = []
-    rejected: list[float] = []
-    changes: list[tuple[float, State, str]] = []
+    tl = _read(log_path)
+    if not tl.calls:
+        return
+    end = tl.calls[-1].t
+    fig, (ax_state, ax_lat, ax_out) = plt.subplots(
+        3, 1, figsize=(12, 7.5), sharex=True, gridspec_kw={"height_ratios": [1, 2.2, 1.3]}
+    )
+    _draw_states(ax_state, tl, end)
+    _draw_latency(ax_lat, tl.calls)
+    _draw_outcomes(ax_out, tl.calls, tl.rejected)
+    _mark_transitions((ax_state, ax_lat, ax_out), tl.changes, end)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+
+
+class _Call(NamedTuple):
+    t: float  # seconds since the first record drawn
+    latency_ms: float
+    served_by: ServedBy
+    outcome: Outcome
+
+
+class _Change(NamedTuple):
+    t: float
+    to_state: State
+    code: str  # "DIA-nnnn"
+
+
+@dataclass
+class _Timeline:
+    """What the picture shows, read from the log: the calls (known-answer probes left out),
+    the rejected inputs' times, the transitions, and the state before the first of them."""
+
+    calls: list[_Call] = field(default_factory=list)
+    rejected: list[float] = field(default_factory=list)
+    changes: list[_Change] = field(default_factory=list)
+    first_state: State = State.NORMAL
+
+
+def _read(log_path: str | os.PathLike[str]) -> _Timeline:
+    tl = _Timeline()
     t0: int | None = None
-    first_state = State.NORMAL
     with LogReader(log_path) as reader:
         for rec in reader.records(
             types=(RecordType.INFERENCE, RecordType.TRANSITION, RecordType.REJECTED)
@@ -50,27 +88,28 @@ def render(log_path: str | os.PathLike[str], png_path: str | os.PathLike[str], t
             if rec.type is RecordType.INFERENCE:
                 if b["flags"] & CallFlags.KNOWN_ANSWER:
                     continue
-                if not calls and not changes:
-                    first_state = b["state"]
-                calls.append((t, max(b["latency_ns"], 1) / 1e6, b["served_by"], b["outcome"]))
+                if not tl.calls and not tl.changes:
+                    tl.first_state = b["state"]
+                latency_ms = max(b["latency_ns"], 1) / 1e6
+                tl.calls.append(_Call(t, latency_ms, b["served_by"], b["outcome"]))
             elif rec.type is RecordType.REJECTED:
-                rejected.append(t)
+                tl.rejected.append(t)
             else:
-                changes.append((t, b["to_state"], f"DIA-{b['code']:04d}"))
-    if not calls:
-        return
-    end = calls[-1][0]
-    fig, (ax_state, ax_lat, ax_out) = plt.subplots(
-        3, 1, figsize=(12, 7.5), sharex=True, gridspec_kw={"height_ratios": [1, 2.2, 1.3]}
-    )
-    # state over time
-    points = [(0.0, first_state), *[(t, s) for t, s, _ in changes]]
+                tl.changes.append(_Change(t, b["to_state"], f"DIA-{b['code']:04d}"))
+    return tl
+
+
+def _draw_states(ax: Any, tl: _Timeline, end: float) -> None:
+    """The top band: the state over time, one colour each, with its legend."""
+    from matplotlib.patches import Rectangle  # noqa: PLC0415
+
+    points = [(0.0, tl.first_state), *[(c.t, c.to_state) for c in tl.changes]]
     for (t, s), nxt in zip(points, [*points[1:], (end, None)], strict=True):
-        ax_state.axvspan(t, nxt[0], color=_STATE_COLOR.get(s, "#999999"), alpha=0.85, lw=0)
-    ax_state.set_yticks([])
-    ax_state.set_ylabel("state")
+        ax.axvspan(t, nxt[0], color=_STATE_COLOR.get(s, "#999999"), alpha=0.85, lw=0)
+    ax.set_yticks([])
+    ax.set_ylabel("state")
     handles = [Rectangle((0, 0), 1, 1, color=c) for c in _STATE_COLOR.values()]
-    ax_state.legend(
+    ax.legend(
         handles,
         [s.name for s in _STATE_COLOR],
         ncol=4,
@@ -78,39 +117,50 @@ def render(log_path: str | os.PathLike[str], png_path: str | os.PathLike[str], t
         fontsize=8,
         framealpha=0.9,
     )
-    # latency by who served
+
+
+def _draw_latency(ax: Any, calls: list[_Call]) -> None:
+    """The middle band: every call's latency (log scale), coloured by who served it."""
     for served, color in _SERVED_COLOR.items():
-        xs = [c[0] for c in calls if c[2] is served]
+        xs = [c.t for c in calls if c.served_by is served]
         if xs:
-            ax_lat.scatter(
+            ax.scatter(
                 xs,
-                [c[1] for c in calls if c[2] is served],
+                [c.latency_ms for c in calls if c.served_by is served],
                 s=4,
                 color=color,
                 label=f"{served.name.lower()} ({len(xs)})",
             )
-    ax_lat.set_yscale("log")
-    ax_lat.set_ylabel("latency (ms)")
-    ax_lat.legend(loc="upper right", fontsize=8, markerscale=3)
-    # what went wrong
-    bad = sorted({c[3] for c in calls if c[3] not in (Outcome.OK,)}, key=int)
+    ax.set_yscale("log")
+    ax.set_ylabel("latency (ms)")
+    ax.legend(loc="upper right", fontsize=8, markerscale=3)
+
+
+def _draw_outcomes(ax: Any, calls: list[_Call], rejected: list[float]) -> None:
+    """The bottom band: one row per non-OK outcome that occurred, and one for bad inputs."""
+    bad = sorted({c.outcome for c in calls if c.outcome is not Outcome.OK}, key=int)
     for row, outcome in enumerate(bad):
-        xs = [c[0] for c in calls if c[3] is outcome]
-        ax_out.scatter(xs, [row] * len(xs), s=10, marker="|")
+        xs = [c.t for c in calls if c.outcome is outcome]
+        ax.scatter(xs, [row] * len(xs), s=10, marker="|")
     if rejected:
-        ax_out.scatter(rejected, [len(bad)] * len(rejected), s=10, marker="x", color="#c62828")
-    ax_out.set_yticks(
+        ax.scatter(rejected, [len(bad)] * len(rejected), s=10, marker="x", color="#c62828")
+    ax.set_yticks(
         range(len(bad) + bool(rejected)),
         [o.name.lower() for o in bad] + (["bad input"] if rejected else []),
         fontsize=8,
     )
-    ax_out.set_xlabel("seconds since the first call")
+    ax.set_xlabel("seconds since the first call")
+
+
+def _mark_transitions(axes: tuple[Any, ...], changes: list[_Change], end: float) -> None:
+    """A line through every band at each transition, its code written in the state band
+    (skipping a label that would overlap the one before)."""
     labelled = -1.0
     for t, _, code in changes:
-        for ax in (ax_state, ax_lat, ax_out):
+        for ax in axes:
             ax.axvline(t, color="#333333", lw=0.6, alpha=0.5)
-        if t - labelled > end / 60:  # skip labels that would overlap the previous one
-            ax_state.annotate(
+        if t - labelled > end / 60:
+            axes[0].annotate(
                 code,
                 (t, 0.5),
                 xycoords=("data", "axes fraction"),
@@ -120,7 +170,3 @@ def render(log_path: str | os.PathLike[str], png_path: str | os.PathLike[str], t
                 ha="right",
             )
             labelled = t
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)

@@ -5,6 +5,12 @@ only: ``inferences``, ``transitions``, ``lifecycle``, ``checkpoints``, ``rejecti
 ``annotations`` hold no ``after_damage`` row (``<table>_all`` views hold every exported row),
 and ``logs`` has one row per log with its verdict and findings. The built-in reports
 (:data:`REPORTS`) are plain SQL over those views; ``--sql`` runs the user's own.
+
+At scale a report's cost is the passes over the files, not the SQL: two per-connection
+tables, built by :func:`run_sql` on the first query that names them, let a full report read
+the calls three times instead of six and the (few, scattered) transitions once:
+``transition_rows`` and ``call_groups`` (:data:`SUMMARY`). tests/test_fleet.py keeps the
+plain one-query form of each report as an oracle the shared form must match row for row.
 """
 
 from __future__ import annotations
@@ -27,30 +33,57 @@ _DUCK = {
     "bool": "BOOLEAN",
     "timestamp": "TIMESTAMPTZ",
 }
-_NOT_PRIMARY = "served_by <> 'PRIMARY'"
+_DAY_NS = 86_400 * 10**9
+
+SUMMARY = "call_groups"
+"""A per-connection summary of ``inferences``, built on the first query that names it."""
+CHANGES = "transition_rows"
+"""The verified ``transitions``, read once per connection into memory (few rows, many files)."""
+_CACHED = {
+    CHANGES: f"CREATE TEMP TABLE IF NOT EXISTS {CHANGES} AS SELECT * FROM transitions",
+    SUMMARY: f"""
+CREATE TEMP TABLE IF NOT EXISTS {SUMMARY} AS
+SELECT log_id, device, model_digest, real_ns // {_DAY_NS} AS utc_day, known_answer,
+       served_by <> 'PRIMARY' AS not_primary,
+       count(*) AS calls, min(real_ns) AS first_ns, max(real_ns) AS last_ns,
+       min(time) AS first_time, max(time) AS last_time,
+       min(seq) AS first_seq, arg_min(state, seq) AS first_state
+FROM inferences GROUP BY ALL
+""",
+}
+# One pass over the calls answers three reports: ``states`` (each log's first and last call
+# and its first state), ``fallback`` (calls per device, model and UTC day) and ``models``.
+# A group is one log, model digest, UTC day, known-answer flag and primary-or-not: a few rows
+# per log and day, so the reports read thousands of rows, not millions.
 
 REPORTS: dict[str, tuple[str, str]] = {
     "states": (
         "time in each state, per device (seconds), from the transitions' timeline",
-        """
-        WITH bounds AS (
-            SELECT log_id, any_value(device) AS device, min(real_ns) AS t0, max(real_ns) AS t1
-            FROM (SELECT log_id, device, real_ns FROM inferences
-                  UNION ALL SELECT log_id, device, real_ns FROM transitions)
-            GROUP BY log_id),
-        first_transition AS (
-            SELECT log_id, arg_min(from_state, seq) AS state, min(real_ns) AS t
-            FROM transitions GROUP BY log_id),
-        first_call AS (SELECT log_id, arg_min(state, seq) AS state FROM inferences GROUP BY log_id),
+        f"""
+        WITH changes AS (SELECT log_id, device, seq, real_ns, from_state, to_state FROM {CHANGES}),
+        calls AS (
+            SELECT log_id, any_value(device) AS device, min(first_ns) AS t0,
+                   max(last_ns) AS t1, arg_min(first_state, first_seq) AS state
+            FROM {SUMMARY} GROUP BY log_id),
+        changed AS (
+            SELECT log_id, any_value(device) AS device, min(real_ns) AS t0,
+                   max(real_ns) AS t1, arg_min(from_state, seq) AS state
+            FROM changes GROUP BY log_id),
+        bounds AS MATERIALIZED (
+            SELECT log_id, coalesce(c.device, x.device) AS device,
+                   least(coalesce(c.t0, x.t0), coalesce(x.t0, c.t0)) AS t0,
+                   greatest(coalesce(c.t1, x.t1), coalesce(x.t1, c.t1)) AS t1,
+                   x.state AS before_first_change, x.t0 AS first_change, c.state AS first_call
+            FROM calls c FULL JOIN changed x USING (log_id)),
         steps AS (
             SELECT t.log_id, t.to_state AS state, t.real_ns AS t_start,
                    coalesce(lead(t.real_ns) OVER (PARTITION BY t.log_id ORDER BY t.seq), b.t1)
                        AS t_end
-            FROM transitions t JOIN bounds b USING (log_id)
+            FROM changes t JOIN bounds b USING (log_id)
             UNION ALL
-            SELECT b.log_id, coalesce(f.state, c.state), b.t0, coalesce(f.t, b.t1)
-            FROM bounds b LEFT JOIN first_transition f USING (log_id)
-                          LEFT JOIN first_call c USING (log_id))
+            SELECT log_id, coalesce(before_first_change, first_call), t0,
+                   coalesce(first_change, t1)
+            FROM bounds)
         SELECT b.device, s.state, round(sum(s.t_end - s.t_start) / 1e9, 3) AS seconds,
                count(*) AS stretches
         FROM steps s JOIN bounds b USING (log_id)
@@ -60,20 +93,23 @@ REPORTS: dict[str, tuple[str, str]] = {
     ),
     "transitions": (
         "state transitions by device, states, code and reason",
-        """
+        f"""
         SELECT device, from_state, to_state,
                CASE WHEN code = 0 THEN NULL ELSE printf('DIA-%04d', code) END AS code,
                reason, count(*) AS n, min(time) AS first, max(time) AS last
-        FROM transitions GROUP BY ALL ORDER BY device, n DESC, from_state, to_state
+        FROM {CHANGES} GROUP BY ALL ORDER BY device, n DESC, from_state, to_state
         """,
     ),
     "fallback": (
-        "fallback rate per device, model digest and day (calls not served by the primary)",
+        "fallback rate per device, model digest and UTC day (calls not served by the primary)",
         f"""
-        SELECT device, left(model_digest, 12) AS model, CAST(time AS DATE) AS day,
-               count(*) AS calls, count(*) FILTER ({_NOT_PRIMARY}) AS not_primary,
-               round(count(*) FILTER ({_NOT_PRIMARY}) / count(*), 4) AS fallback_rate
-        FROM inferences WHERE NOT known_answer
+        SELECT device, left(model_digest, 12) AS model,
+               DATE '1970-01-01' + CAST(utc_day AS INTEGER) AS day,
+               CAST(sum(calls) AS BIGINT) AS calls,
+               CAST(coalesce(sum(calls) FILTER (not_primary), 0) AS BIGINT) AS not_primary,
+               round(coalesce(sum(calls) FILTER (not_primary), 0) / sum(calls), 4)
+                   AS fallback_rate
+        FROM {SUMMARY} WHERE NOT known_answer
         GROUP BY ALL ORDER BY device, day, model
         """,
     ),
@@ -90,27 +126,36 @@ REPORTS: dict[str, tuple[str, str]] = {
     ),
     "safe_stop": (
         "SAFE_STOP incidents with the faults (non-OK outcomes) of the 60 s before them",
-        """
+        f"""
+        WITH stops AS MATERIALIZED (
+            SELECT device, log_id, seq, time, from_state, reason, code
+            FROM {CHANGES} WHERE to_state = 'SAFE_STOP'),
+        faults AS (
+            SELECT s.log_id, s.seq AS stop_seq, i.seq, i.outcome, nullif(i.code, 0) AS code,
+                   row_number() OVER (PARTITION BY s.log_id, s.seq ORDER BY i.seq DESC) AS k
+            FROM stops s JOIN inferences i
+              ON i.log_id = s.log_id AND i.seq < s.seq AND i.outcome <> 'OK'
+                 AND i.time >= s.time - INTERVAL 60 SECOND),
+        preceding AS (
+            SELECT log_id, stop_seq,
+                   string_agg(outcome || coalesce(' DIA-' || lpad(CAST(code AS VARCHAR), 4,
+                              '0'), ''), ', ' ORDER BY seq) AS faults
+            FROM faults WHERE k <= 20 GROUP BY ALL)
         SELECT t.device, t.log_id, t.seq, t.time, t.from_state, t.reason,
                CASE WHEN t.code = 0 THEN NULL ELSE printf('DIA-%04d', t.code) END AS code,
-               (SELECT string_agg(f.outcome || coalesce(' DIA-' || lpad(CAST(f.code AS
-                       VARCHAR), 4, '0'), ''), ', ' ORDER BY f.seq)
-                FROM (SELECT i.outcome, nullif(i.code, 0) AS code, i.seq FROM inferences i
-                      WHERE i.log_id = t.log_id AND i.seq < t.seq AND i.outcome <> 'OK'
-                        AND i.time >= t.time - INTERVAL 60 SECOND
-                      ORDER BY i.seq DESC LIMIT 20) f) AS preceding_faults
-        FROM transitions t WHERE t.to_state = 'SAFE_STOP'
+               p.faults AS preceding_faults
+        FROM stops t LEFT JOIN preceding p ON p.log_id = t.log_id AND p.stop_seq = t.seq
         ORDER BY t.time
         """,
     ),
     "models": (
         "model digests in service over time, per device",
-        """
-        SELECT device, model_digest, min(time) AS first_seen, max(time) AS last_seen,
-               count(*) AS calls,
-               round(count(*) FILTER (WHERE served_by <> 'PRIMARY') / count(*), 4)
+        f"""
+        SELECT device, model_digest, min(first_time) AS first_seen, max(last_time) AS last_seen,
+               CAST(sum(calls) AS BIGINT) AS calls,
+               round(coalesce(sum(calls) FILTER (not_primary), 0) / sum(calls), 4)
                    AS fallback_rate
-        FROM inferences WHERE model_digest <> repeat('0', 64)
+        FROM {SUMMARY} WHERE model_digest <> repeat('0', 64)
         GROUP BY ALL ORDER BY device, first_seen
         """,
     ),
@@ -177,13 +222,16 @@ def connect(dest: str | os.PathLike[str]) -> Any:
 
 
 def _views(con: Any, root: Path) -> None:
+    # Every report reads the same files again: keep their footers after the first read.
+    con.execute("SET parquet_metadata_cache = true")
     for table, cols in (*TABLES.items(), ("logs", ())):
-        files = sorted(root.glob(f"{table}/log=*/**/*.parquet"))
         declared = LOGS if table == "logs" else COMMON + cols
-        if files:
+        if next(root.glob(f"{table}/log=*/**/*.parquet"), None) is not None:
             glob = str(root / table / "**" / "*.parquet").replace("'", "''")
             names = ", ".join(n for n, _ in declared)
-            source = f"SELECT {names} FROM read_parquet('{glob}', union_by_name = true)"
+            # Columns are matched by name in every file (all of one schema version carry
+            # them all): no union_by_name, which reads every file's schema at each query.
+            source = f"SELECT {names} FROM read_parquet('{glob}')"
         else:
             source = _empty(declared)
         if table == "logs":
@@ -204,6 +252,9 @@ def run_sql(dest: str | os.PathLike[str], sql: str, con: Any = None) -> dict[str
     con = con if con is not None else connect(dest)
     duckdb = need("duckdb")
     try:
+        for name, ddl in _CACHED.items():
+            if name in sql:
+                con.execute(ddl)
         cur = con.execute(sql)
         columns = [d[0] for d in cur.description] if cur.description else []
         rows = [list(r) for r in cur.fetchall()]

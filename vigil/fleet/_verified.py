@@ -248,10 +248,21 @@ def _device(reader: LogReader, report: VerifyReport) -> str | None:
     return None
 
 
-# Past ruff's size limits: to split (issue 14).
-def _classify(vlog: VerifiedLog, reader: LogReader) -> VerifiedLog:  # noqa: PLR0912
+def _classify(vlog: VerifiedLog, reader: LogReader) -> VerifiedLog:
     """Fill in where damage starts, what is authenticated and where the tail begins."""
-    geo, report = reader.geometry, vlog.report
+    report = vlog.report
+    damage = _damage_seq(report, reader)
+    authenticated, tail_from = _seal_coverage(report)
+    vlog.damage_seq, vlog.authenticated, vlog.tail_from = damage, authenticated, tail_from
+    vlog.findings = _findings(report, damage)
+    return vlog
+
+
+def _damage_seq(report: VerifyReport, reader: LogReader) -> int | None:
+    """The first seq the verifier's unexpected findings reach (a finding without a seq placed
+    by its segment, or by its offset in the ring); the log's first seq when some findings were
+    dropped and none could be placed; None when nothing is damaged."""
+    geo = reader.geometry
     damage: int | None = None
     for f in report.findings:
         if f.expected:
@@ -267,17 +278,30 @@ def _classify(vlog: VerifiedLog, reader: LogReader) -> VerifiedLog:  # noqa: PLR
             damage = seq if damage is None else min(damage, seq)
     if report.findings_dropped and not report.intact and damage is None:
         damage = report.first_seq  # damage we could not place: trust nothing
+    return damage
+
+
+def _seal_coverage(report: VerifyReport) -> tuple[list[tuple[int, int]], int | None]:
+    """The seq ranges a checked signature or tag vouches for, and the first seq past the last
+    sealed stretch when the log is expected to be sealed (its unsealed tail; None: none)."""
     seals = report.seals
+    if seals is None:
+        return [], None
     authenticated: list[tuple[int, int]] = []
+    if seals.signatures_checked or seals.tags_checked:
+        authenticated = [(a, b) for _, a, b, _, ok in seals.stretches if ok]
     tail_from = None
-    if seals is not None:
-        if seals.signatures_checked or seals.tags_checked:
-            authenticated = [(a, b) for _, a, b, _, ok in seals.stretches if ok]
-        if seals.expected and report.last_seq is not None:
-            covered = max((b for _, _, b, _, _ in seals.stretches), default=None)
-            start = covered + 1 if covered is not None else report.first_seq
-            if start is not None and start <= report.last_seq:
-                tail_from = start
+    if seals.expected and report.last_seq is not None:
+        covered = max((b for _, _, b, _, _ in seals.stretches), default=None)
+        start = covered + 1 if covered is not None else report.first_seq
+        if start is not None and start <= report.last_seq:
+            tail_from = start
+    return authenticated, tail_from
+
+
+def _findings(report: VerifyReport, damage: int | None) -> list[dict[str, Any]]:
+    """The verifier's findings as the ``logs`` table lists them, with one for the findings
+    it dropped and one saying from which seq nothing is exported as verified."""
     findings = [f.to_json() for f in report.findings]
     if report.findings_dropped:
         findings.append(
@@ -299,6 +323,4 @@ def _classify(vlog: VerifiedLog, reader: LogReader) -> VerifiedLog:  # noqa: PLR
                 "expected": False,
             }
         )
-    vlog.damage_seq, vlog.authenticated, vlog.tail_from = damage, authenticated, tail_from
-    vlog.findings = findings
-    return vlog
+    return findings

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 from vigil import _diagnostics as D
-from vigil.auditlog import FlightRecorder, LogReader
+from vigil.auditlog import FlightRecorder, LogReader, LogRecord
 from vigil.errors import LogError
 from vigil.fsm import Policy, Snapshot
 from vigil.schemas import LifecycleEvent, RecordType, State
@@ -26,8 +27,10 @@ from vigil.schemas import LifecycleEvent, RecordType, State
 _FAILED = {D.PROBE_FAILED.number, D.RECOVERY_TIMEOUT.number}
 
 
-# Past ruff's size limits: to split (issue 14).
-def restore_snapshot(  # noqa: PLR0912
+_READ = (RecordType.TRANSITION, RecordType.INFERENCE, RecordType.LIFECYCLE, RecordType.ANNOTATION)
+
+
+def restore_snapshot(
     log: str | os.PathLike[str] | FlightRecorder, policy: Policy, now_real_ns: int
 ) -> tuple[Snapshot, dict[str, Any]]:
     """The state and failed-recovery history to resume with, and what was found.
@@ -41,63 +44,83 @@ def restore_snapshot(  # noqa: PLR0912
     horizon = now_real_ns - policy.failed_recovery_period_ns
     try:
         with LogReader(path) as reader:
-            records = list(
-                reader.tail(
-                    since_real_ns=horizon,
-                    min_segments=2,
-                    types=(
-                        RecordType.TRANSITION,
-                        RecordType.INFERENCE,
-                        RecordType.LIFECYCLE,
-                        RecordType.ANNOTATION,
-                    ),
-                )
-            )
+            records = list(reader.tail(since_real_ns=horizon, min_segments=2, types=_READ))
     except LogError as exc:
         return Snapshot(), {"restored_from": None, "unreadable": exc.code}
-    state: State | None = None
-    failed: list[int] = []  # CLOCK_REALTIME of each failed recovery or unclean restart
-    open_session = False
-    after_unclosed = False  # the last OPENED came while the session before it was open
-    in_a_row = 0
+    history = _History()
     for rec in records:
-        body = rec.body
-        if rec.type is RecordType.TRANSITION:
-            state = body["to_state"]
-            code = body["code"]
-            if code in _FAILED or (
-                code == D.TRIP_FATAL.number and body["from_state"] is State.RECOVERING
-            ):
-                failed.append(rec.real_ns)
-                in_a_row += 1
-            elif code in (D.RECOVERED.number, D.OPERATOR_RESET.number):
-                in_a_row = 0
-                if code == D.OPERATOR_RESET.number:
-                    failed.clear()
-        elif rec.type is RecordType.INFERENCE:
-            state = body["state"]
-        elif rec.type is RecordType.LIFECYCLE:
-            if body["event"] is LifecycleEvent.OPENED:
-                after_unclosed = open_session
-                if open_session:  # the previous session never closed: a crash
-                    failed.append(rec.real_ns)
-                open_session = True
-            elif body["event"] is LifecycleEvent.CLOSED:  # not model events (MODEL_LOADED...)
-                open_session = False
-        elif body.get("key") == "vigil.restore":
-            carried = json.loads(body["text"])
-            failed = [rec.real_ns - age for age in carried.get("failed_recovery_ages_ns", [])]
-            in_a_row = carried.get("failed_in_a_row", 0)
-            state = State[carried["state"]]
+        history.read(rec)
     # the last session of the log did not close: this start is a restart -- unless the log
     # was handed over open, when that last session is this very start (its own OPENED), and
     # the restart was unclean only if the session before that OPENED never closed
     handed_over = isinstance(log, FlightRecorder)
-    unclean = after_unclosed if handed_over else open_session
-    if open_session and not handed_over:
-        failed.append(now_real_ns)
-    if state is None or not isinstance(state, State) or state is State.UNKNOWN:
-        state = State.NORMAL
-    recent = tuple(sorted(now_real_ns - t for t in failed if t >= horizon))
+    unclean = history.after_unclosed if handed_over else history.open_session
+    if history.open_session and not handed_over:
+        history.failed.append(now_real_ns)
     found = {"restored_from": path, "records_read": len(records), "unclean_restart": unclean}
-    return Snapshot(state, recent, in_a_row), found
+    return history.snapshot(now_real_ns, horizon), found
+
+
+@dataclass
+class _History:
+    """What the records read so far say: the last state, the failed recoveries, the sessions."""
+
+    state: State | None = None
+    failed: list[int] = field(default_factory=list)  # CLOCK_REALTIME of each failed recovery
+    in_a_row: int = 0
+    open_session: bool = False
+    after_unclosed: bool = False  # the last OPENED came while the session before it was open
+
+    def read(self, rec: LogRecord) -> None:
+        """Take in one record, oldest first."""
+        if rec.type is RecordType.TRANSITION:
+            self._transition(rec)
+        elif rec.type is RecordType.INFERENCE:
+            self.state = rec.body["state"]
+        elif rec.type is RecordType.LIFECYCLE:
+            self._lifecycle(rec)
+        elif rec.body.get("key") == "vigil.restore":
+            self._carried(rec)
+
+    def _transition(self, rec: LogRecord) -> None:
+        """A state change: its destination is the state; a failed recovery counts, a recovery
+        ends the run of failures, an operator reset forgets them."""
+        body = rec.body
+        self.state = body["to_state"]
+        code = body["code"]
+        if code in _FAILED or (
+            code == D.TRIP_FATAL.number and body["from_state"] is State.RECOVERING
+        ):
+            self.failed.append(rec.real_ns)
+            self.in_a_row += 1
+        elif code in (D.RECOVERED.number, D.OPERATOR_RESET.number):
+            self.in_a_row = 0
+            if code == D.OPERATOR_RESET.number:
+                self.failed.clear()
+
+    def _lifecycle(self, rec: LogRecord) -> None:
+        """An OPENED while the previous session is still open is a crash, and counts."""
+        event = rec.body["event"]
+        if event is LifecycleEvent.OPENED:
+            self.after_unclosed = self.open_session
+            if self.open_session:
+                self.failed.append(rec.real_ns)
+            self.open_session = True
+        elif event is LifecycleEvent.CLOSED:  # not model events (MODEL_LOADED...)
+            self.open_session = False
+
+    def _carried(self, rec: LogRecord) -> None:
+        """A ``vigil.restore`` annotation: the previous session's restored history."""
+        carried = json.loads(rec.body["text"])
+        self.failed = [rec.real_ns - age for age in carried.get("failed_recovery_ages_ns", [])]
+        self.in_a_row = carried.get("failed_in_a_row", 0)
+        self.state = State[carried["state"]]
+
+    def snapshot(self, now_real_ns: int, horizon: int) -> Snapshot:
+        """The snapshot to resume with: NORMAL when no state was read, the failures within
+        the policy's period as ages."""
+        state = self.state
+        if state is None or not isinstance(state, State) or state is State.UNKNOWN:
+            state = State.NORMAL
+        recent = tuple(sorted(now_real_ns - t for t in self.failed if t >= horizon))
+        return Snapshot(state, recent, self.in_a_row)
