@@ -246,8 +246,9 @@ class Rig:
 
     def to_state(self, state: State) -> None:
         self.fresh_plan()
-        if self.sup.state is not State.NORMAL:
-            self.sup.reset("safety matrix: the next run starts in NORMAL")
+        # always, even in NORMAL: the reset also empties the failure/slow-rate window, so
+        # that no run sees the calls of the runs before it
+        self.sup.reset("safety matrix: the next run starts in NORMAL")
         if state is State.NORMAL:
             return
         self.trip()
@@ -437,9 +438,8 @@ def run_matrix(
                     continue
                 if progress:
                     progress(f"{isolation} {cls}")
-                # DEVICE_FATAL cannot be reset; SLOW calls stay in the slow-rate window
-                # across an operator reset (each run would see the earlier runs' calls).
-                fresh = cls in ("device_fatal", "slow") and isolation != "process"
+                # DEVICE_FATAL in process cannot be reset (only a fresh process runs it again)
+                fresh = cls == "device_fatal" and isolation != "process"
                 own = _rig(root, f"{cls}-{isolation}", isolation) if pooled is None else None
                 with own or contextlib.nullcontext() as mine:
                     shared = pooled or mine
