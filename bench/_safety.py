@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from vigil import _diagnostics as D
-from vigil.auditlog import LogReader, RingConfig, SystemClock
+from vigil.auditlog import FlightRecorder, LogReader, RingConfig, SystemClock
 from vigil.errors import VigilError
 from vigil.fsm import Policy
 from vigil.schemas import (
@@ -86,7 +86,17 @@ WORKER_FAULTS = {
     "worker_exit": "the worker process exits mid-call (os._exit)",
     "worker_sigstop": "the worker process is SIGSTOPped (frozen)",
 }
-CLASSES = (*MODEL_FAULTS, *WORKER_FAULTS)
+# bench/_safety_more.py: faults that are not of one model call (load, start, clock, log...)
+EXTRA_CLASSES = (
+    "tampered_load",
+    "tampered_reload",
+    "worker_start",
+    "supervisor_kill",
+    "clock_back",
+    "log_eio",
+    "log_truncated",
+)
+CLASSES = (*MODEL_FAULTS, *WORKER_FAULTS, *EXTRA_CLASSES)
 NOT_APPLICABLE = {
     ("worker_sigkill", "inline"): "no worker process: the model runs in the caller's process",
     ("worker_sigkill", "thread"): "no worker process: a thread cannot be killed alone",
@@ -187,13 +197,20 @@ class Rig:
     """One supervisor for one (class, isolation): states reached by real calls, faults
     injected by the toolkit, records read back from the log."""
 
-    def __init__(self, root: Path, name: str, isolation: str, pool: WorkerPool | None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        isolation: str,
+        pool: WorkerPool | None,
+        log: FlightRecorder | None = None,
+    ) -> None:
         self.isolation = isolation
         self.deadline_ns = DEADLINE_NS[isolation]
         self.clock = ShiftClock()
         self.base = Base()
         self.plan = FaultPlan(0)
-        self.path = root / f"{name}.vigil"
+        self.path = Path(log.path) if log is not None else root / f"{name}.vigil"
         pol = policy()
         pol = Policy(**{**pol.__dict__, "slow_call_ns": self.deadline_ns * 4 // 10})
         self.faulty = FaultyModel(self.base, self.plan)
@@ -202,7 +219,7 @@ class Rig:
         self.sup = Supervisor(
             primary,
             isolation=isolation,
-            log=self.path,
+            log=log or self.path,
             fallback=Constant(torch.zeros(1, 4)),
             policy=pol,
             deadline_ns=self.deadline_ns,
@@ -414,14 +431,18 @@ def run_matrix(
     classes: tuple[str, ...] = CLASSES,
     root: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    heavy_runs: int | None = None,
 ) -> tuple[list[Cell], dict[str, Path]]:
-    """Run every cell ``runs`` times.
+    """Run every cell ``runs`` times (the classes that start a process per run at most
+    ``heavy_runs`` times).
 
     Returns:
         The cells, and for each class one log to draw its timeline from (the thread rig's,
         or the process rig's for the worker classes).
     """
     root = root or Path(tempfile.mkdtemp(prefix="vigil-matrix-"))
+    import _safety_more as M  # it imports this module
+
     cells: list[Cell] = []
     showcase: dict[str, Path] = {}
     for isolation in isolations:
@@ -430,6 +451,12 @@ def run_matrix(
         column = _rig(root, "process", isolation) if isolation == "process" else None
         with column or contextlib.nullcontext() as pooled:
             for cls in classes:
+                if cls in EXTRA_CLASSES:
+                    if progress:
+                        progress(f"{isolation} {cls}")
+                    n = min(runs, heavy_runs or runs) if cls in M.HEAVY else runs
+                    cells += _extra(M, root, cls, isolation, runs=n, pooled=pooled)
+                    continue
                 na = NOT_APPLICABLE.get((cls, isolation))
                 if na is not None:
                     cells.extend(
@@ -450,6 +477,16 @@ def run_matrix(
                         _run_runs(shared, root, cls, state, runs, fresh=fresh) for state in STATES
                     )
     return cells, showcase
+
+
+def _extra(
+    M: Any, root: Path, cls: str, isolation: str, *, runs: int, pooled: Rig | None
+) -> list[Cell]:
+    """The cells of bench/_safety_more.py: a rig of their own unless the process column's."""
+    if cls not in M.SHARED or isolation == "process":
+        return list(M.run_class(cls, isolation, runs, root, pooled))
+    with _rig(root, f"{cls}-{isolation}", isolation) as mine:
+        return list(M.run_class(cls, isolation, runs, root, mine))
 
 
 def _run_runs(shared: Rig, root: Path, cls: str, state: State, runs: int, *, fresh: bool) -> Cell:

@@ -27,6 +27,7 @@ sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
 
 import _requirements  # noqa: E402  (tests/_requirements.py: the requirements' loader)
 import _safety as S  # noqa: E402
+import _safety_more as M  # noqa: E402
 
 DOC = ROOT / "docs" / "SAFETY.md"
 EXPECTED = ROOT / "tests" / "safety" / "matrix.json"
@@ -71,7 +72,11 @@ def matrix_tables(cells: list[S.Cell]) -> str:
         mine = [c for c in cells if c.cls == cls]
         if not mine:
             continue
-        desc = S.MODEL_FAULTS[cls][2] if cls in S.MODEL_FAULTS else S.WORKER_FAULTS[cls]
+        desc = (
+            S.MODEL_FAULTS[cls][2]
+            if cls in S.MODEL_FAULTS
+            else S.WORKER_FAULTS.get(cls) or M.EXTRA[cls]
+        )
         out += [
             f"#### {cls}: {desc}",
             "",
@@ -148,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     for iso in args.isolations.split(","):
         n = args.process_runs if iso == "process" else args.runs
         got, logs = S.run_matrix(
-            n, isolations=(iso,), root=args.out, progress=lambda m: print(m, flush=True)
+            n,
+            isolations=(iso,),
+            root=args.out,
+            progress=lambda m: print(m, flush=True),
+            heavy_runs=args.process_runs,
         )
         cells += got
         showcase.update({k: v for k, v in logs.items() if k not in showcase or iso == "thread"})

@@ -102,7 +102,8 @@ def _check(cells: list[S.Cell]) -> None:
 @pytest.mark.requirement("SR-001")
 @pytest.mark.requirement("SR-004")
 def test_the_fault_matrix_inline_and_thread(tmp_path: Path) -> None:
-    cells, _ = S.run_matrix(1, isolations=("inline", "thread"), root=tmp_path)
+    quick = tuple(c for c in S.CLASSES if c != "supervisor_kill")  # 6 processes: slow
+    cells, _ = S.run_matrix(1, isolations=("inline", "thread"), root=tmp_path, classes=quick)
     _check(cells)
     assert {c.isolation for c in cells} == {"inline", "thread"}
     # SOP §4.2: every value the logs never hold is justified in SAFETY.md
@@ -117,4 +118,14 @@ def test_the_fault_matrix_inline_and_thread(tmp_path: Path) -> None:
 @pytest.mark.requirement("SR-016")
 def test_the_fault_matrix_process(tmp_path: Path) -> None:
     cells, _ = S.run_matrix(1, isolations=("process",), root=tmp_path)
+    _check(cells)
+
+
+@pytest.mark.slow
+@pytest.mark.requirement("SR-017")
+@pytest.mark.requirement("SR-009")
+def test_the_fault_matrix_supervisor_sigkill(tmp_path: Path) -> None:
+    cells, _ = S.run_matrix(
+        1, isolations=("inline", "thread"), root=tmp_path, classes=("supervisor_kill",)
+    )
     _check(cells)

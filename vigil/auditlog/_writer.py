@@ -818,12 +818,14 @@ class FlightRecorder(Recovery, Freezing):
             return self._durable_cv.wait_for(lambda: self._durable_seq >= seq, timeout)
 
     def _flush_loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            if self._pos > self._seg_start and self._durable_seq < self._next_seq - 1:
-                try:
+        try:
+            while not self._stop.wait(self._interval):
+                if self._pos > self._seg_start and self._durable_seq < self._next_seq - 1:
                     self._sync_head()
-                except Exception:  # the writer has failed (see _fail): appends raise it
-                    return
+                else:  # idle: still look for a truncation before the next store meets it
+                    self._check_storage()
+        except Exception:  # the writer has failed (see _fail): appends raise it
+            return
 
     @property
     def durable_seq(self) -> int:
