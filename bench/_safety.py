@@ -31,6 +31,7 @@ import os
 import queue
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -61,8 +62,16 @@ from vigil.workers import WorkerPool, WorkerSpec
 MS = 1_000_000
 ISOLATIONS = ("inline", "thread", "process")
 STATES = (State.NORMAL, State.DEGRADED, State.RECOVERING)
-DEADLINE_NS = {"inline": 50 * MS, "thread": 50 * MS, "process": 500 * MS}
+DEADLINE_NS = {"inline": 50 * MS, "thread": 50 * MS, "process": 1000 * MS}
 RING = RingConfig(size=4096 + 16 * 65536, segment_size=65536)
+# A worker lost mid-call must be seen as lost well before the call's deadline: a caller sees
+# the loss only when the kernel closes the dead worker's pipe, after it has torn down the
+# process's memory (exit_mm comes before exit_files), which took up to 300 ms on this loaded
+# host; a frozen one (SIGSTOP) is found by its heartbeat (timeout + up to 50 ms heartbeat
+# period + 50 ms monitor period, then that teardown). With a 500 ms deadline and a 400 ms
+# heartbeat timeout the two raced: the cells ended either way (WORKER_LOST or DEADLINE_MISSED)
+# from run to run. Hence a 1 s deadline for the process column and a 250 ms heartbeat timeout.
+HEARTBEAT_TIMEOUT_NS = 250 * MS
 GOOD = torch.full((1, 4), 0.5)
 EXPECTED = GOOD * 2
 OUT = Contract(TensorSpec(shape=(1, 4), dtype=torch.float32, min=-1e4, max=1e4))
@@ -230,6 +239,8 @@ class Rig:
             ring=RING,
         )
         self.events: queue.SimpleQueue[tuple[LifecycleEvent, int]] = queue.SimpleQueue()
+        self.counted = threading.Condition()
+        self.counts: dict[str, int] = {"READY": 0, "LOST": 0}
         if pool is not None:
             record = pool.on_event
             assert record is not None
@@ -237,6 +248,9 @@ class Rig:
             def tee(event: Any, detail: dict[str, Any]) -> None:
                 record(event, detail)
                 self.events.put((event, time.monotonic_ns()))
+                with self.counted:
+                    self.counts[event.name] = self.counts.get(event.name, 0) + 1
+                    self.counted.notify_all()
 
             pool.on_event = tee
 
@@ -273,6 +287,15 @@ class Rig:
             self.clock.mono_offset += 10**9  # the cooldown, skipped
             assert self.infer(GOOD)[2] == "PRIMARY"  # the first good live probe
             assert self.sup.state is State.RECOVERING, self.sup.state
+
+    def settle(self) -> None:
+        """Wait until every lost worker has its WORKER_READY record: the pool reports the new
+        standby ready (``wait_standby``) just before the event that records it, so reading
+        the log at once sometimes missed that record (an unstable cell)."""
+        with self.counted:
+            assert self.counted.wait_for(
+                lambda: self.counts["READY"] >= self.counts["LOST"], timeout=60
+            ), self.counts
 
     def head(self) -> int:
         return self.sup.log.head_seq
@@ -391,6 +414,7 @@ def run_cell(rig: Rig, cls: str, state: State) -> tuple[Observation, int | None,
         assert rig.sup.wait_hung(0, 10)
     if rig.pool is not None:
         assert rig.pool.wait_standby(60), "no standby came back"
+        rig.settle()
     recs = rig.records_after(seq)
     trs = _transitions(recs)
     if not external:
@@ -411,7 +435,7 @@ def _pool() -> WorkerPool:
         threads=1,
         spin_us=0,
     )
-    return WorkerPool(spec, heartbeat_ns=50 * MS, heartbeat_timeout_ns=400 * MS)
+    return WorkerPool(spec, heartbeat_ns=50 * MS, heartbeat_timeout_ns=HEARTBEAT_TIMEOUT_NS)
 
 
 @contextlib.contextmanager
