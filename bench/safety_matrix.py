@@ -1,6 +1,6 @@
 """Regenerate the safety case's evidence: run the fault matrix, rewrite docs/SAFETY.md.
 
-    python bench/safety_matrix.py --runs 50 --process-runs 3 --out /tmp/vigil-safety
+    python bench/safety_matrix.py --runs 50 --process-runs 2 --out /tmp/vigil-safety
 
 runs every cell of the fault matrix (bench/_safety.py) ``--runs`` times in inline and thread
 isolation and ``--process-runs`` times with worker processes (each lost worker costs a standby
@@ -174,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"Measured on {machine()} (CPU only: 2 shared cores, noisy; CUDA cells are filled by "
         f"bench/gpu_checks.sh when a GPU is available). `python bench/safety_matrix.py "
-        f"--runs {args.runs} --process-runs {args.process_runs}` ({took:.0f} s). Times are "
+        f"--runs {args.runs} --process-runs {args.process_runs}` ({took:.0f} s; the classes "
+        "that start a process per run -- tampered_load, worker_start, supervisor_kill -- run "
+        "--process-runs times in every column). Times are "
         "milliseconds of CLOCK_MONOTONIC from the start of the faulty call: *detection* to the "
         "append of the record that names the fault, *safe reaction* to the moment the caller "
         "holds a checked answer or a refusal (its record and transition already appended).\n\n"

@@ -91,8 +91,9 @@ def _check(cells: list[S.Cell]) -> None:
         "a cell of the fault matrix changed: fix the regression, or if the change is "
         "intended, regenerate: python bench/safety_matrix.py"
     )
+    starts = ("tampered_load", "worker_start", "supervisor_kill")  # a start, not a call
     for c in cells:  # SR-001: thread and process isolation answer within the deadline
-        if c.na or c.isolation == "inline":
+        if c.na or c.isolation == "inline" or c.cls in starts:
             continue
         worst = max(c.react_ns)
         assert worst < c.deadline_ns * 1.5 + 200_000_000, (c.cls, c.state, c.isolation, worst)
