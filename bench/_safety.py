@@ -31,6 +31,7 @@ import os
 import queue
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from typing import Any
 import torch
 
 from vigil import _diagnostics as D
-from vigil.auditlog import LogReader, RingConfig, SystemClock
+from vigil.auditlog import FlightRecorder, LogReader, RingConfig, SystemClock
 from vigil.errors import VigilError
 from vigil.fsm import Policy
 from vigil.schemas import (
@@ -61,8 +62,16 @@ from vigil.workers import WorkerPool, WorkerSpec
 MS = 1_000_000
 ISOLATIONS = ("inline", "thread", "process")
 STATES = (State.NORMAL, State.DEGRADED, State.RECOVERING)
-DEADLINE_NS = {"inline": 50 * MS, "thread": 50 * MS, "process": 500 * MS}
+DEADLINE_NS = {"inline": 50 * MS, "thread": 50 * MS, "process": 1000 * MS}
 RING = RingConfig(size=4096 + 16 * 65536, segment_size=65536)
+# A worker lost mid-call must be seen as lost well before the call's deadline: a caller sees
+# the loss only when the kernel closes the dead worker's pipe, after it has torn down the
+# process's memory (exit_mm comes before exit_files), which took up to 300 ms on this loaded
+# host; a frozen one (SIGSTOP) is found by its heartbeat (timeout + up to 50 ms heartbeat
+# period + 50 ms monitor period, then that teardown). With a 500 ms deadline and a 400 ms
+# heartbeat timeout the two raced: the cells ended either way (WORKER_LOST or DEADLINE_MISSED)
+# from run to run. Hence a 1 s deadline for the process column and a 250 ms heartbeat timeout.
+HEARTBEAT_TIMEOUT_NS = 250 * MS
 GOOD = torch.full((1, 4), 0.5)
 EXPECTED = GOOD * 2
 OUT = Contract(TensorSpec(shape=(1, 4), dtype=torch.float32, min=-1e4, max=1e4))
@@ -86,7 +95,17 @@ WORKER_FAULTS = {
     "worker_exit": "the worker process exits mid-call (os._exit)",
     "worker_sigstop": "the worker process is SIGSTOPped (frozen)",
 }
-CLASSES = (*MODEL_FAULTS, *WORKER_FAULTS)
+# bench/_safety_more.py: faults that are not of one model call (load, start, clock, log...)
+EXTRA_CLASSES = (
+    "tampered_load",
+    "tampered_reload",
+    "worker_start",
+    "supervisor_kill",
+    "clock_back",
+    "log_eio",
+    "log_truncated",
+)
+CLASSES = (*MODEL_FAULTS, *WORKER_FAULTS, *EXTRA_CLASSES)
 NOT_APPLICABLE = {
     ("worker_sigkill", "inline"): "no worker process: the model runs in the caller's process",
     ("worker_sigkill", "thread"): "no worker process: a thread cannot be killed alone",
@@ -187,13 +206,20 @@ class Rig:
     """One supervisor for one (class, isolation): states reached by real calls, faults
     injected by the toolkit, records read back from the log."""
 
-    def __init__(self, root: Path, name: str, isolation: str, pool: WorkerPool | None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        isolation: str,
+        pool: WorkerPool | None,
+        log: FlightRecorder | None = None,
+    ) -> None:
         self.isolation = isolation
         self.deadline_ns = DEADLINE_NS[isolation]
         self.clock = ShiftClock()
         self.base = Base()
         self.plan = FaultPlan(0)
-        self.path = root / f"{name}.vigil"
+        self.path = Path(log.path) if log is not None else root / f"{name}.vigil"
         pol = policy()
         pol = Policy(**{**pol.__dict__, "slow_call_ns": self.deadline_ns * 4 // 10})
         self.faulty = FaultyModel(self.base, self.plan)
@@ -202,7 +228,7 @@ class Rig:
         self.sup = Supervisor(
             primary,
             isolation=isolation,
-            log=self.path,
+            log=log or self.path,
             fallback=Constant(torch.zeros(1, 4)),
             policy=pol,
             deadline_ns=self.deadline_ns,
@@ -213,6 +239,8 @@ class Rig:
             ring=RING,
         )
         self.events: queue.SimpleQueue[tuple[LifecycleEvent, int]] = queue.SimpleQueue()
+        self.counted = threading.Condition()
+        self.counts: dict[str, int] = {"READY": 0, "LOST": 0}
         if pool is not None:
             record = pool.on_event
             assert record is not None
@@ -220,6 +248,9 @@ class Rig:
             def tee(event: Any, detail: dict[str, Any]) -> None:
                 record(event, detail)
                 self.events.put((event, time.monotonic_ns()))
+                with self.counted:
+                    self.counts[event.name] = self.counts.get(event.name, 0) + 1
+                    self.counted.notify_all()
 
             pool.on_event = tee
 
@@ -246,8 +277,9 @@ class Rig:
 
     def to_state(self, state: State) -> None:
         self.fresh_plan()
-        if self.sup.state is not State.NORMAL:
-            self.sup.reset("safety matrix: the next run starts in NORMAL")
+        # always, even in NORMAL: the reset also empties the failure/slow-rate window, so
+        # that no run sees the calls of the runs before it
+        self.sup.reset("safety matrix: the next run starts in NORMAL")
         if state is State.NORMAL:
             return
         self.trip()
@@ -255,6 +287,15 @@ class Rig:
             self.clock.mono_offset += 10**9  # the cooldown, skipped
             assert self.infer(GOOD)[2] == "PRIMARY"  # the first good live probe
             assert self.sup.state is State.RECOVERING, self.sup.state
+
+    def settle(self) -> None:
+        """Wait until every lost worker has its WORKER_READY record: the pool reports the new
+        standby ready (``wait_standby``) just before the event that records it, so reading
+        the log at once sometimes missed that record (an unstable cell)."""
+        with self.counted:
+            assert self.counted.wait_for(
+                lambda: self.counts["READY"] >= self.counts["LOST"], timeout=60
+            ), self.counts
 
     def head(self) -> int:
         return self.sup.log.head_seq
@@ -373,6 +414,7 @@ def run_cell(rig: Rig, cls: str, state: State) -> tuple[Observation, int | None,
         assert rig.sup.wait_hung(0, 10)
     if rig.pool is not None:
         assert rig.pool.wait_standby(60), "no standby came back"
+        rig.settle()
     recs = rig.records_after(seq)
     trs = _transitions(recs)
     if not external:
@@ -393,7 +435,7 @@ def _pool() -> WorkerPool:
         threads=1,
         spin_us=0,
     )
-    return WorkerPool(spec, heartbeat_ns=50 * MS, heartbeat_timeout_ns=400 * MS)
+    return WorkerPool(spec, heartbeat_ns=50 * MS, heartbeat_timeout_ns=HEARTBEAT_TIMEOUT_NS)
 
 
 @contextlib.contextmanager
@@ -413,14 +455,18 @@ def run_matrix(
     classes: tuple[str, ...] = CLASSES,
     root: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    heavy_runs: int | None = None,
 ) -> tuple[list[Cell], dict[str, Path]]:
-    """Run every cell ``runs`` times.
+    """Run every cell ``runs`` times (the classes that start a process per run at most
+    ``heavy_runs`` times).
 
     Returns:
         The cells, and for each class one log to draw its timeline from (the thread rig's,
         or the process rig's for the worker classes).
     """
     root = root or Path(tempfile.mkdtemp(prefix="vigil-matrix-"))
+    import _safety_more as M  # it imports this module
+
     cells: list[Cell] = []
     showcase: dict[str, Path] = {}
     for isolation in isolations:
@@ -429,6 +475,12 @@ def run_matrix(
         column = _rig(root, "process", isolation) if isolation == "process" else None
         with column or contextlib.nullcontext() as pooled:
             for cls in classes:
+                if cls in EXTRA_CLASSES:
+                    if progress:
+                        progress(f"{isolation} {cls}")
+                    n = min(runs, heavy_runs or runs) if cls in M.HEAVY else runs
+                    cells += _extra(M, root, cls, isolation, runs=n, pooled=pooled)
+                    continue
                 na = NOT_APPLICABLE.get((cls, isolation))
                 if na is not None:
                     cells.extend(
@@ -437,9 +489,8 @@ def run_matrix(
                     continue
                 if progress:
                     progress(f"{isolation} {cls}")
-                # DEVICE_FATAL cannot be reset; SLOW calls stay in the slow-rate window
-                # across an operator reset (each run would see the earlier runs' calls).
-                fresh = cls in ("device_fatal", "slow") and isolation != "process"
+                # DEVICE_FATAL in process cannot be reset (only a fresh process runs it again)
+                fresh = cls == "device_fatal" and isolation != "process"
                 own = _rig(root, f"{cls}-{isolation}", isolation) if pooled is None else None
                 with own or contextlib.nullcontext() as mine:
                     shared = pooled or mine
@@ -450,6 +501,16 @@ def run_matrix(
                         _run_runs(shared, root, cls, state, runs, fresh=fresh) for state in STATES
                     )
     return cells, showcase
+
+
+def _extra(
+    M: Any, root: Path, cls: str, isolation: str, *, runs: int, pooled: Rig | None
+) -> list[Cell]:
+    """The cells of bench/_safety_more.py: a rig of their own unless the process column's."""
+    if cls not in M.SHARED or isolation == "process":
+        return list(M.run_class(cls, isolation, runs, root, pooled))
+    with _rig(root, f"{cls}-{isolation}", isolation) as mine:
+        return list(M.run_class(cls, isolation, runs, root, mine))
 
 
 def _run_runs(shared: Rig, root: Path, cls: str, state: State, runs: int, *, fresh: bool) -> Cell:

@@ -1,6 +1,6 @@
 """Regenerate the safety case's evidence: run the fault matrix, rewrite docs/SAFETY.md.
 
-    python bench/safety_matrix.py --runs 50 --process-runs 3 --out /tmp/vigil-safety
+    python bench/safety_matrix.py --runs 50 --process-runs 2 --out /tmp/vigil-safety
 
 runs every cell of the fault matrix (bench/_safety.py) ``--runs`` times in inline and thread
 isolation and ``--process-runs`` times with worker processes (each lost worker costs a standby
@@ -27,6 +27,7 @@ sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
 
 import _requirements  # noqa: E402  (tests/_requirements.py: the requirements' loader)
 import _safety as S  # noqa: E402
+import _safety_more as M  # noqa: E402
 
 DOC = ROOT / "docs" / "SAFETY.md"
 EXPECTED = ROOT / "tests" / "safety" / "matrix.json"
@@ -71,7 +72,11 @@ def matrix_tables(cells: list[S.Cell]) -> str:
         mine = [c for c in cells if c.cls == cls]
         if not mine:
             continue
-        desc = S.MODEL_FAULTS[cls][2] if cls in S.MODEL_FAULTS else S.WORKER_FAULTS[cls]
+        desc = (
+            S.MODEL_FAULTS[cls][2]
+            if cls in S.MODEL_FAULTS
+            else S.WORKER_FAULTS.get(cls) or M.EXTRA[cls]
+        )
         out += [
             f"#### {cls}: {desc}",
             "",
@@ -148,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     for iso in args.isolations.split(","):
         n = args.process_runs if iso == "process" else args.runs
         got, logs = S.run_matrix(
-            n, isolations=(iso,), root=args.out, progress=lambda m: print(m, flush=True)
+            n,
+            isolations=(iso,),
+            root=args.out,
+            progress=lambda m: print(m, flush=True),
+            heavy_runs=args.process_runs,
         )
         cells += got
         showcase.update({k: v for k, v in logs.items() if k not in showcase or iso == "thread"})
@@ -165,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"Measured on {machine()} (CPU only: 2 shared cores, noisy; CUDA cells are filled by "
         f"bench/gpu_checks.sh when a GPU is available). `python bench/safety_matrix.py "
-        f"--runs {args.runs} --process-runs {args.process_runs}` ({took:.0f} s). Times are "
+        f"--runs {args.runs} --process-runs {args.process_runs}` ({took:.0f} s; the classes "
+        "that start a process per run -- tampered_load, worker_start, supervisor_kill -- run "
+        "--process-runs times in every column). Times are "
         "milliseconds of CLOCK_MONOTONIC from the start of the faulty call: *detection* to the "
         "append of the record that names the fault, *safe reaction* to the moment the caller "
         "holds a checked answer or a refusal (its record and transition already appended).\n\n"

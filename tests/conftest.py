@@ -266,8 +266,6 @@ def _shm() -> set[str]:
 KNOWN_LEAKS = {
     "tests/test_decoder_service.py::test_valid_token_ids_are_served_by_the_worker": "worker pool",
     "tests/test_serve.py::test_serve_answers_fails_over_and_drains_on_sigterm": "service",
-    "tests/test_writer.py::test_writer_refuses_truncated_resized_or_newer_logs": "writer fd",
-    "tests/test_worker.py::test_sigkill_mid_call_fallback": "a pipe fd of the lost worker",
 }
 
 

@@ -404,7 +404,8 @@ def test_writer_refuses_truncated_resized_or_newer_logs(make_log: Make, log_path
             f.write(raw)
     with pytest.raises(LogVersionError, match="newer vigil"):
         FlightRecorder.open(log_path)
-    assert LogReader(log_path).verify().intact  # readers still read it
+    with LogReader(log_path) as reader:  # readers still read it
+        assert reader.verify().intact
 
 
 def test_concurrent_appenders_get_unique_contiguous_seqs(make_log: Make, log_path: str) -> None:

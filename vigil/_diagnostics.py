@@ -144,6 +144,26 @@ LOG_CORRUPT = _d(
     "a record or header failed an integrity check while reading",
     "run `vigil verify` for the full report; the reader skips what it cannot trust",
 )
+LOG_STORAGE_SHRUNK = _d(
+    "DIA-3040",
+    "LOG_STORAGE_SHRUNK",
+    "the log file is shorter than the writer's mapping: it was truncated under the writer",
+    "the recorder takes no more records (a store past the end would kill the process with "
+    "SIGBUS); find who truncates the log (e.g. logrotate copytruncate), restart on a new log",
+)
+LOG_SYNC_FAILED = _d(
+    "DIA-3041",
+    "LOG_SYNC_FAILED",
+    "the storage failed to make records durable (an I/O error on sync)",
+    "the recorder takes no more records (records since durable_seq may be lost); check the "
+    "device, then restart: the log reopens and recovery says what survived",
+)
+LOG_FAILED = _d(
+    "DIA-3042",
+    "LOG_FAILED",
+    "the recorder's storage failed earlier (DIA-3040/3041): it refuses every further record",
+    "restart on healthy storage; the message names the first failure",
+)
 CLOCK_UNAVAILABLE = _d(
     "DIA-3060",
     "CLOCK_UNAVAILABLE",
@@ -402,6 +422,13 @@ FALLBACK_FAILED = _d(
     "a fallback could not answer (it raised, its answer was too "
     "old, or its output broke the contract)",
     "the next fallback in the chain was tried; see the reason",
+)
+LOG_UNWRITABLE = _d(
+    "DIA-4012",
+    "LOG_UNWRITABLE",
+    "the flight recorder cannot write: no answer may be released unrecorded, so the "
+    "supervisor serves no more calls",
+    "fail over to another unit; restart the supervisor on healthy storage",
 )
 # --- state-machine transitions (4100-4199) ----------------------------------------------
 TRIP_CONSECUTIVE = _d(

@@ -38,6 +38,16 @@ group commit every ``batch_interval`` seconds, bounding the records at risk to t
 and makes the segment-switch syncs described above; ``always`` syncs before each append
 returns. ``durable_seq`` is the
 highest sequence number known to be on stable storage.
+
+Storage failure: a sync that fails (EIO: the kernel may already have dropped the dirty pages,
+and a later sync can succeed without them) or a file found shorter than the mapping (truncated
+under the writer: a store past its end is SIGBUS, which kills the process) makes the writer
+*fail*: it raises the error (DIA-3041, DIA-3040), keeps it in :attr:`FlightRecorder.failed`,
+and refuses every later append (DIA-3042) -- records are never again acknowledged that cannot
+be made durable. The size is checked before each store under ``always`` (beside a sync per
+record, the ``fstat`` is noise), and under ``batch`` at every group commit and segment switch:
+a truncation is then found within ``batch_interval``, and a store in that window still dies
+of SIGBUS (docs/SAFETY.md, residual risk).
 """
 
 from __future__ import annotations
@@ -66,6 +76,8 @@ from vigil.errors import (
     FreezeQuotaExceeded,
     InvalidArgument,
     LogClosed,
+    LogError,
+    LogIOError,
     RecordTooLarge,
 )
 from vigil.schemas import _records as R
@@ -207,6 +219,9 @@ class FlightRecorder(Recovery, Freezing):
         self._sealer = sealer
         self._cp_due_seq = _NEVER
         self._cp_due_ns = _NEVER
+        self._failed: LogError | None = None
+        self._failed_event = threading.Event()
+        self._check = getattr(storage, "check", None)  # FileStorage.check; custom: optional
         try:
             recovery = self._recover_without_readahead()
             seal_note = self._attach_sealer()
@@ -367,8 +382,10 @@ class FlightRecorder(Recovery, Freezing):
         lock = self._lock
         lock.acquire()
         try:
+            if self._always:
+                self._check_storage()
             pos = self._pos
-            if pos + n > self._seg_end:  # also taken after close: _seg_end is then -1
+            if pos + n > self._seg_end:  # also taken after close or failure: _seg_end is -1
                 pos = self._reserve_slow(n)
             seq = self._next_seq
             try:
@@ -451,6 +468,8 @@ class FlightRecorder(Recovery, Freezing):
         first = seq = self._next_seq
         since = (self._pos, self._switches, seq)  # where the batch's unsealed stretch begins
         try:
+            if self._always:
+                self._check_storage()  # before any store: a truncated file is SIGBUS
             buf, view, chain = self._buf, self._view, self._chain
             pos, seg_end, lap, max_record = self._pos, self._seg_end, self._lap, self._max_record
             durable, boot, mono, real = self._durable_seq, self._boot, self._mono(), self._real()
@@ -575,8 +594,10 @@ class FlightRecorder(Recovery, Freezing):
 
     def _commit_locked(self, rtype: int, body: bytes, n: int) -> int:
         """Write one record of ``n`` bytes; holds the lock."""
+        if self._always:
+            self._check_storage()
         pos = self._pos
-        if pos + n > self._seg_end:  # also taken after close: _seg_end is then -1
+        if pos + n > self._seg_end:  # also taken after close or failure: _seg_end is -1
             pos = self._reserve_slow(n)
         seq = self._next_seq
         _HDR_PACK(
@@ -806,6 +827,8 @@ class FlightRecorder(Recovery, Freezing):
 
     def _reserve_slow(self, n: int) -> int:
         """Position for an ``n``-byte record that does not fit the head. Holds the lock."""
+        if self._failed is not None:
+            raise self._refusal(self._failed)
         if self._closed:
             raise LogClosed(f"{self.path}: flight recorder is closed", path=self.path)
         self._switch()
@@ -817,6 +840,7 @@ class FlightRecorder(Recovery, Freezing):
         """Start the next segment. Holds the lock; see the module docstring for the order."""
         geo = self.geometry
         ordered = self._durability is not Durability.NONE
+        self._check_storage()
         if self._head is not None and ordered:
             self._sync(self._seg_start, self._pos - self._seg_start)
             self._mark_durable(self._next_seq - 1)
@@ -857,13 +881,64 @@ class FlightRecorder(Recovery, Freezing):
         nxt.start_chain, nxt.frozen, nxt.slot, nxt.problems = self._chain, False, slot, []
         self._ring.started(nxt, evicted)
         self._set_head(nxt)
+        if self._failed is not None:  # failed by the flusher meanwhile: keep refusing
+            self._seg_end = -1
         self._switches += 1
 
     # --- durability ---------------------------------------------------------------------
 
     def _sync(self, offset: int, length: int) -> None:
-        self._storage.sync(offset, length)
+        """Sync a range; a failure fails the writer (DIA-3041). Holds the lock, except from
+        :meth:`_sync_head` (which takes it to fail)."""
+        try:
+            self._storage.sync(offset, length)
+        except LogError as exc:
+            err = LogIOError(
+                f"{self.path}: sync failed ({exc.message}); records after seq "
+                f"{self._durable_seq} may not be durable, and the recorder takes no more",
+                diagnostic=codes.LOG_SYNC_FAILED,
+                path=self.path,
+                errno=getattr(exc, "errno", None),
+                durable_seq=self._durable_seq,
+            )
+            self._fail(err)
+            raise err from exc
         self._syncs += 1
+
+    def _check_storage(self) -> None:
+        """Before a store: fail the writer (DIA-3040) if the file shrank under the mapping."""
+        if self._check is not None and self._failed is None:
+            try:
+                self._check()
+            except LogError as exc:
+                self._fail(exc)
+                raise
+
+    def _refusal(self, failed: LogError) -> LogIOError:
+        return LogIOError(
+            f"{self.path}: the recorder's storage failed ({failed.code}: {failed.message}); "
+            "it takes no more records",
+            diagnostic=codes.LOG_FAILED,
+            path=self.path,
+            first=failed.code,
+        )
+
+    def _fail(self, exc: LogError) -> None:
+        """Latch the first storage failure: every later append raises DIA-3042 (through the
+        slow path, so the hot path pays nothing)."""
+        if self._failed is None:
+            self._failed = exc
+            self._seg_end = -1
+            self._failed_event.set()
+
+    @property
+    def failed(self) -> LogError | None:
+        """The storage failure that stopped this writer (DIA-3040, DIA-3041), or None."""
+        return self._failed
+
+    def wait_failed(self, timeout: float | None = None) -> bool:
+        """Block until the writer has failed (or ``timeout`` seconds pass); True if it has."""
+        return self._failed_event.wait(timeout)
 
     def _mark_durable(self, seq: int) -> None:
         with self._durable_cv:
@@ -881,6 +956,8 @@ class FlightRecorder(Recovery, Freezing):
         the whole file is synced (the segments written since are not in offset order).
         """
         with self._lock:
+            if self._failed is not None:
+                raise self._refusal(self._failed)
             seq = self._next_seq - 1
             if self._switched_unsynced:
                 lo, hi = 0, len(self._buf)
@@ -888,6 +965,7 @@ class FlightRecorder(Recovery, Freezing):
             else:
                 lo, hi = self._seg_start, min(self._pos + _END_MARK, self._seg_end)
         try:
+            self._check_storage()
             if hi > lo:
                 self._sync(lo, hi - lo)
         except BaseException:
@@ -913,12 +991,14 @@ class FlightRecorder(Recovery, Freezing):
             return self._durable_cv.wait_for(lambda: self._durable_seq >= seq, timeout)
 
     def _flush_loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            if self._pos > self._seg_start and self._durable_seq < self._next_seq - 1:
-                try:
+        try:
+            while not self._stop.wait(self._interval):
+                if self._pos > self._seg_start and self._durable_seq < self._next_seq - 1:
                     self._sync_head()
-                except Exception:  # keep committing; flush() and close() raise it
-                    continue
+                else:  # idle: still look for a truncation before the next store meets it
+                    self._check_storage()
+        except Exception:  # the writer has failed (see _fail): appends raise it
+            return
 
     @property
     def durable_seq(self) -> int:
@@ -961,6 +1041,9 @@ class FlightRecorder(Recovery, Freezing):
         Safe to call twice; the second call does nothing.
         """
         if self._closed:
+            return
+        if self._failed is not None:  # already raised to whoever hit it: just let go
+            self._drop()
             return
         try:
             # Sync first, so that the CLOSED record vouches (durable_seq) for every record

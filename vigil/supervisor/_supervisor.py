@@ -47,6 +47,7 @@ call that caused it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import json
 import os
@@ -66,6 +67,7 @@ from vigil.errors import (
     ConfigError,
     InputRefused,
     InvalidInput,
+    LogError,
     RemoteModelError,
     Unavailable,
     WorkerBusy,
@@ -399,12 +401,16 @@ class Supervisor:
                 that goes wrong before routing fails closed the same way: a ``request_id``
                 that is not 16 bytes (DIA-2011), an input whose checks or digest raise
                 (DIA-2010, the original exception as ``__cause__``).
-            Unavailable: no trustworthy answer exists (recorded; ``reason`` says why).
+            Unavailable: no trustworthy answer exists (recorded; ``reason`` says why); or
+                the flight recorder cannot write (DIA-4012, ``reason="log"``, not recorded:
+                this and every later call is refused, the model is not run).
         """
         start = self._mono()
         primary = self._current  # one read: this call runs and records this pair
         if self._closed:
             raise Unavailable("the supervisor is closed", reason="closed")
+        if self.log.failed is not None:  # write-ahead: nothing is answered unrecorded
+            raise self._unwritable(self.log.failed)
         # fail closed before routing: whatever is wrong with the call's arguments, and
         # whatever examining them raises, ends in a REJECTED record and an InvalidInput
         rid, bad_id = self._request_id(request_id)
@@ -537,10 +543,15 @@ class Supervisor:
         with self._lock:
             if event is WorkerEvent.PROMOTED:
                 self._fsm.primary_replaced()
-            if not self._closed:
+            if self._closed:
+                return
+            try:
                 self.log.record_lifecycle(kind, detail)
-                if event is WorkerEvent.LOST and detail.get("ready_left") == 0:
-                    why = f"no worker left: worker {detail.get('pid')} {detail.get('reason')}"
+            except LogError:  # the recorder failed: calls are refused (DIA-4012), not here
+                return
+            if event is WorkerEvent.LOST and detail.get("ready_left") == 0:
+                why = f"no worker left: worker {detail.get('pid')} {detail.get('reason')}"
+                with contextlib.suppress(Unavailable):  # the same failed recorder
                     self._log_transitions(self._fsm.primary_lost(self._mono(), why), cause=0)
 
     def _submit(self, model: Callable[[Any], Any], x: Any, rid: bytes) -> _Slot:
@@ -723,20 +734,23 @@ class Supervisor:
                 )
                 if self._pool is not None and attempt.outcome is Outcome.DEVICE_FATAL:
                     self._fsm.primary_replaced()  # the pool killed that process already
-            seq = self.log.record_inference(
-                request_id=rid,
-                model_digest=primary.digest,
-                input_digest=in_digest,
-                output_digest=out_digest,
-                state=state,
-                served_by=served_by,
-                outcome=attempt.outcome,
-                latency_ns=attempt.latency_ns or now - start,
-                deadline_ns=self.deadline_ns,
-                code=code.number if code else _NO_CODE,
-                answer_age_ns=age,
-                flags=flags,
-            )
+            try:
+                seq = self.log.record_inference(
+                    request_id=rid,
+                    model_digest=primary.digest,
+                    input_digest=in_digest,
+                    output_digest=out_digest,
+                    state=state,
+                    served_by=served_by,
+                    outcome=attempt.outcome,
+                    latency_ns=attempt.latency_ns or now - start,
+                    deadline_ns=self.deadline_ns,
+                    code=code.number if code else _NO_CODE,
+                    answer_age_ns=age,
+                    flags=flags,
+                )
+            except LogError as exc:  # the answer is not released: fail closed
+                raise self._unwritable(exc) from exc
             if caused:
                 self._log_transitions(caused, cause=seq)
             c = self._counters
@@ -768,14 +782,28 @@ class Supervisor:
             caused = self._fsm.record(
                 Outcome.REJECTED, self._mono(), code=exc.diagnostic, reason=exc.message
             )
-            seq = self.log.record_rejected(
-                request_id=rid,
-                input_digest=in_digest,
-                code=exc.diagnostic.number,
-                reason=exc.message[:2000],
-            )
+            try:
+                seq = self.log.record_rejected(
+                    request_id=rid,
+                    input_digest=in_digest,
+                    code=exc.diagnostic.number,
+                    reason=exc.message[:2000],
+                )
+            except LogError as err:
+                raise self._unwritable(err) from err
             self._log_transitions(caused, cause=seq)
             self._counters.rejected += 1
+
+    def _unwritable(self, exc: LogError) -> Unavailable:
+        """The recorder failed (DIA-3040..3042): no answer may be released unrecorded, so
+        this call and every later one is refused (DIA-4012) -- fail closed, not a crash."""
+        return Unavailable(
+            f"the flight recorder cannot write ({exc.code}: {exc.message}); no answer is "
+            "released unrecorded: this supervisor serves no more calls",
+            diagnostic=D.LOG_UNWRITABLE,
+            reason="log",
+            state=self._fsm.state,
+        )
 
     def _probe_known_answer(self) -> None:
         """Run the known-answer probe through the primary and count its result."""
@@ -826,15 +854,18 @@ class Supervisor:
             self._log_transitions(caused, cause=seq)
 
     def _log_transitions(self, transitions: tuple[Transition, ...], cause: int) -> None:
-        for tr in transitions:
-            self.log.record_transition(
-                tr.source,
-                tr.dest,
-                code=tr.code.number,
-                cause_seq=cause,
-                at_ns=tr.at_ns,
-                reason=tr.reason[:2000],
-            )
+        try:
+            for tr in transitions:
+                self.log.record_transition(
+                    tr.source,
+                    tr.dest,
+                    code=tr.code.number,
+                    cause_seq=cause,
+                    at_ns=tr.at_ns,
+                    reason=tr.reason[:2000],
+                )
+        except LogError as exc:
+            raise self._unwritable(exc) from exc
 
     def _request_id(self, given: Any) -> tuple[bytes, InvalidInput | None]:
         """The call's request id, and the error to refuse it with when ``given`` is not 16

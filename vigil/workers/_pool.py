@@ -755,17 +755,22 @@ class WorkerPool:
                 self._changed.notify_all()
 
     def _discard(self, worker: _Worker) -> None:
+        """Kill, reap and release a worker: its pipe, shared memory and process object (whose
+        sentinel is a pipe). Safe to call twice, and on a process object already closed."""
         if _alive(worker):
             with contextlib.suppress(OSError):
                 worker.process.kill()
-        worker.process.join(5.0)
+        with contextlib.suppress(ValueError):  # closed by an earlier discard
+            worker.process.join(5.0)
         with worker.lock:  # a call still reading this worker's areas finishes first
             with contextlib.suppress(OSError):
                 worker.conn.close()
-            worker.shm.unlink()
-            worker.shm.close()
-            if _code(worker) is not None:  # reaped: release its sentinel pipe now, not
-                worker.process.close()  # whenever the garbage collector gets to it
+            try:
+                worker.shm.unlink()
+                worker.shm.close()
+            finally:
+                if _code(worker) is not None:  # reaped: release its sentinel pipe now,
+                    worker.process.close()  # not whenever the garbage collector gets to it
 
     def _watch(self) -> None:
         """The monitor: replaces a worker that died or whose heartbeat stopped."""

@@ -168,6 +168,10 @@ class _SharedArea:
             os.unlink(self.path)
 
     def close(self) -> None:
-        del self.inputs, self.outputs
+        """Drop the views and unmap; a second call does nothing."""
+        if self.mm.closed:
+            return
+        self.__dict__.pop("inputs", None)
+        self.__dict__.pop("outputs", None)
         with contextlib.suppress(BufferError):  # a caller still holds a view: the GC unmaps
             self.mm.close()

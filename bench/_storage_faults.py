@@ -1,0 +1,108 @@
+"""The log's storage failing under a running supervisor: I/O errors on sync, the file truncated.
+
+:class:`EIODisk` is a real log file (:class:`~vigil.auditlog.FileStorage`) whose ``fdatasync``
+fails with EIO once armed -- injected at the storage layer, through the same ``_os_call`` path
+a real EIO takes (a real one needs a failing block device: dm-error, root). A truncation is
+real: ``os.truncate`` on the file under the writer's mapping.
+
+Run as a script it is the child of the truncation tests (tests/test_safety_storage.py), where a
+store into the lost pages would kill the process with SIGBUS::
+
+    python bench/_storage_faults.py DURABILITY PATH
+
+serves one call, prints ``ready``, waits for a line on stdin (the parent truncates the file
+before sending it), waits for the writer to find the truncation when DURABILITY is ``batch``,
+calls once more and prints what it got as JSON; exit status 0 unless the process died.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import torch
+
+from vigil.auditlog import FileStorage, FlightRecorder, RingConfig
+from vigil.auditlog._storage import _os_call
+from vigil.errors import VigilError
+from vigil.supervisor import Constant, Supervisor
+
+RING = RingConfig(size=4096 + 8 * 65536, segment_size=65536)
+
+
+def _eio(fd: int) -> None:
+    raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+class EIODisk(FileStorage):
+    """A log file whose sync fails with EIO once :attr:`armed` (every sync after that)."""
+
+    armed = False
+
+    def sync(self, offset: int, length: int) -> None:
+        if self.armed:
+            _os_call(self.path, "fdatasync", _eio, self._fd)
+        super().sync(offset, length)
+
+
+def eio_recorder(path: str, durability: str, **options: Any) -> tuple[FlightRecorder, EIODisk]:
+    """A new log at ``path`` on an :class:`EIODisk` (disarmed)."""
+    FlightRecorder.create(path, RING).close()
+    disk = EIODisk.open(path)
+    try:
+        return FlightRecorder(disk, path=path, durability=durability, **options), disk
+    except BaseException:
+        disk.close()
+        raise
+
+
+def describe(exc: BaseException) -> dict[str, Any]:
+    cause = exc.__cause__
+    return {
+        "error": type(exc).__name__,
+        "code": exc.diagnostic.name if isinstance(exc, VigilError) else None,
+        "cause": cause.diagnostic.name if isinstance(cause, VigilError) else None,
+    }
+
+
+def _child(durability: str, path: str) -> int:
+    calls = []
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return x * 2
+
+    sup = Supervisor(
+        model,
+        log=path,
+        isolation="inline",
+        fallback=Constant(torch.zeros(1, 4)),
+        ring=RING,
+        durability=durability,
+    )
+    x = torch.ones(1, 4)
+    sup.infer(x)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t0 = time.monotonic_ns()
+    out: dict[str, Any] = {}
+    if durability == "batch":
+        out["found"] = sup.log.wait_failed(10)
+        out["found_ms"] = (time.monotonic_ns() - t0) / 1e6
+    try:
+        r = sup.infer(x)
+        out["served_by"] = r.served_by.name
+    except VigilError as exc:
+        out.update(describe(exc))
+    out["model_calls"] = len(calls)
+    sup.close()  # a failed recorder lets go without a CLOSED record (it cannot store one)
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1], sys.argv[2]))
