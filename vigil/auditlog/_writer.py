@@ -463,13 +463,12 @@ class FlightRecorder(Recovery, Freezing):
             RecordTooLarge: a row's payload does not fit (the rows before it are appended).
             LogClosed: after :meth:`close`.
         """
+        self._check_storage_always()  # before any store: one into a truncated file is SIGBUS
         lock = self._lock
         lock.acquire()
         first = seq = self._next_seq
         since = (self._pos, self._switches, seq)  # where the batch's unsealed stretch begins
         try:
-            if self._always:
-                self._check_storage()  # before any store: a truncated file is SIGBUS
             buf, view, chain = self._buf, self._view, self._chain
             pos, seg_end, lap, max_record = self._pos, self._seg_end, self._lap, self._max_record
             durable, boot, mono, real = self._durable_seq, self._boot, self._mono(), self._real()
@@ -904,6 +903,11 @@ class FlightRecorder(Recovery, Freezing):
             self._fail(err)
             raise err from exc
         self._syncs += 1
+
+    def _check_storage_always(self) -> None:
+        """:meth:`_check_storage` under durability ``always`` (each append's check)."""
+        if self._always:
+            self._check_storage()
 
     def _check_storage(self) -> None:
         """Before a store: fail the writer (DIA-3040) if the file shrank under the mapping."""
