@@ -34,7 +34,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from vigil import _diagnostics as D
-from vigil.errors import InvalidInput, ProtocolError, ServiceConfigError, Unavailable, VigilError
+from vigil.errors import (
+    InvalidInput,
+    ProtocolError,
+    ServiceBusy,
+    ServiceConfigError,
+    Unavailable,
+    VigilError,
+)
 from vigil.schemas import ServedBy, State
 from vigil.service._http import BoundedHTTPServer
 
@@ -171,18 +178,28 @@ class ServiceMetrics:
         self._collector = _StatisticsCollector(self)
         self.registry.register(self._collector)
 
-    def observe_call(self, result: Any, error: BaseException | None, seconds: float) -> None:
+    def observe_call(
+        self,
+        result: Any,
+        error: BaseException | None,
+        seconds: float,
+        trace_id: bytes | None = None,
+    ) -> None:
         """Count one request. Called by the socket server after every request; never raises.
 
         Args:
             result: the :class:`~vigil.supervisor.Result`, or None when the call raised.
             error: the exception the request ended with, or None.
             seconds: time to answer, as the server measured it.
+            trace_id: the call's W3C trace id (16 bytes), or None; when given, the latency
+                and the request count carry it as an exemplar (``{trace_id="<32 hex>"}``,
+                shown in the OpenMetrics exposition).
         """
         try:
             outcome, served_by, code = _labels(result, error)
-            self.latency.observe(max(0.0, seconds))
-            self.requests.labels(outcome, served_by, code).inc()
+            exemplar = None if trace_id is None else {"trace_id": trace_id.hex()}
+            self.latency.observe(max(0.0, seconds), exemplar)
+            self.requests.labels(outcome, served_by, code).inc(1, exemplar)
         except Exception:  # metrics must never break a request
             self._collector.failed("observe")
 
@@ -206,6 +223,8 @@ def _labels(result: Any, error: BaseException | None) -> tuple[str, str, str]:
         outcome = "unavailable"
     elif isinstance(error, ProtocolError):
         outcome = "protocol_error"
+    elif isinstance(error, ServiceBusy) and error.diagnostic is D.RATE_LIMITED:
+        outcome = "rate_limited"
     else:
         outcome = "error"
     return outcome, "none", code
