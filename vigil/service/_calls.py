@@ -41,6 +41,7 @@ class Call:
     span_id: bytes | None
     rate_class: str | None
     span: Any = None
+    traceparent_ignored: bool = False
 
     def infer_kwargs(self) -> dict[str, bytes]:
         """The trace keywords for ``Supervisor.infer`` (none without a trace: a supervisor
@@ -91,6 +92,7 @@ class Admission:
             None if parent is None else parent.trace_id,
             None if parent is None else parent.parent_id,
             rate_class,
+            traceparent_ignored=ignored is not None,
         )
         if self.spans is not None:
             call.span = self.spans.start(parent, protocol)

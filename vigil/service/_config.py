@@ -35,7 +35,9 @@ from vigil import _diagnostics as D
 from vigil.errors import ConfigError, InvalidInput, ServiceConfigError
 from vigil.fsm import Policy
 from vigil.schemas import Contract, TensorSpec
+from vigil.service import _config_wire
 from vigil.service._config_bounds import check_integers, check_tensor_sizes, fits_dtype
+from vigil.service._limits import LimitsSection
 from vigil.service._sections import (
     _MS,
     HttpSection,
@@ -50,6 +52,7 @@ from vigil.service._sections import (
     SystemdSection,
     WorkersSection,
 )
+from vigil.service._tracing import TracingSection
 from vigil.supervisor._fallbacks import Constant, LastGood
 from vigil.supervisor._supervisor import KnownAnswer
 
@@ -92,6 +95,8 @@ class ServeConfig:
     metrics: MetricsSection = dataclasses.field(default_factory=MetricsSection)
     systemd: SystemdSection = dataclasses.field(default_factory=SystemdSection)
     http: HttpSection = dataclasses.field(default_factory=HttpSection)
+    limits: LimitsSection = dataclasses.field(default_factory=LimitsSection)
+    tracing: TracingSection = dataclasses.field(default_factory=TracingSection)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ServeConfig:
@@ -150,7 +155,7 @@ class ServeConfig:
             ServiceConfigError: as for :meth:`load`.
         """
         ctx = _Context(source, Path(base_dir) if base_dir is not None else Path.cwd())
-        top = _Table(ctx, data, "", _TOP_KEYS)
+        top = _Table(ctx, data, "", _TOP_KEYS + _WIRE_KEYS)
         check_integers(data, source)
         config = cls(
             source=source,
@@ -162,6 +167,8 @@ class ServeConfig:
             metrics=_metrics(top.table("metrics")),
             systemd=_systemd(top.table("systemd")),
             http=_http(top.table("http")),
+            limits=_config_wire.limits(top.table("limits")),
+            tracing=_config_wire.tracing(top.table("tracing")),
         )
         check_tensor_sizes(config)
         return config
@@ -468,6 +475,9 @@ _KEYS: dict[str, tuple[str, ...]] = {
     ),
 }
 _TOP_KEYS = ("service", "log", "model", "workers", "supervisor", "metrics", "systemd", "http")
+_WIRE_KEYS = ("limits", "tracing")  # read by _config_wire
+_KEYS["limits"] = _config_wire.LIMITS_KEYS
+_KEYS["tracing"] = _config_wire.TRACING_KEYS
 
 
 def _service(t: _Table | None) -> ServiceSection:

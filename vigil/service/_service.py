@@ -38,10 +38,13 @@ from vigil import _diagnostics as D
 from vigil import keys as _keys
 from vigil.auditlog import FlightRecorder, ForwardSecureKey, Sealer
 from vigil.errors import ServiceConfigError
+from vigil.service._calls import Admission
 from vigil.service._config import ServeConfig
+from vigil.service._limits import RateLimiter
 from vigil.service._metrics import Health, HealthServer, ServiceMetrics
 from vigil.service._server import SocketServer
 from vigil.service._systemd import SystemdNotifier, WatchdogPinger, watchdog_interval_s
+from vigil.service._tracing import Spans
 from vigil.supervisor._supervisor import Supervisor
 from vigil.workers._pool import WorkerPool, WorkerSpec
 
@@ -66,6 +69,7 @@ class Service:
         self.kserve: Any = None  # a KServeServer when [http] is on (werkzeug: vigil[http])
         self.metrics: ServiceMetrics | None = None
         self.log: FlightRecorder | None = None
+        self.admission: Admission | None = None  # trace context, [limits], [tracing]
         self._ready = False
         self._draining = False
         self._stop_requested = threading.Event()
@@ -109,6 +113,7 @@ class Service:
             if known is not None:
                 _check_same_model(cfg, known[1], self.pool.digest)
             self.metrics = ServiceMetrics(self.supervisor, pool=self.pool)
+            self.admission = self._admission()
             if cfg.metrics.enabled:
                 self.health_server = HealthServer(
                     cfg.metrics.host, cfg.metrics.port, self.metrics, self.health
@@ -120,6 +125,7 @@ class Service:
                 max_clients=cfg.service.max_clients,
                 read_timeout_s=cfg.service.read_timeout_s,
                 on_call=self.metrics.observe_call,
+                admission=self.admission,
             )
             self.server.start()
             if cfg.http.enabled:
@@ -215,6 +221,8 @@ class Service:
             self.supervisor.close()  # stops the workers
         elif self.pool is not None:
             self.pool.close()
+        if self.admission is not None and self.admission.spans is not None:
+            self.admission.spans.close()  # flush the spans of the last calls
         if self.log is not None:
             self.log.close()  # the CLOSED record, synced
         self._notifier.close()
@@ -258,10 +266,23 @@ class Service:
             input_dtype=None if spec is None else spec.dtype,
             max_request_bytes=h.max_request_mb * _MB,
             max_json_bytes=h.max_json_mb * _MB,
+            admission=self.admission,
+            class_header=self.config.limits.class_header,
+            on_call=None if self.metrics is None else self.metrics.observe_call,
         )
         return KServeServer(
             app, h.host, h.port, max_connections=h.max_connections, timeout_s=h.timeout_s
         )
+
+    def _admission(self) -> Admission:
+        """Trace context, the ``[limits]`` rate limiter and ``[tracing]`` spans, shared by
+        both fronts (docs/SERVICE.md, "Trace context and rate limiting")."""
+        cfg = self.config
+        limiter = RateLimiter(cfg.limits) if cfg.limits.enabled else None
+        spans = None
+        if cfg.tracing.enabled:  # opentelemetry is imported by Spans, on use
+            spans = Spans(cfg.tracing)
+        return Admission(self.supervisor, limiter=limiter, spans=spans)
 
     def _open_log(self) -> FlightRecorder:
         cfg = self.config.log
