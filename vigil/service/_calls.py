@@ -31,7 +31,7 @@ from vigil.service._tracing import Spans
 __all__ = ["Admission", "Call", "Refusal"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """One call's context, from :meth:`Admission.begin` to :meth:`Admission.end`."""
 
