@@ -366,3 +366,39 @@ def test_http_answers_429_with_retry_after_and_the_refusal_is_recorded(tmp_path:
     with LogReader(sup.log.path) as rd:
         kinds = [(x.type, x.body.get("code")) for x in rd.records()]
     assert kinds.count((RecordType.REJECTED, D.RATE_LIMITED.number)) == 1
+
+
+def test_refuse_records_from_many_threads_and_the_state_machine_never_sees_it(
+    tmp_path: Path,
+) -> None:
+    sup = Supervisor(lambda x: x, log=str(tmp_path / "r.vlog"), isolation="inline", ring=RING)
+    before = sup.statistics().machine
+    results: list[tuple[bytes, int]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def refuse(k: int) -> None:
+        start.wait()
+        for i in range(50):
+            rid = None if i % 2 else bytes([k, i]) * 8
+            got = sup.refuse(rid, f"t{k} #{i}", D.RATE_LIMITED, trace_id=bytes(16))
+            with lock:
+                results.append(got)
+
+    threads = [threading.Thread(target=refuse, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    after = sup.statistics()
+    assert after.machine == before  # no call, no failure, no transition counted
+    assert after.rejected == 400 and after.calls == 0
+    assert len({seq for _, seq in results}) == 400 and len({r for r, _ in results}) == 400
+    sup.close()
+    with LogReader(sup.log.path) as r:
+        assert r.verify().intact
+        rejected = {x.seq: x.body for x in r.records() if x.type is RecordType.REJECTED}
+    assert set(rejected) == {seq for _, seq in results}
+    assert all(b["code"] == D.RATE_LIMITED.number for b in rejected.values())
+    assert all(b["input_digest"] == bytes(32) for b in rejected.values())
+    assert {b["request_id"] for b in rejected.values()} == {r for r, _ in results}
