@@ -165,13 +165,13 @@ class ServiceMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.latency = Histogram(
             "vigil_request_duration_seconds",
-            "Time to answer one request on the service socket.",
+            "Time to answer one request (service socket or KServe HTTP).",
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.requests = Counter(
             "vigil_requests",
-            "Requests answered on the service socket, by outcome, who served and code.",
+            "Requests answered (socket or HTTP), by outcome, who served and code.",
             ["outcome", "served_by", "code"],
             registry=self.registry,
         )
