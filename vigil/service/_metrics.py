@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 Two kinds of series. Per-request series (a latency histogram, requests by outcome, served_by
-and code) are fed by the socket server through :meth:`ServiceMetrics.observe_call` after
-every request. Everything else is read at scrape time by a custom collector from the
+and code) are fed by the socket server and the KServe endpoint through
+:meth:`ServiceMetrics.observe_call` after every request (the call's trace id, when it has one,
+as an exemplar). Everything else is read at scrape time by a custom collector from the
 components' own ``statistics()`` snapshots (the supervisor, its flight log, the worker pool),
 so the service keeps no second set of counters that could drift from the state machine's.
 
@@ -185,7 +186,7 @@ class ServiceMetrics:
         seconds: float,
         trace_id: bytes | None = None,
     ) -> None:
-        """Count one request. Called by the socket server after every request; never raises.
+        """Count one request. Called by both fronts after every request; never raises.
 
         Args:
             result: the :class:`~vigil.supervisor.Result`, or None when the call raised.
