@@ -207,3 +207,23 @@ def test_the_service_builds_limits_and_spans_from_its_configuration() -> None:
     assert admission.limiter is not None and admission.spans is not None
     assert [b.name for b in admission.limiter.buckets] == ["default"]
     admission.spans.close()
+
+
+def test_a_trace_the_service_began_never_picks_a_class_by_its_prefix() -> None:
+    every_prefix = tuple("0123456789abcdef")  # any trace id at all starts with one of these
+    limits = LimitsSection(
+        classes=(LimitClass("std", 1.0, 1), LimitClass("p", 1.0, 1000, every_prefix)),
+        default="std",
+    )
+    spans = Spans(TracingSection(enabled=True), exporter=InMemorySpanExporter())
+    admission = Admission(_Refuser(), limiter=RateLimiter(limits, clock=lambda: 0.0), spans=spans)
+    no_context = [admission.refusal(admission.begin(None, None, "http"), None) for _ in range(3)]
+    assert no_context[0] is None and all(r is not None for r in no_context[1:])  # std: 1 token
+    with_context = [admission.refusal(admission.begin(GOOD, None, "http"), None) for _ in range(3)]
+    assert with_context == [None] * 3  # the caller's trace id picks class p
+    spans.close()
+
+
+class _Refuser:
+    def refuse(self, *args: Any, **kw: Any) -> tuple[bytes, int]:
+        return bytes(16), 0

@@ -103,7 +103,9 @@ class Admission:
         """None when the call may go on; else the refusal, recorded (REJECTED, DIA-2021)."""
         if self.limiter is None:
             return None
-        bucket, wait = self.limiter.admit(call.rate_class, call.trace_id)
+        # by the caller's trace id only: a trace our span began is random, not a class
+        caller = None if call.parent is None else call.parent.trace_id
+        bucket, wait = self.limiter.admit(call.rate_class, caller)
         if wait == 0.0:
             return None
         message = (

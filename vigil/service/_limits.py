@@ -9,7 +9,8 @@ token. Which class a call counts against is decided, in this order, by:
 
 1. the class it names -- the configured HTTP header (``class_header``) or the socket frame's
    class field -- when that names a configured class;
-2. a configured trace-id prefix (lower-case hex) that the call's W3C trace id starts with;
+2. a configured trace-id prefix (lower-case hex) that the caller's W3C trace id starts with
+   (from its ``traceparent``; a trace the service began itself is random and picks nothing);
 3. otherwise the ``default`` class.
 
 The limiter's state is fixed when it is built: one bucket per configured class, one table per
