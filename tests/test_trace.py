@@ -221,3 +221,12 @@ def test_a_bad_context_block_is_answered_and_the_connection_serves_on(
     with LogReader(sup.log.path) as r:
         kinds = [rec.type for rec in r.records()]
     assert kinds.count(RecordType.INFERENCE) == 1 and RecordType.REJECTED not in kinds
+
+
+def test_the_context_block_golden_bytes() -> None:
+    golden = bytes([55, 4]) + GOOD.encode() + b"gold" + bytes(3)  # 61 bytes, padded to 64
+    assert P.encode_context(GOOD, "gold") == golden
+    assert P.decode_context(golden) == (P.Context(GOOD, "gold"), 64)
+    assert P.encode_context(None, None) == bytes(8)  # both lengths 0, padded
+    head = P.encode_frame(P.FrameType.INFER, bytes(16), [golden], flags=P.FLAG_CONTEXT)[0]
+    assert bytes(head[4:8]) == b"\x01\x01\x01\x00"  # version 1, INFER, flags 0x0001 (LE)
