@@ -17,7 +17,7 @@ from werkzeug.test import Client as WsgiClient
 
 from vigil import _diagnostics as D
 from vigil.auditlog import RingConfig
-from vigil.errors import ServiceBusy
+from vigil.errors import ProtocolError, ServiceBusy
 from vigil.service import _protocol as P
 from vigil.service._calls import Admission
 from vigil.service._client import Client
@@ -227,3 +227,34 @@ def test_a_trace_the_service_began_never_picks_a_class_by_its_prefix() -> None:
 class _Refuser:
     def refuse(self, *args: Any, **kw: Any) -> tuple[bytes, int]:
         return bytes(16), 0
+
+
+def test_a_call_refused_before_the_supervisor_still_ends_its_span(
+    traced: tuple[Spy, InMemorySpanExporter, Admission, ServiceMetrics, str],
+) -> None:
+    sup, exporter, _, _, path = traced
+    with Client(path, timeout_s=10.0) as c:
+        block = P.encode_context(GOOD, None)
+        with pytest.raises(ProtocolError):  # a tensor payload that does not parse
+            c._call(
+                P.FrameType.INFER,
+                P.ZERO_ID,
+                [block, b"\x07\x00\x00\x00"],
+                P.FrameType.RESULT,
+                flags=P.FLAG_CONTEXT,
+            )
+    (span,) = exporter.get_finished_spans()
+    assert (span.attributes or {})["vigil.code"] == D.TENSOR_SPEC.code
+    assert span.status.status_code is StatusCode.ERROR and sup.seen == []
+
+    http_exporter = InMemorySpanExporter()
+    spans = Spans(TracingSection(enabled=True), exporter=http_exporter)
+    kapp = KServeApp(
+        sup, model_name="m", readiness=lambda: True, admission=Admission(sup, spans=spans)
+    )
+    r = WsgiClient(kapp).post("/v2/models/m/infer", data=b"not json", headers={"traceparent": GOOD})
+    assert r.status_code == 400
+    (span,) = http_exporter.get_finished_spans()
+    assert (span.attributes or {})["vigil.code"] == D.HTTP_REQUEST_INVALID.code
+    assert (span.attributes or {})["vigil.outcome"] == "Refused"
+    spans.close()

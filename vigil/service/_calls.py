@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vigil import _diagnostics as D
-from vigil.errors import ServiceBusy, VigilError
+from vigil.errors import ServiceBusy
 from vigil.service._limits import RateLimiter
 from vigil.service._trace import TraceContext, extract
 from vigil.service._tracing import Spans
@@ -156,12 +156,13 @@ def _attributes(result: Any, error: BaseException | None) -> dict[str, Any]:
         }
     if isinstance(error, ServiceBusy) and error.diagnostic is D.RATE_LIMITED:
         outcome = "RATE_LIMITED"
-    else:
-        outcome = type(error).__name__ if error is not None else "NONE"
+    else:  # the error's type: InvalidInput, Unavailable, ProtocolError, Refused (HTTP)...
+        outcome = type(error).__name__.lstrip("_") if error is not None else "NONE"
+    code = getattr(error, "code", "")  # VigilError's, or the HTTP refusal's DIA code
     attributes: dict[str, Any] = {
         "vigil.served_by": "NONE",
         "vigil.outcome": outcome,
-        "vigil.code": error.code if isinstance(error, VigilError) else "",
+        "vigil.code": code if isinstance(code, str) else "",
     }
     state = getattr(error, "context", {}).get("state")
     if state is not None:

@@ -100,6 +100,7 @@ class _Refused(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code.split(" ", maxsplit=1)[0]  # "DIA-xxxx"
         self.text = f"{code}: {message}"
 
 
@@ -263,9 +264,13 @@ class KServeApp:
         refusal = self.admission.refusal(call, None)
         if refusal is not None:
             return self._too_many(call, refusal)
-        doc = _parse_json(body, header_len)
-        x = self._input(doc, body, header_len)
-        wanted, binary_all = _requested_outputs(doc)
+        try:
+            doc = _parse_json(body, header_len)
+            x = self._input(doc, body, header_len)
+            wanted, binary_all = _requested_outputs(doc)
+        except _Refused as exc:  # a malformed request: its span ends with the refusal
+            self.admission.end(call, None, exc)
+            raise
         result = self._call(x, call)
         return self._answer(doc, result, wanted, binary_all, call)
 

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn, Protocol
 
 from vigil import _diagnostics as D
-from vigil.errors import ProtocolError, ServiceConfigError
+from vigil.errors import ProtocolError, ServiceBusy, ServiceConfigError
 from vigil.service import _protocol as P
 from vigil.service._calls import Admission, Call
 from vigil.service._server_io import Violations, error_frame, peer_of, recv_into, send
@@ -544,6 +544,7 @@ class SocketServer:
         if frame.type is P.FrameType.HEALTH:
             send(conn, P.encode_frame(P.FrameType.HEALTH_REPLY, rid, self._health()))
             return
+        call: Call | None = None
         try:
             context, offset = P.Context(None, None), 0
             if frame.flags & P.FLAG_CONTEXT:
@@ -556,11 +557,13 @@ class SocketServer:
             x = P.decode_tensors(frame.body, offset)
         except ProtocolError as exc:  # the frame was sound: answer, and serve on
             self._violations.note(peer, exc.code, exc.message)
+            self._abandon(call, exc)
             body = P.encode_error(P.ErrorClass.PROTOCOL, exc.code, exc.message)
             send(conn, P.encode_frame(P.FrameType.ERROR, rid, body))
             return
         except Exception as exc:  # a codec bug must cost one answer, never the thread
             self._violations.note(peer, D.SERVER_FAULT.code, describe(exc, 500))
+            self._abandon(call, exc)
             send(conn, error_frame(exc, rid))
             return
         with self._lock:
@@ -571,6 +574,7 @@ class SocketServer:
                 self._in_flight += 1
                 self._counts["requests"] += 1
         if refused:
+            self._abandon(call, ServiceBusy("the service is stopping"))
             body = P.encode_error(
                 P.ErrorClass.BUSY, D.SERVICE_BUSY.code, "the service is stopping", closing=True
             )
@@ -583,6 +587,11 @@ class SocketServer:
                 self._in_flight -= 1
                 if self._in_flight == 0:
                     self._idle.notify_all()
+
+    def _abandon(self, call: Call | None, error: Exception) -> None:
+        """End the span of a call that never reached the supervisor (refused or broken)."""
+        if call is not None:
+            self.admission.end(call, None, error)
 
     def _refused(self, call: Call, rid: bytes) -> list[P.Buffer] | None:
         """None when the call may go on; else the ERROR frame (class BUSY, DIA-2021) of a

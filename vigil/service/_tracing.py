@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vigil import _diagnostics as D
-from vigil.errors import ServiceConfigError, VigilError
+from vigil.errors import ServiceConfigError
 from vigil.service._trace import TraceContext
 
 __all__ = ["EXPORTERS", "Spans", "TracingSection"]
@@ -122,7 +122,8 @@ class Spans:
         """Set how the call ended and end the span."""
         span.set_attributes(attributes)
         if error is not None:
-            code = error.code if isinstance(error, VigilError) else type(error).__name__
+            code = getattr(error, "code", None)
+            code = code if isinstance(code, str) else type(error).__name__
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, code))
         span.end()
 
