@@ -102,7 +102,9 @@ def test_header_checks_come_before_the_body() -> None:
         (header(version=2), D.PROTOCOL_VERSION),
         (header(type=99), D.FRAME_TYPE),
         (header(type=int(P.FrameType.RESULT)), D.FRAME_TYPE),  # a response sent to a server
-        (header(flags=1), D.FRAME_TYPE),
+        (header(flags=2), D.FRAME_TYPE),  # a reserved bit
+        (header(flags=3), D.FRAME_TYPE),  # CONTEXT with a reserved bit
+        (header(type=int(P.FrameType.PING), flags=1), D.FRAME_TYPE),  # CONTEXT: INFER only
         (header(length=1025), D.FRAME_TOO_LARGE),
     ]
     for data, diagnostic in cases:

@@ -167,7 +167,7 @@ def test_a_call_round_trips_with_its_result_and_request_id(
 ) -> None:
     svc = service()
     calls: list[tuple[Any, Any, float]] = []
-    svc.server._on_call = lambda r, e, s: calls.append((r, e, s))
+    svc.server._on_call = lambda r, e, s, *_: calls.append((r, e, s))
     with svc.client() as c:
         r = c.infer(torch.arange(6.0).reshape(2, 3), request_id=b"R" * 16)
         named = c.infer({"a": torch.ones(2), "b": torch.zeros(1, dtype=torch.float64)})
@@ -205,7 +205,7 @@ def test_refusals_and_unavailable_answers_keep_the_connection(
 
     svc = service(model, input_contract=NonNegative())
     errors: list[Any] = []
-    svc.server._on_call = lambda r, e, s: errors.append(e) or 1 / 0  # a broken metrics hook
+    svc.server._on_call = lambda r, e, s, *_: errors.append(e) or 1 / 0  # a broken metrics hook
     with svc.client() as c:
         with pytest.raises(InvalidInput) as bad:
             c.infer(-X)

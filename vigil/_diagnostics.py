@@ -239,6 +239,23 @@ REQUEST_ID_INVALID = _d(
     "pass 16 bytes (a UUID's bytes or a W3C trace id), or none for a generated one",
 )
 
+# --- trace context and rate limiting of a call (2020-2029) -----------------------------
+TRACEPARENT_INVALID = _d(
+    "DIA-2020",
+    "TRACEPARENT_INVALID",
+    "a W3C traceparent is malformed (length, version ff, upper-case or non-hex digits, an "
+    "all-zero trace-id or parent-id)",
+    "the service ignores it and starts a new trace (W3C rule); Client.infer refuses it: send "
+    "00-<32 hex>-<16 hex>-<2 hex>, lower case",
+)
+RATE_LIMITED = _d(
+    "DIA-2021",
+    "RATE_LIMITED",
+    "the call was refused by the service's rate limiter: its class ([limits]) has no token left",
+    "retry after the Retry-After seconds (HTTP 429) or later (socket: busy); nothing ran; "
+    "the refusal is a REJECTED record, never a model failure",
+)
+
 # --- contracts on tensors (2100-2199) --------------------------------------------------
 SHAPE_MISMATCH = _d(
     "DIA-2101",
@@ -945,6 +962,14 @@ GRPC_BUSY = _d(
     "retry after a short back-off, or raise [grpc] max_concurrency",
 )
 
+# --- trace context and rate limiting on the wire (7150-7169) ---------------------------
+FRAME_CONTEXT_INVALID = _d(
+    "DIA-7150",
+    "FRAME_CONTEXT_INVALID",
+    "an INFER frame's context block (traceparent, rate class) is malformed",
+    "fix the client's encoding (docs/PROTOCOL.md, context block); nothing was done",
+)
+
 # --- service configuration and operations (7200-7299) -----------------------------------
 SERVICE_CONFIG = _d(
     "DIA-7201",
@@ -1042,6 +1067,21 @@ KNOWN_ANSWER_INVALID = _d(
     "the known-answer file for the service's probes cannot be used",
     "the message says why (unreadable, not in the signed manifest, not input/expected, an "
     "input the contract refuses, another model's); fix the file or re-export the model",
+)
+
+LIMITS_INVALID = _d(
+    "DIA-7220",
+    "LIMITS_INVALID",
+    "the [limits] section is inconsistent: no such default class, a trace-id prefix that is "
+    "not lower-case hex or that two classes share, too many classes",
+    "fix the named key (docs/SERVICE.md, rate limiting); the service does not start",
+)
+TRACING_EXTRA_MISSING = _d(
+    "DIA-7221",
+    "TRACING_EXTRA_MISSING",
+    "[tracing] is enabled but opentelemetry-sdk (or the OTLP exporter asked for) is not installed",
+    "pip install 'vigil[otel]' (and opentelemetry-exporter-otlp-proto-http for otlp), or set "
+    "enabled = false",
 )
 
 FLEET_EXTRA_MISSING = _d(

@@ -27,6 +27,7 @@ from vigil.errors import (
 )
 from vigil.schemas import Result, State
 from vigil.service import _protocol as P
+from vigil.service import _trace
 
 if TYPE_CHECKING:
     import torch
@@ -93,17 +94,29 @@ class Client:
 
     # --- calls -----------------------------------------------------------------------------
 
-    def infer(self, x: Any, *, request_id: bytes | None = None) -> Result:
+    def infer(
+        self,
+        x: Any,
+        *,
+        request_id: bytes | None = None,
+        traceparent: str | None = None,
+        rate_class: str | None = None,
+    ) -> Result:
         """Have the service answer ``x`` (a tensor, or a dict of name -> tensor).
 
         Args:
             request_id: 16 bytes recorded with the call (by default the service assigns one;
                 ``Result.request_id`` says which).
+            traceparent: the caller's W3C trace context (``00-<trace>-<span>-<flags>``); the
+                service records its trace id with the call and makes its span a child of it.
+            rate_class: the class whose rate limit the call counts against (``[limits]``; an
+                unknown one counts against the default class).
 
         Raises:
-            InvalidInput: the supervisor refused ``x`` (recorded as REJECTED).
+            InvalidInput: the supervisor refused ``x`` (recorded as REJECTED), or
+                ``traceparent`` is malformed (DIA-2020, nothing sent).
             Unavailable: no trustworthy answer exists (recorded); ``reason`` and ``state``.
-            ServiceBusy: refused, nothing done; retry later.
+            ServiceBusy: refused, nothing done; retry later (rate limited: DIA-2021, recorded).
             ServiceUnreachable: no connection, or it was lost or timed out during the call.
             ProtocolError: ``x`` cannot be encoded (DIA-7108), or the service refused the
                 request or failed (``code`` says which).
@@ -111,8 +124,14 @@ class Client:
         rid = P.ZERO_ID if request_id is None else bytes(request_id)
         if len(rid) != 16:
             raise ProtocolError("request_id must be 16 bytes", diagnostic=D.PROTOCOL_ERROR)
-        body = P.encode_tensors(x)
-        frame = self._call(P.FrameType.INFER, rid, body, P.FrameType.RESULT)
+        if traceparent is None and rate_class is None:
+            body, flags = P.encode_tensors(x), 0
+        else:
+            if traceparent is not None:
+                _trace.parse(traceparent)
+            block = P.encode_context(traceparent, rate_class)
+            body, flags = [block, *P.encode_tensors(x, offset=len(block))], P.FLAG_CONTEXT
+        frame = self._call(P.FrameType.INFER, rid, body, P.FrameType.RESULT, flags=flags)
         return P.decode_result(frame.body, frame.request_id)
 
     def infer_tokens(self, x: Any, *, request_id: bytes | None = None) -> TokenResult:
@@ -165,9 +184,15 @@ class Client:
         self._call(P.FrameType.PING, P.ZERO_ID, [], P.FrameType.PONG)
 
     def _call(
-        self, ftype: P.FrameType, rid: bytes, body: list[P.Buffer], want: P.FrameType
+        self,
+        ftype: P.FrameType,
+        rid: bytes,
+        body: list[P.Buffer],
+        want: P.FrameType,
+        *,
+        flags: int = 0,
     ) -> P.Frame:
-        frame = P.encode_frame(ftype, rid, body)
+        frame = P.encode_frame(ftype, rid, body, flags=flags)
         with self._lock:
             sock = self._usable()
             try:

@@ -35,7 +35,9 @@ from vigil import _diagnostics as D
 from vigil.errors import ConfigError, InvalidArgument, InvalidInput, ServiceConfigError
 from vigil.fsm import Policy
 from vigil.schemas import Contract, TensorSpec
+from vigil.service import _config_wire
 from vigil.service._config_bounds import check_integers, check_tensor_sizes, fits_dtype
+from vigil.service._limits import LimitsSection
 from vigil.service._sections import (
     _MS,
     GrpcSection,
@@ -51,6 +53,7 @@ from vigil.service._sections import (
     SystemdSection,
     WorkersSection,
 )
+from vigil.service._tracing import TracingSection
 from vigil.supervisor._fallbacks import Constant, LastGood
 from vigil.supervisor._supervisor import KnownAnswer
 
@@ -96,6 +99,8 @@ class ServeConfig:
     systemd: SystemdSection = dataclasses.field(default_factory=SystemdSection)
     http: HttpSection = dataclasses.field(default_factory=HttpSection)
     grpc: GrpcSection = dataclasses.field(default_factory=GrpcSection)
+    limits: LimitsSection = dataclasses.field(default_factory=LimitsSection)
+    tracing: TracingSection = dataclasses.field(default_factory=TracingSection)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ServeConfig:
@@ -154,7 +159,7 @@ class ServeConfig:
             ServiceConfigError: as for :meth:`load`.
         """
         ctx = _Context(source, Path(base_dir) if base_dir is not None else Path.cwd())
-        top = _Table(ctx, data, "", _TOP_KEYS)
+        top = _Table(ctx, data, "", _TOP_KEYS + _WIRE_KEYS)
         check_integers(data, source)
         config = cls(
             source=source,
@@ -167,6 +172,8 @@ class ServeConfig:
             systemd=_systemd(top.table("systemd")),
             http=_http(top.table("http")),
             grpc=_grpc(top.table("grpc")),
+            limits=_config_wire.limits(top.table("limits")),
+            tracing=_config_wire.tracing(top.table("tracing")),
         )
         check_tensor_sizes(config)
         _check_output(config)
@@ -511,6 +518,9 @@ _TOP_KEYS = (
     *("service", "log", "model", "workers", "supervisor", "metrics", "systemd", "http"),
     "grpc",
 )
+_WIRE_KEYS = ("limits", "tracing")  # read by _config_wire
+_KEYS["limits"] = _config_wire.LIMITS_KEYS
+_KEYS["tracing"] = _config_wire.TRACING_KEYS
 
 
 def _service(t: _Table | None) -> ServiceSection:

@@ -28,11 +28,13 @@ contract), 404 (model), 503 (draining, SAFE_STOP, no answer), never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +48,8 @@ from werkzeug.wrappers import Request, Response
 from vigil import _diagnostics as D
 from vigil.errors import InvalidInput, ServiceConfigError, Unavailable, VigilError
 from vigil.schemas import Result
+from vigil.service._calls import Admission, Call, Refusal
+from vigil.service._limits import retry_after
 from vigil.service._v2 import DATATYPES, CallGate
 from vigil.service._v2 import MAX_DIMS as _MAX_DIMS
 from vigil.service._v2 import NAME_OF as _NAME_OF
@@ -83,6 +87,7 @@ class _Refused(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code.split(" ", maxsplit=1)[0]  # "DIA-xxxx"
         self.text = f"{code}: {message}"
 
 
@@ -106,6 +111,11 @@ class KServeApp(CallGate):
         readiness: may the service take calls now (not SAFE_STOP, not
             draining, finished starting).
         max_request_bytes, max_json_bytes: the body's and its JSON part's caps.
+        admission: trace context, rate limits and spans (:mod:`._calls`); by default the
+            ``traceparent`` header is honoured and nothing is limited or traced.
+        class_header: the header naming a call's rate class (``[limits] class_header``).
+        on_call: ``on_call(result_or_None, exception_or_None, seconds, trace_id)`` after each
+            call and each rate-limited refusal (metrics); what it raises is ignored.
     """
 
     def __init__(
@@ -118,9 +128,15 @@ class KServeApp(CallGate):
         input_dtype: str | None = None,
         max_request_bytes: int = 64 * _MB,
         max_json_bytes: int = 8 * _MB,
+        admission: Admission | None = None,
+        class_header: str = "x-vigil-class",
+        on_call: Callable[..., None] | None = None,
     ) -> None:
         super().__init__(readiness)
         self.supervisor = supervisor
+        self.admission = admission if admission is not None else Admission(supervisor)
+        self.class_header = class_header
+        self.on_call = on_call
         self.model_name = model_name
         self.input_shape = input_shape
         self.input_dtype = input_dtype
@@ -195,25 +211,64 @@ class KServeApp(CallGate):
                 f"the JSON part is {header_len} bytes, over max_json_mb "
                 f"({self.max_json_bytes} bytes); send tensors as binary data",
             )
-        doc = _parse_json(body, header_len)
-        x = self._input(doc, body, header_len)
-        wanted, binary_all = _requested_outputs(doc)
+        # several traceparent headers combine into one invalid value (RFC 9110 §5.3)
+        traceparent = ", ".join(request.headers.getlist("traceparent")) or None
+        call = self.admission.begin(traceparent, request.headers.get(self.class_header), "http")
+        refusal = self.admission.refusal(call, None)
+        if refusal is not None:
+            return self._too_many(call, refusal)
+        try:
+            doc = _parse_json(body, header_len)
+            x = self._input(doc, body, header_len)
+            wanted, binary_all = _requested_outputs(doc)
+        except _Refused as exc:  # a malformed request: its span ends with the refusal
+            self.admission.end(call, None, exc)
+            raise
+        result = self._call(x, call)
+        return self._answer(doc, result, wanted, binary_all, call)
+
+    def _call(self, x: torch.Tensor, call: Call) -> Result:
         with self._calls:
             self._in_flight += 1
             self._calls.notify_all()
+        result: Result | None = None
+        error: Exception | None = None
+        t0 = time.perf_counter()
         try:
-            result = self.supervisor.infer(x)
-        except InvalidInput as exc:
-            raise _Refused(400, f"{exc.diagnostic.code} {exc.diagnostic.name}", str(exc)) from None
-        except Unavailable as exc:
-            raise _Refused(503, f"{exc.diagnostic.code} {exc.diagnostic.name}", str(exc)) from None
-        except VigilError as exc:
-            raise _Refused(500, f"{exc.diagnostic.code} {exc.diagnostic.name}", str(exc)) from None
+            result = self.supervisor.infer(x, **call.infer_kwargs())
+        except Exception as exc:
+            error = exc
         finally:
             with self._calls:
                 self._in_flight -= 1
                 self._calls.notify_all()
-        return self._answer(doc, result, wanted, binary_all)
+        self._ended(call, result, error, time.perf_counter() - t0)
+        if isinstance(error, InvalidInput):
+            raise _Refused(400, f"{error.diagnostic.code} {error.diagnostic.name}", str(error))
+        if isinstance(error, Unavailable):
+            raise _Refused(503, f"{error.diagnostic.code} {error.diagnostic.name}", str(error))
+        if isinstance(error, VigilError):
+            raise _Refused(500, f"{error.diagnostic.code} {error.diagnostic.name}", str(error))
+        if error is not None:
+            raise error
+        assert result is not None
+        return result
+
+    def _ended(
+        self, call: Call, result: Result | None, error: BaseException | None, seconds: float
+    ) -> None:
+        self.admission.end(call, result, error)
+        if self.on_call is not None:
+            with contextlib.suppress(Exception):  # metrics must not hurt the service
+                self.on_call(result, error, seconds, call.trace_id)
+
+    def _too_many(self, call: Call, refusal: Refusal) -> Response:
+        """429 with the protocol's error body and ``Retry-After``; already recorded."""
+        self._ended(call, None, refusal.error, 0.0)
+        code = refusal.error.diagnostic
+        response = _json({"error": f"{code.code} {code.name}: {refusal.error.message}"}, 429)
+        response.headers["Retry-After"] = str(retry_after(refusal.retry_after_s))
+        return response
 
     def _read_body(self, request: Request) -> bytearray:
         length = request.content_length
@@ -286,7 +341,12 @@ class KServeApp(CallGate):
         return _from_json(spec.get("data"), shape, count, dtype, spec["datatype"])
 
     def _answer(
-        self, doc: dict[str, Any], result: Result, wanted: dict[str, bool], binary_all: bool
+        self,
+        doc: dict[str, Any],
+        result: Result,
+        wanted: dict[str, bool],
+        binary_all: bool,
+        call: Call | None = None,
     ) -> Response:
         outputs = _named_outputs(result)
         if outputs is None:
@@ -325,7 +385,7 @@ class KServeApp(CallGate):
             "model_name": self.model_name,
             "model_version": "1",
             "outputs": described,
-            "parameters": _vigil_parameters(result),
+            "parameters": _vigil_parameters(result, call),
         }
         if isinstance(doc.get("id"), str):
             answer["id"] = doc["id"]

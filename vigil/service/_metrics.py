@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 Two kinds of series. Per-request series (a latency histogram, requests by outcome, served_by
-and code) are fed by the socket server through :meth:`ServiceMetrics.observe_call` after
-every request. Everything else is read at scrape time by a custom collector from the
+and code) are fed by the socket server and the KServe endpoint through
+:meth:`ServiceMetrics.observe_call` after every request (the call's trace id, when it has one,
+as an exemplar). Everything else is read at scrape time by a custom collector from the
 components' own ``statistics()`` snapshots (the supervisor, its flight log, the worker pool),
 so the service keeps no second set of counters that could drift from the state machine's.
 
@@ -34,7 +35,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from vigil import _diagnostics as D
-from vigil.errors import InvalidInput, ProtocolError, ServiceConfigError, Unavailable, VigilError
+from vigil.errors import (
+    InvalidInput,
+    ProtocolError,
+    ServiceBusy,
+    ServiceConfigError,
+    Unavailable,
+    VigilError,
+)
 from vigil.schemas import ServedBy, State
 from vigil.service._http import BoundedHTTPServer
 
@@ -158,31 +166,41 @@ class ServiceMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.latency = Histogram(
             "vigil_request_duration_seconds",
-            "Time to answer one request on the service socket.",
+            "Time to answer one request (service socket or KServe HTTP).",
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.requests = Counter(
             "vigil_requests",
-            "Requests answered on the service socket, by outcome, who served and code.",
+            "Requests answered (socket or HTTP), by outcome, who served and code.",
             ["outcome", "served_by", "code"],
             registry=self.registry,
         )
         self._collector = _StatisticsCollector(self)
         self.registry.register(self._collector)
 
-    def observe_call(self, result: Any, error: BaseException | None, seconds: float) -> None:
-        """Count one request. Called by the socket server after every request; never raises.
+    def observe_call(
+        self,
+        result: Any,
+        error: BaseException | None,
+        seconds: float,
+        trace_id: bytes | None = None,
+    ) -> None:
+        """Count one request. Called by both fronts after every request; never raises.
 
         Args:
             result: the :class:`~vigil.supervisor.Result`, or None when the call raised.
             error: the exception the request ended with, or None.
             seconds: time to answer, as the server measured it.
+            trace_id: the call's W3C trace id (16 bytes), or None; when given, the latency
+                and the request count carry it as an exemplar (``{trace_id="<32 hex>"}``,
+                shown in the OpenMetrics exposition).
         """
         try:
             outcome, served_by, code = _labels(result, error)
-            self.latency.observe(max(0.0, seconds))
-            self.requests.labels(outcome, served_by, code).inc()
+            exemplar = None if trace_id is None else {"trace_id": trace_id.hex()}
+            self.latency.observe(max(0.0, seconds), exemplar)
+            self.requests.labels(outcome, served_by, code).inc(1, exemplar)
         except Exception:  # metrics must never break a request
             self._collector.failed("observe")
 
@@ -206,6 +224,8 @@ def _labels(result: Any, error: BaseException | None) -> tuple[str, str, str]:
         outcome = "unavailable"
     elif isinstance(error, ProtocolError):
         outcome = "protocol_error"
+    elif isinstance(error, ServiceBusy) and error.diagnostic is D.RATE_LIMITED:
+        outcome = "rate_limited"
     else:
         outcome = "error"
     return outcome, "none", code

@@ -56,6 +56,8 @@ MAX_TENSORS = 1024
 MAX_NAME = 255
 ZERO_ID = bytes(16)
 FIRST_CHUNK = 64 << 10  # a receiver's body buffer starts this large and doubles as bytes arrive
+FLAG_CONTEXT = 0x0001  # INFER only: the body opens with a context block (traceparent, class)
+MAX_CLASS = 64  # a rate class name's UTF-8 bytes at most
 
 assert sys.byteorder == "little", "the wire format is little-endian; so is every supported host"
 
@@ -159,6 +161,15 @@ class Frame(NamedTuple):
     type: FrameType
     request_id: bytes
     body: Buffer
+    flags: int = 0
+
+
+class Context(NamedTuple):
+    """An INFER frame's context block: the raw values, checked later by their users (the
+    traceparent by :mod:`._trace`, the class by the rate limiter)."""
+
+    traceparent: str | None
+    rate_class: str | None
 
 
 class ErrorInfo(NamedTuple):
@@ -192,7 +203,11 @@ FATAL = frozenset(
 
 
 def encode_frame(
-    ftype: FrameType, request_id: bytes, body: list[Buffer] | tuple[Buffer, ...] = ()
+    ftype: FrameType,
+    request_id: bytes,
+    body: list[Buffer] | tuple[Buffer, ...] = (),
+    *,
+    flags: int = 0,
 ) -> list[Buffer]:
     """The frame's buffers, header first; send them in order (no body bytes are copied).
 
@@ -204,7 +219,7 @@ def encode_frame(
     length = sum(len(memoryview(b).cast("B")) for b in body)
     if length > MAX_FRAME_BODY:
         raise fail(D.FRAME_TOO_LARGE, f"body of {length} bytes exceeds {MAX_FRAME_BODY}")
-    head = HEADER.pack(MAGIC, VERSION, int(ftype), 0, request_id, length, 0)[:_CRC_AT]
+    head = HEADER.pack(MAGIC, VERSION, int(ftype), flags, request_id, length, 0)[:_CRC_AT]
     crc = _crc.crc32c(head)
     for b in body:
         crc = _crc.crc32c(b, crc)
@@ -242,8 +257,12 @@ def parse_header(data: Buffer, *, max_body: int, expect: frozenset[FrameType]) -
         raise fail(D.FRAME_TYPE, f"unknown frame type {ftype}") from None
     if kind not in expect:
         raise fail(D.FRAME_TYPE, f"frame type {kind.name} is not accepted here")
-    if flags:
-        raise fail(D.FRAME_TYPE, f"reserved flags 0x{flags:04x} set (must be 0 in version 1)")
+    if flags and (kind is not FrameType.INFER or flags != FLAG_CONTEXT):
+        raise fail(
+            D.FRAME_TYPE,
+            f"flags 0x{flags:04x} on a {kind.name} frame: only INFER may set 0x0001 (CONTEXT), "
+            "every other bit is reserved",
+        )
     if length > max_body:
         raise fail(
             D.FRAME_TOO_LARGE,
@@ -283,7 +302,58 @@ def decode_frame(
         raise fail(D.BODY_MALFORMED, f"{len(view) - end} bytes after the frame")
     body = view[HEADER_SIZE:end]
     check_crc(view[:HEADER_SIZE], body, head.crc)
-    return Frame(head.type, head.request_id, body)
+    return Frame(head.type, head.request_id, body, head.flags)
+
+
+# --- the context block (INFER with FLAG_CONTEXT) -----------------------------------------
+
+
+def encode_context(traceparent: str | None, rate_class: str | None) -> bytes:
+    """The context block: traceparent length (u8), class length (u8), the traceparent (ASCII),
+    the class (UTF-8), zeros to the next multiple of 8 (the tensor payload follows).
+
+    Raises:
+        ProtocolError: DIA-7150 a traceparent that is not ASCII of at most 255 characters, or a
+            class that is not 1..64 UTF-8 bytes.
+    """
+    try:
+        tp = b"" if traceparent is None else traceparent.encode("ascii")
+    except UnicodeEncodeError:
+        raise fail(D.FRAME_CONTEXT_INVALID, "the traceparent is not ASCII") from None
+    cls = b"" if rate_class is None else rate_class.encode("utf-8", "surrogatepass")
+    if len(tp) > 255 or (traceparent is not None and not tp):
+        raise fail(D.FRAME_CONTEXT_INVALID, f"a traceparent of {len(tp)} characters (1..255)")
+    if not 0 < len(cls) <= MAX_CLASS and rate_class is not None:
+        raise fail(D.FRAME_CONTEXT_INVALID, f"a rate class of {len(cls)} bytes (1..{MAX_CLASS})")
+    block = bytes((len(tp), len(cls))) + tp + cls
+    return block + _PAD[: -len(block) % 8]
+
+
+def decode_context(body: Buffer) -> tuple[Context, int]:
+    """The context block at the start of ``body`` and where the tensor payload begins.
+
+    Raises:
+        ProtocolError: DIA-7150 for a block that ends early, a traceparent that is not ASCII, a
+            class that is not UTF-8 or longer than 64 bytes, or padding that is not zero.
+    """
+    view = memoryview(body).cast("B")
+    if len(view) < 2:
+        raise fail(D.FRAME_CONTEXT_INVALID, "the body ends before the context block")
+    n_tp, n_cls = view[0], view[1]
+    end = 2 + n_tp + n_cls
+    payload = end + (-end % 8)
+    if payload > len(view):
+        raise fail(D.FRAME_CONTEXT_INVALID, f"a context block of {payload} bytes, body shorter")
+    if n_cls > MAX_CLASS:
+        raise fail(D.FRAME_CONTEXT_INVALID, f"a rate class of {n_cls} bytes (1..{MAX_CLASS})")
+    if any(view[end:payload]):
+        raise fail(D.FRAME_CONTEXT_INVALID, "the context block's padding is not zero")
+    try:
+        tp = str(view[2 : 2 + n_tp], "ascii") if n_tp else None
+        cls = str(view[2 + n_tp : end], "utf-8") if n_cls else None
+    except UnicodeDecodeError:
+        raise fail(D.FRAME_CONTEXT_INVALID, "traceparent not ASCII or class not UTF-8") from None
+    return Context(tp, cls), payload
 
 
 # --- tensors -----------------------------------------------------------------------------

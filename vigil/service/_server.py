@@ -41,8 +41,9 @@ from collections.abc import Callable
 from typing import Any, NoReturn, Protocol
 
 from vigil import _diagnostics as D
-from vigil.errors import ProtocolError, ServiceConfigError
+from vigil.errors import ProtocolError, ServiceBusy, ServiceConfigError
 from vigil.service import _protocol as P
+from vigil.service._calls import Admission, Call
 from vigil.service._server_io import Violations, error_frame, peer_of, recv_into, send
 from vigil.service._slots import Evict, Slot, choose
 from vigil.supervisor._tensors import describe
@@ -62,7 +63,7 @@ _STATS_FIELDS = (
     "log_head_seq",
 )
 
-OnCall = Callable[[Any, BaseException | None, float], None]
+OnCall = Callable[..., None]  # (result, error, seconds, trace_id) -> None
 
 
 class Servable(Protocol):
@@ -70,7 +71,14 @@ class Servable(Protocol):
 
     log: Any
 
-    def infer(self, x: Any, *, request_id: bytes | None = None) -> Any: ...
+    def infer(
+        self,
+        x: Any,
+        *,
+        request_id: bytes | None = None,
+        trace_id: bytes | None = None,
+        span_id: bytes | None = None,
+    ) -> Any: ...
 
     def statistics(self) -> Any: ...
 
@@ -100,10 +108,13 @@ class SocketServer:
             closed.
         read_timeout_s: the longest the server waits for bytes from a client (also for its
             next request: an idle connection is closed after it) or for a send to drain.
-        on_call: called as ``on_call(result_or_None, exception_or_None, seconds)`` after each
-            ``infer`` (for metrics); what it raises is ignored.
+        on_call: called as ``on_call(result_or_None, exception_or_None, seconds, trace_id)``
+            after each ``infer`` and each rate-limited refusal (for metrics; ``trace_id`` is
+            the call's 16 bytes or None); what it raises is ignored.
         violations_per_s: protocol violations recorded in the flight log per second at most.
         clock: monotonic seconds, for judging idle and slow connections (tests pass a fake).
+        admission: trace context, rate limits and spans around each call (:mod:`._calls`);
+            by default traceparents are honoured and nothing is limited or traced.
 
     Raises:
         ServiceConfigError: from :meth:`start`, when ``path`` cannot be used.
@@ -121,6 +132,7 @@ class SocketServer:
         violations_per_s: int = 20,
         max_buffered_bytes: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        admission: Admission | None = None,
     ) -> None:
         if not 0 < max_request_bytes <= P.MAX_FRAME_BODY:
             raise ServiceConfigError(f"max_request_bytes={max_request_bytes}: 1..2^32-1")
@@ -141,6 +153,7 @@ class SocketServer:
         self._max_clients = max_clients
         self._timeout = read_timeout_s
         self._on_call = on_call
+        self.admission = admission if admission is not None else Admission(supervisor)
         self._violations = Violations(supervisor.log, violations_per_s, time.monotonic)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -281,6 +294,7 @@ class SocketServer:
                 "active": sum(slot.busy for slot in self._conns.values()),
                 "in_flight": self._in_flight,
                 "buffered_bytes": self._buffered,
+                **self.admission.statistics(),
             }
 
     # --- connections -----------------------------------------------------------------------
@@ -400,7 +414,7 @@ class SocketServer:
         except BaseException:
             self._release(len(body))
             raise
-        return P.Frame(header.type, header.request_id, body)
+        return P.Frame(header.type, header.request_id, body, header.flags)
 
     def _read_body(
         self,
@@ -530,15 +544,26 @@ class SocketServer:
         if frame.type is P.FrameType.HEALTH:
             send(conn, P.encode_frame(P.FrameType.HEALTH_REPLY, rid, self._health()))
             return
+        call: Call | None = None
         try:
-            x = P.decode_tensors(frame.body)
+            context, offset = P.Context(None, None), 0
+            if frame.flags & P.FLAG_CONTEXT:
+                context, offset = P.decode_context(frame.body)
+            call = self.admission.begin(context.traceparent, context.rate_class, "socket")
+            refusal = self._refused(call, rid)
+            if refusal is not None:
+                send(conn, refusal)
+                return
+            x = P.decode_tensors(frame.body, offset)
         except ProtocolError as exc:  # the frame was sound: answer, and serve on
             self._violations.note(peer, exc.code, exc.message)
+            self._abandon(call, exc)
             body = P.encode_error(P.ErrorClass.PROTOCOL, exc.code, exc.message)
             send(conn, P.encode_frame(P.FrameType.ERROR, rid, body))
             return
         except Exception as exc:  # a codec bug must cost one answer, never the thread
             self._violations.note(peer, D.SERVER_FAULT.code, describe(exc, 500))
+            self._abandon(call, exc)
             send(conn, error_frame(exc, rid))
             return
         with self._lock:
@@ -549,31 +574,61 @@ class SocketServer:
                 self._in_flight += 1
                 self._counts["requests"] += 1
         if refused:
+            self._abandon(call, ServiceBusy("the service is stopping"))
             body = P.encode_error(
                 P.ErrorClass.BUSY, D.SERVICE_BUSY.code, "the service is stopping", closing=True
             )
             send(conn, P.encode_frame(P.FrameType.ERROR, rid, body))
             raise _Drop
         try:
-            send(conn, self._infer(x, rid))
+            send(conn, self._infer(x, rid, call))
         finally:
             with self._idle:
                 self._in_flight -= 1
                 if self._in_flight == 0:
                     self._idle.notify_all()
 
-    def _infer(self, x: Any, rid: bytes) -> list[P.Buffer]:
+    def _abandon(self, call: Call | None, error: Exception) -> None:
+        """End the span of a call that never reached the supervisor (refused or broken)."""
+        if call is not None:
+            self.admission.end(call, None, error)
+
+    def _refused(self, call: Call, rid: bytes) -> list[P.Buffer] | None:
+        """None when the call may go on; else the ERROR frame (class BUSY, DIA-2021) of a
+        rate-limited refusal, recorded before it is sent."""
+        refusal = self.admission.refusal(call, None if rid == P.ZERO_ID else rid)
+        if refusal is None:
+            return None
+        self.admission.end(call, None, refusal.error)
+        if self._on_call is not None:
+            with contextlib.suppress(Exception):  # metrics must not hurt the service
+                self._on_call(None, refusal.error, 0.0, call.trace_id)
+        detail = {
+            "class": refusal.rate_class,
+            "retry_after_s": round(refusal.retry_after_s, 6),
+            "seq": refusal.seq,
+            "request_id": None if refusal.request_id is None else refusal.request_id.hex(),
+        }
+        body = P.encode_error(
+            P.ErrorClass.BUSY, D.RATE_LIMITED.code, refusal.error.message, detail=detail
+        )
+        return P.encode_frame(P.FrameType.ERROR, rid, body)
+
+    def _infer(self, x: Any, rid: bytes, call: Call) -> list[P.Buffer]:
         """Run the call; the frame that answers it (never raises but for BaseException)."""
         result, error = None, None
         t0 = time.perf_counter()
         try:
-            result = self._sup.infer(x, request_id=None if rid == P.ZERO_ID else rid)
+            result = self._sup.infer(
+                x, request_id=None if rid == P.ZERO_ID else rid, **call.infer_kwargs()
+            )
         except Exception as exc:
             error = exc
         seconds = time.perf_counter() - t0
+        self.admission.end(call, result, error)
         if self._on_call is not None:
             with contextlib.suppress(Exception):  # metrics must not hurt the service
-                self._on_call(result, error, seconds)
+                self._on_call(result, error, seconds, call.trace_id)
         if error is not None:
             return error_frame(error, rid)
         assert result is not None

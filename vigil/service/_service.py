@@ -46,10 +46,13 @@ from vigil.auditlog import (
     clock_from_config,
 )
 from vigil.errors import ServiceConfigError
+from vigil.service._calls import Admission
 from vigil.service._config import ServeConfig
+from vigil.service._limits import RateLimiter
 from vigil.service._metrics import Health, HealthServer, ServiceMetrics
 from vigil.service._server import SocketServer
 from vigil.service._systemd import SystemdNotifier, WatchdogPinger, watchdog_interval_s
+from vigil.service._tracing import Spans
 from vigil.supervisor._supervisor import Supervisor
 from vigil.workers._pool import WorkerPool, WorkerSpec
 
@@ -76,6 +79,7 @@ class Service:
         self.metrics: ServiceMetrics | None = None
         self.log: FlightRecorder | None = None
         self._clock: SystemClock | PosixClock | None = None
+        self.admission: Admission | None = None  # trace context, [limits], [tracing]
         self._ready = False
         self._draining = False
         self._stop_requested = threading.Event()
@@ -120,6 +124,7 @@ class Service:
             if known is not None:
                 _check_same_model(cfg, known[1], self.pool.digest)
             self.metrics = ServiceMetrics(self.supervisor, pool=self.pool)
+            self.admission = self._admission()
             if cfg.metrics.enabled:
                 self.health_server = HealthServer(
                     cfg.metrics.host,
@@ -137,6 +142,7 @@ class Service:
                 read_timeout_s=cfg.service.read_timeout_s,
                 max_buffered_bytes=_mib(cfg.service.max_buffered_mb),
                 on_call=self.metrics.observe_call,
+                admission=self.admission,
             )
             self.server.start()
             if cfg.http.enabled:
@@ -240,6 +246,8 @@ class Service:
             self.supervisor.close()  # stops the workers
         elif self.pool is not None:
             self.pool.close()
+        if self.admission is not None and self.admission.spans is not None:
+            self.admission.spans.close()  # flush the spans of the last calls
         if self.log is not None:
             self.log.close()  # the CLOSED record, synced
         if isinstance(self._clock, PosixClock):
@@ -285,6 +293,9 @@ class Service:
             input_dtype=None if spec is None else spec.dtype,
             max_request_bytes=h.max_request_mb * _MB,
             max_json_bytes=h.max_json_mb * _MB,
+            admission=self.admission,
+            class_header=self.config.limits.class_header,
+            on_call=None if self.metrics is None else self.metrics.observe_call,
         )
         return KServeServer(
             app, h.host, h.port, max_connections=h.max_connections, timeout_s=h.timeout_s
@@ -322,6 +333,16 @@ class Service:
             max_concurrency=g.max_concurrency,
             idle_timeout_s=g.idle_timeout_s,
         )
+
+    def _admission(self) -> Admission:
+        """Trace context, the ``[limits]`` rate limiter and ``[tracing]`` spans, shared by
+        both fronts (docs/SERVICE.md, "Trace context and rate limiting")."""
+        cfg = self.config
+        limiter = RateLimiter(cfg.limits) if cfg.limits.enabled else None
+        spans = None
+        if cfg.tracing.enabled:  # opentelemetry is imported by Spans, on use
+            spans = Spans(cfg.tracing)
+        return Admission(self.supervisor, limiter=limiter, spans=spans)
 
     def _open_log(self) -> FlightRecorder:
         cfg = self.config.log

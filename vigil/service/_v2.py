@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from vigil.schemas import Result
+from vigil.service._calls import Call
 
 __all__ = ["DATATYPES", "MAX_DIMS", "NAME_OF", "CallGate", "named_outputs", "vigil_parameters"]
 
@@ -95,9 +96,15 @@ def named_outputs(result: Result) -> list[tuple[str, torch.Tensor]] | None:
     return named
 
 
-def vigil_parameters(result: Result) -> dict[str, Any]:
-    """How the answer came about, as the socket's RESULT frame says it (docs/PROTOCOL.md)."""
-    return {
+def vigil_parameters(result: Result, call: Call | None = None) -> dict[str, Any]:
+    """How the answer came about, as the socket's RESULT frame says it (docs/PROTOCOL.md),
+    and the call's trace id (when it had one) and whether its traceparent was ignored."""
+    extra: dict[str, Any] = {}
+    if call is not None and call.trace_id is not None:
+        extra["vigil_trace_id"] = call.trace_id.hex()
+    if call is not None and call.traceparent_ignored:
+        extra["vigil_traceparent_ignored"] = True
+    return extra | {
         "vigil_served_by": result.served_by.name,
         "vigil_outcome": result.outcome.name,
         "vigil_state": result.state.name,

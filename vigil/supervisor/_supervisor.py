@@ -388,8 +388,18 @@ class Supervisor:
     # --- the call ------------------------------------------------------------------------
 
     # Past ruff's size limits: to split (issue 14).
-    def infer(self, x: Any, *, request_id: bytes | None = None) -> Result:  # noqa: PLR0912, PLR0915
+    def infer(  # noqa: PLR0912, PLR0915
+        self,
+        x: Any,
+        *,
+        request_id: bytes | None = None,
+        trace_id: bytes | None = None,
+        span_id: bytes | None = None,
+    ) -> Result:
         """Answer ``x`` within the deadline, whatever the primary does.
+
+        ``trace_id`` (16 bytes) and ``span_id`` (8 bytes) are the call's W3C trace context,
+        passed through by the service; this version accepts them and does not record them.
 
         Returns:
             A :class:`Result`; check ``served_by`` to know who answered.
@@ -891,6 +901,43 @@ class Supervisor:
     def _new_request_id(self) -> bytes:
         """8 random bytes per supervisor, then a call counter (unique within the session)."""
         return self._session + next(self._requests).to_bytes(8, "little")
+
+    def refuse(
+        self,
+        request_id: bytes | None,
+        reason: str,
+        diagnostic: D.Diagnostic,
+        *,
+        trace_id: bytes | None = None,
+        input_digest: bytes | None = None,
+    ) -> tuple[bytes, int]:
+        """Record a call the service refused before it reached :meth:`infer` (rate limited,
+        DIA-2021): a REJECTED record with ``diagnostic``, appended before the caller answers
+        the refusal. Thread-safe. The state machine never sees it: a refusal is the
+        service's overload, not the model's failure.
+
+        Args:
+            request_id: the call's 16 bytes, or None (or not 16 bytes) for a generated one.
+            reason: why, in words (kept to 2000 characters).
+            diagnostic: the refusal's code.
+            trace_id: the call's trace id (16 bytes), when it had one (not recorded here).
+            input_digest: 32 bytes; all zeros by default (the input was never examined).
+
+        Returns:
+            ``(request_id, seq)``: the id recorded and the REJECTED record's sequence number.
+        """
+        rid = request_id if request_id is not None and len(request_id) == 16 else None
+        digest = input_digest if input_digest is not None and len(input_digest) == 32 else None
+        with self._lock:
+            rid = rid if rid is not None else self._new_request_id()
+            seq = self.log.record_rejected(
+                request_id=bytes(rid),
+                input_digest=bytes(digest) if digest is not None else _ZERO_DIGEST,
+                code=diagnostic.number,
+                reason=reason[:2000],
+            )
+            self._counters.rejected += 1
+        return bytes(rid), seq
 
     # --- the primary ---------------------------------------------------------------------
 

@@ -1,0 +1,126 @@
+"""W3C Trace Context: the ``traceparent`` value, parsed strictly (sans-IO, no dependency).
+
+Theory of operation
+-------------------
+A ``traceparent`` is ``version-traceid-parentid-flags`` in lower-case hex
+(https://www.w3.org/TR/trace-context-2/, "traceparent Header"). Version ``00`` is exactly 55
+characters: 2 + 1 + 32 + 1 + 16 + 1 + 2. A trace-id or parent-id of all zeros is invalid, and
+so is version ``ff``. A later version may append fields: its first 55 characters are parsed
+as version 00's, and the character after them must be ``-`` (or the end); the rest is not
+interpreted.
+
+What a receiver does with an invalid value is the specification's rule too: it does not fail
+the request, it *restarts the trace* -- the call is served as if no ``traceparent`` had come
+(:func:`extract` returns None and says why). ``vigil serve`` follows that on both protocols
+and counts the values it ignored; only the Python client, which is handed the value by its
+own caller, refuses a bad one outright (:func:`parse` raises ``InvalidInput``, DIA-2020),
+since there the mistake is the program's and nothing has been sent yet.
+
+The parser looks at the value's characters only, at most the first 55 of a later version's:
+any bytes at all give a :class:`TraceContext` or ``InvalidInput``, never another exception.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import NamedTuple
+
+from vigil import _diagnostics as D
+from vigil.errors import InvalidInput
+
+__all__ = ["TraceContext", "extract", "new_span_id", "new_trace_id", "parse"]
+
+V0_LENGTH = 55
+MAX_LENGTH = 512  # a later version's header may grow; a longer value is not a traceparent
+_V0 = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+SAMPLED = 0x01
+
+
+class TraceContext(NamedTuple):
+    """A parsed ``traceparent``: the caller's trace and span (the parent of ours)."""
+
+    version: int
+    trace_id: bytes  # 16 bytes, never all zero
+    parent_id: bytes  # 8 bytes, never all zero
+    flags: int
+
+    @property
+    def sampled(self) -> bool:
+        return bool(self.flags & SAMPLED)
+
+    def header(self) -> str:
+        """The value as version 00 writes it (a later version's extra fields are dropped)."""
+        return f"00-{self.trace_id.hex()}-{self.parent_id.hex()}-{self.flags:02x}"
+
+
+def _invalid(why: str) -> InvalidInput:
+    return InvalidInput(
+        f"traceparent: {why}", diagnostic=D.TRACEPARENT_INVALID, field="traceparent"
+    )
+
+
+def parse(value: str | bytes) -> TraceContext:
+    """Parse a ``traceparent`` strictly.
+
+    Raises:
+        InvalidInput: DIA-2020, with the rule it broke in the message.
+    """
+    if isinstance(value, bytes | bytearray):
+        try:
+            value = bytes(value).decode("ascii")
+        except UnicodeDecodeError:
+            raise _invalid("not ASCII") from None
+    if not isinstance(value, str):
+        raise _invalid(f"a {type(value).__name__}, not a string")
+    if len(value) < V0_LENGTH or len(value) > MAX_LENGTH:
+        raise _invalid(f"{min(len(value), 9999)} characters, version 00 has {V0_LENGTH}")
+    m = _V0.fullmatch(value, 0, V0_LENGTH)
+    if m is None:
+        raise _invalid(
+            f"{value[:V0_LENGTH]!r} is not version-traceid-parentid-flags in lower-case hex"
+        )
+    version, trace_hex, parent_hex, flags_hex = m.groups()
+    if version == "ff":
+        raise _invalid("version ff is invalid")
+    if version == "00" and len(value) != V0_LENGTH:
+        raise _invalid(f"version 00 is exactly {V0_LENGTH} characters, got {len(value)}")
+    if len(value) > V0_LENGTH and value[V0_LENGTH] != "-":
+        raise _invalid(f"version {version}: the flags must be followed by '-' or the end")
+    if trace_hex == _ZERO_TRACE:
+        raise _invalid("the trace-id is all zeros")
+    if parent_hex == _ZERO_SPAN:
+        raise _invalid("the parent-id is all zeros")
+    return TraceContext(
+        int(version, 16), bytes.fromhex(trace_hex), bytes.fromhex(parent_hex), int(flags_hex, 16)
+    )
+
+
+def extract(value: str | bytes | None) -> tuple[TraceContext | None, InvalidInput | None]:
+    """The receiver's rule: ``(context, None)``, ``(None, None)`` when there is no value, or
+    ``(None, why)`` when the value is invalid and the trace restarts (serve the call as one
+    without context; ``why`` is for counting, never to refuse the call)."""
+    if value is None:
+        return None, None
+    try:
+        return parse(value), None
+    except InvalidInput as exc:
+        return None, exc
+
+
+def new_trace_id() -> bytes:
+    """16 random bytes, never all zero (a new trace)."""
+    while True:
+        tid = os.urandom(16)
+        if any(tid):
+            return tid
+
+
+def new_span_id() -> bytes:
+    """8 random bytes, never all zero."""
+    while True:
+        sid = os.urandom(8)
+        if any(sid):
+            return sid
