@@ -829,11 +829,11 @@ class Supervisor:
                 trace_id=trace.trace_id,
                 span_id=trace.span_id,
             )
-            if pending is not None:  # queued under the lock: digests follow in seq order
-                assert self._digester is not None
-                self._digester.put(seq, *pending)
             if caused:
                 self._log_transitions(caused, cause=seq)
+            if pending is not None:  # under the lock, after the call's transitions (replay
+                assert self._digester is not None  # reads them right after its record)
+                self._digester.put(seq, *pending)
             c = self._counters
             c.calls += 1
             c.served[served_by] += 1
