@@ -439,3 +439,36 @@ def test_a_sigkilled_writer_leaves_pending_digests_that_verify_explains(tmp_path
         sup.infer(torch.ones(2))
     again = _verify(path)
     assert again.intact and [f.kind for f in again.findings] == ["DIGEST_PENDING"]
+
+
+# --- the service's configuration --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("table", "ok"),
+    [
+        ({}, (64, 64)),
+        ({"digest_inline_max_kb": 0, "digest_queue": 1}, (0, 1)),
+        ({"digest_inline_max_kb": -1}, None),
+        ({"digest_queue": 0}, None),
+        ({"digest_queue": 4097}, None),
+        ({"digest_queue": 2.0}, None),
+    ],
+)
+def test_the_service_config_takes_the_digest_keys(table: dict[str, Any], ok: Any) -> None:
+    from vigil.errors import ServiceConfigError
+    from vigil.service._config import ServeConfig
+
+    data = {
+        "service": {"socket": "run/vigil.sock"},
+        "log": {"path": "flight.vigil"},
+        "model": {"factory": "vigil.model:TinyReference"},
+        "supervisor": {"deadline_ms": 50, **table},
+    }
+    if ok is None:
+        with pytest.raises(ServiceConfigError) as info:
+            ServeConfig.from_dict(data)
+        assert info.value.diagnostic in (D.SERVICE_CONFIG_RANGE, D.SERVICE_CONFIG_TYPE)
+        return
+    sup = ServeConfig.from_dict(data).supervisor
+    assert (sup.digest_inline_max_kb, sup.digest_queue) == ok
