@@ -32,6 +32,7 @@ BENCHES = (
     "export",
     "gpu_shaped",
     "inline_parts",
+    "digest",
 )
 
 

@@ -405,13 +405,14 @@ def stuck(value):
 sup._digester._digest = stuck
 for i in range(int(sys.argv[3])):
     sup.infer(torch.ones(2) * i)
+    if i < int(sys.argv[2]):
+        sup.wait_digested(60)  # the first ones are digested one by one: no race
 sup.log.flush()
 print("ready", flush=True)
 threading.Event().wait()
 """
 
 
-@pytest.mark.slow
 def test_a_sigkilled_writer_leaves_pending_digests_that_verify_explains(tmp_path: Path) -> None:
     path = tmp_path / "a.vigil"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -472,3 +473,18 @@ def test_the_service_config_takes_the_digest_keys(table: dict[str, Any], ok: Any
         return
     sup = ServeConfig.from_dict(data).supervisor
     assert (sup.digest_inline_max_kb, sup.digest_queue) == ok
+
+
+def test_a_record_that_cannot_be_written_gives_its_queue_room_back(tmp_path: Path) -> None:
+    from vigil.errors import LogClosed
+
+    log = FlightRecorder.create(tmp_path / "a.vigil", durability="none")
+    sup = Supervisor(lambda x: BIG, log=log, isolation="inline", digest_queue=1)
+    try:
+        log.close()  # the caller closed its log under the supervisor
+        with pytest.raises(LogClosed):
+            sup.infer(torch.ones(2))
+        stats = sup.statistics().digester
+        assert stats is not None and stats.pending == 0 and stats.deferred == 0
+    finally:
+        sup.close()  # returns: nothing outstanding to drain

@@ -104,6 +104,7 @@ _DIGEST_FOLLOWS = int(CallFlags.DIGEST_FOLLOWS)
 _DEFERRED = b""  # an attempt's digest that is not computed yet: its snapshot is ``pending``
 DIGEST_THRESHOLD = 64 * 1024
 """Outputs of more bytes than this are digested off the caller's path by default."""
+_DRAIN_S = 30.0  # close() waits this long at most for the queued digests
 DIGESTER_ANNOTATION = "vigil.digester"
 """The ANNOTATION key under which a supervisor declares its digest queue's bound."""
 
@@ -813,27 +814,29 @@ class Supervisor:
                 )
                 if self._pool is not None and attempt.outcome is Outcome.DEVICE_FATAL:
                     self._fsm.primary_replaced()  # the pool killed that process already
-            seq = self.log.record_inference(
-                request_id=rid,
-                model_digest=primary.digest,
-                input_digest=in_digest,
-                output_digest=out_digest,
-                state=state,
-                served_by=served_by,
-                outcome=attempt.outcome,
-                latency_ns=attempt.latency_ns or now - start,
-                deadline_ns=self.deadline_ns,
-                code=code.number if code else _NO_CODE,
-                answer_age_ns=age,
-                flags=flags,
-                trace_id=trace.trace_id,
-                span_id=trace.span_id,
-            )
-            if caused:
-                self._log_transitions(caused, cause=seq)
-            if pending is not None:  # under the lock, after the call's transitions (replay
-                assert self._digester is not None  # reads them right after its record)
-                self._digester.put(seq, *pending)
+            seq = 0
+            try:
+                seq = self.log.record_inference(
+                    request_id=rid,
+                    model_digest=primary.digest,
+                    input_digest=in_digest,
+                    output_digest=out_digest,
+                    state=state,
+                    served_by=served_by,
+                    outcome=attempt.outcome,
+                    latency_ns=attempt.latency_ns or now - start,
+                    deadline_ns=self.deadline_ns,
+                    code=code.number if code else _NO_CODE,
+                    answer_age_ns=age,
+                    flags=flags,
+                    trace_id=trace.trace_id,
+                    span_id=trace.span_id,
+                )
+                if caused:
+                    self._log_transitions(caused, cause=seq)
+            finally:  # under the lock, after the call's transitions (replay reads them
+                if pending is not None:  # right after its record): digests in seq order
+                    self._queue_digest(seq, pending)
             c = self._counters
             c.calls += 1
             c.served[served_by] += 1
@@ -855,6 +858,15 @@ class Supervisor:
         if self._digester.try_reserve():
             return _ZERO_DIGEST, pending
         return T.digest(pending[0]), None
+
+    def _queue_digest(self, seq: int, pending: tuple[Any, int]) -> None:
+        """Hand a recorded call's snapshot to the digester; give its reservation back when
+        the record was not written (``seq`` 0: the append raised)."""
+        assert self._digester is not None
+        if seq:
+            self._digester.put(seq, *pending)
+        else:
+            self._digester.unreserve()
 
     def _refused(
         self, rid: bytes, x: Any, attempt: _Attempt, trace: _Trace = _NO_TRACE
@@ -1106,7 +1118,7 @@ class Supervisor:
         if self._pool is not None:
             self._pool.close()
         if self._digester is not None:  # every queued digest is recorded before the log closes
-            self._digester.close()
+            self._digester.close(timeout=_DRAIN_S)
         if self._owns_log:
             self.log.close()
 
