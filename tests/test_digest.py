@@ -488,3 +488,20 @@ def test_a_record_that_cannot_be_written_gives_its_queue_room_back(tmp_path: Pat
         assert stats is not None and stats.pending == 0 and stats.deferred == 0
     finally:
         sup.close()  # returns: nothing outstanding to drain
+
+
+def test_snapshot_buffers_are_recycled_and_each_digest_is_its_own_outputs(tmp_path: Path) -> None:
+    path = tmp_path / "a.vigil"
+    outputs = [BIG * i for i in range(5)]
+    feed = iter(outputs)
+    with Supervisor(lambda x: next(feed), log=path, isolation="inline") as sup:
+        assert sup._digester is not None
+        first = sup._digester.snapshot(BIG)
+        sup._digester._recycle(first)
+        for _ in outputs:
+            sup.infer(torch.ones(2))
+            assert sup.wait_digested(30)
+            (kept,) = sup._digester._free[(BIG.dtype, BIG.shape)]
+            assert kept is first  # one buffer, reused by every call
+    got = [r.body["output_digest"] for r in _records(path) if r.type is RecordType.OUTPUT_DIGEST]
+    assert got == [T.digest(o) for o in outputs]

@@ -32,7 +32,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from vigil.auditlog import FlightRecorder
+from vigil.supervisor import _tensors as T
 
 
 @dataclass(frozen=True)
@@ -100,10 +103,35 @@ class Digester:
         self._outstanding = 0
         self._closing = False
         self._deferred = self._digested = self._full = self._failed = 0
+        self._free: dict[tuple[torch.dtype, torch.Size], list[torch.Tensor]] = {}
         self._lags: collections.deque[tuple[int, int]] = collections.deque(maxlen=4096)
         self._lag_max = (0, 0)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+
+    def snapshot(self, value: Any) -> Any | None:
+        """A snapshot of ``value`` for :meth:`put` (:func:`~vigil.supervisor._tensors.snapshot`).
+        A plain tensor is copied into a host buffer of its dtype and shape that the digester
+        recycles once it has hashed it: no fresh allocation (page faults) per call."""
+        if type(value) is not torch.Tensor:
+            return T.snapshot(value)
+        free = self._free.get((value.dtype, value.shape))
+        try:
+            buf = free.pop() if free else None  # list.pop is atomic: callers race safely
+        except IndexError:
+            buf = None
+        if buf is None:
+            buf = torch.empty(value.shape, dtype=value.dtype)
+        buf.copy_(value.detach())
+        return buf
+
+    def _recycle(self, snapshot: Any) -> None:
+        """Keep a hashed snapshot's buffer for the next output of its dtype and shape (at most
+        ``max_pending`` buffers kept in all)."""
+        if type(snapshot) is not torch.Tensor:
+            return
+        if sum(len(v) for v in self._free.values()) < self.max_pending:
+            self._free.setdefault((snapshot.dtype, snapshot.shape), []).append(snapshot)
 
     def try_reserve(self) -> bool:
         """Reserve room for one output; False when ``max_pending`` are outstanding (the
@@ -151,6 +179,7 @@ class Digester:
     def _record(self, item: _Item) -> bool:
         try:
             value = self._digest(item.snapshot)
+            self._recycle(item.snapshot)
             item.snapshot = None
             lag = self._clock() - item.t0
             with self._cv:

@@ -747,7 +747,8 @@ class Supervisor:
         size = T.output_bytes(output)
         if size <= limit:
             return T.digest(output), None
-        snap = T.snapshot(output)
+        assert self._digester is not None
+        snap = self._digester.snapshot(output)
         if snap is None:  # not only tensors and scalars: its repr could change later
             return T.digest(output), None
         return _DEFERRED, (snap, size)
