@@ -33,6 +33,7 @@ BENCHES = (
     "gpu_shaped",
     "inline_parts",
     "limits",
+    "digest",
 )
 
 

@@ -17,7 +17,7 @@ DATA = Path(__file__).resolve().parent / "data"
 CRC = crcmod.predefined.mkCrcFun("crc-32c")  # the oracle, not vigil's CRC path
 
 
-@pytest.mark.parametrize("name", ["golden-v1", "golden-v1-torn"])
+@pytest.mark.parametrize("name", ["golden-v1", "golden-v1-torn", "golden-v1.2"])
 def test_golden_logs_decode_and_verify_as_committed(name: str) -> None:
     with LogReader(str(DATA / f"{name}.vigil")) as r:
         rows = [json.loads(json.dumps(rec.to_json(), ensure_ascii=False)) for rec in r.records()]
@@ -35,6 +35,32 @@ def test_golden_logs_decode_and_verify_as_committed(name: str) -> None:
     )
     got = [{k: v for k, v in f.to_json().items() if k != "message"} for f in report.findings]
     assert got == summary["findings"]
+
+
+def test_the_format_1_2_golden_log_says_so_and_holds_each_1_2_record() -> None:
+    image = (DATA / "golden-v1.2.vigil").read_bytes()
+    assert struct.unpack_from("<HH", image, 8) == (1, 2)  # major, minor: rewritten to 1.2
+    assert image[0:256] == image[512:768]
+    rows = [json.loads(x) for x in (DATA / "golden-v1.2.jsonl").read_text("utf-8").splitlines()]
+    kinds = {(r["type"], r.get("flags", 0) & 16, "trace_id" in r) for r in rows}
+    assert {("INFERENCE", 16, True), ("INFERENCE", 0, False), ("REJECTED", 0, True)} <= kinds
+    assert ("OUTPUT_DIGEST", 0, False) in kinds
+    for row in rows:  # the byte offsets of FORMAT.md §5 for the 1.2 bodies
+        off = row["offset"] + 56
+        if row["type"] == "OUTPUT_DIGEST":
+            assert struct.unpack_from("<QQQ", image, off) == (
+                row["inference_seq"],
+                row["output_bytes"],
+                row["lag_ns"],
+            )
+            assert image[off + 24 : off + 56].hex() == row["output_digest"]
+        elif row["type"] == "INFERENCE" and "trace_id" in row:
+            assert image[off + 115] == row["flags"]
+            assert image[off + 144 : off + 160].hex() == row["trace_id"]
+            assert image[off + 160 : off + 168].hex() == row["span_id"]
+        elif row["type"] == "REJECTED":
+            assert image[off + 56 : off + 72].hex() == row["trace_id"]
+            assert image[off + 72 : off + 80].hex() == row["span_id"]
 
 
 def test_golden_bytes_follow_the_specification() -> None:

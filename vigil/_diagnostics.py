@@ -218,6 +218,27 @@ HEADER_COPY = _d(
     "one copy of a redundant segment header is torn or damaged; the other copy is in force",
     "nothing after a crash; repeated findings suggest failing storage",
 )
+DIGEST_PENDING = _d(
+    "DIA-3110",
+    "DIGEST_PENDING",
+    "output digests still queued when a writer session ended (a crash): at most the "
+    "supervisor's declared digest queue bound, at the end of the session (expected)",
+    "nothing after a crash; those calls' records exist, only their output digests were lost",
+)
+DIGEST_MISSING = _d(
+    "DIA-3111",
+    "DIGEST_MISSING",
+    "a DIGEST_FOLLOWS INFERENCE record has no OUTPUT_DIGEST record where a crash cannot "
+    "explain it (more than the queue bound, or before a later digest of the same session)",
+    "treat as an edited log or a writer fault: the served output of that call is unproven",
+)
+DIGEST_UNEXPECTED = _d(
+    "DIA-3112",
+    "DIGEST_UNEXPECTED",
+    "an OUTPUT_DIGEST record names a seq that is not a DIGEST_FOLLOWS INFERENCE record of its "
+    "session, or names one a second time",
+    "treat as an edited or spliced log; the findings name the records",
+)
 CLOCK_STEP = _d(
     "DIA-3120",
     "CLOCK_STEP",
@@ -237,6 +258,13 @@ REQUEST_ID_INVALID = _d(
     "REQUEST_ID_INVALID",
     "the request id given to a call is not 16 bytes",
     "pass 16 bytes (a UUID's bytes or a W3C trace id), or none for a generated one",
+)
+TRACE_CONTEXT_INVALID = _d(
+    "DIA-2012",
+    "TRACE_CONTEXT_INVALID",
+    "the trace context given to a call is invalid: a trace id that is not 16 bytes or is all "
+    "zero, or a span id that is not 8 bytes, is all zero or comes without a trace id",
+    "pass a W3C trace-id (16 bytes, not all zero) and parent-id (8 bytes), or neither",
 )
 
 # --- trace context and rate limiting of a call (2020-2029) -----------------------------

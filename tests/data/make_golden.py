@@ -23,7 +23,7 @@ from vigil.auditlog import (  # noqa: E402
     format_image,
 )
 from vigil.errors import SimulatedPowerCut  # noqa: E402
-from vigil.schemas import Outcome, RecordType, ServedBy, State  # noqa: E402
+from vigil.schemas import CallFlags, Outcome, RecordType, ServedBy, State  # noqa: E402
 from vigil.schemas import _records as R  # noqa: E402
 
 from conftest import FakeClock  # noqa: E402
@@ -110,6 +110,68 @@ def torn_log() -> bytes:
     return bytes(disk.disk)
 
 
+def v12_log() -> bytes:
+    """Format 1.2: a session that defers output digests and records trace contexts, cut off
+    (a crash) with two digests pending, then a second session that closes cleanly."""
+    disk = PowerCutDisk(format_image(CONFIG, created_ns=1_700_000_000_000_000_000, log_id=LOG_ID))
+    w = FlightRecorder(disk, durability="always", clock=FakeClock(), start_flusher=False)
+    w.annotate("vigil.digester", '{"max_pending": 4, "threshold": 65536}')
+    follows = CallFlags.DIGEST_FOLLOWS | CallFlags.COUNTED
+    calls = []
+    for i in range(6):
+        calls.append(
+            w.record_inference(
+                request_id=i.to_bytes(16, "big"),
+                model_digest=h("model", 1),
+                input_digest=h("in", i),
+                output_digest=bytes(32) if i % 3 else h("out", i),
+                state=State.NORMAL,
+                served_by=ServedBy.PRIMARY,
+                outcome=Outcome.OK,
+                latency_ns=2_500_000 + i,
+                deadline_ns=20_000_000,
+                flags=follows if i % 3 else CallFlags.COUNTED,
+                trace_id=bytes([i + 1]) * 16 if i % 2 else None,
+                span_id=bytes([i + 1]) * 8 if i % 2 else bytes(8),
+            )
+        )
+        if i in (1, 2):
+            w.record_output_digest(
+                calls[i], h("out", i), output_bytes=1_048_576, lag_ns=1_000_000 + i
+            )
+    w.record_rejected(
+        request_id=b"\x01" * 16,
+        input_digest=h("bad"),
+        code=2012,
+        reason="trace_id: must be 16 bytes, not all zero",
+        trace_id=b"\x07" * 16,
+        span_id=b"\x08" * 8,
+    )
+    # a crash: calls 4 and 5 never get their digests
+    w = FlightRecorder(
+        PowerCutDisk(bytes(disk.buf)),
+        durability="batch",
+        clock=FakeClock(boot=b"second-boot-0001"),
+        start_flusher=False,
+    )
+    w.annotate("vigil.digester", '{"max_pending": 4, "threshold": 65536}')
+    seq = w.record_inference(
+        request_id=bytes(16),
+        model_digest=h("model", 1),
+        input_digest=h("in", 9),
+        output_digest=bytes(32),
+        state=State.NORMAL,
+        served_by=ServedBy.PRIMARY,
+        outcome=Outcome.OK,
+        latency_ns=2_500_009,
+        deadline_ns=20_000_000,
+        flags=follows,
+    )
+    w.record_output_digest(seq, h("out", 9), output_bytes=2_097_152, lag_ns=1_500_000)
+    w.close()
+    return bytes(w._storage.buf)
+
+
 def write(name: str, image: bytes) -> None:
     path = HERE / f"{name}.vigil"
     path.write_bytes(image)
@@ -133,6 +195,8 @@ def write(name: str, image: bytes) -> None:
     print(f"{path.name}: {len(rows)} records, {summary['counts']}")
 
 
-if __name__ == "__main__":
-    write("golden-v1", intact_log())
-    write("golden-v1-torn", torn_log())
+MAKERS = {"golden-v1": intact_log, "golden-v1-torn": torn_log, "golden-v1.2": v12_log}
+
+if __name__ == "__main__":  # python tests/data/make_golden.py [NAME ...]: all by default
+    for name in sys.argv[1:] or MAKERS:
+        write(name, MAKERS[name]())

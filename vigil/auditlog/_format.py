@@ -112,6 +112,29 @@ class SlotProblem:
     reason: str
 
 
+def superblock_values(geo: Geometry, **changes: Any) -> dict[str, Any]:
+    """The superblock fields of ``geo`` (constants filled in), with ``changes`` applied."""
+    values = {
+        "major": R.FORMAT_MAJOR,
+        "minor": geo.minor,
+        "flags": geo.flags,
+        "revision": geo.revision,
+        "log_id": geo.log_id,
+        "created_ns": geo.created_ns,
+        "sector_size": R.SECTOR,
+        "segment_size": geo.segment_size,
+        "segment_count": geo.segment_count,
+        "frozen_quota": geo.frozen_quota,
+        "segments_offset": geo.segments_offset,
+        "header_area": geo.header_area,
+        "crc_alg": R.CRC_ALG_CRC32C,
+        "hash_alg": R.HASH_ALG_SHA256,
+        "key_id": geo.key_id,
+    }
+    values.update(changes)
+    return values
+
+
 def encode_superblock(values: dict[str, Any]) -> bytes:
     raw = R.SUPERBLOCK.pack({**values, "crc": 0})
     return raw[:-4] + CRC.pack(crc32c(raw[:-4]))

@@ -26,6 +26,8 @@ from typing import Any
 
 from vigil._files import open_regular
 from vigil.auditlog import _format as F
+from vigil.auditlog._digestcheck import BODY_TYPES as DIGEST_BODIES
+from vigil.auditlog._digestcheck import DigestChecker
 from vigil.auditlog._seal import FssSeed
 from vigil.auditlog._sealcheck import Anchor, SealChecker
 from vigil.auditlog._unused import first_nonzero, stray_records
@@ -94,8 +96,15 @@ def _jsonable(value: Any) -> Any:
 def decode_body(rtype: int, version: int, body: bytes) -> dict[str, Any]:
     """Decode a record body; never raises (see :class:`LogRecord` ``body``)."""
     kind = coerce(RecordType, rtype)
-    layout = R.BODIES.get(kind) if isinstance(kind, RecordType) else None
-    if layout is None or version != R.BODY_VERSION:
+    if not isinstance(kind, RecordType):
+        return {"raw": body}
+    if version == R.BODY_VERSION:
+        layout = R.BODIES.get(kind)
+    elif version == R.BODY_VERSION_TRACED:
+        layout = R.TRACED_BODIES.get(kind)
+    else:
+        layout = None
+    if layout is None:
         return {"raw": body}
     try:
         return layout.unpack(body)
@@ -324,23 +333,19 @@ class LogReader:
         if geo.sealed or public_key or fss_seed or anchor:
             seals = SealChecker(geo, sink, public_key=public_key, fss_seed=fss_seed, anchor=anchor)
         self._check_header_spares(sink)
+        digests = DigestChecker(sink, geo) if geo.minor >= R.MINOR_DIGESTS else None
         walker = Walker(
             self.geometry,
             self.segments,
             self._load,
             sink,
-            yield_records=not fast or seals is not None,
+            yield_records=not fast or seals is not None or digests is not None,
         )
-        if seals is None:
+        if seals is None and digests is None:
             for _ in walker.walk():
                 pass
         else:
-            for raw in walker.walk():
-                body = None
-                if raw.type in _SEAL_BODIES:
-                    at = walker.current_base + raw.offset + R.HEADER_SIZE
-                    body = bytes(walker.current_buffer[at : at + raw.body_len])
-                seals.see(raw, body)
+            self._check_bodies(walker, seals, digests)
         self._check_unused(sink, walker)
         seal_report = seals.finish() if seals is not None else None
         return VerifyReport(
@@ -361,6 +366,24 @@ class LogReader:
             retained_from=walker.retained_from,
             retention=walker.retention,
         )
+
+    @staticmethod
+    def _check_bodies(
+        walker: Walker, seals: SealChecker | None, digests: DigestChecker | None
+    ) -> None:
+        """The walk, with the checks that read record bodies: checkpoints (a sealed log) and
+        deferred output digests (format 1.2)."""
+        for raw in walker.walk():
+            body = None
+            if raw.type in _SEAL_BODIES or (digests is not None and raw.type in DIGEST_BODIES):
+                at = walker.current_base + raw.offset + R.HEADER_SIZE
+                body = bytes(walker.current_buffer[at : at + raw.body_len])
+            if seals is not None:
+                seals.see(raw, body if raw.type in _SEAL_BODIES else None)
+            if digests is not None and body is not None and raw.type in DIGEST_BODIES:
+                digests.see(raw, body, walker.current_segment)
+        if digests is not None:
+            digests.finish()
 
     def _check_header_spares(self, sink: FindingSink) -> None:
         for info in self.segments:

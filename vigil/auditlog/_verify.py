@@ -50,7 +50,15 @@ from vigil import _diagnostics as D
 from vigil.auditlog import _format as F
 
 EXPECTED_KINDS = frozenset(
-    {"TORN_TAIL", "SUPERSEDED", "EVICTED", "HEADER_COPY", "UNSEALED_TAIL", "ANCHOR_EVICTED"}
+    {
+        "TORN_TAIL",
+        "SUPERSEDED",
+        "EVICTED",
+        "HEADER_COPY",
+        "UNSEALED_TAIL",
+        "ANCHOR_EVICTED",
+        "DIGEST_PENDING",
+    }
 )
 _CODES = {
     "TORN_TAIL": D.TORN_TAIL,
@@ -70,6 +78,9 @@ _CODES = {
     "UNSEALED_TAIL": D.UNSEALED_TAIL,
     "ANCHOR": D.ANCHOR,
     "ANCHOR_EVICTED": D.ANCHOR_EVICTED,
+    "DIGEST_PENDING": D.DIGEST_PENDING,  # format 1.2 (_digestcheck.py)
+    "DIGEST_MISSING": D.DIGEST_MISSING,
+    "DIGEST_UNEXPECTED": D.DIGEST_UNEXPECTED,
 }
 
 

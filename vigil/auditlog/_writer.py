@@ -52,6 +52,7 @@ of SIGBUS (docs/SAFETY.md, residual risk).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -106,6 +107,10 @@ _T_CHECKPOINT = int(RecordType.CHECKPOINT)
 _CHECKPOINT = R.BODIES[RecordType.CHECKPOINT]
 _NEVER = 1 << 64
 _BODY_VERSION = R.BODY_VERSION
+_TRACED = R.BODY_VERSION_TRACED
+_DIGEST_FOLLOWS = 16  # CallFlags.DIGEST_FOLLOWS (format 1.2)
+_T_OUTPUT_DIGEST = int(RecordType.OUTPUT_DIGEST)
+_OUTPUT_DIGEST = R.BODIES[RecordType.OUTPUT_DIGEST].fixed.pack
 _HEADER_SIZE = R.HEADER_SIZE
 _OVERHEAD = F.OVERHEAD
 _END_MARK = F.END_MARK
@@ -338,6 +343,8 @@ class FlightRecorder(Recovery, Freezing):
         answer_age_ns: int = 0,
         flags: int = 0,
         payload: bytes = b"",
+        trace_id: bytes | None = None,
+        span_id: bytes = bytes(8),
     ) -> int:
         """Append an INFERENCE record (the hot path: one pack, one hash, one CRC).
 
@@ -347,8 +354,12 @@ class FlightRecorder(Recovery, Freezing):
             state, served_by, outcome: the call's routing and result.
             latency_ns, deadline_ns, answer_age_ns: durations in nanoseconds.
             code: diagnostic code number (2047 for DIA-2047), 0 for none.
-            flags: bit 0 recovery probe, bit 1 shadow run.
+            flags: :class:`~vigil.schemas.CallFlags` bits. ``DIGEST_FOLLOWS`` (format 1.2):
+                ``output_digest`` must be 32 zero bytes, and :meth:`record_output_digest`
+                must follow for this record's seq.
             payload: optional small opaque payload (at most a few KiB is sensible).
+            trace_id, span_id: the call's W3C trace context (16 and 8 bytes): the record is
+                then a body_version 2 (format 1.2) INFERENCE body that carries them.
 
         Returns:
             The record's sequence number.
@@ -368,6 +379,24 @@ class FlightRecorder(Recovery, Freezing):
                 "request_id must be 16 bytes and each digest 32 bytes; got "
                 f"{len(request_id)}, {len(model_digest)}, {len(input_digest)}, "
                 f"{len(output_digest)}"
+            )
+        if trace_id is not None or flags & _DIGEST_FOLLOWS:
+            return self._inference_12(
+                trace_id,
+                span_id,
+                request_id=request_id,
+                model_digest=model_digest,
+                input_digest=input_digest,
+                output_digest=output_digest,
+                state=state,
+                served_by=served_by,
+                outcome=outcome,
+                flags=flags,
+                code=code,
+                latency_ns=latency_ns,
+                deadline_ns=deadline_ns,
+                answer_age_ns=answer_age_ns,
+                payload=payload,
             )
         plen = len(payload)
         body_len = _INFERENCE_BODY + plen
@@ -482,8 +511,9 @@ class FlightRecorder(Recovery, Freezing):
                     )
                 except (TypeError, ValueError):
                     raise self._bad_row(first, seq, "needs the 13 fields of InferenceRow") from None
-                if len(rid) != 16 or len(md) != 32 or len(ind) != 32 or len(outd) != 32:
-                    raise self._bad_row(first, seq, "request_id is 16 bytes, each digest 32")
+                why = _row_problem(rid, md, ind, outd, flags)
+                if why is not None:
+                    raise self._bad_row(first, seq, why)
                 plen = len(pl)
                 n = (_OVERHEAD + _INFERENCE_BODY + plen + 7) & ~7
                 if n > max_record:
@@ -573,8 +603,41 @@ class FlightRecorder(Recovery, Freezing):
             f"INFERENCE row {seq - first} of the batch: {why}; {self._appended(first, seq)}"
         )
 
-    def _commit(self, rtype: int, body: bytes) -> int:
-        """Write one record with an encoded body; return its seq.
+    def _inference_12(self, trace_id: bytes | None, span_id: bytes, **values: Any) -> int:
+        """An INFERENCE record that needs format 1.2: a deferred digest or a trace context."""
+        if values["flags"] & _DIGEST_FOLLOWS and values["output_digest"] != _NO_DIGEST:
+            raise InvalidArgument("a DIGEST_FOLLOWS record's output_digest must be zero")
+        if trace_id is None:
+            return self._commit(_T_INFERENCE, _INFERENCE.pack(values), v12=True)
+        _check_trace(trace_id, span_id)
+        body = R.TRACED_BODIES[RecordType.INFERENCE].pack(
+            {**values, "trace_id": trace_id, "span_id": span_id}
+        )
+        return self._commit(_T_INFERENCE, body, version=_TRACED, v12=True)
+
+    def record_output_digest(
+        self, inference_seq: int, output_digest: bytes, *, output_bytes: int, lag_ns: int
+    ) -> int:
+        """Append an OUTPUT_DIGEST record (format 1.2): the digest of the output of the
+        ``DIGEST_FOLLOWS`` INFERENCE record ``inference_seq``, computed off the caller's path.
+
+        Raises:
+            InvalidArgument: the digest is not 32 bytes or a number is out of range.
+            LogClosed: after :meth:`close`.
+        """
+        if len(output_digest) != 32:
+            raise InvalidArgument("output_digest must be 32 bytes")
+        try:
+            body = _OUTPUT_DIGEST(inference_seq, output_bytes, lag_ns, output_digest)
+        except struct.error as exc:
+            raise InvalidArgument(f"OUTPUT_DIGEST field out of range: {exc}") from None
+        return self._commit(_T_OUTPUT_DIGEST, body, v12=True)
+
+    def _commit(
+        self, rtype: int, body: bytes, *, version: int = _BODY_VERSION, v12: bool = False
+    ) -> int:
+        """Write one record with an encoded body; return its seq. ``v12``: the record needs
+        format 1.2 (the superblock says so before the first such record is written).
 
         Raises:
             RecordTooLarge: the body does not fit a record.
@@ -589,9 +652,23 @@ class FlightRecorder(Recovery, Freezing):
                 limit=self._max_body,
             )
         with self._lock:
-            return self._commit_locked(rtype, body, n)
+            if v12 and self.geometry.minor < R.MINOR_DIGESTS and not self._closed:
+                self._upgrade_minor()
+            return self._commit_locked(rtype, body, n, version)
 
-    def _commit_locked(self, rtype: int, body: bytes, n: int) -> int:
+    def _upgrade_minor(self) -> None:
+        """Rewrite the superblock as format 1.2, before the log's first 1.2 record: copy B
+        first, then copy A, each synced (a torn write leaves the other copy in force; a
+        reader takes the higher revision). Holds the lock."""
+        geo = self.geometry
+        values = F.superblock_values(geo, minor=R.MINOR_DIGESTS, revision=geo.revision + 1)
+        raw = F.encode_superblock(values)
+        for off in reversed(R.SUPERBLOCK_SLOTS):
+            self._view[off : off + len(raw)] = raw
+            self._sync(off, len(raw))
+        self.geometry = dataclasses.replace(geo, minor=R.MINOR_DIGESTS, revision=geo.revision + 1)
+
+    def _commit_locked(self, rtype: int, body: bytes, n: int, version: int = _BODY_VERSION) -> int:
         """Write one record of ``n`` bytes; holds the lock."""
         if self._always:
             self._check_storage()
@@ -605,7 +682,7 @@ class FlightRecorder(Recovery, Freezing):
             n,
             len(body),
             rtype,
-            _BODY_VERSION,
+            version,
             seq,
             self._lap,
             self._durable_seq,
@@ -780,20 +857,32 @@ class FlightRecorder(Recovery, Freezing):
         )
 
     def record_rejected(
-        self, *, request_id: bytes, input_digest: bytes, code: int, reason: str
+        self,
+        *,
+        request_id: bytes,
+        input_digest: bytes,
+        code: int,
+        reason: str,
+        trace_id: bytes | None = None,
+        span_id: bytes = bytes(8),
     ) -> int:
-        """Append a REJECTED record for input refused before the model ran."""
+        """Append a REJECTED record for input refused before the model ran; with a trace
+        context (``trace_id``, ``span_id``: 16 and 8 bytes) a body_version 2 (format 1.2)."""
         if len(request_id) != 16 or len(input_digest) != 32:
             raise InvalidArgument("request_id must be 16 bytes and input_digest 32 bytes")
-        return self._append_body(
-            RecordType.REJECTED,
-            {
-                "request_id": request_id,
-                "input_digest": input_digest,
-                "code": code,
-                "reason": reason,
-            },
+        values = {
+            "request_id": request_id,
+            "input_digest": input_digest,
+            "code": code,
+            "reason": reason,
+        }
+        if trace_id is None:
+            return self._append_body(RecordType.REJECTED, values)
+        _check_trace(trace_id, span_id)
+        body = R.TRACED_BODIES[RecordType.REJECTED].pack(
+            {**values, "trace_id": trace_id, "span_id": span_id}
         )
+        return self._commit(int(RecordType.REJECTED), body, version=_TRACED, v12=True)
 
     def annotate(self, key: str, text: str) -> int:
         """Append an ANNOTATION record (operator notes, incident markers)."""
@@ -1085,3 +1174,22 @@ class FlightRecorder(Recovery, Freezing):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_trace(trace_id: bytes, span_id: bytes) -> None:
+    """A W3C trace context as the record stores it: a 16-byte trace id that is not all zero
+    and an 8-byte span id (zeros: none)."""
+    if len(trace_id) != 16 or not any(trace_id) or len(span_id) != 8:
+        raise InvalidArgument(
+            "trace_id must be 16 bytes, not all zero, and span_id 8 bytes; got "
+            f"{len(trace_id)} and {len(span_id)}"
+        )
+
+
+def _row_problem(rid: bytes, md: bytes, ind: bytes, outd: bytes, flags: int) -> str | None:
+    """Why a batch row cannot be appended as it is (None: it can)."""
+    if len(rid) != 16 or len(md) != 32 or len(ind) != 32 or len(outd) != 32:
+        return "request_id is 16 bytes, each digest 32"
+    if flags & _DIGEST_FOLLOWS:  # a format 1.2 record: record_inference writes it
+        return "DIGEST_FOLLOWS needs record_inference (a deferred digest is format 1.2)"
+    return None

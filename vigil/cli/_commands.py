@@ -12,7 +12,7 @@ from typing import Any
 from vigil.auditlog import ClockStep, LogReader, LogRecord, RingConfig, clock_steps
 from vigil.cli import _seal
 from vigil.errors import UsageError
-from vigil.schemas import RecordType
+from vigil.schemas import CallFlags, RecordType
 
 TYPE_NAMES = tuple(t.name.lower() for t in RecordType)
 
@@ -91,6 +91,12 @@ def add_parsers(sub: Any) -> None:
     )
     dump_p.add_argument(
         "--until", help="last record: a sequence number or an ISO-8601 time (inclusive)"
+    )
+    dump_p.add_argument(
+        "--trace",
+        metavar="HEX",
+        help="only the records of this W3C trace id (32 hex digits): its calls' INFERENCE and "
+        "REJECTED records and their OUTPUT_DIGEST records (format 1.2)",
     )
     dump_p.set_defaults(run=dump)
 
@@ -230,6 +236,8 @@ def dump(args: argparse.Namespace) -> int:
             raise UsageError(f"--type {unknown[0]!r}: choose from {', '.join(TYPE_NAMES)}")
         types = [RecordType[t.upper()] for t in args.types]
     since, until = _bound(args.since, "--since"), _bound(args.until, "--until")
+    trace = _trace_arg(args.trace)
+    traced: set[int] = set()  # seqs of the trace's INFERENCE records, for their digests
     out = sys.stdout
     with LogReader(args.path) as reader:
         records = reader.records(
@@ -244,6 +252,8 @@ def dump(args: argparse.Namespace) -> int:
                 continue
             if until and until[0] == "time" and rec.real_ns > until[1]:
                 continue
+            if trace is not None and not _of_trace(rec, trace, traced):
+                continue
             if args.format == "jsonl":
                 out.write(json.dumps(rec.to_json(), sort_keys=True) + "\n")
             else:
@@ -252,6 +262,33 @@ def dump(args: argparse.Namespace) -> int:
                     f"{summarize(rec)}\n"
                 )
     return 0
+
+
+def _trace_arg(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        trace = bytes.fromhex(text)
+    except ValueError:
+        trace = b""
+    if len(trace) != 16:
+        raise UsageError(f"--trace {text!r}: a W3C trace id is 32 hex digits")
+    return trace
+
+
+def _of_trace(rec: LogRecord, trace: bytes, traced: set[int]) -> bool:
+    """Whether ``rec`` belongs to the trace: it carries the trace id, or it is the
+    OUTPUT_DIGEST of a call that does (``traced`` collects those calls' seqs)."""
+    if rec.body.get("trace_id") == trace:
+        if rec.type == RecordType.INFERENCE:
+            traced.add(rec.seq)
+        return True
+    if rec.type == RecordType.OUTPUT_DIGEST:
+        named = rec.body.get("inference_seq")
+        if named in traced:
+            traced.discard(named)
+            return True
+    return False
 
 
 def _utc(ns: int) -> str:
@@ -266,6 +303,11 @@ def _name(value: Any) -> str:
     return str(getattr(value, "name", value))
 
 
+def _trace_note(body: dict[str, Any]) -> str:
+    trace = body.get("trace_id")
+    return "" if trace is None else f" trace={trace.hex()}"
+
+
 def summarize(rec: LogRecord) -> str:
     """A one-line, human summary of a record's body."""
     b = rec.body
@@ -276,18 +318,24 @@ def summarize(rec: LogRecord) -> str:
     if t == RecordType.INFERENCE:
         code = f" DIA-{b['code']:04d}" if b["code"] else ""
         age = f" age={b['answer_age_ns'] / 1e6:.1f}ms" if b["answer_age_ns"] else ""
+        out = "follows" if b["flags"] & CallFlags.DIGEST_FOLLOWS else b["output_digest"].hex()[:8]
         return (
             f"{_name(b['state'])} {_name(b['served_by'])} {_name(b['outcome'])}{code} "
             f"latency={b['latency_ns'] / 1e6:.3f}ms deadline={b['deadline_ns'] / 1e6:.1f}ms{age} "
             f"req={b['request_id'].hex()[:8]} in={b['input_digest'].hex()[:8]} "
-            f"out={b['output_digest'].hex()[:8]}"
+            f"out={out}{_trace_note(b)}"
+        )
+    if t == RecordType.OUTPUT_DIGEST:
+        return (
+            f"of seq {b['inference_seq']} out={b['output_digest'].hex()[:8]} "
+            f"bytes={b['output_bytes']} lag={b['lag_ns'] / 1e6:.3f}ms"
         )
     if t == RecordType.TRANSITION:
         code = f" DIA-{b['code']:04d}" if b["code"] else ""
         cause = f" (cause seq {b['cause_seq']})" if b["cause_seq"] else ""
         return f"{_name(b['from_state'])} -> {_name(b['to_state'])}{code}{cause}: {b['reason']}"
     if t == RecordType.REJECTED:
-        return f"DIA-{b['code']:04d} req={b['request_id'].hex()[:8]}: {b['reason']}"
+        return f"DIA-{b['code']:04d} req={b['request_id'].hex()[:8]}{_trace_note(b)}: {b['reason']}"
     if t == RecordType.ANNOTATION:
         return f"{b['key']}: {b['text']}"
     if t == RecordType.LIFECYCLE:

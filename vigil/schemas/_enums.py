@@ -21,6 +21,7 @@ class RecordType(enum.IntEnum):
     REJECTED = 4
     ANNOTATION = 5
     CHECKPOINT = 6  # format 1.1: a signed checkpoint over the chain (docs/SECURITY.md)
+    OUTPUT_DIGEST = 7  # format 1.2: the output digest of a DIGEST_FOLLOWS INFERENCE record
 
 
 @enum.unique
@@ -68,6 +69,7 @@ class CallFlags(enum.IntFlag):
     SHADOW = 2  # the primary ran only to be checked; the fallback answered
     COUNTED = 4  # the state machine counted this record's outcome (replay counts it too)
     KNOWN_ANSWER = 8  # a known-answer probe run by the supervisor, not a caller's request
+    DIGEST_FOLLOWS = 16  # format 1.2: output_digest is zero; an OUTPUT_DIGEST record follows
 
 
 @enum.unique

@@ -25,8 +25,11 @@ from vigil.schemas._layout import Layout, enum_field
 FORMAT_MAJOR = 1
 SB_SIGNED = 1  # superblock flags (1.1): checkpoints are signed by the key named by key_id
 SB_FSS = 2  # checkpoints carry forward-secure sealing tags
-FORMAT_MINOR = 1  # 1.1: CHECKPOINT bodies and key_id (written only by sealed logs)
+FORMAT_MINOR = 2  # 1.2: OUTPUT_DIGEST records, DIGEST_FOLLOWS, traced bodies (version 2)
+MINOR_SEALED = 1  # 1.1: CHECKPOINT bodies and key_id (written only by sealed logs)
+MINOR_DIGESTS = 2  # 1.2: written once a log holds a 1.2 record (docs/FORMAT.md §8)
 BODY_VERSION = 1
+BODY_VERSION_TRACED = 2  # 1.2: INFERENCE and REJECTED bodies that carry a trace context
 
 SUPERBLOCK_MAGIC = b"VIGILLOG"
 SEGMENT_MAGIC = b"VIGILSEG"
@@ -149,6 +152,22 @@ InferenceBody = cs.Struct(
     "payload" / cs.Prefixed(cs.Int16ul, cs.GreedyBytes),
 )
 
+InferenceBodyTraced = cs.Struct(
+    *InferenceBody.subcons[:-1],  # bytes 0-143 as in body_version 1
+    "trace_id" / cs.Bytes(16),  # 144  W3C trace-id (never all zero)
+    "span_id" / cs.Bytes(8),  # 160  W3C parent-id of the caller's span; zeros = none
+    "payload" / cs.Prefixed(cs.Int16ul, cs.GreedyBytes),  # 168
+)
+"""Format 1.2: an INFERENCE body of body_version 2 (the call carried a trace context)."""
+
+OutputDigestBody = cs.Struct(
+    "inference_seq" / cs.Int64ul,  # 0   the DIGEST_FOLLOWS INFERENCE record this completes
+    "output_bytes" / cs.Int64ul,  # 8   bytes of tensor data the digest covers
+    "lag_ns" / cs.Int64ul,  # 16  from the INFERENCE append to this digest's hashing end
+    "output_digest" / cs.Bytes(32),  # 24  the output digest the INFERENCE record left zero
+)  # 56 bytes
+"""Format 1.2: the output digest of a call whose digest was computed off the caller's path."""
+
 TransitionBody = cs.Struct(
     "from_state" / enum_field(State, cs.Int8ul),
     "to_state" / enum_field(State, cs.Int8ul),
@@ -166,6 +185,14 @@ RejectedBody = cs.Struct(
     cs.Padding(6),
     "reason" / cs.PascalString(cs.Int16ul, "utf8"),
 )
+
+RejectedBodyTraced = cs.Struct(
+    *RejectedBody.subcons[:-1],  # bytes 0-55 as in body_version 1
+    "trace_id" / cs.Bytes(16),  # 56
+    "span_id" / cs.Bytes(8),  # 72
+    "reason" / cs.PascalString(cs.Int16ul, "utf8"),  # 80
+)
+"""Format 1.2: a REJECTED body of body_version 2 (the call carried a trace context)."""
 
 AnnotationBody = cs.Struct(
     "key" / cs.PascalString(cs.Int8ul, "utf8"),
@@ -238,7 +265,13 @@ BODIES: dict[RecordType, Layout] = {
     RecordType.REJECTED: Layout("REJECTED body", RejectedBody),
     RecordType.ANNOTATION: Layout("ANNOTATION body", AnnotationBody),
     RecordType.CHECKPOINT: Layout("CHECKPOINT body", CheckpointBody),
+    RecordType.OUTPUT_DIGEST: Layout("OUTPUT_DIGEST body", OutputDigestBody),
 }
+TRACED_BODIES: dict[RecordType, Layout] = {
+    RecordType.INFERENCE: Layout("INFERENCE body (traced)", InferenceBodyTraced),
+    RecordType.REJECTED: Layout("REJECTED body (traced)", RejectedBodyTraced),
+}
+"""Body version 2 (format 1.2) of the record types that carry a trace context."""
 
 HEADER_SIZE = RECORD_HEADER.fixed_size
 TRAILER_SIZE = RECORD_TRAILER.fixed_size
@@ -250,3 +283,6 @@ assert SUPERBLOCK.fixed_size == 256
 assert SEGMENT_HEADER.fixed_size == 128
 assert HEADER_SIZE == 56
 assert TRAILER_SIZE == 36
+assert BODIES[RecordType.OUTPUT_DIGEST].fixed_size == 56
+assert TRACED_BODIES[RecordType.INFERENCE].fixed_size == 168
+assert TRACED_BODIES[RecordType.REJECTED].fixed_size == 80

@@ -117,7 +117,7 @@ class Admission:
         rid = request_id
         try:
             rid, seq = self.supervisor.refuse(
-                request_id, message, D.RATE_LIMITED, trace_id=call.trace_id
+                request_id, message, D.RATE_LIMITED, trace_id=call.trace_id, span_id=call.span_id
             )
         except Exception:  # a closed or failing log: the call is refused all the same
             self._count("refusal_unrecorded")

@@ -499,6 +499,8 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "constant_shape",
         "constant_dtype",
         "known_answer",
+        "digest_inline_max_kb",
+        "digest_queue",
     ),
     "supervisor.policy": tuple(_POLICY_KEYS),
     "supervisor.known_answer": ("file", "atol", "rtol"),
@@ -818,6 +820,10 @@ def _supervisor(t: _Table | None) -> SupervisorSection:
         constant_shape=t.shape("constant_shape", any_dim=False),
         constant_dtype=dtype,
         known_answer=_known_answer(t.table("known_answer")),
+        digest_inline_max_kb=t.integer(
+            "digest_inline_max_kb", d.digest_inline_max_kb, minimum=0, maximum=1 << 20
+        ),
+        digest_queue=t.integer("digest_queue", d.digest_queue, minimum=1, maximum=4096),
     )
 
 

@@ -145,6 +145,8 @@ class SupervisorSection:
     constant_shape: tuple[int, ...] | None = None
     constant_dtype: str = "float32"
     known_answer: KnownAnswerSection | None = None
+    digest_inline_max_kb: int = 64  # larger outputs are digested off the caller's path; 0: never
+    digest_queue: int = 64  # outputs awaiting their digest at most (then callers hash inline)
 
     @property
     def deadline_ns(self) -> int:

@@ -120,6 +120,8 @@ class Service:
                 input_contract=cfg.input_contract(),
                 output_contract=cfg.output_contract(),
                 known_answer=None if known is None else known[0],
+                digest_threshold=cfg.supervisor.digest_inline_max_kb * 1024,
+                digest_queue=cfg.supervisor.digest_queue,
             )  # the workers are ready from here on
             if known is not None:
                 _check_same_model(cfg, known[1], self.pool.digest)

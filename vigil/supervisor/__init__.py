@@ -14,6 +14,7 @@ processes is :mod:`vigil.workers`; ``vigil serve`` is :mod:`vigil.service`.
 """
 
 from vigil.schemas import Result
+from vigil.supervisor._digester import DigesterStatistics
 from vigil.supervisor._fallbacks import Constant, Fallback, FallbackModel, LastGood
 from vigil.supervisor._reload import (
     ModelReloader,
@@ -29,6 +30,7 @@ from vigil.supervisor._watchdog import Watchdog
 
 __all__ = [
     "Constant",
+    "DigesterStatistics",
     "Fallback",
     "FallbackModel",
     "KnownAnswer",

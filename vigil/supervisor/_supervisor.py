@@ -78,6 +78,7 @@ from vigil.errors import (
 from vigil.fsm import MachineStatistics, Policy, Route, SafetyMachine, Transition
 from vigil.schemas import CallFlags, LifecycleEvent, Outcome, Result, ServedBy, State
 from vigil.supervisor import _tensors as T
+from vigil.supervisor._digester import Digester, DigesterStatistics
 from vigil.supervisor._fallbacks import Fallback, FallbackChain, LastGood, as_chain
 from vigil.supervisor._isolation import ProcessPool, WorkerEvent, is_process_pool
 from vigil.supervisor._restore import restore_snapshot
@@ -101,6 +102,13 @@ _KA_REQUEST = b"known-answer\x00\x00\x00\x00"
 # Plain ints on the hot path: IntFlag arithmetic builds enum members in Python (~1 µs each).
 _PROBE, _SHADOW = int(CallFlags.PROBE), int(CallFlags.SHADOW)
 _COUNTED, _KNOWN = int(CallFlags.COUNTED), int(CallFlags.KNOWN_ANSWER)
+_DIGEST_FOLLOWS = int(CallFlags.DIGEST_FOLLOWS)
+_DEFERRED = b""  # an attempt's digest that is not computed yet: its snapshot is ``pending``
+DIGEST_THRESHOLD = 64 * 1024
+"""Outputs of more bytes than this are digested off the caller's path by default."""
+_DRAIN_S = 30.0  # close() waits this long at most for the queued digests
+DIGESTER_ANNOTATION = "vigil.digester"
+"""The ANNOTATION key under which a supervisor declares its digest queue's bound."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,7 @@ class SupervisorStatistics:
     latency_p99_ns: int
     machine: MachineStatistics
     log_head_seq: int
+    digester: DigesterStatistics | None = None  # None when every output is hashed inline
 
 
 class _Primary(NamedTuple):
@@ -179,6 +188,16 @@ class _Slot:
         self.ticket: Ticket | None = None
 
 
+class _Trace(NamedTuple):
+    """The caller's W3C trace context, as recorded."""
+
+    trace_id: bytes | None
+    span_id: bytes
+
+
+_NO_TRACE = _Trace(None, bytes(8))
+
+
 class _Call(NamedTuple):
     """What every step of one ``infer`` call needs to know about it."""
 
@@ -187,6 +206,7 @@ class _Call(NamedTuple):
     state: State
     start_ns: int
     primary: _Primary  # read once when the call began
+    trace: _Trace
 
 
 class _Answer(NamedTuple):
@@ -207,6 +227,7 @@ class _Attempt(NamedTuple):
     output: Any = None
     latency_ns: int = 0
     digest: bytes = _ZERO_DIGEST  # of the output, computed where the output was checked
+    pending: tuple[Any, int] | None = None  # digest _DEFERRED: (snapshot, bytes) to hash
 
 
 _ROUTE_PRIMARY = Route.PRIMARY
@@ -264,8 +285,7 @@ class Supervisor:
         LogError: the flight log cannot be opened (see :mod:`vigil.errors`).
     """
 
-    # Past ruff's size limits: to split (issue 14).
-    def __init__(  # noqa: PLR0912, PLR0915
+    def __init__(
         self,
         primary: Callable[[Any], Any],
         *,
@@ -283,37 +303,26 @@ class Supervisor:
         model_digest: bytes | None = None,
         ring: RingConfig | None = None,
         durability: str = "batch",
+        digest_threshold: int = DIGEST_THRESHOLD,
+        digest_queue: int = 64,
     ) -> None:
-        if not callable(primary):
-            raise ConfigError("primary must be callable (a model or a function)")
-        if isolation not in ("thread", "inline", "process"):
-            raise ConfigError(f"isolation={isolation!r}: choose thread, inline or process")
-        if (isolation == "process") != is_process_pool(primary):
-            raise ConfigError(
-                "isolation='process' takes a WorkerPool as primary, and a WorkerPool needs "
-                "isolation='process'"
-            )
-        if not isinstance(deadline_ns, int) or deadline_ns <= 0:
-            raise ConfigError(f"deadline_ns={deadline_ns!r}: must be a positive integer")
-        if not isinstance(workers, int) or workers < 1:
-            raise ConfigError(f"workers={workers!r}: must be at least 1")
         self.policy = policy or Policy()
-        if known_answer is None and self.policy.known_answer_probes:
-            raise ConfigError(
-                "the policy asks for known-answer probes (probe_mode='known_answer' or "
-                "probe_interval_ns): pass known_answer=KnownAnswer(input, expected)"
-            )
-        for name, contract in (
-            ("input_contract", input_contract),
-            ("output_contract", output_contract),
-            ("fallback_contract", fallback_contract),
-        ):
-            if contract is not None and not callable(getattr(contract, "check", None)):
-                raise ConfigError(
-                    f"{name}: needs a check(value, field=...) method (e.g. vigil.schemas.Contract)"
-                )
-        if model_digest is not None and len(model_digest) != 32:
-            raise ConfigError("model_digest must be 32 bytes (a SHA-256 digest)")
+        _check_arguments(
+            primary,
+            isolation=isolation,
+            deadline_ns=deadline_ns,
+            workers=workers,
+            policy=self.policy,
+            known_answer=known_answer,
+            contracts=(
+                ("input_contract", input_contract),
+                ("output_contract", output_contract),
+                ("fallback_contract", fallback_contract),
+            ),
+            model_digest=model_digest,
+            digest_threshold=digest_threshold,
+            digest_queue=digest_queue,
+        )
         self.deadline_ns = deadline_ns
         self.isolation = isolation
         self._chain: list[Fallback] = as_chain(fallback)
@@ -342,7 +351,26 @@ class Supervisor:
         self._hung_changed = threading.Condition(self._lock)
         self._closed = False
         self._counters = _Counters()
+        self._open_log(log, ring, durability)
+        self._start_primary(primary, model_digest)
+        self._watchdog = Watchdog(self._mono, name="vigil-watchdog")
+        self._queue: queue.SimpleQueue[_Slot | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        if isolation == "thread":
+            for i in range(workers):
+                t = threading.Thread(target=self._work, name=f"vigil-primary-{i}", daemon=True)
+                t.start()
+                self._workers.append(t)
+        self._defer_above: int | None = None  # outputs larger than this: digested off-path
+        self._digester: Digester | None = None
+        if digest_threshold > 0:
+            self._start_digester(digest_threshold, digest_queue)
 
+    def _open_log(
+        self, log: str | os.PathLike[str] | FlightRecorder, ring: RingConfig | None, durability: str
+    ) -> None:
+        """Open (or adopt) the flight log, restore the state machine from it, and record the
+        policy and what was restored."""
         snapshot, restored = restore_snapshot(log, self.policy, self._clock.realtime_ns())
         if isinstance(log, FlightRecorder):
             self.log, self._owns_log = log, False
@@ -363,6 +391,9 @@ class Supervisor:
         self.log.annotate("vigil.policy", self.policy.canonical())
         self.log.annotate("vigil.restore", _restore_json(snapshot, restored))
         self._log_transitions(self._fsm.check_restart_intensity(now), cause=0)
+
+    def _start_primary(self, primary: Callable[[Any], Any], model_digest: bytes | None) -> None:
+        """Start the worker pool (process isolation) and settle the primary's digest."""
         if self._pool is not None:
             self._pool.on_event = self._worker_event
             try:
@@ -376,19 +407,19 @@ class Supervisor:
         elif model_digest is None:
             self._current = _Primary(primary, _digest_model(primary))
 
-        self._watchdog = Watchdog(self._mono, name="vigil-watchdog")
-        self._queue: queue.SimpleQueue[_Slot | None] = queue.SimpleQueue()
-        self._workers: list[threading.Thread] = []
-        if isolation == "thread":
-            for i in range(workers):
-                t = threading.Thread(target=self._work, name=f"vigil-primary-{i}", daemon=True)
-                t.start()
-                self._workers.append(t)
+    def _start_digester(self, threshold: int, max_pending: int) -> None:
+        """Digest outputs above ``threshold`` bytes off the caller's path; the log states the
+        bound, so that ``vigil verify`` knows how many digests a crash may take with it."""
+        self.log.annotate(
+            DIGESTER_ANNOTATION,
+            json.dumps({"max_pending": max_pending, "threshold": threshold}, sort_keys=True),
+        )
+        self._digester = Digester(self.log, T.digest, self._mono, max_pending=max_pending)
+        self._defer_above = threshold
 
     # --- the call ------------------------------------------------------------------------
 
-    # Past ruff's size limits: to split (issue 14).
-    def infer(  # noqa: PLR0912, PLR0915
+    def infer(
         self,
         x: Any,
         *,
@@ -398,8 +429,12 @@ class Supervisor:
     ) -> Result:
         """Answer ``x`` within the deadline, whatever the primary does.
 
-        ``trace_id`` (16 bytes) and ``span_id`` (8 bytes) are the call's W3C trace context,
-        passed through by the service; this version accepts them and does not record them.
+        Args:
+            x: the input.
+            request_id: 16 bytes naming the call in the log; by default a generated one.
+            trace_id, span_id: the caller's W3C trace context (16 and 8 bytes, the trace id
+                not all zero; a span id only with a trace id), recorded in the call's
+                INFERENCE or REJECTED record (format 1.2).
 
         Returns:
             A :class:`Result`; check ``served_by`` to know who answered.
@@ -409,8 +444,9 @@ class Supervisor:
                 never saw it), or the model refused it at its own boundary
                 (``InputRefused``, recorded as REJECTED with the model's code). Anything
                 that goes wrong before routing fails closed the same way: a ``request_id``
-                that is not 16 bytes (DIA-2011), an input whose checks or digest raise
-                (DIA-2010, the original exception as ``__cause__``).
+                that is not 16 bytes (DIA-2011), a trace context that is not a valid one
+                (DIA-2012), an input whose checks or digest raise (DIA-2010, the original
+                exception as ``__cause__``).
             Unavailable: no trustworthy answer exists (recorded; ``reason`` says why); or
                 the flight recorder cannot write (DIA-4012, ``reason="log"``, not recorded:
                 this and every later call is refused, the model is not run).
@@ -421,20 +457,33 @@ class Supervisor:
             raise Unavailable("the supervisor is closed", reason="closed")
         if self.log.failed is not None:  # write-ahead: nothing is answered unrecorded
             raise self._unwritable(self.log.failed)
-        # fail closed before routing: whatever is wrong with the call's arguments, and
-        # whatever examining them raises, ends in a REJECTED record and an InvalidInput
         rid, bad_id = self._request_id(request_id)
+        trace = _NO_TRACE
+        if trace_id is not None or span_id is not None:
+            trace, bad_trace = _trace_context(trace_id, span_id)
+            bad_id = bad_id or bad_trace
         if bad_id is not None:
-            self._reject(rid, x, bad_id)
+            self._reject(rid, x, bad_id, trace)
             raise bad_id
+        in_digest = self._admit(x, rid, trace)
+        mode, state, busy = self._route()
+        call = _Call(rid, in_digest, state, start, primary, trace)
+        if mode == "primary" and not busy:
+            return self._run_primary(x, call, probe=False)
+        return self._dispatch(x, call, mode, busy)
+
+    def _admit(self, x: Any, rid: bytes, trace: _Trace) -> bytes:
+        """Check ``x`` against the input contract and digest it, failing closed: whatever is
+        wrong with it, and whatever examining it raises, ends in a REJECTED record and an
+        ``InvalidInput``. Returns the input digest."""
         try:
             if self._input_contract is not None:  # before hashing: it may not be hashable
                 self._input_contract.check(x, field="input")
             if self._pool is not None:
                 self._pool.check_input(x)
-            in_digest = T.digest(x)
+            return T.digest(x)
         except InvalidInput as exc:
-            self._reject(rid, x, exc)
+            self._reject(rid, x, exc, trace)
             raise
         except Exception as exc:
             refused = InvalidInput(
@@ -442,8 +491,12 @@ class Supervisor:
                 diagnostic=D.INPUT_UNREADABLE,
                 field="input",
             )
-            self._reject(rid, x, refused)
+            self._reject(rid, x, refused, trace)
             raise refused from exc
+
+    def _route(self) -> tuple[str, State, bool]:
+        """Ask the state machine who answers (running a due known-answer probe first).
+        Returns the route's mode, the state and whether the primary is hung."""
         with self._lock:
             decision = self._fsm.route(self._mono())
             if decision.transitions:
@@ -455,39 +508,47 @@ class Supervisor:
                 decision = self._fsm.route(self._mono())
                 self._log_transitions(decision.transitions, cause=0)
                 state, busy = self._fsm.state, self._hung > 0
-        call = _Call(rid, in_digest, state, start, primary)
         route = decision.route  # Route is a plain Enum: its hash is a Python call, skip it
         mode = self._primary_mode if route is _ROUTE_PRIMARY else self._modes[route]
+        return mode, state, busy
+
+    def _dispatch(self, x: Any, call: _Call, mode: str, busy: bool) -> Result:
+        """Every route but the plain primary one: a hung primary, a fallback-only state, a
+        recovery probe (live or shadow)."""
         if busy and mode in ("primary", "live", "shadow"):
             return self._serve_fallback(
                 x, call, D.PRIMARY_BUSY, "the primary is still running a call past its deadline"
             )
         if mode in ("fallback", "known_answer"):
             return self._serve_fallback(
-                x, call, None, f"state {state.name}: the primary may not answer"
+                x, call, None, f"state {call.state.name}: the primary may not answer"
             )
-        probe = mode != "primary"
         if mode == "shadow":
             return self._shadow(x, call)
-        attempt = self._attempt(primary.model, x, rid)
-        if attempt.outcome is Outcome.REJECTED:
-            raise self._refused(rid, x, attempt)
-        if attempt.outcome is Outcome.UNAVAILABLE:  # process isolation: no worker took it
+        return self._run_primary(x, call, probe=True)
+
+    def _run_primary(self, x: Any, call: _Call, *, probe: bool) -> Result:
+        """Run the primary and answer: its output, or a fallback's when it failed."""
+        attempt = self._attempt(call.primary.model, x, call.request_id)
+        outcome = attempt.outcome
+        if outcome is Outcome.REJECTED:
+            raise self._refused(call.request_id, x, attempt, call.trace)
+        if outcome is Outcome.UNAVAILABLE:  # process isolation: no worker took it
             assert attempt.code is not None
             return self._serve_fallback(x, call, attempt.code, attempt.reason)
-        if attempt.outcome in (Outcome.OK, Outcome.SLOW):
+        flags = _COUNTED | _PROBE if probe else _COUNTED
+        if outcome is Outcome.OK or outcome is Outcome.SLOW:
             if self._last_good is not None:
                 self._last_good.remember(attempt.output, self._mono())
             served = _Answer(attempt.output, ServedBy.PRIMARY, 0, attempt.digest)
-            return self._finish(call, attempt, served, flags=_COUNTED | (_PROBE if probe else 0))
+            return self._finish(call, attempt, served, flags=flags)
         answer = self._fallback_answer(x)
-        flags = _COUNTED | (_PROBE if probe else 0)
         if answer is None:
             self._finish(call, attempt, _NOBODY, flags=flags)
             raise Unavailable(
                 f"the primary failed ({attempt.reason}) and no fallback could answer",
                 reason=attempt.reason,
-                state=state,
+                state=call.state,
             )
         return self._finish(call, attempt, answer, flags=flags)
 
@@ -498,7 +559,7 @@ class Supervisor:
         answer = self._fallback_answer(x)  # computed while the primary runs
         attempt = self._wait(slot) if slot is not None else self._direct(model, x)
         if attempt.outcome is Outcome.REJECTED:  # no answer for an input the model refuses
-            raise self._refused(call.request_id, x, attempt)
+            raise self._refused(call.request_id, x, attempt, call.trace)
         flags = _COUNTED | _PROBE | _SHADOW
         if answer is None:
             self._finish(call, attempt, _NOBODY, flags=flags)
@@ -665,7 +726,7 @@ class Supervisor:
                 self._output_contract.check(output, field="output")
             else:
                 T.check_finite(output)
-            out_digest = T.digest(output)
+            out_digest, pending = self._digest_or_defer(output)
         except InvalidInput as exc:
             return _Attempt(
                 Outcome.INVALID_OUTPUT,
@@ -684,8 +745,24 @@ class Supervisor:
                 output=output,
                 latency_ns=latency,
                 digest=out_digest,
+                pending=pending,
             )
-        return _Attempt(Outcome.OK, None, "", output=output, latency_ns=latency, digest=out_digest)
+        return _Attempt(Outcome.OK, None, "", output, latency, out_digest, pending)
+
+    def _digest_or_defer(self, output: Any) -> tuple[bytes, tuple[Any, int] | None]:
+        """The output's digest; or, for an output above the threshold, ``_DEFERRED`` and a
+        snapshot of it (taken now, before anyone else sees the output) to digest later."""
+        limit = self._defer_above
+        if limit is None:
+            return T.digest(output), None
+        size = T.output_bytes(output)
+        if size <= limit:
+            return T.digest(output), None
+        assert self._digester is not None
+        snap = self._digester.snapshot(output)
+        if snap is None:  # not only tensors and scalars: its repr could change later
+            return T.digest(output), None
+        return _DEFERRED, (snap, size)
 
     # --- fallbacks -----------------------------------------------------------------------
 
@@ -728,9 +805,14 @@ class Supervisor:
     def _finish(self, call: _Call, attempt: _Attempt, answer: _Answer, *, flags: int) -> Result:
         """Count the outcome (when the primary ran), record the call and its consequences,
         all under one lock so that the log's order is the state machine's order."""
-        rid, in_digest, state, start, primary = call
+        rid, in_digest, state, start, primary, trace = call
         output, served_by, age, out_digest = answer
         code = attempt.code
+        pending = None
+        if out_digest is _DEFERRED:  # the primary's own output, above the threshold
+            out_digest, pending = self._defer(attempt.pending)
+            if pending is not None:
+                flags |= _DIGEST_FOLLOWS
         with self._lock:
             now = self._mono()
             caused: tuple[Transition, ...] = ()
@@ -744,6 +826,7 @@ class Supervisor:
                 )
                 if self._pool is not None and attempt.outcome is Outcome.DEVICE_FATAL:
                     self._fsm.primary_replaced()  # the pool killed that process already
+            seq = 0
             try:
                 seq = self.log.record_inference(
                     request_id=rid,
@@ -758,11 +841,16 @@ class Supervisor:
                     code=code.number if code else _NO_CODE,
                     answer_age_ns=age,
                     flags=flags,
+                    trace_id=trace.trace_id,
+                    span_id=trace.span_id,
                 )
+                if caused:
+                    self._log_transitions(caused, cause=seq)
             except LogError as exc:  # the answer is not released: fail closed
                 raise self._unwritable(exc) from exc
-            if caused:
-                self._log_transitions(caused, cause=seq)
+            finally:  # under the lock, after the call's transitions (replay reads them
+                if pending is not None:  # right after its record): digests in seq order
+                    self._queue_digest(seq, pending)
             c = self._counters
             c.calls += 1
             c.served[served_by] += 1
@@ -775,15 +863,36 @@ class Supervisor:
             output, state, served_by, attempt.outcome, seq, code, attempt.reason, age, latency, rid
         )
 
-    def _refused(self, rid: bytes, x: Any, attempt: _Attempt) -> InputRefused:
+    def _defer(self, pending: tuple[Any, int] | None) -> tuple[bytes, tuple[Any, int] | None]:
+        """A deferred output's digest for its INFERENCE record: zero, and the snapshot goes
+        to the digester once the record is written; or, with the digester's queue full, the
+        digest itself, computed here (nothing is ever dropped)."""
+        assert pending is not None
+        assert self._digester is not None
+        if self._digester.try_reserve():
+            return _ZERO_DIGEST, pending
+        return T.digest(pending[0]), None
+
+    def _queue_digest(self, seq: int, pending: tuple[Any, int]) -> None:
+        """Hand a recorded call's snapshot to the digester; give its reservation back when
+        the record was not written (``seq`` 0: the append raised)."""
+        assert self._digester is not None
+        if seq:
+            self._digester.put(seq, *pending)
+        else:
+            self._digester.unreserve()
+
+    def _refused(
+        self, rid: bytes, x: Any, attempt: _Attempt, trace: _Trace = _NO_TRACE
+    ) -> InputRefused:
         """The model refused ``x`` at its own boundary (it raised ``InputRefused``): recorded
         and raised like a broken input contract, not counted as the model's failure."""
         assert attempt.code is not None
         exc = InputRefused(attempt.reason, diagnostic=attempt.code)
-        self._reject(rid, x, exc)
+        self._reject(rid, x, exc, trace)
         return exc
 
-    def _reject(self, rid: bytes, x: Any, exc: InvalidInput) -> None:
+    def _reject(self, rid: bytes, x: Any, exc: InvalidInput, trace: _Trace = _NO_TRACE) -> None:
         try:
             in_digest = T.digest(x)
         except Exception:  # a rejected input may be anything; its record must still be written
@@ -798,6 +907,8 @@ class Supervisor:
                     input_digest=in_digest,
                     code=exc.diagnostic.number,
                     reason=exc.message[:2000],
+                    trace_id=trace.trace_id,
+                    span_id=trace.span_id,
                 )
             except LogError as err:
                 raise self._unwritable(err) from err
@@ -839,6 +950,10 @@ class Supervisor:
                         reason="the known-answer probe returned another answer",
                     )
         flags = _COUNTED | _KNOWN | _PROBE
+        digest = attempt.digest
+        if digest is _DEFERRED:  # the probe's answer is not served: hash it here
+            assert attempt.pending is not None
+            digest = T.digest(attempt.pending[0])
         with self._lock:
             state = self._fsm.state
             caused = self._fsm.record(
@@ -852,7 +967,7 @@ class Supervisor:
                 request_id=_KA_REQUEST,
                 model_digest=primary.digest,
                 input_digest=in_digest,
-                output_digest=attempt.digest,
+                output_digest=digest,
                 state=state,
                 served_by=ServedBy.NONE,
                 outcome=attempt.outcome,
@@ -909,6 +1024,7 @@ class Supervisor:
         diagnostic: D.Diagnostic,
         *,
         trace_id: bytes | None = None,
+        span_id: bytes | None = None,
         input_digest: bytes | None = None,
     ) -> tuple[bytes, int]:
         """Record a call the service refused before it reached :meth:`infer` (rate limited,
@@ -920,7 +1036,9 @@ class Supervisor:
             request_id: the call's 16 bytes, or None (or not 16 bytes) for a generated one.
             reason: why, in words (kept to 2000 characters).
             diagnostic: the refusal's code.
-            trace_id: the call's trace id (16 bytes), when it had one (not recorded here).
+            trace_id, span_id: the call's W3C trace context, when it had one: recorded in
+                the REJECTED record (format 1.2); an invalid one is left out (the refusal
+                is recorded all the same).
             input_digest: 32 bytes; all zeros by default (the input was never examined).
 
         Returns:
@@ -928,14 +1046,20 @@ class Supervisor:
         """
         rid = request_id if request_id is not None and len(request_id) == 16 else None
         digest = input_digest if input_digest is not None and len(input_digest) == 32 else None
+        trace = _NO_TRACE if trace_id is None else _trace_context(trace_id, span_id)[0]
         with self._lock:
             rid = rid if rid is not None else self._new_request_id()
-            seq = self.log.record_rejected(
-                request_id=bytes(rid),
-                input_digest=bytes(digest) if digest is not None else _ZERO_DIGEST,
-                code=diagnostic.number,
-                reason=reason[:2000],
-            )
+            try:
+                seq = self.log.record_rejected(
+                    request_id=bytes(rid),
+                    input_digest=bytes(digest) if digest is not None else _ZERO_DIGEST,
+                    code=diagnostic.number,
+                    reason=reason[:2000],
+                    trace_id=trace.trace_id,
+                    span_id=trace.span_id,
+                )
+            except LogError as err:
+                raise self._unwritable(err) from err
             self._counters.rejected += 1
         return bytes(rid), seq
 
@@ -1027,7 +1151,16 @@ class Supervisor:
                 latency_p99_ns=lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0,
                 machine=self._fsm.statistics(),
                 log_head_seq=self.log.head_seq,
+                digester=None if self._digester is None else self._digester.statistics(),
             )
+
+    def wait_digested(self, timeout: float | None = None) -> bool:
+        """Block until every deferred output digest is recorded (none outstanding).
+
+        Returns:
+            True when none is outstanding, False when ``timeout`` seconds passed first.
+        """
+        return True if self._digester is None else self._digester.wait_idle(timeout)
 
     def wait_hung(self, count: int, timeout: float) -> bool:
         """Block until exactly ``count`` primary calls are hung (past their deadline and
@@ -1061,6 +1194,8 @@ class Supervisor:
             t.join(max(0.0, deadline - time.monotonic()))
         if self._pool is not None:
             self._pool.close()
+        if self._digester is not None:  # every queued digest is recorded before the log closes
+            self._digester.close(timeout=_DRAIN_S)
         if self._owns_log:
             self.log.close()
 
@@ -1100,3 +1235,85 @@ def _restore_json(snapshot: Any, restored: dict[str, Any]) -> str:
         sort_keys=True,
         separators=(",", ":"),
     )
+
+
+def _check_arguments(
+    primary: Any,
+    *,
+    isolation: str,
+    deadline_ns: Any,
+    workers: Any,
+    policy: Policy,
+    known_answer: KnownAnswer | None,
+    contracts: tuple[tuple[str, Any], ...],
+    model_digest: bytes | None,
+    digest_threshold: Any,
+    digest_queue: Any,
+) -> None:
+    """The constructor's arguments, checked before anything is opened or started.
+
+    Raises:
+        ConfigError: the message names the argument and the rule.
+    """
+    if not callable(primary):
+        raise ConfigError("primary must be callable (a model or a function)")
+    if isolation not in ("thread", "inline", "process"):
+        raise ConfigError(f"isolation={isolation!r}: choose thread, inline or process")
+    if (isolation == "process") != is_process_pool(primary):
+        raise ConfigError(
+            "isolation='process' takes a WorkerPool as primary, and a WorkerPool needs "
+            "isolation='process'"
+        )
+    if not isinstance(deadline_ns, int) or deadline_ns <= 0:
+        raise ConfigError(f"deadline_ns={deadline_ns!r}: must be a positive integer")
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers={workers!r}: must be at least 1")
+    if known_answer is None and policy.known_answer_probes:
+        raise ConfigError(
+            "the policy asks for known-answer probes (probe_mode='known_answer' or "
+            "probe_interval_ns): pass known_answer=KnownAnswer(input, expected)"
+        )
+    for name, contract in contracts:
+        if contract is not None and not callable(getattr(contract, "check", None)):
+            raise ConfigError(
+                f"{name}: needs a check(value, field=...) method (e.g. vigil.schemas.Contract)"
+            )
+    if model_digest is not None and len(model_digest) != 32:
+        raise ConfigError("model_digest must be 32 bytes (a SHA-256 digest)")
+    if type(digest_threshold) is not int or digest_threshold < 0:
+        raise ConfigError(
+            f"digest_threshold={digest_threshold!r}: bytes, an integer >= 0 (0: every output "
+            "is digested inline)"
+        )
+    if type(digest_queue) is not int or not 1 <= digest_queue <= 4096:
+        raise ConfigError(f"digest_queue={digest_queue!r}: an integer in [1, 4096]")
+
+
+def _trace_context(trace_id: Any, span_id: Any) -> tuple[_Trace, InvalidInput | None]:
+    """The call's trace context, or the error to refuse the call with: a W3C trace id is 16
+    bytes and not all zero; a parent span id 8 bytes and not all zero, and only with a trace
+    id (W3C Trace Context, "trace-id" and "parent-id")."""
+    trace, span = _as_bytes(trace_id), _as_bytes(span_id)
+    if trace is None or len(trace) != 16 or not any(trace):
+        why = "trace_id: must be 16 bytes, not all zero (a W3C trace-id)"
+        got = trace_id
+    elif span_id is not None and (span is None or len(span) != 8 or not any(span)):
+        why = "span_id: must be 8 bytes, not all zero (a W3C parent-id)"
+        got = span_id
+    else:
+        return _Trace(trace, span or bytes(8)), None
+    what = f"{len(got)} bytes" if isinstance(got, bytes | bytearray) else f"a {type(got).__name__}"
+    if isinstance(got, bytes | bytearray) and len(got) in (8, 16):
+        what = "all zero"
+    return _NO_TRACE, InvalidInput(
+        f"{why}, got {what}", diagnostic=D.TRACE_CONTEXT_INVALID, field=why.split(":")[0]
+    )
+
+
+def _as_bytes(value: Any) -> bytes | None:
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            return bytes(value)
+        except (TypeError, ValueError, BufferError):  # an exotic buffer
+            return None
+    return None

@@ -215,3 +215,40 @@ def describe(exc: BaseException, limit: int = 200) -> str:
     gets the message back (:meth:`Supervisor.infer` raises it again)."""
     text = exc.message if isinstance(exc, InputRefused) else f"{type(exc).__name__}: {exc}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_IMMUTABLE = (int, float, complex, str, bytes, bool, type(None))
+
+
+def output_bytes(value: Any) -> int:
+    """Bytes of tensor data in an output (what its digest reads)."""
+    if type(value) is torch.Tensor:
+        return int(value.nbytes)
+    return sum(int(t.nbytes) for t in tensors_of(value))
+
+
+def snapshot(value: Any) -> Any | None:
+    """A copy of an output that digests exactly as ``value`` did when it was taken, and that
+    nobody else holds: each tensor copied to host memory the copy owns (``clone`` on the CPU,
+    a device-to-host copy otherwise). None when ``value`` holds something else than tensors,
+    immutable scalars and containers of them (its ``repr`` could change later): such an output
+    is hashed at once."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach()
+        return t.clone() if t.device.type == "cpu" else t.cpu()
+    if isinstance(value, _IMMUTABLE):
+        return value
+    if isinstance(value, Mapping):
+        keys = list(value)
+        items = [snapshot(value[k]) for k in keys]
+    elif isinstance(value, tuple | list):
+        keys = None
+        items = [snapshot(item) for item in value]
+    else:
+        return None
+    originals = [value[k] for k in keys] if keys is not None else list(value)
+    if any(c is None and o is not None for c, o in zip(items, originals, strict=True)):
+        return None
+    if keys is not None:
+        return dict(zip(keys, items, strict=True))
+    return items if isinstance(value, list) else tuple(items)

@@ -1,0 +1,232 @@
+"""The recorder thread that digests large outputs off the caller's path (format 1.2).
+
+Theory of operation
+-------------------
+The INFERENCE record of a call is appended before its answer is released (write-ahead). For
+an output above the supervisor's threshold, the record carries ``DIGEST_FOLLOWS`` and a zero
+``output_digest``; the caller gets its answer at once, and this thread hashes a *snapshot* of
+the output (taken before the answer was released: the caller may then do what it likes with
+the tensors it got) and appends an OUTPUT_DIGEST record naming the call's seq.
+
+* **Bounded.** At most ``max_pending`` outputs are outstanding (reserved, queued or being
+  hashed). :meth:`Digester.try_reserve` is asked *before* the INFERENCE record is written; when
+  it says no, the caller hashes inline and the record carries the digest as before. Nothing is
+  ever dropped, and the memory held is at most ``max_pending`` snapshots.
+* **In order.** One thread, one FIFO queue filled under the supervisor's lock: the digests of
+  one supervisor appear in the log in the order of their INFERENCE records.
+* **What a crash loses.** The digests still outstanding: at most ``max_pending`` of the last
+  DIGEST_FOLLOWS records of the writer session, never an INFERENCE record. The supervisor
+  declares ``max_pending`` in a ``vigil.digester`` ANNOTATION, so that ``vigil verify`` can
+  tell that loss (expected) from a digest missing anywhere else (an integrity failure).
+* **Drained at close.** :meth:`close` hashes and records everything queued before it returns.
+
+``hashlib`` releases the GIL while it hashes more than 2 KiB, so the hashing itself runs on
+another core while callers go on.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from vigil.auditlog import FlightRecorder
+from vigil.supervisor import _tensors as T
+
+
+@dataclass(frozen=True)
+class DigesterStatistics:
+    """A snapshot of the digester (see :meth:`Digester.statistics`).
+
+    Attributes:
+        deferred: outputs handed to the thread since it started.
+        digested: OUTPUT_DIGEST records appended.
+        inline_when_full: outputs the caller hashed itself because the queue was full.
+        failed: outputs whose digest could not be recorded (the log was closed under it).
+        pending: outputs outstanding now.
+        max_pending: the bound.
+        lag_p50_ns, lag_p99_ns, lag_max_ns: INFERENCE append to OUTPUT_DIGEST append, over
+            the last 4096 digests.
+        lag_p99_calls, lag_max_calls: how many later outputs had been deferred when a digest
+            was appended (its lag counted in calls).
+    """
+
+    deferred: int
+    digested: int
+    inline_when_full: int
+    failed: int
+    pending: int
+    max_pending: int
+    lag_p50_ns: int
+    lag_p99_ns: int
+    lag_max_ns: int
+    lag_p99_calls: int
+    lag_max_calls: int
+
+
+class _Item:
+    __slots__ = ("index", "nbytes", "seq", "snapshot", "t0")
+
+    def __init__(self, seq: int, snapshot: Any, nbytes: int, t0: int, index: int) -> None:
+        self.seq, self.snapshot, self.nbytes, self.t0, self.index = seq, snapshot, nbytes, t0, index
+
+
+class Digester:
+    """One thread that hashes snapshots of served outputs and records their digests.
+
+    Args:
+        log: the flight recorder the OUTPUT_DIGEST records go to.
+        digest: the hash of a snapshot (the supervisor's tensor digest).
+        clock_ns: the monotonic clock the lag is measured with.
+        max_pending: outputs outstanding at most (>= 1).
+    """
+
+    def __init__(
+        self,
+        log: FlightRecorder,
+        digest: Callable[[Any], bytes],
+        clock_ns: Callable[[], int],
+        *,
+        max_pending: int,
+        name: str = "vigil-digester",
+    ) -> None:
+        self._log = log
+        self._digest = digest
+        self._clock = clock_ns
+        self.max_pending = max_pending
+        self._cv = threading.Condition(threading.Lock())
+        self._items: collections.deque[_Item] = collections.deque()
+        self._outstanding = 0
+        self._closing = False
+        self._deferred = self._digested = self._full = self._failed = 0
+        self._free: dict[tuple[torch.dtype, torch.Size], list[torch.Tensor]] = {}
+        self._lags: collections.deque[tuple[int, int]] = collections.deque(maxlen=4096)
+        self._lag_max = (0, 0)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def snapshot(self, value: Any) -> Any | None:
+        """A snapshot of ``value`` for :meth:`put` (:func:`~vigil.supervisor._tensors.snapshot`).
+        A plain tensor is copied into a host buffer of its dtype and shape that the digester
+        recycles once it has hashed it: no fresh allocation (page faults) per call."""
+        if type(value) is not torch.Tensor:
+            return T.snapshot(value)
+        free = self._free.get((value.dtype, value.shape))
+        try:
+            buf = free.pop() if free else None  # list.pop is atomic: callers race safely
+        except IndexError:
+            buf = None
+        if buf is None:
+            buf = torch.empty(value.shape, dtype=value.dtype)
+        buf.copy_(value.detach())
+        return buf
+
+    def _recycle(self, snapshot: Any) -> None:
+        """Keep a hashed snapshot's buffer for the next output of its dtype and shape (at most
+        ``max_pending`` buffers kept in all)."""
+        if type(snapshot) is not torch.Tensor:
+            return
+        if sum(len(v) for v in self._free.values()) < self.max_pending:
+            self._free.setdefault((snapshot.dtype, snapshot.shape), []).append(snapshot)
+
+    def try_reserve(self) -> bool:
+        """Reserve room for one output; False when ``max_pending`` are outstanding (the
+        caller then hashes inline). A reservation must end in :meth:`put` or
+        :meth:`unreserve`."""
+        with self._cv:
+            if self._outstanding >= self.max_pending or self._closing:
+                self._full += 1
+                return False
+            self._outstanding += 1
+            return True
+
+    def unreserve(self) -> None:
+        """Give back a reservation that no output will use."""
+        with self._cv:
+            self._outstanding -= 1
+            self._cv.notify_all()
+
+    def put(self, seq: int, snapshot: Any, nbytes: int) -> None:
+        """Queue the snapshot of the output of INFERENCE record ``seq`` (reserved before the
+        record was written; call right after it was)."""
+        t0 = self._clock()
+        with self._cv:
+            self._deferred += 1
+            self._items.append(_Item(seq, snapshot, nbytes, t0, self._deferred))
+            self._cv.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._items and not self._closing:
+                    self._cv.wait()
+                if not self._items:
+                    return
+                item = self._items.popleft()
+            ok = self._record(item)
+            with self._cv:
+                self._outstanding -= 1
+                if ok:
+                    self._digested += 1
+                else:
+                    self._failed += 1
+                self._cv.notify_all()
+
+    def _record(self, item: _Item) -> bool:
+        try:
+            value = self._digest(item.snapshot)
+            self._recycle(item.snapshot)
+            item.snapshot = None
+            lag = self._clock() - item.t0
+            with self._cv:
+                behind = self._deferred - item.index
+            self._log.record_output_digest(
+                item.seq, value, output_bytes=item.nbytes, lag_ns=max(lag, 0)
+            )
+        except Exception:  # the log closed under it: counted, verify names the record
+            return False
+        with self._cv:
+            self._lags.append((lag, behind))
+            self._lag_max = max(self._lag_max, (lag, behind))
+        return True
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no output is outstanding; False when ``timeout`` passed first."""
+        with self._cv:
+            return self._cv.wait_for(lambda: self._outstanding == 0, timeout)
+
+    def statistics(self) -> DigesterStatistics:
+        with self._cv:
+            lags = sorted(lag for lag, _ in self._lags)
+            calls = sorted(behind for _, behind in self._lags)
+            return DigesterStatistics(
+                deferred=self._deferred,
+                digested=self._digested,
+                inline_when_full=self._full,
+                failed=self._failed,
+                pending=self._outstanding,
+                max_pending=self.max_pending,
+                lag_p50_ns=_pick(lags, 0.5),
+                lag_p99_ns=_pick(lags, 0.99),
+                lag_max_ns=self._lag_max[0],
+                lag_p99_calls=_pick(calls, 0.99),
+                lag_max_calls=max(calls, default=0),
+            )
+
+    def close(self, timeout: float | None = None) -> None:
+        """Record everything queued, then stop the thread (new reservations are refused)."""
+        with self._cv:
+            self._cv.wait_for(lambda: self._outstanding == 0, timeout)
+            self._closing = True
+            self._cv.notify_all()
+        self._thread.join(timeout)
+
+
+def _pick(values: list[int], q: float) -> int:
+    if not values:
+        return 0
+    return values[min(len(values) - 1, int(len(values) * q))]
