@@ -476,14 +476,15 @@ def test_the_service_config_takes_the_digest_keys(table: dict[str, Any], ok: Any
 
 
 def test_a_record_that_cannot_be_written_gives_its_queue_room_back(tmp_path: Path) -> None:
-    from vigil.errors import LogClosed
+    from vigil.errors import LogClosed, Unavailable
 
     log = FlightRecorder.create(tmp_path / "a.vigil", durability="none")
     sup = Supervisor(lambda x: BIG, log=log, isolation="inline", digest_queue=1)
     try:
         log.close()  # the caller closed its log under the supervisor
-        with pytest.raises(LogClosed):
+        with pytest.raises(Unavailable) as info:  # unrecorded: not released (DIA-4012)
             sup.infer(torch.ones(2))
+        assert isinstance(info.value.__cause__, LogClosed)
         stats = sup.statistics().digester
         assert stats is not None and stats.pending == 0 and stats.deferred == 0
     finally:
