@@ -33,7 +33,9 @@ from tritonclient.grpc import service_pb2 as pb  # noqa: E402
 from tritonclient.grpc import service_pb2_grpc as pb_grpc  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+from vigil.service._calls import Admission  # noqa: E402
 from vigil.service._grpc import KServeGrpc, KServeGrpcServer  # noqa: E402
+from vigil.service._limits import LimitClass, LimitsSection, RateLimiter  # noqa: E402
 
 START_S = 120.0
 
@@ -395,3 +397,69 @@ def test_the_grpc_section_is_off_by_default_and_validated(tmp_path: Path) -> Non
         assert err.value.diagnostic is D.SERVICE_CONFIG_RANGE, bad
     with pytest.raises(ServiceConfigError):
         _config({"listen": "127.0.0.1:0", "port": 1}, tmp_path)  # an unknown key
+
+
+# --- trace context and rate limits: the same Admission as the HTTP and socket fronts --------
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = "00f067aa0ba902b7"
+
+
+class _TracedSupervisor(_Supervisor):
+    """Also takes the trace keywords, and records refusals as the real one does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.traces: list[tuple[bytes | None, bytes | None]] = []
+        self.refused: list[tuple[str, bytes | None]] = []
+
+    def infer(self, x: Any, **kw: Any) -> Result:  # type: ignore[override]
+        self.traces.append((kw.get("trace_id"), kw.get("span_id")))
+        return super().infer(x)
+
+    def refuse(self, request_id: Any, reason: str, diagnostic: Any, **kw: Any) -> Any:
+        self.refused.append((diagnostic.code, kw.get("trace_id")))
+        return b"\1" * 16, 7
+
+
+def test_grpc_calls_carry_trace_context_and_are_rate_limited_by_class() -> None:
+    sup = _TracedSupervisor()
+    limits = LimitsSection(
+        classes=(LimitClass("standard", 0.001, 1), LimitClass("priority", 0.001, 2)),
+        default="standard",
+        class_header="x-tenant",
+    )
+    admission = Admission(sup, limiter=RateLimiter(limits, clock=lambda: 0.0))  # frozen
+    service = KServeGrpc(
+        sup,
+        model_name="m",
+        readiness=lambda: True,
+        input_shape=(-1, 2),
+        admission=admission,
+        class_header="X-Tenant",
+    )
+    server = KServeGrpcServer(service, "127.0.0.1", 0, max_request_bytes=4096, max_concurrency=4)
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    traced = (("traceparent", f"00-{TRACE}-{PARENT}-01"), ("x-tenant", "priority"))
+    try:
+        answer = stub.ModelInfer(_request(), metadata=traced, timeout=START_S)
+        assert answer.parameters["vigil_trace_id"].string_param == TRACE
+        assert sup.traces == [(bytes.fromhex(TRACE), bytes.fromhex(PARENT))]
+        stub.ModelInfer(_request(), timeout=START_S)  # the standard class's one token
+        status, details = _status(stub, _request())
+        assert status == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert details.startswith(f"{D.RATE_LIMITED.code} RATE_LIMITED: "), details
+        stub.ModelInfer(_request(), metadata=(("x-tenant", "priority"),), timeout=START_S)
+        # an invalid traceparent is ignored (W3C): the call goes on, to the limiter; an
+        # unknown class counts against the default class, which is spent
+        bad = (("traceparent", "00-not-a-traceparent"), ("x-tenant", "nobody"))
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelInfer(_request(), metadata=bad, timeout=START_S)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert sup.refused == [(D.RATE_LIMITED.code, None)] * 2
+    finally:
+        channel.close()
+        server.stop(5.0)
+    assert sup.calls == 3 and admission.statistics()["traceparent_ignored"] == 1

@@ -41,6 +41,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from vigil import _diagnostics as D
 from vigil.errors import InvalidInput, ServiceConfigError, Unavailable, VigilError
 from vigil.schemas import Result
+from vigil.service._calls import Admission, Call
 from vigil.service._v2 import (
     DATATYPES,
     MAX_DIMS,
@@ -102,9 +103,13 @@ class KServeGrpc(pb_grpc.GRPCInferenceServiceServicer, CallGate):  # type: ignor
         input_shape: tuple[int, ...] | None = None,
         input_dtype: str | None = None,
         max_concurrency: int = 16,
+        admission: Admission | None = None,
+        class_header: str = "x-vigil-class",
     ) -> None:
         CallGate.__init__(self, readiness)
         self.supervisor = supervisor
+        self.admission = admission if admission is not None else Admission(supervisor)
+        self.class_header = class_header.lower()  # gRPC metadata keys are lower case
         self.model_name = model_name
         self.input_shape = input_shape
         self.input_dtype = input_dtype
@@ -145,7 +150,7 @@ class KServeGrpc(pb_grpc.GRPCInferenceServiceServicer, CallGate):  # type: ignor
     # --- inference -----------------------------------------------------------------------
 
     def ModelInfer(self, request: Any, context: Any) -> Any:
-        return self._call(context, lambda: self._infer(request))
+        return self._call(context, lambda: self._infer(request, context))
 
     def _call(self, context: Any, fn: Any) -> Any:
         try:
@@ -167,32 +172,63 @@ class KServeGrpc(pb_grpc.GRPCInferenceServiceServicer, CallGate):  # type: ignor
                 f"{self.model_name!r} version '1'",
             )
 
-    def _infer(self, request: Any) -> Any:
+    def _infer(self, request: Any, context: Any) -> Any:
         self._check_model(request.model_name, request.model_version)
         if self.draining:
             raise _Refused(
                 grpc.StatusCode.UNAVAILABLE, D.GRPC_DRAINING, "the service is draining; retry"
             )
-        x = _input(request)
-        wanted = [out.name for out in request.outputs]
+        call = self._admit(context)
+        try:
+            x = _input(request)
+            self._take_slot()
+        except _Refused as exc:  # the span ends with the refusal
+            self.admission.end(call, None, exc)
+            raise
+        result: Result | None = None
+        try:
+            result = self._supervised(x, call)
+        except _Refused as exc:
+            self.admission.end(call, None, exc)
+            raise
+        finally:
+            self._slots.release()
+        self.admission.end(call, result, None)
+        return self._answer(request, result, [out.name for out in request.outputs], call)
+
+    def _take_slot(self) -> None:
         if not self._slots.acquire(blocking=False):
             raise _Refused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 D.GRPC_BUSY,
                 "every [grpc] max_concurrency slot is taken; retry after a back-off",
             )
-        try:
-            result = self._supervised(x)
-        finally:
-            self._slots.release()
-        return self._answer(request, result, wanted)
 
-    def _supervised(self, x: torch.Tensor) -> Result:
+    def _admit(self, context: Any) -> Call:
+        """The call's W3C trace context (the ``traceparent`` metadata, ignored when invalid,
+        as on HTTP) and rate class (the ``[limits] class_header`` metadata); a call over its
+        class's limit is refused RESOURCE_EXHAUSTED with DIA-2021, recorded as REJECTED."""
+        metadata: dict[str, str] = {}
+        for key, value in context.invocation_metadata() or ():
+            if isinstance(value, str):  # binary (-bin) metadata is not for us
+                metadata[key] = ", ".join((metadata[key], value)) if key in metadata else value
+        call = self.admission.begin(
+            metadata.get("traceparent"), metadata.get(self.class_header), "grpc"
+        )
+        refusal = self.admission.refusal(call, None)
+        if refusal is not None:
+            self.admission.end(call, None, refusal.error)
+            raise _Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, D.RATE_LIMITED, refusal.error.message
+            )
+        return call
+
+    def _supervised(self, x: torch.Tensor, call: Call) -> Result:
         with self._calls:
             self._in_flight += 1
             self._calls.notify_all()
         try:
-            return self.supervisor.infer(x)  # type: ignore[no-any-return]
+            return self.supervisor.infer(x, **call.infer_kwargs())  # type: ignore[no-any-return]
         except InvalidInput as exc:
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, exc.diagnostic, str(exc)) from None
         except Unavailable as exc:
@@ -204,7 +240,7 @@ class KServeGrpc(pb_grpc.GRPCInferenceServiceServicer, CallGate):  # type: ignor
                 self._in_flight -= 1
                 self._calls.notify_all()
 
-    def _answer(self, request: Any, result: Result, wanted: list[str]) -> Any:
+    def _answer(self, request: Any, result: Result, wanted: list[str], call: Call) -> Any:
         outputs = named_outputs(result)
         if outputs is None:
             raise _Refused(
@@ -227,7 +263,10 @@ class KServeGrpc(pb_grpc.GRPCInferenceServiceServicer, CallGate):  # type: ignor
             flat = t.detach().cpu().contiguous().reshape(-1)
             raw = flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
             response.raw_output_contents.append(raw)
-        for key, value in vigil_parameters(result).items():
+        for key, value in vigil_parameters(result, call).items():
+            if isinstance(value, bool):
+                response.parameters[key].bool_param = value
+                continue
             if isinstance(value, int):
                 response.parameters[key].int64_param = value
             else:

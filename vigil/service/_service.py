@@ -326,6 +326,8 @@ class Service:
             input_shape=None if spec is None else spec.shape,
             input_dtype=None if spec is None else spec.dtype,
             max_concurrency=g.max_concurrency,
+            admission=self.admission,
+            class_header=self.config.limits.class_header,
         )
         return KServeGrpcServer(
             service,
