@@ -46,6 +46,7 @@ def test_the_corpus_covers_every_finding_kind_and_record_type() -> None:
     assert kinds >= {
         "TORN_TAIL", "MEDIA_CORRUPTION", "TAMPERING", "GAP", "EVICTED", "CLOCK", "SUPERSEDED",
         "HEADER_COPY", "FILE_SIZE", "SEAL_INVALID", "WRONG_KEY", "UNSEALED_TAIL", "ANCHOR",
+        "DIGEST_PENDING", "DIGEST_MISSING", "DIGEST_UNEXPECTED",
     }  # fmt: skip
     assert {"intact-every-type", "sealed-ed25519", "sealed-p384"} <= set(CASES)
 

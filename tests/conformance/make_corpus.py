@@ -38,7 +38,7 @@ from vigil.auditlog import (  # noqa: E402
 )
 from vigil.auditlog import _format as F  # noqa: E402
 from vigil.errors import SimulatedPowerCut  # noqa: E402
-from vigil.schemas import LifecycleEvent, Outcome, ServedBy, State  # noqa: E402
+from vigil.schemas import CallFlags, LifecycleEvent, Outcome, ServedBy, State  # noqa: E402
 
 from conftest import FakeClock  # noqa: E402
 
@@ -144,6 +144,43 @@ def two_boots() -> bytes:
     w = writer(image, clock=FakeClock(boot=b"second-boot-0001", start_ns=CREATED + 10**9))
     for i in range(5, 10):
         call(w, i)
+    return closed(w)
+
+
+# --- format 1.2: deferred output digests and trace context -----------------------------------
+
+TRACE, SPAN = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736"), bytes.fromhex("00f067aa0ba902b7")
+FOLLOWS = int(CallFlags.DIGEST_FOLLOWS)
+
+
+def deferring(calls_: int, *, digests: Callable[[int], bool] = lambda i: True) -> FlightRecorder:
+    """A 1.2 session: it declares a digest queue of 4, defers every call's output digest and
+    appends the OUTPUT_DIGEST of call ``i`` when ``digests(i)``; calls carry a trace context."""
+    w = writer(fresh())
+    w.annotate("vigil.digester", json.dumps({"max_pending": 4, "threshold": 65536}))
+    for i in range(calls_):
+        seq = call(w, i, output_digest=bytes(32), flags=FOLLOWS, trace_id=TRACE, span_id=SPAN)
+        if digests(i):
+            w.record_output_digest(seq, h("out", i), output_bytes=1 << 20, lag_ns=400_000 + i)
+    w.record_rejected(
+        request_id=b"\x07" * 16,
+        input_digest=h("bad"),
+        code=2021,
+        reason="rate limited",
+        trace_id=TRACE,
+        span_id=SPAN,
+    )
+    return w
+
+
+def crashed(w: FlightRecorder) -> bytes:
+    """The log as a SIGKILL leaves it (durability always: every record is on the disk)."""
+    return bytes(w._storage.buf)  # type: ignore[attr-defined]
+
+
+def digest_of_a_plain_record() -> bytes:
+    w = deferring(3)
+    w.record_output_digest(2, h("x"), output_bytes=8, lag_ns=1)  # seq 2 is the annotation
     return closed(w)
 
 
@@ -465,6 +502,28 @@ def build_all(scratch: Path, out: Path = CASES) -> None:
         "header: reads as a clean end (a documented limit, FORMAT.md §6: only a seal "
         "and an anchor can tell)",
         image_case(lambda: zero_newest_page(calls(150))),
+    )
+    write_case(
+        "v12-deferred-digests-traced",
+        "format 1.2: every output digest deferred to an OUTPUT_DIGEST record, INFERENCE and "
+        "REJECTED bodies with a W3C trace context (body_version 2); INTACT",
+        image_case(lambda: closed(deferring(6))),
+    )
+    write_case(
+        "v12-digests-pending-at-crash",
+        "format 1.2: killed with 2 digests still queued (the declared bound is 4): "
+        "DIGEST_PENDING (expected)",
+        image_case(lambda: crashed(deferring(6, digests=lambda i: i < 4))),
+    )
+    write_case(
+        "v12-digest-missing",
+        "format 1.2: one call's digest absent though later ones were written: DIGEST_MISSING",
+        image_case(lambda: closed(deferring(6, digests=lambda i: i != 2))),
+    )
+    write_case(
+        "v12-digest-unexpected",
+        "format 1.2: an OUTPUT_DIGEST naming a record that deferred nothing: DIGEST_UNEXPECTED",
+        image_case(digest_of_a_plain_record),
     )
     write_case(
         "sealed-ed25519",
