@@ -166,8 +166,7 @@ class FlightRecorder(Recovery, Freezing):
     makes everything durable.
     """
 
-    # Past ruff's size limits: to split (issue 14).
-    def __init__(  # noqa: PLR0915
+    def __init__(
         self,
         storage: Storage,
         *,
@@ -192,17 +191,7 @@ class FlightRecorder(Recovery, Freezing):
                 sealed log opened without its sealer; DIA-3014 a sealer that does not match.
             LogError: the storage does not hold a readable log (see the subclasses).
         """
-        if durability not in _DURABILITY:
-            raise ConfigError(f"durability={durability!r}: choose one of none, batch, always")
-        if not 0 < batch_interval <= 10:
-            raise ConfigError(f"batch_interval={batch_interval}: must be in (0, 10] seconds")
-        if len(policy_digest) != 32:
-            raise InvalidArgument("policy_digest must be 32 bytes (a SHA-256 digest)")
-        if sealer is not None and sealer.fss is not None and durability == "none":
-            raise ConfigError(
-                "forward-secure sealing needs durability 'batch' or 'always': an epoch key is "
-                "erased from disk only once the checkpoint it sealed is durable"
-            )
+        _check_options(durability, batch_interval, policy_digest, sealer)
         self.path = path
         self._storage = storage
         self._buf = storage.buf
@@ -227,39 +216,9 @@ class FlightRecorder(Recovery, Freezing):
         self._failed: LogError | None = None
         self._failed_event = threading.Event()
         self._check = getattr(storage, "check", None)  # FileStorage.check; custom: optional
+        self._policy_digest = bytes(policy_digest)
         try:
-            recovery = self._recover_without_readahead()
-            seal_note = self._attach_sealer()
-            self._opened_seq = self._next_seq
-            detail = {
-                "vigil": vigil.__version__,
-                "pid": os.getpid(),
-                "host": os.uname().nodename,
-                "boot_id_from_kernel": getattr(self._clock, "boot_from_kernel", False),
-                "recovery": recovery,
-            }
-            describe = getattr(self._clock, "describe", None)
-            if describe is not None:  # source, device, offset to CLOCK_REALTIME
-                detail["clock"] = describe()
-            self._config_digest = hashlib.sha256(
-                json.dumps(
-                    {
-                        "geometry": asdict(self.geometry),
-                        "durability": durability,
-                        "batch_interval": batch_interval,
-                    },
-                    sort_keys=True,
-                    default=lambda b: b.hex(),
-                ).encode()
-            ).digest()
-            self._policy_digest = bytes(policy_digest)
-            if seal_note:
-                detail["sealing"] = seal_note
-            self._sync_head()  # the recovered records are durable before OPENED vouches for them
-            self._lifecycle(LifecycleEvent.OPENED, detail)
-            if sealer is not None:
-                self.checkpoint(CheckpointReason.OPENED)
-            self._sync_head()
+            self._open_session(durability, batch_interval)
         except BaseException:
             self._view.release()
             raise
@@ -272,6 +231,46 @@ class FlightRecorder(Recovery, Freezing):
                 daemon=True,
             )
             self._flusher.start()
+
+    def _open_session(self, durability: str, batch_interval: float) -> None:
+        """Recover, attach the sealer, and write the session's OPENED record (and, sealed,
+        its checkpoint), each durable before the next vouches for it."""
+        recovery = self._recover_without_readahead()
+        seal_note = self._attach_sealer()
+        self._opened_seq = self._next_seq
+        detail = self._opened_detail(recovery)
+        self._config_digest = hashlib.sha256(
+            json.dumps(
+                {
+                    "geometry": asdict(self.geometry),
+                    "durability": durability,
+                    "batch_interval": batch_interval,
+                },
+                sort_keys=True,
+                default=lambda b: b.hex(),
+            ).encode()
+        ).digest()
+        if seal_note:
+            detail["sealing"] = seal_note
+        self._sync_head()  # the recovered records are durable before OPENED vouches for them
+        self._lifecycle(LifecycleEvent.OPENED, detail)
+        if self._sealer is not None:
+            self.checkpoint(CheckpointReason.OPENED)
+        self._sync_head()
+
+    def _opened_detail(self, recovery: dict[str, Any]) -> dict[str, Any]:
+        """The OPENED record's detail: who opened the log, what recovery found, the clock."""
+        detail: dict[str, Any] = {
+            "vigil": vigil.__version__,
+            "pid": os.getpid(),
+            "host": os.uname().nodename,
+            "boot_id_from_kernel": getattr(self._clock, "boot_from_kernel", False),
+            "recovery": recovery,
+        }
+        describe = getattr(self._clock, "describe", None)
+        if describe is not None:  # source, device, offset to CLOCK_REALTIME
+            detail["clock"] = describe()
+        return detail
 
     # --- construction -------------------------------------------------------------------
 
@@ -1193,3 +1192,20 @@ def _row_problem(rid: bytes, md: bytes, ind: bytes, outd: bytes, flags: int) -> 
     if flags & _DIGEST_FOLLOWS:  # a format 1.2 record: record_inference writes it
         return "DIGEST_FOLLOWS needs record_inference (a deferred digest is format 1.2)"
     return None
+
+
+def _check_options(
+    durability: str, batch_interval: float, policy_digest: bytes, sealer: Sealer | None
+) -> None:
+    """Refuse what the writer cannot honour, before it touches the storage."""
+    if durability not in _DURABILITY:
+        raise ConfigError(f"durability={durability!r}: choose one of none, batch, always")
+    if not 0 < batch_interval <= 10:
+        raise ConfigError(f"batch_interval={batch_interval}: must be in (0, 10] seconds")
+    if len(policy_digest) != 32:
+        raise InvalidArgument("policy_digest must be 32 bytes (a SHA-256 digest)")
+    if sealer is not None and sealer.fss is not None and durability == "none":
+        raise ConfigError(
+            "forward-secure sealing needs durability 'batch' or 'always': an epoch key is "
+            "erased from disk only once the checkpoint it sealed is durable"
+        )
