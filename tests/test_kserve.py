@@ -4,6 +4,7 @@ hostile requests get a 400 with a code, within bounded memory, never a traceback
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import socket
@@ -91,6 +92,9 @@ def test_triton_client_gets_answers_errors_and_health_as_from_triton(service: Se
                 assert got.tobytes() == expected.numpy().tobytes()  # bit for bit
                 response = answer.get_response()
                 assert response["id"] == "r-1"
+                # the record's request id is derived from the KServe id: found in the log
+                rid = hashlib.sha256(b"r-1").digest()[:16].hex()
+                assert response["parameters"]["vigil_request_id"] == rid
                 assert response["parameters"]["vigil_served_by"] == "PRIMARY"
 
         # a contract breach: 400 with the contract's code, as Triton reports a bad input

@@ -6,6 +6,7 @@ checked against the servicer alone, with a stand-in supervisor."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -36,6 +37,7 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 from vigil.service._calls import Admission  # noqa: E402
 from vigil.service._grpc import KServeGrpc, KServeGrpcServer  # noqa: E402
 from vigil.service._limits import LimitClass, LimitsSection, RateLimiter  # noqa: E402
+from vigil.service._v2 import request_id_of  # noqa: E402
 
 START_S = 120.0
 
@@ -141,6 +143,8 @@ def test_triton_grpc_client_gets_answers_errors_and_health_as_from_triton(
         assert got.tobytes() == expected.numpy().tobytes()  # bit for bit
         response = answer.get_response(as_json=True)
         assert response["id"] == "g-1"
+        rid = response["parameters"]["vigil_request_id"]["string_param"]
+        assert rid == hashlib.sha256(b"g-1").digest()[:16].hex()  # the record's request id
         assert response["parameters"]["vigil_served_by"]["string_param"] == "PRIMARY"
 
         # a contract breach: INVALID_ARGUMENT with the contract's code
@@ -463,3 +467,21 @@ def test_grpc_calls_carry_trace_context_and_are_rate_limited_by_class() -> None:
         channel.close()
         server.stop(5.0)
     assert sup.calls == 3 and admission.statistics()["traceparent_ignored"] == 1
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("a8098c1a-f86e-11da-bd1a-00112444be1e", "a8098c1af86e11dabd1a00112444be1e"),
+        ("{A8098C1A-F86E-11DA-BD1A-00112444BE1E}", "a8098c1af86e11dabd1a00112444be1e"),
+        ("a8098c1af86e11dabd1a00112444be1e", "a8098c1af86e11dabd1a00112444be1e"),
+        ("order-17", hashlib.sha256(b"order-17").digest()[:16].hex()),
+        ("x" * 5000, hashlib.sha256(b"x" * 5000).digest()[:16].hex()),
+        ("", None),
+        (None, None),
+        (17, None),
+    ],
+)
+def test_a_kserve_request_id_maps_to_the_records_request_id(given: Any, expected: Any) -> None:
+    got = request_id_of(given)
+    assert (got.hex() if got is not None else None) == expected

@@ -47,7 +47,9 @@ from vigil.service._v2 import (
     MAX_DIMS,
     NAME_OF,
     CallGate,
+    infer_kwargs,
     named_outputs,
+    request_id_of,
     vigil_parameters,
 )
 
@@ -187,7 +189,7 @@ class KServeGrpc(pb_grpc.GRPCInferenceServiceServicer, CallGate):  # type: ignor
             raise
         result: Result | None = None
         try:
-            result = self._supervised(x, call)
+            result = self._supervised(x, call, request_id_of(request.id))
         except _Refused as exc:
             self.admission.end(call, None, exc)
             raise
@@ -223,12 +225,14 @@ class KServeGrpc(pb_grpc.GRPCInferenceServiceServicer, CallGate):  # type: ignor
             )
         return call
 
-    def _supervised(self, x: torch.Tensor, call: Call) -> Result:
+    def _supervised(self, x: torch.Tensor, call: Call, request_id: bytes | None) -> Result:
         with self._calls:
             self._in_flight += 1
             self._calls.notify_all()
         try:
-            return self.supervisor.infer(x, **call.infer_kwargs())  # type: ignore[no-any-return]
+            return self.supervisor.infer(  # type: ignore[no-any-return]
+                x, **infer_kwargs(call, request_id)
+            )
         except InvalidInput as exc:
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, exc.diagnostic, str(exc)) from None
         except Unavailable as exc:

@@ -50,7 +50,7 @@ from vigil.errors import InvalidInput, ServiceConfigError, Unavailable, VigilErr
 from vigil.schemas import Result
 from vigil.service._calls import Admission, Call, Refusal
 from vigil.service._limits import retry_after
-from vigil.service._v2 import DATATYPES, CallGate
+from vigil.service._v2 import DATATYPES, CallGate, infer_kwargs, request_id_of
 from vigil.service._v2 import MAX_DIMS as _MAX_DIMS
 from vigil.service._v2 import NAME_OF as _NAME_OF
 from vigil.service._v2 import named_outputs as _named_outputs
@@ -224,10 +224,10 @@ class KServeApp(CallGate):
         except _Refused as exc:  # a malformed request: its span ends with the refusal
             self.admission.end(call, None, exc)
             raise
-        result = self._call(x, call)
+        result = self._call(x, call, request_id_of(doc.get("id")))
         return self._answer(doc, result, wanted, binary_all, call)
 
-    def _call(self, x: torch.Tensor, call: Call) -> Result:
+    def _call(self, x: torch.Tensor, call: Call, request_id: bytes | None = None) -> Result:
         with self._calls:
             self._in_flight += 1
             self._calls.notify_all()
@@ -235,7 +235,7 @@ class KServeApp(CallGate):
         error: Exception | None = None
         t0 = time.perf_counter()
         try:
-            result = self.supervisor.infer(x, **call.infer_kwargs())
+            result = self.supervisor.infer(x, **infer_kwargs(call, request_id))
         except Exception as exc:
             error = exc
         finally:

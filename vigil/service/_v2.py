@@ -4,7 +4,9 @@ counts calls in flight and drains them. Needs torch only (no server library)."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -114,3 +116,28 @@ def vigil_parameters(result: Result, call: Call | None = None) -> dict[str, Any]
         "vigil_request_id": result.request_id.hex(),
         "vigil_latency_ns": result.latency_ns,
     }
+
+
+def request_id_of(text: Any) -> bytes | None:
+    """The 16-byte request id the flight log records for a KServe request's ``id``: a UUID
+    (in any form :class:`uuid.UUID` reads, 32 hex digits included) as its 16 bytes, so that
+    a caller's UUID is found as is in ``vigil dump``; any other non-empty string as the first
+    16 bytes of its SHA-256 (the same id, the same record id); None without one (the
+    supervisor generates an id)."""
+    if not isinstance(text, str) or not text:
+        return None
+    if len(text) <= 45:  # the longest form uuid.UUID accepts: "urn:uuid:" + 36
+        try:
+            return uuid.UUID(text).bytes
+        except ValueError:
+            pass
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
+
+
+def infer_kwargs(call: Call, request_id: bytes | None) -> dict[str, bytes]:
+    """``Supervisor.infer``'s keywords for a v2 call: its trace context and request id, each
+    only when there is one (stand-ins that know neither are called as before)."""
+    kwargs = call.infer_kwargs()
+    if request_id is not None:
+        kwargs["request_id"] = request_id
+    return kwargs
