@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from vigil.errors import ConfigError
+
 __all__ = ["Bucket", "LimitClass", "LimitsSection", "RateLimiter"]
 
 MAX_CLASSES = 64
@@ -107,7 +109,7 @@ class RateLimiter:
         self, section: LimitsSection, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         if not section.enabled or len(section.classes) > MAX_CLASSES:
-            raise ValueError(f"1..{MAX_CLASSES} classes are needed")
+            raise ConfigError(f"RateLimiter: 1..{MAX_CLASSES} classes are needed")
         self.section = section
         self._clock = clock
         now = clock()
