@@ -263,10 +263,7 @@ def _shm() -> set[str]:
 
 # Leaks the check found on its first whole-suite run, in code or tests owned elsewhere; each is
 # skipped by the check until fixed (docs/SAFETY.md, "No leaks"). Delete a line when it is fixed.
-KNOWN_LEAKS = {
-    "tests/test_decoder_service.py::test_valid_token_ids_are_served_by_the_worker": "worker pool",
-    "tests/test_serve.py::test_serve_answers_fails_over_and_drains_on_sigterm": "service",
-}
+KNOWN_LEAKS: dict[str, str] = {}
 
 
 @pytest.fixture(autouse=True)
