@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,13 @@ CASES = sorted(p.name for p in (CORPUS / "cases").iterdir() if p.is_dir())
 VOLATILE = ("path", "seconds")
 
 
-def verify_json(case: Path, args: list[str]) -> tuple[dict[str, Any], int]:
-    out = io.StringIO()
-    cwd = Path.cwd()
+def verify_json(committed: Path, args: list[str], tmp: Path) -> tuple[dict[str, Any], int]:
+    case = Path(shutil.copytree(committed, tmp / committed.name))
     seed = case / "device.fss-seed"
     if seed.exists():  # git keeps no file modes but x: vigil refuses a seed others may read
         seed.chmod(0o600)
+    out = io.StringIO()
+    cwd = Path.cwd()
     os.chdir(case)  # the case's key, seed and anchor are named relative to it
     try:
         with contextlib.redirect_stdout(out):
@@ -55,10 +57,10 @@ def test_the_corpus_covers_every_finding_kind_and_record_type() -> None:
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_each_case_verifies_as_committed(name: str) -> None:
+def test_each_case_verifies_as_committed(name: str, tmp_path: Path) -> None:
     case = CORPUS / "cases" / name
     meta = json.loads((case / "case.json").read_text())
-    report, code = verify_json(case, meta["verify_args"])
+    report, code = verify_json(case, meta["verify_args"], tmp_path)
     assert report == json.loads((case / "expected.json").read_text())
     assert code == meta["exit"]
 
