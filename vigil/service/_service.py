@@ -273,31 +273,21 @@ class Service:
 
     def _kserve(self) -> Any:
         """The KServe v2 HTTP server for ``[http]`` (docs/SERVICE.md, "KServe v2")."""
-        h, spec = self.config.http, self.config.model.input
+        h = self.config.http
         try:
             from vigil.service._kserve import (  # noqa: PLC0415  (vigil[http] only)
                 KServeApp,
                 KServeServer,
             )
         except ImportError as exc:
-            raise ServiceConfigError(
-                f"{self.config.source}: [http].listen: the KServe endpoint needs werkzeug and "
-                f"waitress ({exc}); pip install 'vigil[http]', or remove the key",
-                diagnostic=D.HTTP_EXTRA_MISSING,
-                file=self.config.source,
-                key="[http].listen",
-            ) from exc
+            raise self._extra_missing("http", "werkzeug and waitress", exc) from exc
         app = KServeApp(
             self.supervisor,
             model_name=h.model_name,
-            readiness=lambda: self.health().to_json(readiness=True)[0] == 200,
-            input_shape=None if spec is None else spec.shape,
-            input_dtype=None if spec is None else spec.dtype,
             max_request_bytes=h.max_request_mb * _MB,
             max_json_bytes=h.max_json_mb * _MB,
-            admission=self.admission,
-            class_header=self.config.limits.class_header,
             on_call=None if self.metrics is None else self.metrics.observe_call,
+            **self._front(),
         )
         return KServeServer(
             app, h.host, h.port, max_connections=h.max_connections, timeout_s=h.timeout_s
@@ -305,29 +295,19 @@ class Service:
 
     def _grpc(self) -> Any:
         """The KServe v2 gRPC server for ``[grpc]`` (docs/SERVICE.md, "KServe v2 over gRPC")."""
-        g, spec = self.config.grpc, self.config.model.input
+        g = self.config.grpc
         try:
             from vigil.service._grpc import (  # noqa: PLC0415  (vigil[grpc] only)
                 KServeGrpc,
                 KServeGrpcServer,
             )
         except ImportError as exc:
-            raise ServiceConfigError(
-                f"{self.config.source}: [grpc].listen: the KServe gRPC endpoint needs grpcio "
-                f"and tritonclient[grpc] ({exc}); pip install 'vigil[grpc]', or remove the key",
-                diagnostic=D.GRPC_EXTRA_MISSING,
-                file=self.config.source,
-                key="[grpc].listen",
-            ) from exc
+            raise self._extra_missing("grpc", "grpcio and tritonclient[grpc]", exc) from exc
         service = KServeGrpc(
             self.supervisor,
             model_name=g.model_name,
-            readiness=lambda: self.health().to_json(readiness=True)[0] == 200,
-            input_shape=None if spec is None else spec.shape,
-            input_dtype=None if spec is None else spec.dtype,
             max_concurrency=g.max_concurrency,
-            admission=self.admission,
-            class_header=self.config.limits.class_header,
+            **self._front(),
         )
         return KServeGrpcServer(
             service,
@@ -336,6 +316,28 @@ class Service:
             max_request_bytes=g.max_request_mb * _MB,
             max_concurrency=g.max_concurrency,
             idle_timeout_s=g.idle_timeout_s,
+        )
+
+    def _front(self) -> dict[str, Any]:
+        """What both KServe fronts take from the service: readiness, the input contract's
+        shape and dtype for the metadata, and the admission (trace context, limits, spans)."""
+        spec = self.config.model.input
+        return {
+            "readiness": lambda: self.health().to_json(readiness=True)[0] == 200,
+            "input_shape": None if spec is None else spec.shape,
+            "input_dtype": None if spec is None else spec.dtype,
+            "admission": self.admission,
+            "class_header": self.config.limits.class_header,
+        }
+
+    def _extra_missing(self, section: str, needs: str, exc: ImportError) -> ServiceConfigError:
+        code = D.HTTP_EXTRA_MISSING if section == "http" else D.GRPC_EXTRA_MISSING
+        return ServiceConfigError(
+            f"{self.config.source}: [{section}].listen: the KServe {section} endpoint needs "
+            f"{needs} ({exc}); pip install 'vigil[{section}]', or remove the key",
+            diagnostic=code,
+            file=self.config.source,
+            key=f"[{section}].listen",
         )
 
     def _admission(self) -> Admission:
