@@ -479,7 +479,10 @@ def run_matrix(
                     if progress:
                         progress(f"{isolation} {cls}")
                     n = min(runs, heavy_runs or runs) if cls in M.HEAVY else runs
-                    cells += _extra(M, root, cls, isolation, runs=n, pooled=pooled)
+                    got, log = _extra(M, root, cls, isolation, runs=n, pooled=pooled)
+                    cells += got
+                    if log is not None and (isolation == "thread" or cls not in showcase):
+                        showcase[cls] = log
                     continue
                 na = NOT_APPLICABLE.get((cls, isolation))
                 if na is not None:
@@ -505,12 +508,17 @@ def run_matrix(
 
 def _extra(
     M: Any, root: Path, cls: str, isolation: str, *, runs: int, pooled: Rig | None
-) -> list[Cell]:
-    """The cells of bench/_safety_more.py: a rig of their own unless the process column's."""
-    if cls not in M.SHARED or isolation == "process":
-        return list(M.run_class(cls, isolation, runs, root, pooled))
-    with _rig(root, f"{cls}-{isolation}", isolation) as mine:
-        return list(M.run_class(cls, isolation, runs, root, mine))
+) -> tuple[list[Cell], Path | None]:
+    """The cells of bench/_safety_more.py (a rig of their own unless the process column's),
+    and a log that shows the class for its timeline: the rig's, or the class's first own."""
+    if cls in M.SHARED and isolation != "process":
+        with _rig(root, f"{cls}-{isolation}", isolation) as mine:
+            return list(M.run_class(cls, isolation, runs, root, mine)), Path(mine.path)
+    cells = list(M.run_class(cls, isolation, runs, root, pooled))
+    if cls in M.SHARED and pooled is not None:
+        return cells, Path(pooled.path)
+    own = sorted(root.glob(f"{cls}-*.vigil"))
+    return cells, own[0] if own else None
 
 
 def _run_runs(shared: Rig, root: Path, cls: str, state: State, runs: int, *, fresh: bool) -> Cell:
