@@ -28,6 +28,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import _storage_faults as SF  # noqa: E402
 
+from conftest import FakeClock  # noqa: E402
+
 CHILD = str(ROOT / "bench" / "_storage_faults.py")
 X = torch.ones(1, 4)
 
@@ -149,3 +151,42 @@ def test_without_a_check_a_store_into_the_truncated_pages_is_sigbus(tmp_path: Pa
     with pytest.raises(LogGeometryError) as refused:
         Supervisor(lambda x: x, log=path, fallback=Constant(torch.zeros(1, 4)))
     assert refused.value.diagnostic is D.LOG_GEOMETRY
+
+
+@pytest.mark.requirement("SR-018")
+def test_a_known_answer_probe_that_cannot_be_recorded_refuses_the_call(tmp_path: Path) -> None:
+    """The probe's own record fails to write (the storage failed between two calls): the call
+    that ran the probe is refused like any call that cannot be recorded (DIA-4012), not with
+    the recorder's raw error."""
+    from vigil.fsm import Policy
+    from vigil.supervisor import KnownAnswer
+    from vigil.supervisor._supervisor import _KA_REQUEST
+
+    log = FlightRecorder.create(tmp_path / "ka.vigil", durability="none")
+    clock = FakeClock()
+    sup = Supervisor(
+        Counted(),
+        log=log,
+        isolation="inline",
+        fallback=Constant(torch.zeros(1, 4)),
+        known_answer=KnownAnswer(X, X * 2),
+        policy=Policy(probe_interval_ns=1_000_000),
+        clock=clock,
+    )
+    try:
+        write = log.record_inference
+
+        def failing(**fields: Any) -> int:
+            if fields["request_id"] == _KA_REQUEST:
+                raise LogIOError("injected: the storage failed", path=str(tmp_path))
+            return write(**fields)
+
+        log.record_inference = failing  # type: ignore[method-assign]
+        clock.advance(2_000_000)  # the probe is due at the next call
+        with pytest.raises(Unavailable) as info:
+            sup.infer(X)
+        assert info.value.diagnostic is D.LOG_UNWRITABLE
+        assert isinstance(info.value.__cause__, LogIOError)
+    finally:
+        sup.close()
+        log.close()

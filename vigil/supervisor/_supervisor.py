@@ -963,19 +963,22 @@ class Supervisor:
                 code=attempt.code,
                 reason=attempt.reason,
             )
-            seq = self.log.record_inference(
-                request_id=_KA_REQUEST,
-                model_digest=primary.digest,
-                input_digest=in_digest,
-                output_digest=digest,
-                state=state,
-                served_by=ServedBy.NONE,
-                outcome=attempt.outcome,
-                latency_ns=attempt.latency_ns,
-                deadline_ns=self.deadline_ns,
-                code=attempt.code.number if attempt.code else _NO_CODE,
-                flags=flags,
-            )
+            try:
+                seq = self.log.record_inference(
+                    request_id=_KA_REQUEST,
+                    model_digest=primary.digest,
+                    input_digest=in_digest,
+                    output_digest=digest,
+                    state=state,
+                    served_by=ServedBy.NONE,
+                    outcome=attempt.outcome,
+                    latency_ns=attempt.latency_ns,
+                    deadline_ns=self.deadline_ns,
+                    code=attempt.code.number if attempt.code else _NO_CODE,
+                    flags=flags,
+                )
+            except LogError as exc:  # the calling request is refused, like any unrecorded one
+                raise self._unwritable(exc) from exc
             self._log_transitions(caused, cause=seq)
 
     def _log_transitions(self, transitions: tuple[Transition, ...], cause: int) -> None:
