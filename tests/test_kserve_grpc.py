@@ -434,6 +434,7 @@ def test_grpc_calls_carry_trace_context_and_are_rate_limited_by_class() -> None:
         class_header="x-tenant",
     )
     admission = Admission(sup, limiter=RateLimiter(limits, clock=lambda: 0.0))  # frozen
+    counted: list[tuple[bool, Any, bytes | None]] = []  # what the metrics are fed
     service = KServeGrpc(
         sup,
         model_name="m",
@@ -441,6 +442,7 @@ def test_grpc_calls_carry_trace_context_and_are_rate_limited_by_class() -> None:
         input_shape=(-1, 2),
         admission=admission,
         class_header="X-Tenant",
+        on_call=lambda res, err, s, trace: counted.append((res is not None, err, trace)),
     )
     server = KServeGrpcServer(service, "127.0.0.1", 0, max_request_bytes=4096, max_concurrency=4)
     server.start()
@@ -467,6 +469,12 @@ def test_grpc_calls_carry_trace_context_and_are_rate_limited_by_class() -> None:
         channel.close()
         server.stop(5.0)
     assert sup.calls == 3 and admission.statistics()["traceparent_ignored"] == 1
+    # every request reaches the per-request metrics, refusals with their code
+    assert [ok for ok, _, _ in counted] == [True, True, False, True, False]
+    assert counted[0][2] == bytes.fromhex(TRACE)
+    assert {getattr(err, "diagnostic", None) for ok, err, _ in counted if not ok} == {
+        D.RATE_LIMITED
+    }
 
 
 @pytest.mark.parametrize(

@@ -27,9 +27,11 @@ INTERNAL (an answer it cannot send, any other failure: one log line, never a tra
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
+import time
 from concurrent import futures
 from typing import Any
 
@@ -107,9 +109,11 @@ class KServeGrpc(pb_grpc.GRPCInferenceServiceServicer, CallGate):  # type: ignor
         max_concurrency: int = 16,
         admission: Admission | None = None,
         class_header: str = "x-vigil-class",
+        on_call: Any = None,
     ) -> None:
         CallGate.__init__(self, readiness)
         self.supervisor = supervisor
+        self.on_call = on_call  # ServiceMetrics.observe_call: (result, error, seconds, trace)
         self.admission = admission if admission is not None else Admission(supervisor)
         self.class_header = class_header.lower()  # gRPC metadata keys are lower case
         self.model_name = model_name
@@ -220,6 +224,7 @@ class KServeGrpc(pb_grpc.GRPCInferenceServiceServicer, CallGate):  # type: ignor
         refusal = self.admission.refusal(call, None)
         if refusal is not None:
             self.admission.end(call, None, refusal.error)
+            self._observe(None, refusal.error, 0.0, call)
             raise _Refused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, D.RATE_LIMITED, refusal.error.message
             )
@@ -229,20 +234,36 @@ class KServeGrpc(pb_grpc.GRPCInferenceServiceServicer, CallGate):  # type: ignor
         with self._calls:
             self._in_flight += 1
             self._calls.notify_all()
+        result: Result | None = None
+        error: Exception | None = None
+        t0 = time.perf_counter()
         try:
-            return self.supervisor.infer(  # type: ignore[no-any-return]
-                x, **infer_kwargs(call, request_id)
-            )
-        except InvalidInput as exc:
-            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, exc.diagnostic, str(exc)) from None
-        except Unavailable as exc:
-            raise _Refused(grpc.StatusCode.UNAVAILABLE, exc.diagnostic, str(exc)) from None
-        except VigilError as exc:
-            raise _Refused(grpc.StatusCode.INTERNAL, exc.diagnostic, str(exc)) from None
+            result = self.supervisor.infer(x, **infer_kwargs(call, request_id))
+        except Exception as exc:  # mapped to a status below, after the call is counted
+            error = exc
         finally:
             with self._calls:
                 self._in_flight -= 1
                 self._calls.notify_all()
+        self._observe(result, error, time.perf_counter() - t0, call)
+        if isinstance(error, InvalidInput):
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, error.diagnostic, str(error))
+        if isinstance(error, Unavailable):
+            raise _Refused(grpc.StatusCode.UNAVAILABLE, error.diagnostic, str(error))
+        if isinstance(error, VigilError):
+            raise _Refused(grpc.StatusCode.INTERNAL, error.diagnostic, str(error))
+        if error is not None:
+            raise error
+        assert result is not None
+        return result
+
+    def _observe(
+        self, result: Result | None, error: BaseException | None, seconds: float, call: Call
+    ) -> None:
+        """Count the request in the service's per-request metrics (as the other fronts do)."""
+        if self.on_call is not None:
+            with contextlib.suppress(Exception):  # metrics must not hurt the service
+                self.on_call(result, error, seconds, call.trace_id)
 
     def _answer(self, request: Any, result: Result, wanted: list[str], call: Call) -> Any:
         outputs = named_outputs(result)

@@ -307,6 +307,7 @@ class Service:
             self.supervisor,
             model_name=g.model_name,
             max_concurrency=g.max_concurrency,
+            on_call=None if self.metrics is None else self.metrics.observe_call,
             **self._front(),
         )
         return KServeGrpcServer(
