@@ -6,11 +6,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from vigil.errors import InvalidInput
 from vigil.schemas import Contract, TensorSpec
+from vigil.schemas._contracts import all_finite
+from vigil.supervisor import digest
+from vigil.supervisor._tensors import check_finite, digest_view
 
 
 def _outcome(check: Any, value: object) -> tuple[str, str, str | None, str] | None:
@@ -157,3 +161,56 @@ def test_arming_after_a_call_in_time_does_not_wake_the_watchdog() -> None:
         assert dog.fired == 0
     finally:
         dog.close()
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=repr)
+def test_screen_passes_only_what_the_full_check_passes_and_hands_over_a_true_view(
+    spec: TensorSpec,
+) -> None:
+    """``Contract.screen`` never passes what ``check`` refuses; when it hands over a numpy
+    view, that view holds the tensor's own bytes, and the digest taken from it is the one
+    :func:`digest` computes (the supervisor hashes the view instead of taking another)."""
+    contract = Contract(spec)
+    views = 0
+    for value in VALUES:
+        screened = contract.screen(value)
+        if screened is None:
+            continue
+        assert _outcome(_full(contract).check, value) is None, value
+        assert isinstance(value, torch.Tensor)
+        if isinstance(screened, np.ndarray):
+            views += 1
+            assert screened.tobytes() == value.detach().contiguous().numpy().tobytes()
+        assert digest_view(value, screened) == digest(value), value
+    if spec.min is None and spec.dtype in (None, torch.float32) and spec.finite:
+        assert views, "a finite-only float spec took no view of a plain float tensor"
+
+
+@pytest.mark.parametrize("size", [0, 1, 4, 255, 256, 257, 4096])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.complex64])
+def test_all_finite_agrees_with_numpy_at_every_position_and_size(size: int, dtype: Any) -> None:
+    """The small-array route (the flags' bytes) and the reduction agree with numpy's own
+    answer for a NaN or an Inf at the first, a middle and the last place, and none."""
+    base = np.arange(size).astype(dtype)
+    assert all_finite(base)
+    assert all_finite(base.reshape(1, -1)[:, ::2])  # a strided view
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in {0, size // 2, size - 1} if size else set():
+            a = base.copy()
+            a[where] = bad
+            assert not all_finite(a), (size, where, bad)
+            assert bool(np.isfinite(a).all()) is False
+
+
+def test_default_output_check_hands_over_its_view() -> None:
+    """Without an output contract, the finiteness check returns the view it judged by, and
+    the digest from it equals the plain digest; a non-contiguous tensor's digest too."""
+    t = torch.randn(2, 3)
+    view = check_finite(t)
+    assert isinstance(view, np.ndarray)
+    assert digest_view(t, view) == digest(t)
+    tt = t.t()
+    assert digest_view(tt, check_finite(tt)) == digest(tt) == digest(tt.contiguous())
+    assert check_finite([t]) is None
+    with pytest.raises(InvalidInput):
+        check_finite(torch.tensor([1.0, math.nan]))

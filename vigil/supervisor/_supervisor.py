@@ -76,7 +76,7 @@ from vigil.errors import (
     WorkerUnavailable,
 )
 from vigil.fsm import MachineStatistics, Policy, Route, SafetyMachine, Transition
-from vigil.schemas import CallFlags, LifecycleEvent, Outcome, Result, ServedBy, State
+from vigil.schemas import CallFlags, Contract, LifecycleEvent, Outcome, Result, ServedBy, State
 from vigil.supervisor import _tensors as T
 from vigil.supervisor._digester import Digester, DigesterStatistics
 from vigil.supervisor._fallbacks import Fallback, FallbackChain, LastGood, as_chain
@@ -329,6 +329,8 @@ class Supervisor:
         self._last_good = next((f for f in self._chain if isinstance(f, LastGood)), None)
         self._input_contract = input_contract
         self._output_contract = output_contract
+        self._screen_in = _screen_of(input_contract)
+        self._screen_out = _screen_of(output_contract)
         self._fallback_check: Callable[..., None] = (
             T.check_finite if fallback_contract is None else fallback_contract.check
         )
@@ -477,11 +479,16 @@ class Supervisor:
         wrong with it, and whatever examining it raises, ends in a REJECTED record and an
         ``InvalidInput``. Returns the input digest."""
         try:
-            if self._input_contract is not None:  # before hashing: it may not be hashable
-                self._input_contract.check(x, field="input")
+            view: Any = None  # the numpy view the compiled check judged x by, to hash
+            contract = self._input_contract
+            if contract is not None:  # before hashing: it may not be hashable
+                screen = self._screen_in
+                view = screen(x) if screen is not None else None
+                if view is None:
+                    contract.check(x, field="input")
             if self._pool is not None:
                 self._pool.check_input(x)
-            return T.digest(x)
+            return T.digest_view(x, view)
         except InvalidInput as exc:
             self._reject(rid, x, exc, trace)
             raise
@@ -722,11 +729,15 @@ class Supervisor:
             outcome, code = T.classify(error)
             return _Attempt(outcome, code, T.describe(error), latency_ns=latency)
         try:  # fail closed: an output that cannot be checked or hashed is not served
-            if self._output_contract is not None:
-                self._output_contract.check(output, field="output")
+            contract = self._output_contract
+            if contract is not None:
+                screen = self._screen_out
+                view = screen(output) if screen is not None else None
+                if view is None:
+                    contract.check(output, field="output")
             else:
-                T.check_finite(output)
-            out_digest, pending = self._digest_or_defer(output)
+                view = T.check_finite(output)
+            out_digest, pending = self._digest_or_defer(output, view)
         except InvalidInput as exc:
             return _Attempt(
                 Outcome.INVALID_OUTPUT,
@@ -749,15 +760,16 @@ class Supervisor:
             )
         return _Attempt(Outcome.OK, None, "", output, latency, out_digest, pending)
 
-    def _digest_or_defer(self, output: Any) -> tuple[bytes, tuple[Any, int] | None]:
-        """The output's digest; or, for an output above the threshold, ``_DEFERRED`` and a
-        snapshot of it (taken now, before anyone else sees the output) to digest later."""
+    def _digest_or_defer(self, output: Any, view: Any) -> tuple[bytes, tuple[Any, int] | None]:
+        """The output's digest (from ``view``, the numpy view its check took, when there is
+        one); or, for an output above the threshold, ``_DEFERRED`` and a snapshot of it (taken
+        now, before anyone else sees the output) to digest later."""
         limit = self._defer_above
         if limit is None:
-            return T.digest(output), None
+            return T.digest_view(output, view), None
         size = T.output_bytes(output)
         if size <= limit:
-            return T.digest(output), None
+            return T.digest_view(output, view), None
         assert self._digester is not None
         snap = self._digester.snapshot(output)
         if snap is None:  # not only tensors and scalars: its repr could change later
@@ -1207,6 +1219,12 @@ class Supervisor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _screen_of(contract: Any) -> Callable[[Any], Any] | None:
+    """The compiled check of one of our contracts (:meth:`Contract.screen`); None for any
+    other object with a ``check``, which then runs on every call."""
+    return contract.screen if isinstance(contract, Contract) else None
 
 
 def _describe_error(exc: BaseException) -> str:
