@@ -338,6 +338,7 @@ class Supervisor:
         self._clock: Clock = clock or SystemClock()
         self._mono = self._clock.monotonic_ns
         self._pool: ProcessPool | None = primary if is_process_pool(primary) else None
+        self._plain_inline = isolation == "inline" and self._pool is None
         self._current = _Primary(primary, model_digest or bytes(32))
         self._slow_ns = self.policy.slow_call_ns
         self._session = uuid.uuid4().bytes[:8]
@@ -459,7 +460,10 @@ class Supervisor:
             raise Unavailable("the supervisor is closed", reason="closed")
         if self.log.failed is not None:  # write-ahead: nothing is answered unrecorded
             raise self._unwritable(self.log.failed)
-        rid, bad_id = self._request_id(request_id)
+        if request_id is None:  # the common case, without a call (see _new_request_id)
+            rid, bad_id = self._session + next(self._requests).to_bytes(8, "little"), None
+        else:
+            rid, bad_id = self._request_id(request_id)
         trace = _NO_TRACE
         if trace_id is not None or span_id is not None:
             trace, bad_trace = _trace_context(trace_id, span_id)
@@ -536,7 +540,10 @@ class Supervisor:
 
     def _run_primary(self, x: Any, call: _Call, *, probe: bool) -> Result:
         """Run the primary and answer: its output, or a fallback's when it failed."""
-        attempt = self._attempt(call.primary.model, x, call.request_id)
+        if self._plain_inline:  # no thread, no pool: straight to the model
+            attempt = self._inline(call.primary.model, x)
+        else:
+            attempt = self._attempt(call.primary.model, x, call.request_id)
         outcome = attempt.outcome
         if outcome is Outcome.REJECTED:
             raise self._refused(call.request_id, x, attempt, call.trace)

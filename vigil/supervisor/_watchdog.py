@@ -46,7 +46,7 @@ class Ticket:
 
     def claim(self) -> bool:
         """True for the first claimant only."""
-        return self._claim.acquire(blocking=False)
+        return self._claim.acquire(False)
 
 
 class Watchdog:
@@ -63,7 +63,8 @@ class Watchdog:
         self._clock = clock
         self._heap: list[tuple[int, int, Ticket]] = []
         self._order = itertools.count()
-        self._cv = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # arm holds it directly: Condition's with is Python
+        self._cv = threading.Condition(self._lock)
         self._closed = False
         self._wake_ns = _NEVER  # when the thread will look at the heap next, unless notified
         self.fired = 0
@@ -73,7 +74,7 @@ class Watchdog:
     def arm(self, deadline_ns: int, callback: Callable[[], None]) -> Ticket:
         """Run ``callback`` on the watchdog thread at ``deadline_ns`` unless disarmed first."""
         ticket = Ticket(deadline_ns, callback)
-        with self._cv:
+        with self._lock:  # the condition's own lock: notify below is legal under it
             heap = self._heap
             heapq.heappush(heap, (deadline_ns, next(self._order), ticket))
             if deadline_ns < self._wake_ns or len(heap) > _COMPACT:
