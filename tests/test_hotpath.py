@@ -12,7 +12,7 @@ import torch
 
 from vigil.errors import InvalidInput
 from vigil.schemas import Contract, TensorSpec
-from vigil.schemas._contracts import all_finite
+from vigil.schemas._contracts import all_finite, finite_view
 from vigil.supervisor import digest
 from vigil.supervisor._tensors import check_finite, digest_view
 
@@ -180,7 +180,8 @@ def test_screen_passes_only_what_the_full_check_passes_and_hands_over_a_true_vie
         assert isinstance(value, torch.Tensor)
         if isinstance(screened, np.ndarray):
             views += 1
-            assert screened.tobytes() == value.detach().contiguous().numpy().tobytes()
+            own = value.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+            assert screened.tobytes() == own.tobytes()
         assert digest_view(value, screened) == digest(value), value
     if spec.min is None and spec.dtype in (None, torch.float32) and spec.finite:
         assert views, "a finite-only float spec took no view of a plain float tensor"
@@ -200,6 +201,30 @@ def test_all_finite_agrees_with_numpy_at_every_position_and_size(size: int, dtyp
             a[where] = bad
             assert not all_finite(a), (size, where, bad)
             assert bool(np.isfinite(a).all()) is False
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 257, 4096])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_finite_view_agrees_with_torch_for_half_width_floats(size: int, dtype: Any) -> None:
+    """The exponent-bit route for bfloat16 and float16 (numpy has no bfloat16) says what
+    ``torch.isfinite`` says for NaN, ±Inf, the largest finite value and subnormals, at the
+    first, a middle and the last place; its view holds the tensor's bytes."""
+    info = torch.finfo(dtype)
+    base = torch.linspace(-2, 2, size).to(dtype) if size else torch.zeros(0, dtype=dtype)
+    view = finite_view(base)
+    assert view is not None
+    assert view.tobytes() == base.view(torch.uint8).numpy().tobytes()
+    for special in (math.nan, math.inf, -math.inf, info.max, -info.max, info.tiny / 4):
+        for where in {0, size // 2, size - 1} if size else set():
+            t = base.clone()
+            t[where] = special
+            finite = bool(torch.isfinite(t).all())
+            assert (finite_view(t) is not None) is finite, (dtype, size, where, special)
+            if not finite:
+                with pytest.raises(InvalidInput):
+                    check_finite(t)
+                with pytest.raises(InvalidInput):
+                    check_finite({"logits": t, "other": torch.ones(2)})
 
 
 def test_default_output_check_hands_over_its_view() -> None:

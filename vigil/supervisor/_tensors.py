@@ -22,7 +22,7 @@ import torch
 from vigil import _diagnostics as D
 from vigil.errors import DeviceFatal, InputRefused, InvalidInput
 from vigil.schemas import Outcome
-from vigil.schemas._contracts import all_finite
+from vigil.schemas._contracts import VIEW_FLOATS, finite_view
 
 _DOMAIN = b"vigil/tensor/v1\x00"
 
@@ -139,8 +139,6 @@ _NUMPY_NATIVE = frozenset(
         torch.complex128,
     }
 )
-_NUMPY_FLOATS = frozenset({torch.float16, torch.float32, torch.float64})
-_ALL = np.logical_and.reduce  # the ufunc itself: ``ndarray.all()`` goes through a Python wrapper
 
 
 def tensors_of(value: Any) -> list[torch.Tensor]:
@@ -166,12 +164,12 @@ def check_finite(value: Any, field: str = "output") -> Any:
     """
     if (  # the common case, a single CPU tensor: one numpy check on a view
         type(value) is torch.Tensor
-        and value.dtype in _NUMPY_FLOATS
+        and value.dtype in VIEW_FLOATS
         and value.is_cpu
         and not value.requires_grad
     ):
-        view = value.numpy()
-        if all_finite(view):
+        view = finite_view(value)
+        if view is not None:
             return view
     tensors = tensors_of(value)
     if not tensors:
@@ -181,10 +179,12 @@ def check_finite(value: Any, field: str = "output") -> Any:
     floats = [t for t in tensors if t.is_floating_point() or t.is_complex()]
     if not floats:
         return None
-    if all(t.device.type == "cpu" and t.dtype in _NUMPY_FLOATS for t in floats):
-        # on the CPU, numpy's isfinite on a view costs ~1 µs; torch's dispatch ~6 µs
-        for i, t in enumerate(floats):
-            if not np.isfinite(t.detach().numpy()).all():
+    if all(t.device.type == "cpu" and t.dtype in VIEW_FLOATS for t in floats):
+        # on the CPU, numpy's isfinite on a view costs ~1 µs; torch's dispatch ~6 µs, and
+        # torch's isfinite on 1 MB of bfloat16 ~2.5 ms against ~40 µs reading the bits
+        for i, tensor in enumerate(floats):
+            t = tensor.detach()
+            if finite_view(t) is None and not bool(torch.isfinite(t).all()):
                 raise InvalidInput(
                     f"{field} tensor #{i} (shape {tuple(t.shape)}) holds NaN or Inf",
                     diagnostic=D.NOT_FINITE,
