@@ -134,7 +134,7 @@ def test_export_holds_every_record_as_dump_shows_it(tmp_path: Path) -> None:
     schema = pq.read_schema(next((ds / "inferences").glob("**/*.parquet")))
     assert schema.field("latency_ns").type == pa.int64()
     assert str(schema.field("time").type) == "timestamp[us, tz=UTC]"  # Spark reads no ns
-    assert schema.metadata[b"vigil_export_schema"] == b"1"
+    assert schema.metadata[b"vigil_export_schema"] == b"2"
 
 
 def test_sealed_log_rows_say_what_authenticates_them(tmp_path: Path) -> None:
