@@ -398,7 +398,7 @@ def test_report_cli_sql_json_and_errors(fleet_ds: Path, capsys: pytest.CaptureFi
     # a dataset whose files lack a column of the schema: a coded error, not a traceback
     for part in (fleet_ds / "inferences").glob("**/*.parquet"):
         pq.write_table(pq.read_table(part).drop_columns(["real_ns"]), part)
-    assert main(["fleet", "report", str(fleet_ds)]) == 2
+    assert main(["fleet", "report", str(fleet_ds), "--sql", "SELECT count(*) FROM logs"]) == 2
     assert "DIA-8007" in capsys.readouterr().err
 
 

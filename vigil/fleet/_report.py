@@ -29,7 +29,7 @@ from vigil import _diagnostics as D
 from vigil.errors import ReportError
 from vigil.fleet._extras import need
 from vigil.fleet._rows import COMMON, LOGS, READABLE_VERSIONS, SCHEMA_VERSION, TABLES
-from vigil.fleet._summary import SUMMARIES, covered_generation, summary_path
+from vigil.fleet._summary import DIGEST_SQL, FILES, covered_generation, summary_path
 
 STATE_FILE = "_vigil_export.json"
 _DUCK = {
@@ -49,6 +49,8 @@ FAULTS = "call_faults"
 """The verified calls whose outcome is not OK."""
 LATENCY = "primary_latency"
 """The latency of every verified primary answer (``device``, ``model_digest``, ``latency_ns``)."""
+DIGEST = "latency_digest"
+"""Per device and 12-digit model: calls, p50, p99 and max latency (ns) of the primary answers."""
 
 _GROUPS = f"""
 SELECT log_id, device, model_digest, real_ns // {_DAY_NS} AS utc_day, known_answer,
@@ -71,6 +73,7 @@ _RAW_VIEWS = {
     FAULTS: "SELECT log_id, device, seq, time, outcome, code FROM inferences WHERE outcome <> 'OK'",
     LATENCY: "SELECT device, model_digest, latency_ns, log_id FROM inferences "
     "WHERE served_by = 'PRIMARY'",
+    DIGEST: DIGEST_SQL.format(source=LATENCY),
 }
 _TRANSITION_COLUMNS = ", ".join(n for n, _ in COMMON + TABLES["transitions"])
 _SUMMARY_VIEWS = {
@@ -84,6 +87,7 @@ _SUMMARY_VIEWS = {
         FROM read_parquet({calls}) GROUP BY ALL""",
     FAULTS: "SELECT log_id, device, seq, time, outcome, code FROM read_parquet({faults})",
     LATENCY: "SELECT device, model_digest, latency_ns, log_id FROM read_parquet({latency})",
+    DIGEST: "SELECT * FROM read_parquet({latency_digest})",
 }
 """Over the export's summaries (schema 2): the same columns and rows as over the raw tables."""
 
@@ -147,12 +151,9 @@ REPORTS: dict[str, tuple[str, str]] = {
     "latency": (
         "latency p50/p99 (ms) per device and model digest, primary answers",
         f"""
-        SELECT device, left(model_digest, 12) AS model, count(*) AS calls,
-               round(quantile_cont(latency_ns, 0.5) / 1e6, 3) AS p50_ms,
-               round(quantile_cont(latency_ns, 0.99) / 1e6, 3) AS p99_ms,
-               round(max(latency_ns) / 1e6, 3) AS max_ms
-        FROM {LATENCY}
-        GROUP BY ALL ORDER BY device, model
+        SELECT device, model, calls, round(p50_ns / 1e6, 3) AS p50_ms,
+               round(p99_ns / 1e6, 3) AS p99_ms, round(max_ns / 1e6, 3) AS max_ms
+        FROM {DIGEST} ORDER BY device, model
         """,
     ),
     "safe_stop": (
@@ -258,7 +259,7 @@ def _summaries_current(root: Path, state: dict[str, Any]) -> bool:
         state.get("schema_version") == SCHEMA_VERSION
         and state.get("generation") is not None
         and covered_generation(root) == state.get("generation")
-        and all(summary_path(root, name).is_file() for name in SUMMARIES)
+        and all(summary_path(root, name).is_file() for name in FILES)
     )
 
 
@@ -273,13 +274,19 @@ def connect(dest: str | os.PathLike[str], *, summaries: bool = True) -> Any:
             of a schema this vigil does not read.
         ExtraMissing: duckdb is not installed (DIA-8001).
     """
-    root = Path(dest)
+    return _connect(Path(dest), summaries=summaries, raw=True)
+
+
+def _connect(root: Path, *, summaries: bool, raw: bool) -> Any:
+    """``raw=False``: when the summaries are current, no views of the record tables (the
+    built-in reports do not read them; each costs a listing of its thousand files)."""
     state = _state(root)
     duckdb = need("duckdb")
     con = duckdb.connect(":memory:")
+    current = summaries and _summaries_current(root, state)
     try:
-        _views(con, root)
-        _derived(con, root, summaries and _summaries_current(root, state))
+        _views(con, root, ("logs",) if current and not raw else None)
+        _derived(con, root, current)
     except duckdb.Error as exc:
         raise ReportError(
             f"{root}: the dataset does not have the columns of schema {SCHEMA_VERSION} "
@@ -289,13 +296,17 @@ def connect(dest: str | os.PathLike[str], *, summaries: bool = True) -> Any:
     return con
 
 
-def _views(con: Any, root: Path) -> None:
+def _views(con: Any, root: Path, only: tuple[str, ...] | None = None) -> None:
     # Every report reads the same files again: keep their footers after the first read.
     con.execute("SET parquet_metadata_cache = true")
     for table, cols in (*TABLES.items(), ("logs", ())):
+        if only is not None and table not in only:
+            continue
         declared = LOGS if table == "logs" else COMMON + cols
         if next(root.glob(f"{table}/log=*/**/*.parquet"), None) is not None:
-            glob = str(root / table / "**" / "*.parquet").replace("'", "''")
+            # the layout's depth: logs/log=ID/logs.parquet, TABLE/log=ID/date=DAY/part-*
+            depth = ("*",) if table == "logs" else ("*", "*")
+            glob = str(root / table / Path(*depth) / "*.parquet").replace("'", "''")
             names = ", ".join(n for n, _ in declared)
             # Columns are matched by name in every file (all of one schema version carry
             # them all): no union_by_name, which reads every file's schema at each query.
@@ -315,7 +326,7 @@ def _derived(con: Any, root: Path, summaries: bool) -> None:
     """The reports' four relations: over the summaries when they are current, else over the
     raw tables (``call_groups`` and ``transition_rows`` then built on first use)."""
     if summaries:
-        files = {n: "'" + str(summary_path(root, n)).replace("'", "''") + "'" for n in SUMMARIES}
+        files = {n: "'" + str(summary_path(root, n)).replace("'", "''") + "'" for n in FILES}
         for name, sql in _SUMMARY_VIEWS.items():
             con.execute(f"CREATE VIEW {name} AS {sql.format(**files)}")
     else:
@@ -352,7 +363,7 @@ def _defined(con: Any, name: str) -> bool:
 
 def report(dest: str | os.PathLike[str], names: list[str] | None = None) -> dict[str, Any]:
     """Run built-in reports (all by default): ``{name: {"title", "columns", "rows"}}``."""
-    con = connect(dest)
+    con = _connect(Path(dest), summaries=True, raw=False)
     out: dict[str, Any] = {}
     for name in names or list(REPORTS):
         if name not in REPORTS:

@@ -11,15 +11,20 @@ summary under ``DIR/_summary/`` (docs/EXPORT.md, schema 2):
                    known-answer and primary-or-not: count, first/last time, first state
 ``faults``         the verified calls whose outcome is not OK (the SAFE_STOP report's input)
 ``transitions``    every verified transition, all its columns (a few rows in many files)
-``latency``        the latency of every verified primary answer, sorted by device and model
+``latency``        the latency of every verified primary answer (device, model digest)
 =================  =========================================================================
+
+and, from the whole ``latency`` summary, ``latency_digest``: per device and model, the count,
+p50, p99 and max that the latency report prints (:data:`DIGEST_SQL`).
 
 Every summary row is *computed by the SQL below over the part files themselves*, verified rows
 only (``status <> 'after_damage'``), and carries its log and its part file's first seq
 (``part_first``). Each summary merges exactly: the reports regroup ``calls`` with sums, mins,
 maxes and ``arg_min`` (equal to one pass over the calls, since a group never spans two logs);
 ``faults``, ``transitions`` and ``latency`` are the raw rows' own values, so ``quantile_cont``
-over ``latency`` sees exactly the values it sees over ``inferences``.
+over ``latency`` sees exactly the values it sees over ``inferences``: ``latency_digest`` is the
+same query over the same multiset of values, recomputed whole at each export (quantiles do not
+merge; the export pays that pass, once, instead of every report).
 
 Incremental with the watermark: an export of a log removes its part files that begin after
 ``settled`` and writes new ones, all beginning after it; :func:`update` does the same to the
@@ -87,10 +92,23 @@ SUMMARIES: dict[str, tuple[str, str, str]] = {
         SELECT device, model_digest, latency_ns, log_id, part_first
         FROM parts WHERE status <> 'after_damage' AND served_by = 'PRIMARY'
         """,
-        "device, model_digest, latency_ns",
+        "",
     ),
 }
 """Summary name -> (the record table it reads, the SQL over its part files, the sort order)."""
+
+DIGEST_SQL = """
+SELECT device, left(model_digest, 12) AS model, count(*) AS calls,
+       quantile_cont(latency_ns, 0.5) AS p50_ns, quantile_cont(latency_ns, 0.99) AS p99_ns,
+       max(latency_ns) AS max_ns
+FROM {source} GROUP BY ALL
+"""
+"""The latency report's digest (per device and model) over the primary latencies ``source``:
+written as ``latency_digest`` from the whole ``latency`` summary at each export, and run by
+the report over the raw tables when the summaries are not current. Quantiles do not merge,
+so it is recomputed from every value each time; the values are the raw rows' own."""
+FILES = (*SUMMARIES, "latency_digest")
+"""The files under ``_summary/`` the reports need (and ``_covers.json``)."""
 
 
 def part_first(path: str | Path) -> int:
@@ -180,7 +198,9 @@ def update(dest: str | Path, settled: dict[str, int] | None, generation: int) ->
             if not sources:
                 sources.append(f"SELECT * FROM ({_empty_parts(con, table, sql)})")
             body = " UNION ALL BY NAME ".join(sources)
-            _write(con, f"SELECT * FROM ({body}) ORDER BY {order}", path)
+            _write(con, f"SELECT * FROM ({body})" + (f" ORDER BY {order}" if order else ""), path)
+        source = f"read_parquet({_quote(str(summary_path(root, 'latency')))})"
+        _write(con, DIGEST_SQL.format(source=source), summary_path(root, "latency_digest"))
         _atomic_text(out_dir / COVERS, json.dumps({"generation": generation}))
     except duckdb.Error as exc:
         raise ExportDestinationError(
