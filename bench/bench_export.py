@@ -15,15 +15,19 @@ Then the DuckDB report: the real export's ``inferences`` and ``transitions`` are
 report over it ``--repeats`` times (median, and each report's own median), each time on a
 new connection (opening it counted: ``vigil fleet report`` opens one per run).
 
-``--reports-only`` skips the dump/export timing (the logs are made and exported once, for the
-synthesis); ``--keep DIR`` keeps the synthesized dataset in DIR and, when DIR already holds
-one, reuses it without making logs at all; ``--explain`` prints each report's
-``EXPLAIN ANALYZE`` once. ``--baseline FILE`` also times the views and reports of another
-commit's ``vigil/fleet/_report.py``, alternating with this one's on the same dataset.
+``--no-reports`` stops after the dump/export timing; ``--reports-only`` skips it (the logs
+are made and exported once, for the synthesis, whose summaries are then written by the
+export's own SQL over every part file); ``--keep DIR`` keeps the synthesized dataset in DIR
+and, when DIR already holds one, reuses it without making logs at all; ``--explain`` prints
+each report's ``EXPLAIN ANALYZE`` once. ``--baseline FILE`` also times the views and reports
+of another commit's ``vigil/fleet/_report.py``, alternating with this one's on the same
+dataset. Before timing, every report over the summaries is checked against the same report
+over the raw rows.
 
     python bench/bench_export.py [--quick] [--calls 10000] [--devices 4] [--rows 10000000]
                                  [--logs 200] [--repeats 3] [--dir DIR]
                                  [--reports-only] [--keep DIR] [--explain] [--baseline FILE]
+                                 [--no-reports]
 """
 
 from __future__ import annotations
@@ -265,6 +269,9 @@ def main() -> int:
     ap.add_argument("--keep", metavar="DIR", help="keep (or reuse) the synthesized dataset")
     ap.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE each report once")
     ap.add_argument(
+        "--no-reports", action="store_true", help="only export against dump: no 10 M dataset"
+    )
+    ap.add_argument(
         "--baseline", metavar="FILE", help="a vigil/fleet/_report.py of another commit: alternate"
     )
     a = ap.parse_args()
@@ -281,6 +288,8 @@ def main() -> int:
             logs = make_logs_timed(root, a)
             if not a.reports_only:
                 export_vs_dump(root, logs, a.repeats)
+                if a.no_reports:
+                    return 0
             else:
                 vigil = [sys.executable, "-m", "vigil"]
                 ds0 = os.path.join(root, "ds0")
