@@ -8,11 +8,15 @@ damage, a sealed log whose unsealed tail is re-exported, and a second, increment
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from test_fleet import MODEL_A, MODEL_B, MS, ORACLES, RING, _damage, later, write_calls
+from test_fleet import MODEL_A, MODEL_B, MS, ORACLES, RING, ROOT, _damage, later, write_calls
 
 from vigil import keys as _keys
 from vigil.auditlog import FlightRecorder, Sealer
@@ -239,3 +243,44 @@ def test_schema_versions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(["fleet", "report", str(ds)]) == 2
     err = capsys.readouterr().err
     assert "DIA-8010" in err and "export the logs again" in err
+
+
+_KILLED_EXPORT = """
+import sys
+import vigil.fleet._parquet as P
+from vigil import fleet
+
+def stop(*args):
+    print("parts written", flush=True)
+    sys.stdin.read()  # blocks until the parent kills us
+
+P.update = stop
+fleet.export(sys.argv[1:-1], sys.argv[-1], device_from="dir")
+"""
+
+
+def test_an_export_killed_before_its_summaries_leaves_the_reports_right(tmp_path: Path) -> None:
+    logs, _, ds = _fleet(tmp_path)
+    del logs[3]  # the sealed log needs its key; the others are unsigned
+    fleet.export(logs, str(ds), device_from="dir")
+    (before,) = fleet.run_sql(ds, "SELECT count(*) FROM inferences")["rows"][0]
+    with FlightRecorder.open(logs[0], clock=later(1_700_000_000 * 10**9 + 2 * DAY)) as w:
+        write_calls(w, 12, model=MODEL_B, fallback_every=2, start=60)
+    with subprocess.Popen(
+        [sys.executable, "-c", _KILLED_EXPORT, *logs, str(ds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"parts written\n"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    # the new calls are in the part files, not in the summaries: the reports read the rows
+    assert not summarized(ds)
+    (n,) = fleet.run_sql(ds, "SELECT sum(calls) FROM call_groups")["rows"][0]
+    assert n == fleet.run_sql(ds, "SELECT count(*) FROM inferences")["rows"][0][0] == before + 12
+    fleet.export(logs, str(ds), device_from="dir")
+    _assert_reports_equal_raw(ds)
+    assert _summary_rows(ds) == _rebuilt(ds, tmp_path / "r")
