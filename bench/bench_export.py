@@ -15,15 +15,19 @@ Then the DuckDB report: the real export's ``inferences`` and ``transitions`` are
 report over it ``--repeats`` times (median, and each report's own median), each time on a
 new connection (opening it counted: ``vigil fleet report`` opens one per run).
 
-``--reports-only`` skips the dump/export timing (the logs are made and exported once, for the
-synthesis); ``--keep DIR`` keeps the synthesized dataset in DIR and, when DIR already holds
-one, reuses it without making logs at all; ``--explain`` prints each report's
-``EXPLAIN ANALYZE`` once. ``--baseline FILE`` also times the views and reports of another
-commit's ``vigil/fleet/_report.py``, alternating with this one's on the same dataset.
+``--no-reports`` stops after the dump/export timing; ``--reports-only`` skips it (the logs
+are made and exported once, for the synthesis, whose summaries are then written by the
+export's own SQL over every part file); ``--keep DIR`` keeps the synthesized dataset in DIR
+and, when DIR already holds one, reuses it without making logs at all; ``--explain`` prints
+each report's ``EXPLAIN ANALYZE`` once. ``--baseline FILE`` also times the views and reports
+of another commit's ``vigil/fleet/_report.py``, alternating with this one's on the same
+dataset. Before timing, every report over the summaries is checked against the same report
+over the raw rows.
 
     python bench/bench_export.py [--quick] [--calls 10000] [--devices 4] [--rows 10000000]
                                  [--logs 200] [--repeats 3] [--dir DIR]
                                  [--reports-only] [--keep DIR] [--explain] [--baseline FILE]
+                                 [--no-reports]
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import time
 from typing import Any
 
 from vigil import fleet
+from vigil.fleet._report import summarized
 
 
 def run(cmd: list[str], out: str | None = None) -> float:
@@ -116,12 +121,47 @@ def synthesize(src: str, dest: str, rows: int, logs: int) -> tuple[int, int, int
         )
     shutil.copytree(f"{src}/logs", f"{dest}/logs", dirs_exist_ok=True)
     shutil.copy(f"{src}/_vigil_export.json", dest)
+    summarize(dest)
     got = con.execute(
         f"SELECT count(*), count(DISTINCT log_id), count(DISTINCT device) "
         f"FROM read_parquet('{dest}/inferences/**/*.parquet', hive_partitioning = false)"
     ).fetchone()
     assert got is not None
     return int(got[0]), int(got[1]), int(got[2])
+
+
+def summarize(dest: str) -> None:
+    """Write the export's summaries for rows that were not written by the export (the
+    synthesized ones): the export's own SQL over every part file (a dataset of schema 1 is
+    upgraded: its record tables are the same)."""
+    from vigil.fleet._rows import SCHEMA_VERSION
+    from vigil.fleet._summary import update
+
+    path = os.path.join(dest, "_vigil_export.json")
+    with open(path, encoding="utf-8") as f:
+        state = json.load(f)
+    state["schema_version"] = SCHEMA_VERSION
+    state["generation"] = int(state.get("generation", 0)) + 1
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(state, f)
+    t0 = time.perf_counter()
+    update(dest, None, state["generation"])
+    print(f"summaries of every part file written in {time.perf_counter() - t0:.1f} s")
+
+
+def same_answers(big: str) -> None:
+    """Every report over the summaries against the same report over the raw tables."""
+    t0 = time.perf_counter()
+    con, raw = fleet.connect(big), fleet.connect(big, summaries=False)
+    for name, (_, sql) in fleet.REPORTS.items():
+        got, want = fleet.run_sql(big, sql, con), fleet.run_sql(big, sql, raw)
+        # the same rows; the order of rows the ORDER BY ties is DuckDB's to choose
+        same = got["columns"] == want["columns"] and sorted(map(repr, got["rows"])) == sorted(
+            map(repr, want["rows"])
+        )
+        print(f"  {name:12} {len(got['rows']):6} rows, summaries == raw: {same}")
+        assert same, name
+    print(f"  (checked in {time.perf_counter() - t0:.1f} s)")
 
 
 def make_logs_timed(root: str, a: argparse.Namespace) -> list[str]:
@@ -175,13 +215,16 @@ def time_reports(big: str, repeats: int, explain: bool, baseline: str | None = N
         assert spec.loader is not None
         suites["baseline"] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(suites["baseline"])
+        # the record tables of schemas 1 and 2 are the same: let the old module read them
+        suites["baseline"].SCHEMA_VERSION = fleet.SCHEMA_VERSION
     con = fleet.connect(big)
     n = con.execute("SELECT count(*) FROM inferences_all").fetchone()[0]
+    same_answers(big)
     files = sum(len(fs) for _, _, fs in os.walk(big))
     if explain:
         for name, (_, sql) in fleet.REPORTS.items():
             print(f"--- EXPLAIN ANALYZE {name}")
-            for row in con.execute("EXPLAIN ANALYZE " + sql).fetchall():
+            for row in fleet.run_sql(big, "EXPLAIN ANALYZE " + sql, con)["rows"]:
                 print(row[1])
     con.close()
     per: dict[str, dict[str, list[float]]] = {
@@ -226,6 +269,9 @@ def main() -> int:
     ap.add_argument("--keep", metavar="DIR", help="keep (or reuse) the synthesized dataset")
     ap.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE each report once")
     ap.add_argument(
+        "--no-reports", action="store_true", help="only export against dump: no 10 M dataset"
+    )
+    ap.add_argument(
         "--baseline", metavar="FILE", help="a vigil/fleet/_report.py of another commit: alternate"
     )
     a = ap.parse_args()
@@ -236,10 +282,14 @@ def main() -> int:
         big = a.keep or os.path.join(root, "big")
         if a.keep and os.path.isfile(os.path.join(big, "_vigil_export.json")):
             print(f"reusing the dataset in {big}")
+            if not summarized(big):
+                summarize(big)
         else:
             logs = make_logs_timed(root, a)
             if not a.reports_only:
                 export_vs_dump(root, logs, a.repeats)
+                if a.no_reports:
+                    return 0
             else:
                 vigil = [sys.executable, "-m", "vigil"]
                 ds0 = os.path.join(root, "ds0")

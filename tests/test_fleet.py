@@ -134,7 +134,7 @@ def test_export_holds_every_record_as_dump_shows_it(tmp_path: Path) -> None:
     schema = pq.read_schema(next((ds / "inferences").glob("**/*.parquet")))
     assert schema.field("latency_ns").type == pa.int64()
     assert str(schema.field("time").type) == "timestamp[us, tz=UTC]"  # Spark reads no ns
-    assert schema.metadata[b"vigil_export_schema"] == b"1"
+    assert schema.metadata[b"vigil_export_schema"] == b"2"
 
 
 def test_sealed_log_rows_say_what_authenticates_them(tmp_path: Path) -> None:
@@ -398,7 +398,7 @@ def test_report_cli_sql_json_and_errors(fleet_ds: Path, capsys: pytest.CaptureFi
     # a dataset whose files lack a column of the schema: a coded error, not a traceback
     for part in (fleet_ds / "inferences").glob("**/*.parquet"):
         pq.write_table(pq.read_table(part).drop_columns(["real_ns"]), part)
-    assert main(["fleet", "report", str(fleet_ds)]) == 2
+    assert main(["fleet", "report", str(fleet_ds), "--sql", "SELECT count(*) FROM logs"]) == 2
     assert "DIA-8007" in capsys.readouterr().err
 
 

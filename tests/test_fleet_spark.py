@@ -21,6 +21,8 @@ pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("pyspark")
 
 from vigil import fleet  # noqa: E402
+from vigil.fleet._report import summarized  # noqa: E402
+from vigil.fleet._summary import FILES, summary_path  # noqa: E402
 from vigil.fleet.spark import export_spark  # noqa: E402
 
 RING = RingConfig(size=4096 + 8 * (64 << 10), segment_size=64 << 10)
@@ -94,10 +96,19 @@ def test_spark_job_writes_the_same_dataset_as_vigil_export(tmp_path: Path, spark
             {k: v for k, v in r.items() if k not in strip} for r in rows(tmp_path / "plain", table)
         ]
         assert got == want, table
+    # the driver wrote the summaries of the tasks' part files: the same as the plain export's
+    assert summarized(tmp_path / "spark")
+    for name in FILES:
+        got_s, want_s = (
+            sorted(map(repr, pq.read_table(summary_path(tmp_path / d, name)).to_pylist()))
+            for d in ("spark", "plain")
+        )
+        assert got_s == want_s, name
     # the driver merged every task's watermark: exporting again adds nothing
     # (a path given twice is one task: two tasks would write the same log's files)
     again = export_spark([*paths, logs[0]], str(tmp_path / "spark"), spark=spark)
     assert [o.rows for o in again.logs] == [0, 0, 0, 0]
+    assert summarized(tmp_path / "spark")
     # and Spark reads the dataset back, partitions included
     df = spark.read.parquet(str(tmp_path / "spark" / "inferences"))
     assert df.count() == 50 + 60 + 70

@@ -1166,6 +1166,13 @@ FLEET_FAILED = _d(
     "a fleet export or report failed",
     "the message says what and where",
 )
+REPORT_SCHEMA = _d(
+    "DIA-8010",
+    "REPORT_SCHEMA",
+    "the directory given to vigil fleet report holds an export of a schema this vigil does "
+    "not read",
+    "export the logs again with this vigil into a new directory (docs/EXPORT.md, schema versions)",
+)
 
 REGISTRY: dict[str, Diagnostic] = {
     d.code: d for d in list(globals().values()) if isinstance(d, Diagnostic)

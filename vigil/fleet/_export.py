@@ -132,4 +132,7 @@ def run_export(
             raise
         except VigilError as exc:
             out.error_code, out.error = exc.code, str(exc)
+    finish = getattr(write, "finish", None)  # the Parquet writer's summaries
+    if callable(finish):
+        finish()
     return ExportSummary(dest, fmt, outcomes, time.perf_counter() - start)

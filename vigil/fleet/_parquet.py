@@ -11,6 +11,11 @@ status can no longer change) and ``watermark`` (the last seq exported). A new ex
 log first removes its part files that begin after ``settled`` (the unsealed tail, which the
 next checkpoint may authenticate, and whatever a crashed export left), then exports from
 ``settled + 1``. Exporting the same log twice leaves the same rows.
+
+Each run also keeps the summaries under ``DIR/_summary/`` (:mod:`vigil.fleet._summary`) in
+step with the part files: the run bumps the state's ``generation`` before it touches a part
+file and, once every log is written, :meth:`ParquetWriter.finish` replaces the summaries of
+the part files it replaced and marks them with that generation.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from vigil.errors import ExportDestinationError
 from vigil.fleet._export import LogOutcome
 from vigil.fleet._extras import need
 from vigil.fleet._rows import COMMON, LOGS, SCHEMA_VERSION, TABLES, row
+from vigil.fleet._summary import covered_generation, update
 from vigil.fleet._verified import UNSEALED_TAIL, VerifiedLog
 
 STATE_FILE = "_vigil_export.json"
@@ -93,11 +99,21 @@ class ParquetWriter:
         self.schemas = {t: arrow_schema(COMMON + cols) for t, cols in TABLES.items()}
         self.logs_schema = arrow_schema(LOGS)
         self.state = state if state is not None else self.load_state()
+        self.generation = int(self.state.get("generation", 0))
+        # summaries of another generation are stale (an interrupted run): rebuild them all
+        self.rebuild = covered_generation(self.dest) != self.generation
+        self.touched: dict[str, int] = {}
+        self.begun = False
 
     def load_state(self) -> dict[str, Any]:
         path = self.dest / STATE_FILE
         if not path.exists():
-            return {"vigil_export": 1, "schema_version": SCHEMA_VERSION, "logs": {}}
+            return {
+                "vigil_export": 1,
+                "schema_version": SCHEMA_VERSION,
+                "generation": 0,
+                "logs": {},
+            }
         try:
             state = json.loads(path.read_text("utf-8"))
             version = state["schema_version"]
@@ -120,6 +136,26 @@ class ParquetWriter:
                 path=str(path),
             )
         return dict(state)
+
+    def begin(self) -> None:
+        """Start a run: bump and save the generation before any part file changes, so that
+        summaries left by an interrupted run are never taken for current."""
+        if self.begun:
+            return
+        self.generation += 1
+        self.state["generation"] = self.generation
+        self.save_state()
+        self.begun = True
+
+    def finish(self) -> None:
+        """End a run: bring the summaries up to date with the logs written, then save the
+        state (nothing when no log was written, or for a Spark task's writer)."""
+        if not self.begun:
+            return
+        update(self.dest, None if self.rebuild else self.touched, self.generation)
+        self.rebuild = False
+        self.touched = {}
+        self.save_state()
 
     def save_state(self) -> None:
         """Write the state file (atomically)."""
@@ -155,6 +191,9 @@ class ParquetWriter:
         settled = int(entry["settled"]) if entry else 0
         watermark = int(entry["watermark"]) if entry else 0
         gaps: list[dict[str, Any]] = list(entry.get("gaps", [])) if entry else []
+        if self.persist:
+            self.begin()
+        self.touched.setdefault(vlog.log_id, settled)
         first = vlog.report.first_seq
         if entry and first is not None and first > watermark + 1:
             gaps.append(

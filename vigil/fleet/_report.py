@@ -6,11 +6,16 @@ only: ``inferences``, ``transitions``, ``lifecycle``, ``checkpoints``, ``rejecti
 and ``logs`` has one row per log with its verdict and findings. The built-in reports
 (:data:`REPORTS`) are plain SQL over those views; ``--sql`` runs the user's own.
 
-At scale a report's cost is the passes over the files, not the SQL: two per-connection
-tables, built by :func:`run_sql` on the first query that names them, let a full report read
-the calls three times instead of six and the (few, scattered) transitions once:
-``transition_rows`` and ``call_groups`` (:data:`SUMMARY`). tests/test_fleet.py keeps the
-plain one-query form of each report as an oracle the shared form must match row for row.
+At scale a report's cost is the passes over the files, not the SQL. The reports read four
+relations that an export of schema 2 writes as summaries (:mod:`vigil.fleet._summary`,
+``DIR/_summary/``): ``call_groups`` (the verified calls per log, model digest, UTC day,
+known-answer and primary-or-not), ``transition_rows`` (the verified transitions),
+``call_faults`` (the verified calls whose outcome is not OK) and ``primary_latency`` (the
+latency of every verified primary answer). When the summaries are missing or stale (a
+dataset of schema 1, an interrupted export) the same four names are defined over the raw
+tables instead (``call_groups`` and ``transition_rows`` built once per connection on first
+use), with the same columns and rows. tests/test_fleet.py keeps the plain one-query form of
+each report as an oracle both forms must match row for row.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from typing import Any
 from vigil import _diagnostics as D
 from vigil.errors import ReportError
 from vigil.fleet._extras import need
-from vigil.fleet._rows import COMMON, LOGS, SCHEMA_VERSION, TABLES
+from vigil.fleet._rows import COMMON, LOGS, READABLE_VERSIONS, SCHEMA_VERSION, TABLES
+from vigil.fleet._summary import DIGEST_SQL, FILES, covered_generation, summary_path
 
 STATE_FILE = "_vigil_export.json"
 _DUCK = {
@@ -36,25 +42,54 @@ _DUCK = {
 _DAY_NS = 86_400 * 10**9
 
 SUMMARY = "call_groups"
-"""A per-connection summary of ``inferences``, built on the first query that names it."""
+"""The verified calls grouped per log, model digest, UTC day, known-answer, primary-or-not."""
 CHANGES = "transition_rows"
-"""The verified ``transitions``, read once per connection into memory (few rows, many files)."""
-_CACHED = {
-    CHANGES: f"CREATE TEMP TABLE IF NOT EXISTS {CHANGES} AS SELECT * FROM transitions",
-    SUMMARY: f"""
-CREATE TEMP TABLE IF NOT EXISTS {SUMMARY} AS
+"""The verified ``transitions``."""
+FAULTS = "call_faults"
+"""The verified calls whose outcome is not OK."""
+LATENCY = "primary_latency"
+"""The latency of every verified primary answer (``device``, ``model_digest``, ``latency_ns``)."""
+DIGEST = "latency_digest"
+"""Per device and 12-digit model: calls, p50, p99 and max latency (ns) of the primary answers."""
+
+_GROUPS = f"""
 SELECT log_id, device, model_digest, real_ns // {_DAY_NS} AS utc_day, known_answer,
        served_by <> 'PRIMARY' AS not_primary,
        count(*) AS calls, min(real_ns) AS first_ns, max(real_ns) AS last_ns,
        min(time) AS first_time, max(time) AS last_time,
        min(seq) AS first_seq, arg_min(state, seq) AS first_state
 FROM inferences GROUP BY ALL
-""",
-}
+"""
 # One pass over the calls answers three reports: ``states`` (each log's first and last call
 # and its first state), ``fallback`` (calls per device, model and UTC day) and ``models``.
 # A group is one log, model digest, UTC day, known-answer flag and primary-or-not: a few rows
 # per log and day, so the reports read thousands of rows, not millions.
+_CACHED = {
+    CHANGES: f"CREATE TEMP TABLE IF NOT EXISTS {CHANGES} AS SELECT * FROM transitions",
+    SUMMARY: f"CREATE TEMP TABLE IF NOT EXISTS {SUMMARY} AS {_GROUPS}",
+}
+"""Over the raw tables: built on the first query of a connection that names them."""
+_RAW_VIEWS = {
+    FAULTS: "SELECT log_id, device, seq, time, outcome, code FROM inferences WHERE outcome <> 'OK'",
+    LATENCY: "SELECT device, model_digest, latency_ns, log_id FROM inferences "
+    "WHERE served_by = 'PRIMARY'",
+    DIGEST: DIGEST_SQL.format(source=LATENCY),
+}
+_TRANSITION_COLUMNS = ", ".join(n for n, _ in COMMON + TABLES["transitions"])
+_SUMMARY_VIEWS = {
+    CHANGES: f"SELECT {_TRANSITION_COLUMNS} FROM read_parquet({{transitions}})",
+    SUMMARY: """
+        SELECT log_id, device, model_digest, utc_day, known_answer, not_primary,
+               CAST(sum(calls) AS BIGINT) AS calls, min(first_ns) AS first_ns,
+               max(last_ns) AS last_ns, min(first_time) AS first_time,
+               max(last_time) AS last_time, min(first_seq) AS first_seq,
+               arg_min(first_state, first_seq) AS first_state
+        FROM read_parquet({calls}) GROUP BY ALL""",
+    FAULTS: "SELECT log_id, device, seq, time, outcome, code FROM read_parquet({faults})",
+    LATENCY: "SELECT device, model_digest, latency_ns, log_id FROM read_parquet({latency})",
+    DIGEST: "SELECT * FROM read_parquet({latency_digest})",
+}
+"""Over the export's summaries (schema 2): the same columns and rows as over the raw tables."""
 
 REPORTS: dict[str, tuple[str, str]] = {
     "states": (
@@ -97,7 +132,7 @@ REPORTS: dict[str, tuple[str, str]] = {
         SELECT device, from_state, to_state,
                CASE WHEN code = 0 THEN NULL ELSE printf('DIA-%04d', code) END AS code,
                reason, count(*) AS n, min(time) AS first, max(time) AS last
-        FROM {CHANGES} GROUP BY ALL ORDER BY device, n DESC, from_state, to_state
+        FROM {CHANGES} GROUP BY ALL ORDER BY device, n DESC, from_state, to_state, code, reason
         """,
     ),
     "fallback": (
@@ -115,13 +150,10 @@ REPORTS: dict[str, tuple[str, str]] = {
     ),
     "latency": (
         "latency p50/p99 (ms) per device and model digest, primary answers",
-        """
-        SELECT device, left(model_digest, 12) AS model, count(*) AS calls,
-               round(quantile_cont(latency_ns, 0.5) / 1e6, 3) AS p50_ms,
-               round(quantile_cont(latency_ns, 0.99) / 1e6, 3) AS p99_ms,
-               round(max(latency_ns) / 1e6, 3) AS max_ms
-        FROM inferences WHERE served_by = 'PRIMARY'
-        GROUP BY ALL ORDER BY device, model
+        f"""
+        SELECT device, model, calls, round(p50_ns / 1e6, 3) AS p50_ms,
+               round(p99_ns / 1e6, 3) AS p99_ms, round(max_ns / 1e6, 3) AS max_ms
+        FROM {DIGEST} ORDER BY device, model
         """,
     ),
     "safe_stop": (
@@ -133,7 +165,7 @@ REPORTS: dict[str, tuple[str, str]] = {
         faults AS (
             SELECT s.log_id, s.seq AS stop_seq, i.seq, i.outcome, nullif(i.code, 0) AS code,
                    row_number() OVER (PARTITION BY s.log_id, s.seq ORDER BY i.seq DESC) AS k
-            FROM stops s JOIN inferences i
+            FROM stops s JOIN {FAULTS} i
               ON i.log_id = s.log_id AND i.seq < s.seq AND i.outcome <> 'OK'
                  AND i.time >= s.time - INTERVAL 60 SECOND),
         preceding AS (
@@ -173,19 +205,18 @@ REPORTS: dict[str, tuple[str, str]] = {
 """Built-in reports: name -> (what it answers, SQL over the views)."""
 
 
-def _empty(columns: tuple[tuple[str, str], ...]) -> str:
+def empty_select(columns: tuple[tuple[str, str], ...]) -> str:
+    """A query with ``columns`` (declared as in :mod:`vigil.fleet._rows`) and no rows."""
     cols = ", ".join(f"CAST(NULL AS {_DUCK[k]}) AS {n}" for n, k in columns)
     return f"SELECT {cols} WHERE false"
 
 
-def connect(dest: str | os.PathLike[str]) -> Any:
-    """An in-memory DuckDB connection with the dataset's views (see the module docstring).
+def _state(root: Path) -> dict[str, Any]:
+    """The export's state file, checked for a schema this vigil reads.
 
     Raises:
-        ReportError: DIA-8008 when ``dest`` holds no vigil export.
-        ExtraMissing: duckdb is not installed (DIA-8001).
+        ReportError: DIA-8008 (no export, unreadable) or DIA-8010 (another schema version).
     """
-    root = Path(dest)
     if not (root / STATE_FILE).is_file():
         raise ReportError(
             f"{root}: holds no vigil export ({STATE_FILE} is missing); run vigil export "
@@ -194,24 +225,68 @@ def connect(dest: str | os.PathLike[str]) -> Any:
             path=str(root),
         )
     try:
-        version = json.loads((root / STATE_FILE).read_text("utf-8"))["schema_version"]
+        state = json.loads((root / STATE_FILE).read_text("utf-8"))
+        version = state["schema_version"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ReportError(
             f"{root / STATE_FILE}: unreadable ({exc}); export again into a new directory",
             diagnostic=D.REPORT_NO_DATASET,
             path=str(root),
         ) from None
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ReportError(
-            f"{root}: an export of schema {version}; this vigil reads schema {SCHEMA_VERSION} "
-            "(export again into a new directory)",
-            diagnostic=D.REPORT_NO_DATASET,
+            f"{root}: an export of schema {version}; this vigil reads schemas "
+            f"{', '.join(map(str, READABLE_VERSIONS))}: export the logs again into a new "
+            "directory",
+            diagnostic=D.REPORT_SCHEMA,
             path=str(root),
         )
+    return dict(state)
+
+
+def summarized(dest: str | os.PathLike[str]) -> bool:
+    """Whether the dataset's summaries are complete and current (the reports read them)."""
+    root = Path(dest)
+    try:
+        state = _state(root)
+    except ReportError:
+        return False
+    return _summaries_current(root, state)
+
+
+def _summaries_current(root: Path, state: dict[str, Any]) -> bool:
+    return (
+        state.get("schema_version") == SCHEMA_VERSION
+        and state.get("generation") is not None
+        and covered_generation(root) == state.get("generation")
+        and all(summary_path(root, name).is_file() for name in FILES)
+    )
+
+
+def connect(dest: str | os.PathLike[str], *, summaries: bool = True) -> Any:
+    """An in-memory DuckDB connection with the dataset's views (see the module docstring).
+
+    ``summaries=False`` defines the reports' relations over the raw tables even when the
+    summaries are current (what the summaries must agree with).
+
+    Raises:
+        ReportError: DIA-8008 when ``dest`` holds no vigil export, DIA-8010 when it holds one
+            of a schema this vigil does not read.
+        ExtraMissing: duckdb is not installed (DIA-8001).
+    """
+    return _connect(Path(dest), summaries=summaries, raw=True)
+
+
+def _connect(root: Path, *, summaries: bool, raw: bool) -> Any:
+    """``raw=False``: when the summaries are current, no views of the record tables (the
+    built-in reports do not read them; each costs a listing of its thousand files)."""
+    state = _state(root)
     duckdb = need("duckdb")
     con = duckdb.connect(":memory:")
+    current = summaries and _summaries_current(root, state)
     try:
-        _views(con, root)
+        _views(con, root, ("logs",) if current and not raw else None)
+        _derived(con, root, current)
     except duckdb.Error as exc:
         raise ReportError(
             f"{root}: the dataset does not have the columns of schema {SCHEMA_VERSION} "
@@ -221,19 +296,23 @@ def connect(dest: str | os.PathLike[str]) -> Any:
     return con
 
 
-def _views(con: Any, root: Path) -> None:
+def _views(con: Any, root: Path, only: tuple[str, ...] | None = None) -> None:
     # Every report reads the same files again: keep their footers after the first read.
     con.execute("SET parquet_metadata_cache = true")
     for table, cols in (*TABLES.items(), ("logs", ())):
+        if only is not None and table not in only:
+            continue
         declared = LOGS if table == "logs" else COMMON + cols
         if next(root.glob(f"{table}/log=*/**/*.parquet"), None) is not None:
-            glob = str(root / table / "**" / "*.parquet").replace("'", "''")
+            # the layout's depth: logs/log=ID/logs.parquet, TABLE/log=ID/date=DAY/part-*
+            depth = ("*",) if table == "logs" else ("*", "*")
+            glob = str(root / table / Path(*depth) / "*.parquet").replace("'", "''")
             names = ", ".join(n for n, _ in declared)
             # Columns are matched by name in every file (all of one schema version carry
             # them all): no union_by_name, which reads every file's schema at each query.
             source = f"SELECT {names} FROM read_parquet('{glob}')"
         else:
-            source = _empty(declared)
+            source = empty_select(declared)
         if table == "logs":
             con.execute(f"CREATE VIEW logs AS {source}")
         else:
@@ -241,6 +320,18 @@ def _views(con: Any, root: Path) -> None:
             con.execute(
                 f"CREATE VIEW {table} AS SELECT * FROM {table}_all WHERE status <> 'after_damage'"
             )
+
+
+def _derived(con: Any, root: Path, summaries: bool) -> None:
+    """The reports' four relations: over the summaries when they are current, else over the
+    raw tables (``call_groups`` and ``transition_rows`` then built on first use)."""
+    if summaries:
+        files = {n: "'" + str(summary_path(root, n)).replace("'", "''") + "'" for n in FILES}
+        for name, sql in _SUMMARY_VIEWS.items():
+            con.execute(f"CREATE VIEW {name} AS {sql.format(**files)}")
+    else:
+        for name, sql in _RAW_VIEWS.items():
+            con.execute(f"CREATE VIEW {name} AS {sql}")
 
 
 def run_sql(dest: str | os.PathLike[str], sql: str, con: Any = None) -> dict[str, Any]:
@@ -253,7 +344,7 @@ def run_sql(dest: str | os.PathLike[str], sql: str, con: Any = None) -> dict[str
     duckdb = need("duckdb")
     try:
         for name, ddl in _CACHED.items():
-            if name in sql:
+            if name in sql and not _defined(con, name):
                 con.execute(ddl)
         cur = con.execute(sql)
         columns = [d[0] for d in cur.description] if cur.description else []
@@ -263,9 +354,16 @@ def run_sql(dest: str | os.PathLike[str], sql: str, con: Any = None) -> dict[str
     return {"columns": columns, "rows": rows}
 
 
+def _defined(con: Any, name: str) -> bool:
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND NOT internal", [name]
+    ).fetchone()
+    return bool(found and found[0])
+
+
 def report(dest: str | os.PathLike[str], names: list[str] | None = None) -> dict[str, Any]:
     """Run built-in reports (all by default): ``{name: {"title", "columns", "rows"}}``."""
-    con = connect(dest)
+    con = _connect(Path(dest), summaries=True, raw=False)
     out: dict[str, Any] = {}
     for name in names or list(REPORTS):
         if name not in REPORTS:

@@ -14,8 +14,12 @@ from typing import Any
 from vigil.auditlog import LogRecord
 from vigil.schemas import CallFlags, RecordType
 
-SCHEMA_VERSION = 1
-"""Bumped on any change of a column's name, type or meaning (docs/EXPORT.md)."""
+SCHEMA_VERSION = 2
+"""Bumped on any change of a column's name, type or meaning, or of the dataset's layout
+(docs/EXPORT.md). 2: the summaries under ``_summary/`` and the state's ``generation``."""
+READABLE_VERSIONS = (1, 2)
+"""The schemas the reports read: 1 has the same record tables and no summaries (the reports
+read its raw tables); an export into a directory of another schema is refused."""
 
 COMMON: tuple[tuple[str, str], ...] = (
     ("log_id", "string"),

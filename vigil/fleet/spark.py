@@ -109,7 +109,9 @@ def export_spark(
         spark = (builder.master(master) if master else builder).getOrCreate()
     prepare(dest)
     driver = ParquetWriter(dest)  # validates the state file before any task runs
+    driver.begin()  # a new generation before any task changes a part file
     state = driver.state
+    settled = {log_id: int(e["settled"]) for log_id, e in state["logs"].items()}
     job = _Job(
         dest=dest,
         state=state,
@@ -134,7 +136,8 @@ def export_spark(
         outcomes.append(LogOutcome(**out_json))
         if log_id and entry is not None:
             state["logs"][log_id] = entry
-    driver.save_state()
+            driver.touched[log_id] = settled.get(log_id, 0)
+    driver.finish()  # the summaries of the parts the tasks wrote, then the state
     return ExportSummary(dest, "parquet", outcomes, time.perf_counter() - start)
 
 
