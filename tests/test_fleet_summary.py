@@ -21,7 +21,7 @@ from test_fleet import MODEL_A, MODEL_B, MS, ORACLES, RING, ROOT, _damage, later
 from vigil import keys as _keys
 from vigil.auditlog import FlightRecorder, Sealer
 from vigil.cli import main
-from vigil.errors import ExportDestinationError
+from vigil.errors import ExportDestinationError, ExtraMissing
 from vigil.schemas import Outcome, ServedBy, State
 
 from conftest import FakeClock
@@ -215,6 +215,30 @@ def test_an_interrupted_export_leaves_the_reports_on_the_raw_rows_until_the_next
     )
     monkeypatch.undo()
     fleet.export(logs, str(ds), keys=keys, device_from="dir")  # rebuilds every summary
+    _assert_reports_equal_raw(ds)
+    assert _summary_rows(ds) == _rebuilt(ds, tmp_path / "r")
+
+
+def test_an_export_without_duckdb_writes_its_parts_and_leaves_the_summaries_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyarrow alone exports (the summaries need duckdb): the run succeeds with every part
+    file, the summaries are marked stale, and the next export with duckdb rebuilds them."""
+    logs, keys, ds = _fleet(tmp_path)
+    fleet.export(logs, str(ds), keys=keys, device_from="dir")
+    with FlightRecorder.open(logs[0], clock=later(1_700_000_000 * 10**9 + 2 * DAY)) as w:
+        write_calls(w, 12, model=MODEL_B, fallback_every=2, start=60)
+
+    def no_duckdb(module: str) -> object:
+        raise ExtraMissing("duckdb is not installed", package="duckdb", extra="fleet")
+
+    monkeypatch.setattr("vigil.fleet._summary.need", no_duckdb)
+    fleet.export(logs, str(ds), keys=keys, device_from="dir")  # no error
+    monkeypatch.undo()
+    assert not summarized(ds)
+    (n,) = fleet.run_sql(ds, "SELECT count(*) FROM inferences")["rows"][0]
+    assert n == fleet.run_sql(ds, "SELECT sum(calls) FROM call_groups")["rows"][0][0]
+    fleet.export(logs, str(ds), keys=keys, device_from="dir")  # with duckdb: rebuilt
     _assert_reports_equal_raw(ds)
     assert _summary_rows(ds) == _rebuilt(ds, tmp_path / "r")
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from vigil import _diagnostics as D
-from vigil.errors import ExportDestinationError
+from vigil.errors import ExportDestinationError, ExtraMissing
 from vigil.fleet._export import LogOutcome
 from vigil.fleet._extras import need
 from vigil.fleet._rows import COMMON, LOGS, SCHEMA_VERSION, TABLES, row
@@ -152,8 +152,12 @@ class ParquetWriter:
         state (nothing when no log was written, or for a Spark task's writer)."""
         if not self.begun:
             return
-        update(self.dest, None if self.rebuild else self.touched, self.generation)
-        self.rebuild = False
+        try:
+            update(self.dest, None if self.rebuild else self.touched, self.generation)
+        except ExtraMissing:  # pyarrow without duckdb: the part files are the export; the
+            pass  # summaries stay stale (the reports need duckdb too), the next run rebuilds
+        else:
+            self.rebuild = False
         self.touched = {}
         self.save_state()
 
