@@ -33,9 +33,10 @@ __all__ = ["TraceContext", "extract", "new_span_id", "new_trace_id", "parse"]
 
 V0_LENGTH = 55
 MAX_LENGTH = 512  # a later version's header may grow; a longer value is not a traceparent
-_V0 = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-_ZERO_TRACE = "0" * 32
-_ZERO_SPAN = "0" * 16
+_V0 = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_ZERO_TRACE = bytes(16)
+_ZERO_SPAN = bytes(8)
+_new = tuple.__new__  # a NamedTuple built from checked fields, without its Python __new__
 SAMPLED = 0x01
 
 
@@ -68,34 +69,35 @@ def parse(value: str | bytes) -> TraceContext:
     Raises:
         InvalidInput: DIA-2020, with the rule it broke in the message.
     """
-    if isinstance(value, bytes | bytearray):
+    if type(value) is not str:
+        if not isinstance(value, bytes | bytearray):
+            raise _invalid(f"a {type(value).__name__}, not a string")
         try:
             value = bytes(value).decode("ascii")
         except UnicodeDecodeError:
             raise _invalid("not ASCII") from None
-    if not isinstance(value, str):
-        raise _invalid(f"a {type(value).__name__}, not a string")
-    if len(value) < V0_LENGTH or len(value) > MAX_LENGTH:
-        raise _invalid(f"{min(len(value), 9999)} characters, version 00 has {V0_LENGTH}")
-    m = _V0.fullmatch(value, 0, V0_LENGTH)
-    if m is None:
+    n = len(value)
+    if n < V0_LENGTH or n > MAX_LENGTH:
+        raise _invalid(f"{min(n, 9999)} characters, version 00 has {V0_LENGTH}")
+    if _V0.fullmatch(value, 0, V0_LENGTH) is None:
         raise _invalid(
             f"{value[:V0_LENGTH]!r} is not version-traceid-parentid-flags in lower-case hex"
         )
-    version, trace_hex, parent_hex, flags_hex = m.groups()
-    if version == "ff":
+    # checked: 2, 32, 16 and 2 lower-case hex digits between dashes; one pass makes the bytes
+    raw = bytes.fromhex(value[:V0_LENGTH].replace("-", ""))
+    version = raw[0]
+    if version == 0xFF:
         raise _invalid("version ff is invalid")
-    if version == "00" and len(value) != V0_LENGTH:
-        raise _invalid(f"version 00 is exactly {V0_LENGTH} characters, got {len(value)}")
-    if len(value) > V0_LENGTH and value[V0_LENGTH] != "-":
-        raise _invalid(f"version {version}: the flags must be followed by '-' or the end")
-    if trace_hex == _ZERO_TRACE:
+    if version == 0 and n != V0_LENGTH:
+        raise _invalid(f"version 00 is exactly {V0_LENGTH} characters, got {n}")
+    if n > V0_LENGTH and value[V0_LENGTH] != "-":
+        raise _invalid(f"version {value[:2]}: the flags must be followed by '-' or the end")
+    trace_id, parent_id = raw[1:17], raw[17:25]
+    if trace_id == _ZERO_TRACE:
         raise _invalid("the trace-id is all zeros")
-    if parent_hex == _ZERO_SPAN:
+    if parent_id == _ZERO_SPAN:
         raise _invalid("the parent-id is all zeros")
-    return TraceContext(
-        int(version, 16), bytes.fromhex(trace_hex), bytes.fromhex(parent_hex), int(flags_hex, 16)
-    )
+    return _new(TraceContext, (version, trace_id, parent_id, raw[25]))
 
 
 def extract(value: str | bytes | None) -> tuple[TraceContext | None, InvalidInput | None]:
