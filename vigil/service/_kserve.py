@@ -232,7 +232,12 @@ class KServeApp(CallGate):
             )
         # several traceparent headers arrive combined into one (invalid) value, RFC 9110 §5.3
         traceparent = environ.get("HTTP_TRACEPARENT") or None
-        call = self.admission.begin(traceparent, environ.get(self._class_key), "http")
+        call = self.admission.begin(
+            traceparent,
+            environ.get(self._class_key),
+            "http",
+            environ.get("HTTP_TRACESTATE"),  # several headers: joined with commas, one list
+        )
         refusal = self.admission.refusal(call, None)
         if refusal is not None:
             return self._too_many(call, refusal)

@@ -18,6 +18,16 @@ since there the mistake is the program's and nothing has been sent yet.
 
 The parser looks at the value's characters only, at most the first 55 of a later version's:
 any bytes at all give a :class:`TraceContext` or ``InvalidInput``, never another exception.
+
+A ``tracestate`` (the vendors' ``key=value`` list that travels with a ``traceparent``,
+"tracestate Header") is read by :func:`parse_state` only next to a valid ``traceparent`` (a
+receiver that restarts the trace must not parse it): list members split at commas, optional
+white space around them dropped, empty ones skipped; each member ``key=value`` with the
+specification's key and value grammar; keys unique; at most 32 members. Anything else makes
+the whole value invalid: it is ignored (the call keeps its ``traceparent``) and counted, as
+an invalid ``traceparent`` is. A valid list longer than 512 characters is cut as the
+specification says a vendor may: members over 128 characters go first, then members from the
+end, until it fits. A value over :data:`MAX_STATE_INPUT` characters is not read at all.
 """
 
 from __future__ import annotations
@@ -29,7 +39,15 @@ from typing import NamedTuple
 from vigil import _diagnostics as D
 from vigil.errors import InvalidInput
 
-__all__ = ["TraceContext", "extract", "new_span_id", "new_trace_id", "parse"]
+__all__ = [
+    "TraceContext",
+    "extract",
+    "extract_state",
+    "new_span_id",
+    "new_trace_id",
+    "parse",
+    "parse_state",
+]
 
 V0_LENGTH = 55
 MAX_LENGTH = 512  # a later version's header may grow; a longer value is not a traceparent
@@ -37,6 +55,17 @@ _V0 = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
 _new = tuple.__new__  # a NamedTuple built from checked fields, without its Python __new__
+
+MAX_STATE_MEMBERS = 32
+MAX_STATE_LENGTH = 512  # what a vendor must pass on; a longer list is cut (see above)
+MAX_STATE_CUT_FIRST = 128  # members longer than this are the first ones cut
+MAX_STATE_INPUT = 64 * 1024  # 32 members of 256 + 256 characters, with room for white space
+# the W3C grammar: a simple key, or tenant@system; a value of printable ASCII but , and =,
+# not ending in a space (opentelemetry-api's TraceState checks the same)
+_STATE_MEMBER = re.compile(
+    r"([a-z][_0-9a-z\-\*\/]{0,255}|[a-z0-9][_0-9a-z\-\*\/]{0,240}@[a-z][_0-9a-z\-\*\/]{0,13})"
+    r"=([\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e])"
+)
 SAMPLED = 0x01
 
 
@@ -110,6 +139,65 @@ def extract(value: str | bytes | None) -> tuple[TraceContext | None, InvalidInpu
         return parse(value), None
     except InvalidInput as exc:
         return None, exc
+
+
+def _invalid_state(why: str) -> InvalidInput:
+    return InvalidInput(f"tracestate: {why}", diagnostic=D.TRACESTATE_INVALID, field="tracestate")
+
+
+def parse_state(value: str) -> tuple[tuple[str, str], ...]:
+    """Parse a ``tracestate`` (several headers joined with commas are one value): its
+    ``(key, value)`` members in order, cut to 512 characters as the specification allows.
+
+    Raises:
+        InvalidInput: DIA-7260, with the rule it broke in the message.
+    """
+    if not isinstance(value, str):
+        raise _invalid_state(f"a {type(value).__name__}, not a string")
+    if len(value) > MAX_STATE_INPUT:
+        raise _invalid_state(f"{len(value)} characters, over {MAX_STATE_INPUT}")
+    members: list[tuple[str, str]] = []
+    keys: set[str] = set()
+    for raw in value.split(","):
+        text = raw.strip(" \t")
+        if not text:
+            continue
+        m = _STATE_MEMBER.fullmatch(text)
+        if m is None:
+            raise _invalid_state(f"{text[:40]!r} is not key=value in the W3C grammar")
+        key = m.group(1)
+        if key in keys:
+            raise _invalid_state(f"the key {key!r} appears twice")
+        keys.add(key)
+        members.append((key, m.group(2)))
+        if len(members) > MAX_STATE_MEMBERS:
+            raise _invalid_state(f"more than {MAX_STATE_MEMBERS} list members")
+    return _cut_state(members)
+
+
+def _cut_state(members: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    def size(m: tuple[str, str]) -> int:
+        return len(m[0]) + 1 + len(m[1])
+
+    total = sum(size(m) for m in members) + max(0, len(members) - 1)  # the commas
+    while total > MAX_STATE_LENGTH:
+        big = [i for i, m in enumerate(members) if size(m) > MAX_STATE_CUT_FIRST]
+        gone = members.pop(big[-1] if big else -1)
+        total -= size(gone) + (1 if members else 0)
+    return tuple(members)
+
+
+def extract_state(
+    value: str | None,
+) -> tuple[tuple[tuple[str, str], ...], InvalidInput | None]:
+    """The receiver's rule for a ``tracestate`` next to a valid ``traceparent``: ``(members,
+    None)``, ``((), None)`` without one, or ``((), why)`` when it is invalid and ignored."""
+    if value is None:
+        return (), None
+    try:
+        return parse_state(value), None
+    except InvalidInput as exc:
+        return (), exc
 
 
 def new_trace_id() -> bytes:
