@@ -10,7 +10,10 @@ Cases, all in one run:
   ``traceparent`` (parsed) and a class name, then ``Admission.refusal`` (the limiter);
 - ``socket`` and ``socket+limits``: ``Client.infer`` of a 1x16 float32 tensor through two
   :class:`SocketServer` on the same supervisor, without and with the limiter (and a
-  traceparent and class sent in the context block), alternating call by call.
+  traceparent and class sent in the context block), alternating call by call;
+- ``socket+traceparent``: the bare server's call with a traceparent only (the traced call's
+  own cost: the context block both ways, the parse, the trace id recorded), in the same
+  alternation.
 
 The first three are timed as loops of ``--batch`` calls (per-call cost = loop time / batch,
 no timer in the loop), repeated; the socket cases call by call. Medians throughout; the
@@ -100,9 +103,12 @@ def main() -> None:
         cases = [
             lambda: c0.infer(x),
             lambda: c1.infer(x, traceparent=TRACEPARENT, rate_class="priority"),
+            lambda: c0.infer(x, traceparent=TRACEPARENT),
         ]
         interleaved(cases, max(10, args.calls // 10))  # warm up
-        socket_ns, limited_ns = (statistics.median(t) for t in interleaved(cases, args.calls))
+        socket_ns, limited_ns, traced_ns = (
+            statistics.median(t) for t in interleaved(cases, args.calls)
+        )
     bare.stop(1.0)
     limited.stop(1.0)
     sup.close()
@@ -113,14 +119,16 @@ def main() -> None:
         f"{floor:.0f} ns subtracted) against the socket call (median of {args.calls}, "
         "alternating)\n"
     )
-    print(f"{'case':16s} {'ns/call':>10s} {'/ socket':>10s}")
+    print(f"{'case':18s} {'ns/call':>10s} {'/ socket':>10s}")
     for name, ns in loops.items():
         cost = ns - floor
-        print(f"{name:16s} {cost:10.0f} {cost / socket_ns:10.4f}")
-    print(f"{'socket':16s} {socket_ns:10.0f} {1.0:10.4f}")
+        print(f"{name:18s} {cost:10.0f} {cost / socket_ns:10.4f}")
+    print(f"{'socket':18s} {socket_ns:10.0f} {1.0:10.4f}")
     added = limited_ns - socket_ns
-    print(f"{'socket+limits':16s} {limited_ns:10.0f} {limited_ns / socket_ns:10.4f}")
+    print(f"{'socket+limits':18s} {limited_ns:10.0f} {limited_ns / socket_ns:10.4f}")
+    print(f"{'socket+traceparent':18s} {traced_ns:10.0f} {traced_ns / socket_ns:10.4f}")
     print(f"\nsocket+limits - socket: {added / 1000:.2f} us a call (includes the context block)")
+    print(f"socket+traceparent - socket: {(traced_ns - socket_ns) / 1000:.2f} us a call")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import io
 import json
 import socket
 import threading
@@ -22,6 +23,7 @@ from werkzeug.test import Client as WsgiClient
 from vigil import _diagnostics as D
 from vigil.errors import InvalidInput, ServiceConfigError, Unavailable
 from vigil.schemas import Outcome, Result, ServedBy, State
+from vigil.service import _kserve as kserve
 from vigil.service._client import Client
 from vigil.service._config import ServeConfig
 from vigil.service._kserve import KServeApp, KServeServer
@@ -284,6 +286,57 @@ def test_binary_parts_must_add_up_and_huge_declarations_are_refused_unread(
     )
     assert r.status_code == 400 and D.HTTP_REQUEST_TOO_LARGE.code in r.get_data(as_text=True)
     assert sup.calls == 1
+
+
+class _Trickle:
+    """A WSGI input with ``read`` only (PEP 3333 asks no more), at most 4 KiB a call."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._data.read(min(n, 4096))
+
+
+def test_the_infer_path_read_from_the_environ_answers_as_the_routed_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sup = _Supervisor()
+    client = WsgiClient(KServeApp(sup, model_name="mödel", readiness=lambda: True))
+    built: list[object] = []
+    real = kserve.Request
+    monkeypatch.setattr(kserve, "Request", lambda environ: built.append(1) or real(environ))
+    x = np.arange(50_000, dtype=np.float32).reshape(1, -1)  # 200 kB: the buffer grows twice
+    spec = {"name": "input", "datatype": "FP32", "shape": [1, 50_000]}
+    head = json.dumps(
+        {
+            "inputs": [{**spec, "parameters": {"binary_data_size": x.nbytes}}],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    body = head + x.tobytes()
+    answers = []
+    for path, routed in (
+        ("/v2/models/mödel/infer", False),
+        ("/v2/models/mödel/versions/1/infer", False),
+        ("/v2/models/m%C3%B6del/infer/", True),  # another spelling: werkzeug routes it
+    ):
+        for stream in (io.BytesIO(body), _Trickle(body)):
+            built.clear()
+            r = client.post(
+                path,
+                data=body,
+                headers={"Inference-Header-Content-Length": str(len(head))},
+                environ_overrides={"wsgi.input": stream},
+            )
+            assert r.status_code == 200, r.get_data()
+            assert bool(built) is routed
+            n = int(r.headers["Inference-Header-Content-Length"])
+            assert r.headers["Content-Length"] == str(len(r.get_data()))
+            assert r.get_data()[n:] == (2 * x).tobytes()
+            answers.append((r.headers["Content-Type"], r.get_data()))
+    assert answers == [answers[0]] * 6
+    assert sup.calls == 6
 
 
 def test_contract_breach_is_400_unavailable_and_draining_are_503(

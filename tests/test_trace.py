@@ -22,7 +22,7 @@ from vigil.schemas import RecordType
 from vigil.service import _protocol as P
 from vigil.service._client import Client
 from vigil.service._server import SocketServer
-from vigil.service._trace import TraceContext, extract, parse
+from vigil.service._trace import TraceContext, extract, extract_state, parse, parse_state
 from vigil.supervisor import Supervisor
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -93,6 +93,68 @@ def test_any_value_gives_a_context_or_the_code_never_another_exception(value: An
         assert why is not None and why.diagnostic is D.TRACEPARENT_INVALID
     else:
         assert len(ctx.trace_id) == 16 and any(ctx.trace_id) and any(ctx.parent_id)
+
+
+# --- tracestate ----------------------------------------------------------------------------
+
+
+def test_a_tracestate_is_read_as_the_w3c_list_of_key_value_members() -> None:
+    value = " congo=t61rcWkgMzE,, rojo=00f067aa0ba902b7\t,fw529a3039@dt=%2F x  ,"
+    assert parse_state(value) == (
+        ("congo", "t61rcWkgMzE"),
+        ("rojo", "00f067aa0ba902b7"),
+        ("fw529a3039@dt", "%2F x"),
+    )
+    assert parse_state("") == () and parse_state(" , ") == ()
+    assert parse_state(",".join(f"k{i}=v" for i in range(32)))[-1] == ("k31", "v")
+    assert extract_state(None) == ((), None)
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("Congo=1", "W3C grammar"),  # keys are lower case
+        ("congo", "W3C grammar"),
+        ("congo=", "W3C grammar"),
+        ("congo=a=b", "W3C grammar"),
+        ("congo=é", "W3C grammar"),
+        ("k" * 257 + "=v", "W3C grammar"),
+        ("k=" + "v" * 257, "W3C grammar"),
+        ("a@" + "b" * 15 + "=v", "W3C grammar"),  # a system id of at most 14
+        ("a=1,b=2,a=3", "appears twice"),
+        (",".join(f"k{i}=v" for i in range(33)), "more than 32"),
+        ("a=b," * 20_000, "characters, over"),
+    ],
+)
+def test_an_invalid_tracestate_is_refused_whole(value: str, why: str) -> None:
+    with pytest.raises(InvalidInput) as exc:
+        parse_state(value)
+    assert exc.value.diagnostic is D.TRACESTATE_INVALID and why in exc.value.message
+    assert extract_state(value)[0] == () and extract_state(value)[1] is not None
+
+
+def test_a_long_tracestate_is_cut_to_512_characters_long_members_first() -> None:
+    big = ("big", "b" * 200)  # 204 characters: over 128, cut first
+    small = [(f"k{i:02d}", "v" * 46) for i in range(12)]  # 50 characters each
+    members = [small[0], big, *small[1:]]
+    got = parse_state(",".join(f"{k}={v}" for k, v in members))
+    # 12 x 50 + 11 commas = 611 without the big one: then cut from the end, to 10 (509)
+    assert got == tuple(small[:10])
+    assert len(",".join(f"{k}={v}" for k, v in got)) <= 512
+
+
+@given(st.text(max_size=600))
+def test_any_tracestate_gives_members_within_bounds_or_the_code(value: str) -> None:
+    members: tuple[tuple[str, str], ...] = ()
+    try:
+        members = parse_state(value)
+    except InvalidInput as exc:
+        code = exc.diagnostic
+    else:
+        code = D.TRACESTATE_INVALID
+    assert code is D.TRACESTATE_INVALID
+    assert len(members) <= 32
+    assert len(",".join(f"{k}={v}" for k, v in members)) <= 512
 
 
 # --- the context block --------------------------------------------------------------------

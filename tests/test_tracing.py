@@ -179,6 +179,65 @@ def test_http_calls_are_spans_and_answer_their_trace_id(tmp_path: Path) -> None:
     assert kapp.admission.statistics()["traceparent_ignored"] == 1
 
 
+def test_a_valid_tracestate_reaches_the_span_and_an_invalid_one_is_dropped_and_counted(
+    tmp_path: Path,
+) -> None:
+    sup = Spy(lambda x: x + 1, log=str(tmp_path / "s.vlog"), isolation="inline", ring=RING)
+    sup.seen = []
+    exporter = InMemorySpanExporter()
+    spans = Spans(TracingSection(enabled=True), exporter=exporter)
+    kapp = KServeApp(
+        sup, model_name="m", readiness=lambda: True, admission=Admission(sup, spans=spans)
+    )
+    client = WsgiClient(kapp)
+    body = json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [2], "data": [1, 2]}]}
+    )
+    for tp, state in (
+        (GOOD, "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7"),
+        (GOOD, "congo=t61rcWkgMzE,Rojo=1"),  # an upper-case key: the whole value is invalid
+        (GOOD.upper(), "not=valid=either"),  # no valid traceparent: never read, not counted
+    ):
+        r = client.post(
+            "/v2/models/m/infer", data=body, headers={"traceparent": tp, "tracestate": state}
+        )
+        assert r.status_code == 200
+    spans.close()
+    sup.close()
+    good, bad, restarted = exporter.get_finished_spans()
+    assert list(good.context.trace_state.items()) == [
+        ("congo", "t61rcWkgMzE"),
+        ("rojo", "00f067aa0ba902b7"),
+    ]
+    assert good.parent is not None and good.parent.trace_state == good.context.trace_state
+    # the invalid tracestate is dropped, its traceparent kept
+    assert len(bad.context.trace_state) == 0 and bad.context.trace_id == int(TRACE, 16)
+    assert len(restarted.context.trace_state) == 0 and restarted.parent is None
+    stats = kapp.admission.statistics()
+    assert stats["tracestate_ignored"] == 1 and stats["traceparent_ignored"] == 1
+
+
+def test_grpc_tracestate_entries_make_one_list_and_reach_the_span() -> None:
+    grpc_front = pytest.importorskip("vigil.service._grpc")
+    exporter = InMemorySpanExporter()
+    spans = Spans(TracingSection(enabled=True), exporter=exporter)
+    admission = Admission(None, spans=spans)
+    service = grpc_front.KServeGrpc(
+        None, model_name="m", readiness=lambda: True, admission=admission
+    )
+
+    class Context:
+        def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+            return (("traceparent", GOOD), ("tracestate", "a=1"), ("tracestate", "b=2"))
+
+    call = service._admit(Context())
+    admission.end(call, None, None)
+    spans.close()
+    (span,) = exporter.get_finished_spans()
+    assert list(span.context.trace_state.items()) == [("a", "1"), ("b", "2")]
+    assert admission.statistics()["tracestate_ignored"] == 0
+
+
 def test_without_spans_the_callers_ids_reach_the_supervisor(tmp_path: Path) -> None:
     sup = Spy(lambda x: x + 1, log=str(tmp_path / "n.vlog"), isolation="inline", ring=RING)
     sup.seen = []

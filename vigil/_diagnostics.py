@@ -1059,6 +1059,14 @@ HTTP_EXTRA_MISSING = _d(
     "[http] is configured but its libraries (werkzeug, waitress) are not installed",
     "pip install 'vigil[http]', or remove [http].listen",
 )
+TRACESTATE_INVALID = _d(
+    "DIA-7260",
+    "TRACESTATE_INVALID",
+    "a W3C tracestate is malformed (a member not key=value in the W3C grammar, a key twice, "
+    "more than 32 members)",
+    "the service ignores it (the call keeps its traceparent) and counts it; send at most 32 "
+    "lower-case key=value members, each key once",
+)
 GRPC_BIND = _d(
     "DIA-7230",
     "GRPC_BIND",

@@ -25,7 +25,7 @@ from typing import Any
 from vigil import _diagnostics as D
 from vigil.errors import ServiceBusy
 from vigil.service._limits import RateLimiter
-from vigil.service._trace import TraceContext, extract
+from vigil.service._trace import TraceContext, extract, extract_state
 from vigil.service._tracing import Spans
 
 __all__ = ["Admission", "Call", "Refusal"]
@@ -42,6 +42,7 @@ class Call:
     rate_class: str | None
     span: Any = None
     traceparent_ignored: bool = False
+    tracestate: tuple[tuple[str, str], ...] = ()  # the caller's, for its span
 
     def infer_kwargs(self) -> dict[str, bytes]:
         """The trace keywords for ``Supervisor.infer`` (none without a trace: a supervisor
@@ -79,13 +80,30 @@ class Admission:
         self.limiter = limiter
         self.spans = spans
         self._lock = threading.Lock()
-        self._counts = {"traceparent_ignored": 0, "rate_limited": 0, "refusal_unrecorded": 0}
+        self._counts = {
+            "traceparent_ignored": 0,
+            "tracestate_ignored": 0,
+            "rate_limited": 0,
+            "refusal_unrecorded": 0,
+        }
 
-    def begin(self, traceparent: str | None, rate_class: str | None, protocol: str) -> Call:
-        """The call's context; starts its span when tracing is on."""
+    def begin(
+        self,
+        traceparent: str | None,
+        rate_class: str | None,
+        protocol: str,
+        tracestate: str | None = None,
+    ) -> Call:
+        """The call's context; starts its span when tracing is on. ``tracestate`` is read only
+        next to a valid ``traceparent`` (W3C); an invalid one is ignored and counted."""
         parent, ignored = extract(traceparent)
+        state: tuple[tuple[str, str], ...] = ()
         if ignored is not None:
             self._count("traceparent_ignored")
+        elif parent is not None and tracestate is not None:
+            state, bad = extract_state(tracestate)
+            if bad is not None:
+                self._count("tracestate_ignored")
         call = Call(
             protocol,
             parent,
@@ -93,9 +111,10 @@ class Admission:
             None if parent is None else parent.parent_id,
             rate_class,
             traceparent_ignored=ignored is not None,
+            tracestate=state,
         )
         if self.spans is not None:
-            call.span = self.spans.start(parent, protocol)
+            call.span = self.spans.start(parent, protocol, state)
             call.trace_id, call.span_id = self.spans.ids(call.span)
         return call
 
@@ -134,8 +153,8 @@ class Admission:
             self._count("span_errors")
 
     def statistics(self) -> dict[str, int]:
-        """``traceparent_ignored``, ``rate_limited``, ``refusal_unrecorded`` (and
-        ``span_errors`` once one happened)."""
+        """``traceparent_ignored``, ``tracestate_ignored``, ``rate_limited``,
+        ``refusal_unrecorded`` (and ``span_errors`` once one happened)."""
         with self._lock:
             return dict(self._counts)
 

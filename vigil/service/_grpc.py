@@ -211,15 +211,19 @@ class KServeGrpc(pb_grpc.GRPCInferenceServiceServicer, CallGate):  # type: ignor
             )
 
     def _admit(self, context: Any) -> Call:
-        """The call's W3C trace context (the ``traceparent`` metadata, ignored when invalid,
-        as on HTTP) and rate class (the ``[limits] class_header`` metadata); a call over its
-        class's limit is refused RESOURCE_EXHAUSTED with DIA-2021, recorded as REJECTED."""
+        """The call's W3C trace context (the ``traceparent`` and ``tracestate`` metadata, each
+        ignored when invalid, as on HTTP) and rate class (the ``[limits] class_header``
+        metadata); a call over its class's limit is refused RESOURCE_EXHAUSTED with DIA-2021,
+        recorded as REJECTED."""
         metadata: dict[str, str] = {}
         for key, value in context.invocation_metadata() or ():
             if isinstance(value, str):  # binary (-bin) metadata is not for us
                 metadata[key] = ", ".join((metadata[key], value)) if key in metadata else value
         call = self.admission.begin(
-            metadata.get("traceparent"), metadata.get(self.class_header), "grpc"
+            metadata.get("traceparent"),
+            metadata.get(self.class_header),
+            "grpc",
+            metadata.get("tracestate"),  # several entries: joined with commas, one list
         )
         refusal = self.admission.refusal(call, None)
         if refusal is not None:

@@ -3,7 +3,9 @@ clients can call ``vigil serve`` unchanged.
 
 Theory of operation
 -------------------
-:class:`KServeApp` is a WSGI application (werkzeug's request, response and routing);
+:class:`KServeApp` is a WSGI application (werkzeug's request, response and routing, but
+for the hot path: an infer request to the served model's own path is read straight from the
+WSGI environ and answered without them);
 :class:`KServeServer` serves it with waitress (HTTP/1.1 keep-alive) from one event-loop thread
 of the service process and a pool of application threads, next to the Unix socket server. Each
 request runs in one of the pool's threads and calls
@@ -43,6 +45,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
+from werkzeug.sansio.utils import get_content_length
 from werkzeug.wrappers import Request, Response
 
 from vigil import _diagnostics as D
@@ -61,6 +64,8 @@ __all__ = ["DATATYPES", "KServeApp", "KServeServer"]
 _LOG = logging.getLogger("vigil.http")
 _MB = 1 << 20
 _CHUNK = 1 << 20
+_EMPTY = memoryview(b"")
+_FIRST_READ = 64 << 10  # a body's buffer starts here and doubles as its bytes arrive
 
 _URLS = Map(
     [
@@ -143,11 +148,23 @@ class KServeApp(CallGate):
         self.max_request_bytes = max_request_bytes
         self.max_json_bytes = max_json_bytes
         self._outputs: list[dict[str, Any]] | None = None  # learnt from the first answer
+        # the infer endpoint's paths as PATH_INFO holds them (UTF-8 bytes read as latin-1);
+        # any other spelling of them goes through werkzeug's routing, to the same handler
+        self._infer_paths = frozenset(
+            p.encode("utf-8", "surrogatepass").decode("latin-1")
+            for p in (f"/v2/models/{model_name}/infer", f"/v2/models/{model_name}/versions/1/infer")
+        )
+        self._class_key = _environ_key(class_header)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        request = Request(environ)
         try:
-            response = self._dispatch(request)
+            if (
+                environ.get("PATH_INFO") in self._infer_paths
+                and environ.get("REQUEST_METHOD") == "POST"
+            ):  # the hot path, straight from the environ: the one model's infer
+                response = self._infer(environ)
+            else:
+                response = self._dispatch(Request(environ))
         except _Refused as exc:
             response = _json({"error": exc.text}, exc.status)
         except MethodNotAllowed:
@@ -163,7 +180,7 @@ class KServeApp(CallGate):
 
     # --- routing -------------------------------------------------------------------------
 
-    def _dispatch(self, request: Request) -> Response:
+    def _dispatch(self, request: Request) -> Response | _Answer:
         endpoint, args = _URLS.bind_to_environ(request.environ).match()
         if endpoint == "server":
             return _json({"name": "vigil", "version": "1", "extensions": ["binary_tensor_data"]})
@@ -182,7 +199,7 @@ class KServeApp(CallGate):
             return _json(self.metadata())
         if endpoint == "model_ready":
             return Response(status=200 if self._ready() else 503)
-        return self._infer(request)
+        return self._infer(request.environ)
 
     def metadata(self) -> dict[str, Any]:
         """The v2 model metadata: the input's contract, the outputs seen so far."""
@@ -198,22 +215,29 @@ class KServeApp(CallGate):
 
     # --- inference -----------------------------------------------------------------------
 
-    def _infer(self, request: Request) -> Response:
+    def _infer(self, environ: dict[str, Any]) -> Response | _Answer:
+        """One infer request, from the WSGI environ (no werkzeug request: this is the hot
+        path); its answer as a WSGI callable."""
         if self.draining:
             raise _bad(D.HTTP_DRAINING, "the service is draining; retry elsewhere", 503)
-        if request.headers.get("Content-Encoding", "identity") != "identity":
+        if environ.get("HTTP_CONTENT_ENCODING", "identity") != "identity":
             raise _bad(D.HTTP_REQUEST_INVALID, "compressed bodies are not accepted")
-        body = self._read_body(request)
-        header_len = _header_length(request, len(body))
+        body = self._read_body(environ)
+        header_len = _header_length(environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"), len(body))
         if header_len > self.max_json_bytes:
             raise _bad(
                 D.HTTP_REQUEST_TOO_LARGE,
                 f"the JSON part is {header_len} bytes, over max_json_mb "
                 f"({self.max_json_bytes} bytes); send tensors as binary data",
             )
-        # several traceparent headers combine into one invalid value (RFC 9110 §5.3)
-        traceparent = ", ".join(request.headers.getlist("traceparent")) or None
-        call = self.admission.begin(traceparent, request.headers.get(self.class_header), "http")
+        # several traceparent headers arrive combined into one (invalid) value, RFC 9110 §5.3
+        traceparent = environ.get("HTTP_TRACEPARENT") or None
+        call = self.admission.begin(
+            traceparent,
+            environ.get(self._class_key),
+            "http",
+            environ.get("HTTP_TRACESTATE"),  # several headers: joined with commas, one list
+        )
         refusal = self.admission.refusal(call, None)
         if refusal is not None:
             return self._too_many(call, refusal)
@@ -270,8 +294,10 @@ class KServeApp(CallGate):
         response.headers["Retry-After"] = str(retry_after(refusal.retry_after_s))
         return response
 
-    def _read_body(self, request: Request) -> bytearray:
-        length = request.content_length
+    def _read_body(self, environ: dict[str, Any]) -> bytearray:
+        length = get_content_length(
+            environ.get("CONTENT_LENGTH"), environ.get("HTTP_TRANSFER_ENCODING")
+        )
         if length is None:
             raise _bad(D.HTTP_REQUEST_INVALID, "a Content-Length header is required")
         if length > self.max_request_bytes:
@@ -279,13 +305,19 @@ class KServeApp(CallGate):
                 D.HTTP_REQUEST_TOO_LARGE,
                 f"the body is {length} bytes, over max_request_mb ({self.max_request_bytes})",
             )
-        body = bytearray()
-        stream = request.stream
-        while len(body) < length:  # grows with the bytes that arrive, not with the declaration
-            chunk = stream.read(min(_CHUNK, length - len(body)))
-            if not chunk:
-                raise _bad(D.HTTP_REQUEST_INVALID, f"the body ended at {len(body)} of {length}")
-            body += chunk
+        stream = environ["wsgi.input"]
+        # read into place (no bytes object copied over): the buffer grows with the bytes that
+        # arrive -- doubling from one chunk -- never with what was declared
+        body = bytearray(min(length, _FIRST_READ))
+        have = 0
+        while have < length:
+            if have == len(body):
+                body.extend(bytes(min(len(body), length - len(body))))
+            with memoryview(body) as whole, whole[have:] as view:
+                got = _read_into(stream, view)
+            if not got:
+                raise _bad(D.HTTP_REQUEST_INVALID, f"the body ended at {have} of {length}")
+            have += got
         return body
 
     def _input(self, doc: dict[str, Any], body: bytearray, header_len: int) -> torch.Tensor:
@@ -347,7 +379,7 @@ class KServeApp(CallGate):
         wanted: dict[str, bool],
         binary_all: bool,
         call: Call | None = None,
-    ) -> Response:
+    ) -> _Answer:
         outputs = _named_outputs(result)
         if outputs is None:
             raise _bad(
@@ -364,7 +396,7 @@ class KServeApp(CallGate):
         if unknown:
             raise _bad(D.HTTP_TENSOR_INVALID, f"no output named {sorted(unknown)}")
         described: list[dict[str, Any]] = []
-        parts: list[bytes] = []
+        parts: list[memoryview] = []
         for name, t in outputs:
             if wanted and name not in wanted:
                 continue
@@ -375,8 +407,8 @@ class KServeApp(CallGate):
             }
             flat = t.detach().cpu().contiguous().reshape(-1)
             if wanted.get(name, binary_all):
-                raw = flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
-                item["parameters"] = {"binary_data_size": len(raw)}
+                raw = flat.view(torch.uint8).numpy().data if flat.numel() else _EMPTY
+                item["parameters"] = {"binary_data_size": raw.nbytes}
                 parts.append(raw)
             else:
                 item["data"] = flat.tolist()
@@ -391,18 +423,52 @@ class KServeApp(CallGate):
             answer["id"] = doc["id"]
         head = json.dumps(answer, separators=(",", ":")).encode()
         if not parts:
-            return Response(head, 200, content_type="application/json")
-        response = Response(b"".join([head, *parts]), 200, content_type="application/octet-stream")
-        response.headers["Inference-Header-Content-Length"] = str(len(head))
-        return response
+            return _Answer(head, [("Content-Type", "application/json")])
+        return _Answer(
+            b"".join([head, *parts]),  # the tensors' bytes copied once, into the answer
+            [
+                ("Content-Type", "application/octet-stream"),
+                ("Inference-Header-Content-Length", str(len(head))),
+            ],
+        )
+
+
+class _Answer:
+    """A 200 answer as a WSGI callable, built without werkzeug's response object: the body and
+    the headers given, with Content-Length (all werkzeug's response adds here)."""
+
+    __slots__ = ("body", "headers")
+
+    def __init__(self, body: bytes, headers: list[tuple[str, str]]) -> None:
+        self.body = body  # one write: waitress sends each write at once
+        self.headers = headers
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [*self.headers, ("Content-Length", str(len(self.body)))])
+        return [self.body]
+
+
+def _environ_key(header: str) -> str:
+    """Where a request header is found in a WSGI environ (PEP 3333)."""
+    key = header.upper().replace("-", "_")
+    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"
+
+
+def _read_into(stream: Any, view: memoryview) -> int:
+    """Read into ``view`` from a WSGI input stream (``readinto`` when it has one)."""
+    readinto = getattr(stream, "readinto", None)
+    if readinto is not None:
+        return int(readinto(view) or 0)
+    chunk = stream.read(len(view))
+    view[: len(chunk)] = chunk
+    return len(chunk)
 
 
 def _json(doc: dict[str, Any], status: int = 200) -> Response:
     return Response(json.dumps(doc), status, content_type="application/json")
 
 
-def _header_length(request: Request, body_len: int) -> int:
-    raw = request.headers.get("Inference-Header-Content-Length")
+def _header_length(raw: str | None, body_len: int) -> int:
     if raw is None:
         return body_len
     if not raw.isdigit() or len(raw) > 12 or int(raw) > body_len:

@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 With ``[tracing] enabled = true`` the service emits one SERVER span per inference request, on
 either protocol, named ``vigil.infer``: a child of the caller's ``traceparent`` when it sent a
-valid one, else the root of a new trace. Its attributes say how the call ended --
+valid one (carrying its ``tracestate`` when that is valid too), else the root of a new trace.
+Its attributes say how the call ended --
 ``vigil.served_by``, ``vigil.outcome``, ``vigil.code``, ``vigil.state``, ``vigil.seq`` -- and
 its ids are the ones the flight log records with the call, so a span and its record find each
 other. The spans go through a ``TracerProvider`` of the service's own (never the process's
@@ -93,8 +94,14 @@ class Spans:
             self.provider.add_span_processor(BatchSpanProcessor(otlp(**kwargs)))
         self._tracer = self.provider.get_tracer("vigil.service")
 
-    def start(self, parent: TraceContext | None, protocol: str) -> Any:
-        """A started span, child of ``parent`` (a new trace's root when None)."""
+    def start(
+        self,
+        parent: TraceContext | None,
+        protocol: str,
+        tracestate: tuple[tuple[str, str], ...] = (),
+    ) -> Any:
+        """A started span, child of ``parent`` (a new trace's root when None), carrying the
+        caller's ``tracestate`` members (checked by :func:`._trace.parse_state`)."""
         trace = self._trace
         context = None
         if parent is not None:
@@ -103,6 +110,7 @@ class Spans:
                 int.from_bytes(parent.parent_id, "big"),
                 is_remote=True,
                 trace_flags=trace.TraceFlags(parent.flags & 0xFF),
+                trace_state=trace.TraceState(list(tracestate)) if tracestate else None,
             )
             context = trace.set_span_in_context(trace.NonRecordingSpan(remote))
         return self._tracer.start_span(
