@@ -91,6 +91,7 @@ from vigil.schemas._enums import (
     ServedBy,
     State,
 )
+from vigil.schemas._layout import Layout
 
 _ZEROS = bytes(64 * 1024)
 _AHEAD = 32 * 1024  # record_inferences zeroes the head segment this far ahead of its records
@@ -110,7 +111,33 @@ _BODY_VERSION = R.BODY_VERSION
 _TRACED = R.BODY_VERSION_TRACED
 _DIGEST_FOLLOWS = 16  # CallFlags.DIGEST_FOLLOWS (format 1.2)
 _T_OUTPUT_DIGEST = int(RecordType.OUTPUT_DIGEST)
-_OUTPUT_DIGEST = R.BODIES[RecordType.OUTPUT_DIGEST].fixed.pack
+_T_REJECTED = int(RecordType.REJECTED)
+_NO_SPAN = bytes(8)
+
+
+_Hot = tuple[Any, int, int, int]  # pack_into, body bytes it packs, record type, body version
+
+
+def _hot(rtype: RecordType, version: int, body: Layout, tail: str = "") -> _Hot:
+    """How :meth:`FlightRecorder._append_packed` writes a record type: the header and the
+    body's fixed part (plus ``tail``, a length prefix) packed in one ``struct`` call derived
+    from the construct layouts, and how many body bytes that call packs."""
+    packer = struct.Struct("<" + R.RECORD_HEADER.format + body.format + tail)
+    assert packer.size == R.HEADER_SIZE + body.fixed_size + struct.calcsize("<" + tail)
+    return packer.pack_into, packer.size - R.HEADER_SIZE, int(rtype), version
+
+
+# The other hot records, each packed in one call like the untraced INFERENCE above: the
+# INFERENCE body of body_version 2 (trace context) or with DIGEST_FOLLOWS, REJECTED (1 and 2),
+# OUTPUT_DIGEST.
+_I, _REJ = RecordType.INFERENCE, RecordType.REJECTED
+_HOT_INFERENCE_12 = _hot(_I, _BODY_VERSION, R.BODIES[_I], "H")
+_HOT_INFERENCE_TRACED = _hot(_I, _TRACED, R.TRACED_BODIES[_I], "H")
+_HOT_REJECTED = _hot(_REJ, _BODY_VERSION, R.BODIES[_REJ], "H")
+_HOT_REJECTED_TRACED = _hot(_REJ, _TRACED, R.TRACED_BODIES[_REJ], "H")
+_HOT_OUTPUT_DIGEST = _hot(
+    RecordType.OUTPUT_DIGEST, _BODY_VERSION, R.BODIES[RecordType.OUTPUT_DIGEST]
+)
 _HEADER_SIZE = R.HEADER_SIZE
 _OVERHEAD = F.OVERHEAD
 _END_MARK = F.END_MARK
@@ -379,24 +406,18 @@ class FlightRecorder(Recovery, Freezing):
                 f"{len(request_id)}, {len(model_digest)}, {len(input_digest)}, "
                 f"{len(output_digest)}"
             )
-        if trace_id is not None or flags & _DIGEST_FOLLOWS:
-            return self._inference_12(
-                trace_id,
-                span_id,
-                request_id=request_id,
-                model_digest=model_digest,
-                input_digest=input_digest,
-                output_digest=output_digest,
-                state=state,
-                served_by=served_by,
-                outcome=outcome,
-                flags=flags,
-                code=code,
-                latency_ns=latency_ns,
-                deadline_ns=deadline_ns,
-                answer_age_ns=answer_age_ns,
-                payload=payload,
-            )
+        if trace_id is not None or flags & _DIGEST_FOLLOWS:  # a format 1.2 record
+            if flags & _DIGEST_FOLLOWS and output_digest != _NO_DIGEST:
+                raise InvalidArgument("a DIGEST_FOLLOWS record's output_digest must be zero")
+            fields: tuple[Any, ...] = (
+                request_id, model_digest, input_digest, output_digest, state, served_by,
+                outcome, flags, code, latency_ns, deadline_ns, answer_age_ns,
+            )  # fmt: skip
+            if trace_id is None:
+                return self._append_packed(_HOT_INFERENCE_12, (*fields, len(payload)), payload)
+            _check_trace(trace_id, span_id)
+            fields += (trace_id, span_id, len(payload))
+            return self._append_packed(_HOT_INFERENCE_TRACED, fields, payload)
         plen = len(payload)
         body_len = _INFERENCE_BODY + plen
         n = (_OVERHEAD + body_len + 7) & ~7
@@ -602,18 +623,6 @@ class FlightRecorder(Recovery, Freezing):
             f"INFERENCE row {seq - first} of the batch: {why}; {self._appended(first, seq)}"
         )
 
-    def _inference_12(self, trace_id: bytes | None, span_id: bytes, **values: Any) -> int:
-        """An INFERENCE record that needs format 1.2: a deferred digest or a trace context."""
-        if values["flags"] & _DIGEST_FOLLOWS and values["output_digest"] != _NO_DIGEST:
-            raise InvalidArgument("a DIGEST_FOLLOWS record's output_digest must be zero")
-        if trace_id is None:
-            return self._commit(_T_INFERENCE, _INFERENCE.pack(values), v12=True)
-        _check_trace(trace_id, span_id)
-        body = R.TRACED_BODIES[RecordType.INFERENCE].pack(
-            {**values, "trace_id": trace_id, "span_id": span_id}
-        )
-        return self._commit(_T_INFERENCE, body, version=_TRACED, v12=True)
-
     def record_output_digest(
         self, inference_seq: int, output_digest: bytes, *, output_bytes: int, lag_ns: int
     ) -> int:
@@ -626,11 +635,58 @@ class FlightRecorder(Recovery, Freezing):
         """
         if len(output_digest) != 32:
             raise InvalidArgument("output_digest must be 32 bytes")
-        try:
-            body = _OUTPUT_DIGEST(inference_seq, output_bytes, lag_ns, output_digest)
-        except struct.error as exc:
-            raise InvalidArgument(f"OUTPUT_DIGEST field out of range: {exc}") from None
-        return self._commit(_T_OUTPUT_DIGEST, body, v12=True)
+        fields = (inference_seq, output_bytes, lag_ns, output_digest)
+        return self._append_packed(_HOT_OUTPUT_DIGEST, fields)
+
+    def _append_packed(
+        self,
+        hot: _Hot,
+        fields: tuple[Any, ...],
+        tail: bytes = b"",
+        *,
+        v12: bool = True,
+    ) -> int:
+        """Append a record whose header and fixed body part ``hot`` (see :func:`_hot`) packs
+        in one call from ``fields``, followed by ``tail``: the bytes :meth:`_commit` would
+        write for the same body, without encoding the body first. ``v12``: the record needs
+        format 1.2 (as in :meth:`_commit`).
+
+        Raises:
+            InvalidArgument: a field is out of range (nothing is appended).
+            RecordTooLarge: the body does not fit a record.
+            LogClosed: after :meth:`close`.
+        """
+        pack, fixed, rtype, version = hot
+        body_len = fixed + len(tail)
+        if body_len > self._max_body:
+            raise RecordTooLarge(
+                f"record body of {body_len} bytes exceeds the limit ({self._max_body} bytes)",
+                size=body_len,
+                limit=self._max_body,
+            )
+        n = (_OVERHEAD + body_len + 7) & ~7
+        with self._lock:
+            if v12 and self.geometry.minor < R.MINOR_DIGESTS and not self._closed:
+                self._upgrade_minor()
+            if self._always:
+                self._check_storage()
+            pos = self._pos
+            if pos + n > self._seg_end:  # also taken after close or failure: _seg_end is -1
+                pos = self._reserve_slow(n)
+            seq = self._next_seq
+            try:
+                pack(self._buf, pos, n, body_len, rtype, version, seq, self._lap, self._durable_seq,
+                     self._boot, self._mono(), self._real(), *fields)  # fmt: skip
+            except struct.error as exc:
+                self._view[pos : pos + _END_MARK] = _MARK  # pack_into may have begun
+                raise InvalidArgument(
+                    f"{RecordType(rtype).name} field out of range: {exc}"
+                ) from None
+            end = pos + _HEADER_SIZE + fixed
+            if tail:
+                self._view[end : end + len(tail)] = tail
+                end += len(tail)
+            return self._seal(pos, n, end, seq)
 
     def _commit(
         self, rtype: int, body: bytes, *, version: int = _BODY_VERSION, v12: bool = False
@@ -869,19 +925,17 @@ class FlightRecorder(Recovery, Freezing):
         context (``trace_id``, ``span_id``: 16 and 8 bytes) a body_version 2 (format 1.2)."""
         if len(request_id) != 16 or len(input_digest) != 32:
             raise InvalidArgument("request_id must be 16 bytes and input_digest 32 bytes")
-        values = {
-            "request_id": request_id,
-            "input_digest": input_digest,
-            "code": code,
-            "reason": reason,
-        }
+        if not isinstance(reason, str):
+            raise InvalidArgument(f"REJECTED body: reason must be str, not {type(reason).__name__}")
+        text = reason.encode()
+        if len(text) > 0xFFFF:
+            raise InvalidArgument(f"REJECTED body: reason is {len(text)} bytes, limit 65535")
         if trace_id is None:
-            return self._append_body(RecordType.REJECTED, values)
+            fields: tuple[Any, ...] = (request_id, input_digest, code, len(text))
+            return self._append_packed(_HOT_REJECTED, fields, text, v12=False)
         _check_trace(trace_id, span_id)
-        body = R.TRACED_BODIES[RecordType.REJECTED].pack(
-            {**values, "trace_id": trace_id, "span_id": span_id}
-        )
-        return self._commit(int(RecordType.REJECTED), body, version=_TRACED, v12=True)
+        fields = (request_id, input_digest, code, trace_id, span_id, len(text))
+        return self._append_packed(_HOT_REJECTED_TRACED, fields, text)
 
     def annotate(self, key: str, text: str) -> int:
         """Append an ANNOTATION record (operator notes, incident markers)."""
