@@ -1,6 +1,6 @@
-"""The writer's hot path for format 1.2 records (traced INFERENCE and REJECTED bodies,
-DIGEST_FOLLOWS, OUTPUT_DIGEST) writes exactly the bytes of the general path: each body encoded
-by its construct-derived layout and written by ``_commit``, as these records were before."""
+"""The writer's hot paths (INFERENCE with and without payload, trace context or DIGEST_FOLLOWS;
+REJECTED; OUTPUT_DIGEST) write exactly the bytes of the general path: each body encoded by its
+construct-derived layout and written by ``_commit``, as the 1.2 records were before."""
 
 from __future__ import annotations
 
@@ -24,17 +24,16 @@ FOLLOWS = int(CallFlags.DIGEST_FOLLOWS)
 
 
 class GeneralPath(FlightRecorder):
-    """The reference: every format 1.2 record through the general path (``Layout.pack`` of
-    the body, then ``_commit``), as the writer did before these records were packed hot."""
+    """The reference: every record through the general path (``Layout.pack`` of the body,
+    then ``_commit``), as the writer did for the 1.2 records before they were packed hot."""
 
     def record_inference(self, **values: Any) -> int:
         trace_id, span_id = values.pop("trace_id", None), values.pop("span_id", bytes(8))
         values = {"code": 0, "answer_age_ns": 0, "flags": 0, "payload": b"", **values}
-        if trace_id is None and not values["flags"] & FOLLOWS:
-            return super().record_inference(**values)  # format 1.0: the golden-tested path
         if trace_id is None:
             body = R.BODIES[RecordType.INFERENCE].pack(values)
-            return self._commit(int(RecordType.INFERENCE), body, v12=True)
+            v12 = bool(values["flags"] & FOLLOWS)
+            return self._commit(int(RecordType.INFERENCE), body, v12=v12)
         layout = R.TRACED_BODIES[RecordType.INFERENCE]
         body = layout.pack({**values, "trace_id": trace_id, "span_id": span_id})
         return self._commit(int(RecordType.INFERENCE), body, version=2, v12=True)
