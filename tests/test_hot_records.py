@@ -194,3 +194,32 @@ def test_a_field_out_of_range_appends_nothing_and_the_log_goes_on(tmp_path: Path
     assert w.record_inference(**good) == first + 1
     w.close()
     assert ("INFERENCE", True) in read(tmp_path / "after.vigil", bytes(disk.buf))
+
+
+def test_a_batch_writes_the_bytes_of_single_appends() -> None:
+    """``record_inferences`` packs the header's constant parts once per batch: the records
+    are still byte for byte those of N ``record_inference`` calls (one clock reading)."""
+    rows = [
+        (i.to_bytes(16, "little"), d("m"), d("in", i), d("out", i), 1, 1 + i % 2, i % 3,
+         1000 + i, 10**7, i % 5, i, i % 2 * 4, bytes([i % 251]) * (i % 11))
+        for i in range(200)
+    ]  # fmt: skip  # ~50 KB: segment switches, no wrap (the batch zeroes ahead of its head)
+    names = ("request_id", "model_digest", "input_digest", "output_digest", "state",
+             "served_by", "outcome", "latency_ns", "deadline_ns", "code", "answer_age_ns",
+             "flags", "payload")  # fmt: skip
+    images = []
+    for batched in (False, True):
+        disk = PowerCutDisk(
+            format_image(SMALL, created_ns=1_700_000_000_000_000_000, log_id=LOG_ID)
+        )
+        w = FlightRecorder(disk, durability="none", clock=FakeClock(step_ns=0), start_flusher=False)
+        if batched:
+            w.record_inferences(rows[:70])
+            w.record_inferences(rows[70:])
+        else:
+            for row in rows:
+                w.record_inference(**dict(zip(names, row, strict=True)))
+        assert w.statistics().segment_switches >= 5
+        w.close()
+        images.append(bytes(disk.buf))
+    assert images[0] == images[1]

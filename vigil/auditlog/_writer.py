@@ -156,6 +156,16 @@ def _padded(fmt: str, size: int) -> tuple[Any, int]:
     return packer.pack_into, chain_at
 
 
+# record_inferences packs a batch's records with the header's constant parts pre-packed: its
+# first 8 bytes (length, body_len, type, body_version: one value per payload length) and the
+# 40 after seq (lap, durable_seq, boot_id, mono_ns, real_ns: shared by the batch's records).
+_HDR_FMT = R.RECORD_HEADER.format
+_H8 = struct.Struct("<" + _HDR_FMT[:4]).pack
+_MID = struct.Struct("<" + _HDR_FMT[5:]).pack
+_INFERENCE_ROW = struct.Struct("<8sQ40s" + _INFERENCE.format + "H").pack_into
+assert _HDR_FMT == "LHBBQQQQQq"  # 8 bytes, seq at offset 8, then 40 bytes
+_ROW0 = _H8((_OVERHEAD + _INFERENCE_BODY + 7) & ~7, _INFERENCE_BODY, _T_INFERENCE, _BODY_VERSION)
+
 # An INFERENCE record without payload (the usual one): its padding packed in the same call.
 _INFERENCE_HOT0, _INFERENCE_CHAIN0 = _padded(
     "<" + R.RECORD_HEADER.format + _INFERENCE.format + "H", _INFERENCE_FIXED
@@ -547,12 +557,12 @@ class FlightRecorder(Recovery, Freezing):
         first = seq = self._next_seq
         since = (self._pos, self._switches, seq)  # where the batch's unsealed stretch begins
         try:
-            buf, view, chain = self._buf, self._view, self._chain
+            buf, view, chain, cp_due = self._buf, self._view, self._chain, self._cp_due_seq
             pos, seg_end, lap, max_record = self._pos, self._seg_end, self._lap, self._max_record
             durable, boot, mono, real = self._durable_seq, self._boot, self._mono(), self._real()
-            cp_due = self._cp_due_seq
-            sha, crc, trailer, pack = _sha256, crc32c, _TRAILER, _INFERENCE_HOT
-            zeroed = pos  # bytes from the head to here are zero (none yet)
+            mid = _MID(lap, durable, boot, mono, real)  # header bytes 16-55 of every record
+            # zeroed: bytes from the head to there are zero (none yet)
+            sha, crc, trailer, pack, zeroed = _sha256, crc32c, _TRAILER, _INFERENCE_ROW, pos
             for row in rows:
                 try:
                     (rid, md, ind, outd, state, served, outcome, lat, dl, code, age, flags, pl) = (
@@ -582,11 +592,12 @@ class FlightRecorder(Recovery, Freezing):
                         self._pos, self._next_seq, self._chain = pos, seq, chain
                         pos = self._reserve_slow(n)
                         seg_end, lap = self._seg_end, self._lap
+                        mid = _MID(lap, durable, boot, mono, real)
                     zeroed = min(seg_end, pos + n + _END_MARK + _AHEAD)
                     view[pos:zeroed] = bytes(zeroed - pos)
                 try:
-                    pack(buf, pos, n, _INFERENCE_BODY + plen, _T_INFERENCE, _BODY_VERSION, seq,
-                         lap, durable, boot, mono, real, rid, md, ind, outd, state, served,
+                    pack(buf, pos, _H8(n, _INFERENCE_BODY + plen, _T_INFERENCE, _BODY_VERSION)
+                         if plen else _ROW0, seq, mid, rid, md, ind, outd, state, served,
                          outcome, flags, code, lat, dl, age, plen)  # fmt: skip
                 except struct.error as exc:
                     view[pos : pos + n] = _ZEROS[:n]  # pack_into may have begun: zero again
@@ -598,7 +609,7 @@ class FlightRecorder(Recovery, Freezing):
                 del head  # a live slice of the mapping would keep it from being closed
                 pos, seq = pos + n, seq + 1
                 if seq > cp_due:  # a checkpoint is due: seal it where N appends would have
-                    (pos, zeroed, chain, seq, seg_end, lap, durable, cp_due, mono, real, since) = (
+                    (pos, zeroed, chain, seq, seg_end, durable, cp_due, mono, real, mid, since) = (
                         self._batch_point(pos, seq, chain, since)
                     )
         finally:
@@ -611,25 +622,27 @@ class FlightRecorder(Recovery, Freezing):
 
     def _batch_point(
         self, pos: int, seq: int, chain: bytes, since: tuple[int, int, int]
-    ) -> tuple[int, int, bytes, int, int, int, int, int, int, int, tuple[int, int, int]]:
+    ) -> tuple[int, int, bytes, int, int, int, int, int, int, bytes, tuple[int, int, int]]:
         """Mid-batch, a checkpoint came due: write the batch's state back, make its records
         durable (``always``) and seal the checkpoint, as :meth:`_seal` does after the record
         that made it due. Returns the state the batch goes on from (position, zeroed-to,
-        chain, seq, segment end, lap, durable seq, next due seq, fresh clock readings: the
-        checkpoint read the clock, and time in the log never goes back). Holds the lock."""
+        chain, seq, segment end, durable seq, next due seq, fresh clock readings -- the
+        checkpoint read the clock, and time in the log never goes back -- and the header
+        bytes 16-55 they make). Holds the lock."""
         self._pos, self._next_seq, self._chain = pos, seq, chain
         self._batch_sealed(seq - 1, since[0] if self._switches == since[1] else -1)
+        mono, real = self._mono(), self._real()
         return (
             self._pos,
             self._pos,
             self._chain,
             self._next_seq,
             self._seg_end,
-            self._lap,
             self._durable_seq,
             self._cp_due_seq,
-            self._mono(),
-            self._real(),
+            mono,
+            real,
+            _MID(self._lap, self._durable_seq, self._boot, mono, real),
             (self._pos, self._switches, self._next_seq),
         )
 
