@@ -72,6 +72,8 @@ class DigesterStatistics:
         wait_p50_ns, wait_p99_ns: from :meth:`Digester.put` until the thread took the output
             (its wake-up, the GIL, and outputs ahead of it), over the last 4096.
         hash_p50_ns, hash_p99_ns: the thread's time to hash one output, over the last 4096.
+        wake_p50_ns, wake_p99_ns: ``wait`` of the outputs handed over while the thread was
+            idle (nothing ahead of them): its wake-up and the GIL alone.
     """
 
     deferred: int
@@ -92,6 +94,8 @@ class DigesterStatistics:
     wait_p99_ns: int = 0
     hash_p50_ns: int = 0
     hash_p99_ns: int = 0
+    wake_p50_ns: int = 0
+    wake_p99_ns: int = 0
 
 
 class _Item:
@@ -131,8 +135,11 @@ class Digester:
         self._counter = itertools.count(1)  # next() is atomic: no lock on the caller's path
         self._deferred = self._digested = self._full = self._failed = 0
         self._free: dict[tuple[torch.dtype, torch.Size], list[torch.Tensor]] = {}
-        # (lag, lag in calls, wait, hash) of the last 4096 digests, kept by the thread
-        self._lags: collections.deque[tuple[int, int, int, int]] = collections.deque(maxlen=4096)
+        # (lag, lag in calls, wait, hash, wake or -1) of the last 4096 digests, kept by the thread
+        self._lags: collections.deque[tuple[int, int, int, int, int]] = collections.deque(
+            maxlen=4096
+        )
+        self._done_at = 0  # when the thread finished its last output (it was idle since)
         self._lag_max = (0, 0)
         self._buckets = [0] * (len(_BOUNDS_NS) + 1)
         self._lag_sum = 0
@@ -214,10 +221,12 @@ class Digester:
         except Exception:  # the log closed under it: counted, verify names the record
             return False
         with self._cv:
-            self._lags.append((lag, behind, taken - item.t0, hashed - taken))
+            wake = taken - item.t0 if item.t0 >= self._done_at else -1
+            self._lags.append((lag, behind, taken - item.t0, hashed - taken, wake))
             self._lag_max = max(self._lag_max, (lag, behind))
             self._buckets[bisect.bisect_left(_BOUNDS_NS, lag)] += 1
             self._lag_sum += lag
+        self._done_at = self._clock()
         return True
 
     def wait_idle(self, timeout: float | None = None) -> bool:
@@ -231,6 +240,7 @@ class Digester:
             calls = sorted(x[1] for x in self._lags)
             waits = sorted(x[2] for x in self._lags)
             hashes = sorted(x[3] for x in self._lags)
+            wakes = sorted(x[4] for x in self._lags if x[4] >= 0)
             return DigesterStatistics(
                 deferred=self._deferred,
                 digested=self._digested,
@@ -249,6 +259,8 @@ class Digester:
                 wait_p99_ns=_pick(waits, 0.99),
                 hash_p50_ns=_pick(hashes, 0.5),
                 hash_p99_ns=_pick(hashes, 0.99),
+                wake_p50_ns=_pick(wakes, 0.5),
+                wake_p99_ns=_pick(wakes, 0.99),
             )
 
     def close(self, timeout: float | None = None) -> None:
