@@ -12,6 +12,7 @@
 #   gpu-shaped.log  bench_gpu_shaped: the CPU stand-in of a 2.5 ms GPU call (logits and
 #                   tokens output; bare vs inline/thread/process), on this machine's quiet cores
 #   append.log      bench_append: record_inferences and record_inference vs sqlite, logging
+#   digest-lag.log  bench_digest part 1: the off-path digest's lag at 400 calls/s, three pacings
 # A step that fails is reported and the next one still runs; the exit code counts failures.
 set -uo pipefail
 OUT=${OUT:-/tmp/vigil-gpu}
@@ -39,5 +40,6 @@ step demo python3 -m vigil demo --device cuda --out /tmp/vigil-demo
 step demo-gpu python3 -m vigil demo --device cuda --preset gpu --out /tmp/vigil-demo-gpu
 step gpu-shaped python3 bench/bench_gpu_shaped.py --calls 1000 --tiny-calls 10000 --digest-threshold 65536
 step append python3 bench/bench_append.py --records 100000 --repeats 3
+step digest-lag python3 bench/bench_digest.py --lag-only
 echo "gpu_checks: $failed step(s) failed; logs in $OUT"
 exit "$failed"

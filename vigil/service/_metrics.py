@@ -6,12 +6,13 @@ Two kinds of series. Per-request series (a latency histogram, requests by outcom
 and code) are fed by the socket server and the KServe endpoint through
 :meth:`ServiceMetrics.observe_call` after every request (the call's trace id, when it has one,
 as an exemplar). Everything else is read at scrape time by a custom collector from the
-components' own ``statistics()`` snapshots (the supervisor, its flight log, the worker pool),
+components' own ``statistics()`` snapshots (the supervisor, its off-path digester, its flight
+log, the worker pool),
 so the service keeps no second set of counters that could drift from the state machine's.
 
-A scrape never raises: each part of the collector (supervisor, log, pool) is built completely
-before any of it is yielded, and a part that fails is left out of that scrape and counted in
-``vigil_scrape_errors_total{part=...}``. Everything lives on the metrics' own
+A scrape never raises: each part of the collector (supervisor, digester, log, pool) is built
+completely before any of it is yielded, and a part that fails is left out of that scrape and
+counted in ``vigil_scrape_errors_total{part=...}``. Everything lives on the metrics' own
 ``CollectorRegistry``, never on prometheus_client's global one.
 
 Health reports what the state machine says (:class:`Health`): ``/healthz`` is 200 only while
@@ -30,7 +31,12 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
@@ -277,6 +283,13 @@ class _StatisticsCollector(Collector):
             self.failed("supervisor")
             families = []
         yield from families
+        try:  # the off-path digest (None: every output is hashed inline)
+            digester = getattr(stats, "digester", None)
+            families = [] if digester is None else _digester_families(digester)
+        except Exception:
+            self.failed("digester")
+            families = []
+        yield from families
         try:
             families = _log_families(m.supervisor.log.statistics())
         except Exception:
@@ -346,6 +359,51 @@ def _supervisor_families(s: Any) -> list[Metric]:
             mach.failed_recoveries_in_a_row,
         ),
     ]
+
+
+def _digester_families(d: Any) -> list[Metric]:
+    """The off-path output digest, from the digester's own statistics (it counts on its
+    thread; the caller's path pays nothing for these series)."""
+    lag = HistogramMetricFamily(
+        "vigil_digest_lag_seconds",
+        "Time from a call's INFERENCE record to the digest of its output (off the caller's "
+        "path), by digest recorded.",
+        buckets=_cumulative(d.lag_bounds_s, d.lag_buckets),
+        sum_value=d.lag_sum_ns / 1e9,
+    )
+    return [
+        lag,
+        _counter(
+            "vigil_digest_deferred",
+            "Outputs whose digest was deferred to the digester thread.",
+            d.deferred,
+        ),
+        _counter("vigil_digest_recorded", "OUTPUT_DIGEST records appended.", d.digested),
+        _counter(
+            "vigil_digest_inline_when_full",
+            "Outputs hashed on the caller's path because the digest queue was full.",
+            d.inline_when_full,
+        ),
+        _counter(
+            "vigil_digest_failed",
+            "Deferred digests that could not be recorded (the log closed or failed).",
+            d.failed,
+        ),
+        _gauge("vigil_digest_pending", "Deferred outputs not yet digested.", d.pending),
+        _gauge("vigil_digest_queue_bound", "Deferred outputs outstanding at most.", d.max_pending),
+    ]
+
+
+def _cumulative(bounds: tuple[float, ...], counts: tuple[int, ...]) -> list[tuple[str, float]]:
+    """Prometheus histogram buckets (``le`` labels, cumulative counts, ``+Inf`` last) from
+    per-bucket counts whose last entry counts what lies above every bound."""
+    if len(counts) != len(bounds) + 1:
+        raise ValueError(f"{len(counts)} bucket counts for {len(bounds)} bounds")
+    out, total = [], 0
+    for bound, n in zip((*bounds, float("inf")), counts, strict=True):
+        total += n
+        out.append(("+Inf" if bound == float("inf") else repr(float(bound)), float(total)))
+    return out
 
 
 def _log_families(w: Any) -> list[Metric]:

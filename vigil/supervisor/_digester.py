@@ -19,6 +19,11 @@ the tensors it got) and appends an OUTPUT_DIGEST record naming the call's seq.
   declares ``max_pending`` in a ``vigil.digester`` ANNOTATION, so that ``vigil verify`` can
   tell that loss (expected) from a digest missing anywhere else (an integrity failure).
 * **Drained at close.** :meth:`close` hashes and records everything queued before it returns.
+* **Cheap to feed.** :meth:`put` costs the caller a clock read and a ``queue.SimpleQueue.put``
+  (C code that wakes the thread blocked in ``get``), no Python-level condition variable. The
+  thread keeps every statistic itself -- the lag (a histogram for Prometheus, percentiles),
+  the time an output waited to be taken and the time it took to hash -- so reading them
+  costs the caller nothing per call.
 
 ``hashlib`` releases the GIL while it hashes more than 2 KiB, so the hashing itself runs on
 another core while callers go on.
@@ -26,7 +31,10 @@ another core while callers go on.
 
 from __future__ import annotations
 
+import bisect
 import collections
+import itertools
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +44,10 @@ import torch
 
 from vigil.auditlog import FlightRecorder
 from vigil.supervisor import _tensors as T
+
+LAG_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+"""Upper bounds of the lag histogram (:attr:`DigesterStatistics.lag_buckets`), seconds."""
+_BOUNDS_NS = tuple(round(b * 1e9) for b in LAG_BUCKETS_S)
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,15 @@ class DigesterStatistics:
             the last 4096 digests.
         lag_p99_calls, lag_max_calls: how many later outputs had been deferred when a digest
             was appended (its lag counted in calls).
+        lag_buckets: digests recorded since start by lag, one count per bound of
+            :data:`LAG_BUCKETS_S` (lag <= bound, not cumulative) and a last one for the rest.
+        lag_sum_ns: the sum of those digests' lags.
+        lag_bounds_s: the bounds of ``lag_buckets`` (:data:`LAG_BUCKETS_S`), seconds.
+        wait_p50_ns, wait_p99_ns: from :meth:`Digester.put` until the thread took the output
+            (its wake-up, the GIL, and outputs ahead of it), over the last 4096.
+        hash_p50_ns, hash_p99_ns: the thread's time to hash one output, over the last 4096.
+        wake_p50_ns, wake_p99_ns: ``wait`` of the outputs handed over while the thread was
+            idle (nothing ahead of them): its wake-up and the GIL alone.
     """
 
     deferred: int
@@ -66,6 +87,15 @@ class DigesterStatistics:
     lag_max_ns: int
     lag_p99_calls: int
     lag_max_calls: int
+    lag_buckets: tuple[int, ...] = ()
+    lag_sum_ns: int = 0
+    lag_bounds_s: tuple[float, ...] = LAG_BUCKETS_S
+    wait_p50_ns: int = 0
+    wait_p99_ns: int = 0
+    hash_p50_ns: int = 0
+    hash_p99_ns: int = 0
+    wake_p50_ns: int = 0
+    wake_p99_ns: int = 0
 
 
 class _Item:
@@ -99,13 +129,20 @@ class Digester:
         self._clock = clock_ns
         self.max_pending = max_pending
         self._cv = threading.Condition(threading.Lock())
-        self._items: collections.deque[_Item] = collections.deque()
+        self._items: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._outstanding = 0
         self._closing = False
+        self._counter = itertools.count(1)  # next() is atomic: no lock on the caller's path
         self._deferred = self._digested = self._full = self._failed = 0
         self._free: dict[tuple[torch.dtype, torch.Size], list[torch.Tensor]] = {}
-        self._lags: collections.deque[tuple[int, int]] = collections.deque(maxlen=4096)
+        # (lag, lag in calls, wait, hash, wake or -1) of the last 4096 digests, kept by the thread
+        self._lags: collections.deque[tuple[int, int, int, int, int]] = collections.deque(
+            maxlen=4096
+        )
+        self._done_at = 0  # when the thread finished its last output (it was idle since)
         self._lag_max = (0, 0)
+        self._buckets = [0] * (len(_BOUNDS_NS) + 1)
+        self._lag_sum = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -153,20 +190,15 @@ class Digester:
     def put(self, seq: int, snapshot: Any, nbytes: int) -> None:
         """Queue the snapshot of the output of INFERENCE record ``seq`` (reserved before the
         record was written; call right after it was)."""
-        t0 = self._clock()
-        with self._cv:
-            self._deferred += 1
-            self._items.append(_Item(seq, snapshot, nbytes, t0, self._deferred))
-            self._cv.notify_all()
+        index = next(self._counter)
+        self._deferred = index  # one writer at a time (the supervisor's lock); read elsewhere
+        self._items.put(_Item(seq, snapshot, nbytes, self._clock(), index))
 
     def _run(self) -> None:
         while True:
-            with self._cv:
-                while not self._items and not self._closing:
-                    self._cv.wait()
-                if not self._items:
-                    return
-                item = self._items.popleft()
+            item = self._items.get()
+            if item is None:  # close(): everything queued before it is recorded
+                return
             ok = self._record(item)
             with self._cv:
                 self._outstanding -= 1
@@ -177,21 +209,24 @@ class Digester:
                 self._cv.notify_all()
 
     def _record(self, item: _Item) -> bool:
+        taken = self._clock()
         try:
             value = self._digest(item.snapshot)
             self._recycle(item.snapshot)
             item.snapshot = None
-            lag = self._clock() - item.t0
-            with self._cv:
-                behind = self._deferred - item.index
-            self._log.record_output_digest(
-                item.seq, value, output_bytes=item.nbytes, lag_ns=max(lag, 0)
-            )
+            hashed = self._clock()
+            lag = max(hashed - item.t0, 0)
+            behind = self._deferred - item.index
+            self._log.record_output_digest(item.seq, value, output_bytes=item.nbytes, lag_ns=lag)
         except Exception:  # the log closed under it: counted, verify names the record
             return False
         with self._cv:
-            self._lags.append((lag, behind))
+            wake = taken - item.t0 if item.t0 >= self._done_at else -1
+            self._lags.append((lag, behind, taken - item.t0, hashed - taken, wake))
             self._lag_max = max(self._lag_max, (lag, behind))
+            self._buckets[bisect.bisect_left(_BOUNDS_NS, lag)] += 1
+            self._lag_sum += lag
+        self._done_at = self._clock()
         return True
 
     def wait_idle(self, timeout: float | None = None) -> bool:
@@ -201,8 +236,11 @@ class Digester:
 
     def statistics(self) -> DigesterStatistics:
         with self._cv:
-            lags = sorted(lag for lag, _ in self._lags)
-            calls = sorted(behind for _, behind in self._lags)
+            lags = sorted(x[0] for x in self._lags)
+            calls = sorted(x[1] for x in self._lags)
+            waits = sorted(x[2] for x in self._lags)
+            hashes = sorted(x[3] for x in self._lags)
+            wakes = sorted(x[4] for x in self._lags if x[4] >= 0)
             return DigesterStatistics(
                 deferred=self._deferred,
                 digested=self._digested,
@@ -215,6 +253,14 @@ class Digester:
                 lag_max_ns=self._lag_max[0],
                 lag_p99_calls=_pick(calls, 0.99),
                 lag_max_calls=max(calls, default=0),
+                lag_buckets=tuple(self._buckets),
+                lag_sum_ns=self._lag_sum,
+                wait_p50_ns=_pick(waits, 0.5),
+                wait_p99_ns=_pick(waits, 0.99),
+                hash_p50_ns=_pick(hashes, 0.5),
+                hash_p99_ns=_pick(hashes, 0.99),
+                wake_p50_ns=_pick(wakes, 0.5),
+                wake_p99_ns=_pick(wakes, 0.99),
             )
 
     def close(self, timeout: float | None = None) -> None:
@@ -222,7 +268,7 @@ class Digester:
         with self._cv:
             self._cv.wait_for(lambda: self._outstanding == 0, timeout)
             self._closing = True
-            self._cv.notify_all()
+        self._items.put(None)
         self._thread.join(timeout)
 
 
