@@ -100,6 +100,7 @@ EXTRA_CLASSES = (
     "tampered_load",
     "tampered_reload",
     "worker_start",
+    "standby_start",
     "supervisor_kill",
     "clock_back",
     "log_eio",
@@ -179,6 +180,8 @@ class Cell:
     observations: dict[str, int] = field(default_factory=dict)
     detect_ns: list[int] = field(default_factory=list)
     react_ns: list[int] = field(default_factory=list)
+    # further named spans of a run (ns), for the cells whose story has more than one step
+    spans: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def observation(self) -> dict[str, Any] | None:

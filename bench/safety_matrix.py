@@ -101,8 +101,22 @@ def matrix_tables(cells: list[S.Cell]) -> str:
                 f"| {'—' if idle else f'{c.detected}/{c.runs}'} | {_ms(S.quantiles(c.detect_ns))} "
                 f"| {_ms(S.quantiles(c.react_ns))} | {c.deadline_ns / 1e6:.0f} |"
             )
+        out += _spans_table(mine)
         out.append("")
     return "\n".join(out)
+
+
+def _spans_table(cells: list[S.Cell]) -> list[str]:
+    """The further spans some cells measure (ms from the fault: see each class's notes)."""
+    rows = [
+        f"| {c.state} | {c.isolation} | {name} | {_ms(S.quantiles(ns))} |"
+        for c in cells
+        for name, ns in c.spans.items()
+    ]
+    if not rows:
+        return []
+    head = ["", "| state | isolation | further span | ms p50/p99/max |", "|---|---|---|---|"]
+    return head + rows
 
 
 def coverage_table(cells: list[S.Cell]) -> str:
@@ -176,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         f"bench/gpu_checks.sh when a GPU is available). `python bench/safety_matrix.py "
         f"--runs {args.runs} --process-runs {args.process_runs}` ({took:.0f} s; the classes "
         "that start a process per run -- tampered_load, worker_start, supervisor_kill -- run "
-        "--process-runs times in every column). Times are "
+        "--process-runs times in every column; standby_start too). Times are "
         "milliseconds of CLOCK_MONOTONIC from the start of the faulty call: *detection* to the "
         "append of the record that names the fault, *safe reaction* to the moment the caller "
         "holds a checked answer or a refusal (its record and transition already appended).\n\n"
