@@ -151,6 +151,8 @@ class Base:
             return y.double()
         if mode == "out_of_contract":
             y[0, 0] = 1e9
+        if mode == "oom_real":  # on CUDA: the caching allocator refuses 1 PiB for real
+            torch.empty(1 << 50, dtype=torch.uint8, device=x.device)
         return y
 
 
@@ -431,9 +433,11 @@ def run_cell(rig: Rig, cls: str, state: State) -> tuple[Observation, int | None,
     return obs, detect, react
 
 
-def _pool() -> WorkerPool:
+def _pool(device: str = "cpu") -> WorkerPool:
     spec = WorkerSpec(
         factory="vigil.testing._models:triggered_model",
+        kwargs={"device": device},
+        device=device,
         warmup_input=torch.ones(1, 4),
         threads=1,
         spin_us=0,
@@ -442,8 +446,8 @@ def _pool() -> WorkerPool:
 
 
 @contextlib.contextmanager
-def _rig(root: Path, name: str, isolation: str) -> Iterator[Rig]:
-    pool = _pool() if isolation == "process" else None
+def _rig(root: Path, name: str, isolation: str, device: str = "cpu") -> Iterator[Rig]:
+    pool = _pool(device) if isolation == "process" else None
     rig = Rig(root, name, isolation, pool)
     try:
         yield rig

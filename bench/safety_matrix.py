@@ -10,6 +10,13 @@ column for the worker classes, drawn by ``vigil.cli._timeline``). It rewrites th
 sections of docs/SAFETY.md (between ``<!-- name:begin -->`` and ``<!-- name:end -->``) and the
 committed expectations tests/safety/matrix.json that tests/test_safety.py compares against.
 ``--doc-only`` re-renders the requirements table alone (after an edit of requirements.toml).
+
+``--device cuda`` (on a GPU machine: bench/gpu_checks.sh) runs only the device classes
+(device_fatal, oom) with the model on the GPU and the faults real (bench/_safety_cuda.py),
+and writes ``matrix-cuda.md`` and ``matrix-cuda.json`` into ``--out``: the section
+``matrix-cuda`` of docs/SAFETY.md, which ``--cuda-section DIR/matrix-cuda.md`` pastes in
+(the GPU machine's copy of the repository does not come back). ``--device cpu`` runs the same
+harness on the CPU (simulated faults), for a check where no GPU is.
 """
 
 from __future__ import annotations
@@ -66,14 +73,14 @@ def _ms(q: tuple[float, float, float] | None) -> str:
     return "—" if q is None else " / ".join(f"{v:.2f}" for v in q)
 
 
-def matrix_tables(cells: list[S.Cell]) -> str:
+def matrix_tables(cells: list[S.Cell], titles: dict[str, str] | None = None) -> str:
     out = []
     for cls in S.CLASSES:
         mine = [c for c in cells if c.cls == cls]
         if not mine:
             continue
         desc = (
-            S.MODEL_FAULTS[cls][2]
+            (titles or {}).get(cls) or S.MODEL_FAULTS[cls][2]
             if cls in S.MODEL_FAULTS
             else S.WORKER_FAULTS.get(cls) or M.EXTRA[cls]
         )
@@ -140,6 +147,42 @@ def coverage_table(cells: list[S.Cell]) -> str:
     return "\n".join(rows)
 
 
+def device_cells(args: argparse.Namespace) -> int:
+    """``--device``: the device classes only, into ``--out`` (not into SAFETY.md)."""
+    import _safety_cuda as C  # only with --device
+
+    t0 = time.monotonic()
+    isolations = tuple(args.isolations.split(","))
+    cells = C.run_device(
+        args.device, args.runs, args.process_runs, args.out, isolations=isolations,
+        progress=lambda m: print(m, flush=True),
+    )  # fmt: skip
+    took = time.monotonic() - t0
+    try:
+        import torch
+
+        name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    except (RuntimeError, AssertionError):
+        name = "?"
+    header = (
+        f"Measured on {machine()}, {name}: `python bench/safety_matrix.py --device "
+        f"{args.device} --runs {args.runs} --process-runs {args.process_runs}` ({took:.0f} s; "
+        "in process every device_fatal run is a fresh Python process). Times as in the matrix "
+        "above.\n\n"
+    )
+    body = header + matrix_tables(cells, C.REAL if args.device.startswith("cuda") else None)
+    tag = args.device.replace(":", "")
+    (args.out / f"matrix-{tag}.md").write_text(body + "\n", "utf-8")
+    results = [
+        {**c.__dict__, "observation": c.observation, "observations": c.observations} for c in cells
+    ]
+    (args.out / f"matrix-{tag}.json").write_text(json.dumps(results, indent=1), "utf-8")
+    print(body)
+    unstable = [f"{c.cls}/{c.state}/{c.isolation}" for c in cells if not c.na and not c.observation]
+    print(f"{len(cells)} cells in {took:.0f} s into {args.out}; unstable: {unstable or 'none'}")
+    return 1 if unstable else 0
+
+
 def machine() -> str:
     return (
         f"{platform.machine()}, {platform.system()} {platform.release()}, Python "
@@ -154,13 +197,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("/tmp/vigil-safety"))
     ap.add_argument("--isolations", default="inline,thread,process")
     ap.add_argument("--doc-only", action="store_true", help="re-render the requirements only")
+    ap.add_argument("--device", help="only the device classes, the model on DEVICE (cuda)")
+    ap.add_argument("--cuda-section", type=Path, help="paste a matrix-cuda.md into SAFETY.md")
     args = ap.parse_args(argv)
     text = DOC.read_text("utf-8")
     text = replace_section(text, "requirements", requirements_table())
-    if args.doc_only:
+    if args.cuda_section is not None:
+        text = replace_section(text, "matrix-cuda", args.cuda_section.read_text("utf-8"))
+    if args.doc_only or args.cuda_section is not None:
         DOC.write_text(text, "utf-8")
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.device is not None:
+        return device_cells(args)
     cells: list[S.Cell] = []
     showcase: dict[str, Path] = {}
     t0 = time.monotonic()
