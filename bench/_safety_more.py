@@ -435,7 +435,7 @@ def supervisor_kill(root: Path, isolation: str, state: State, k: int) -> Run:
         react = time.monotonic_ns() - t0
     finally:
         rig.close()
-    spans = {"supervisor ready (its workers started)": ready}
+    spans = {"Supervisor() returned (with workers: once they are ready)": ready}
     if served == "PRIMARY":
         spans["first answer served by the primary"] = react
     recs = _records(rig.path, seq)
