@@ -77,6 +77,10 @@ _EXT4_IOC_SHUTDOWN = 0x8004587D  # _IOR('X', 125, __u32)
 _EXT4_GOING_FLAGS_NOLOGFLUSH = 2  # stop now: no journal flush (a disk that just failed)
 
 
+class RealEIOUnavailable(RuntimeError):
+    """The file system could not be built or mounted here (the reason is the message)."""
+
+
 def real_eio_available() -> str | None:
     """None when :func:`real_eio_filesystem` can run here, else why not."""
     if os.geteuid() != 0:
@@ -100,8 +104,13 @@ def real_eio_filesystem(
     os.makedirs(mnt, exist_ok=True)
     with open(image, "wb") as f:
         f.truncate(size_mb << 20)
-    subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True, capture_output=True)
-    subprocess.run(["mount", "-o", "loop", image, mnt], check=True, capture_output=True)
+    try:
+        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True, capture_output=True)
+        subprocess.run(["mount", "-o", "loop", image, mnt], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:  # a container without mounts
+        os.unlink(image)
+        why = (getattr(exc, "stderr", None) or b"").decode(errors="replace").strip()
+        raise RealEIOUnavailable(why or str(exc)) from exc
 
     def shutdown() -> None:
         fd = os.open(mnt, os.O_RDONLY)
