@@ -215,6 +215,7 @@ def test_a_real_eio_from_the_file_system_stops_the_serving(tmp_path: Path, durab
         sup = _supervisor(log, model, "thread")
         try:
             assert sup.infer(X).served_by.name == "PRIMARY"
+            assert log.wait_durable(log.head_seq, 10)  # nothing left for the flusher
             shutdown()
             if durability == "batch":  # the group commit's fdatasync meets it
                 log.annotate("dirty", "a record for the flusher to sync")
