@@ -55,7 +55,7 @@ from vigil.schemas import (
     TensorSpec,
     lookup,
 )
-from vigil.supervisor import Constant, Supervisor
+from vigil.supervisor import Constant, KnownAnswer, Supervisor
 from vigil.testing import TRIGGERS, Fault, FaultPlan, FaultyModel
 from vigil.workers import WorkerPool, WorkerSpec
 
@@ -72,6 +72,9 @@ RING = RingConfig(size=4096 + 16 * 65536, segment_size=65536)
 # heartbeat timeout the two raced: the cells ended either way (WORKER_LOST or DEADLINE_MISSED)
 # from run to run. Hence a 1 s deadline for the process column and a 250 ms heartbeat timeout.
 HEARTBEAT_TIMEOUT_NS = 250 * MS
+# silent_wrong's rig runs known-answer probes this far apart: never during a run unless the
+# run shifts its clock by as much (outside any measured span) to make one due at the fault
+KA_INTERVAL_NS = 3600 * 10**9
 GOOD = torch.full((1, 4), 0.5)
 EXPECTED = GOOD * 2
 OUT = Contract(TensorSpec(shape=(1, 4), dtype=torch.float32, min=-1e4, max=1e4))
@@ -89,6 +92,12 @@ MODEL_FAULTS: dict[str, tuple[Fault | str, str | None, str]] = {
     "oom": (Fault.OOM, "oom", "torch.OutOfMemoryError"),
     "device_fatal": (Fault.DEVICE_FATAL, "fatal", "process-fatal device error (simulated)"),
     "bad_input": ("bad_input", None, "float64 input against a float32 contract"),
+    "silent_wrong": (
+        "wrong",
+        None,
+        "a finite, in-contract wrong answer (3x, not 2x); a known-answer probe falls due at "
+        "the faulty call",
+    ),
 }
 WORKER_FAULTS = {
     "worker_sigkill": "the worker process is SIGKILLed (mid-call; between calls in DEGRADED)",
@@ -100,6 +109,7 @@ EXTRA_CLASSES = (
     "tampered_load",
     "tampered_reload",
     "worker_start",
+    "standby_start",
     "supervisor_kill",
     "clock_back",
     "log_eio",
@@ -113,6 +123,9 @@ NOT_APPLICABLE = {
     ("worker_exit", "thread"): "no worker process",
     ("worker_sigstop", "inline"): "no worker process",
     ("worker_sigstop", "thread"): "no worker process",
+    ("silent_wrong", "process"): "the workers' test model answers wrongly only for its "
+    "trigger input, which a known-answer probe never sends; the known-answer probe is the "
+    "supervisor's (the thread column runs the same code)",
 }
 # Faults of the model itself never happen in DEGRADED: the primary is not called there.
 # (worker_exit is chosen by the call's input, so it is a fault of the model's call too.)
@@ -150,6 +163,10 @@ class Base:
             return y.double()
         if mode == "out_of_contract":
             y[0, 0] = 1e9
+        if mode == "wrong":
+            y = x * 3
+        if mode == "oom_real":  # on CUDA: the caching allocator refuses 1 PiB for real
+            torch.empty(1 << 50, dtype=torch.uint8, device=x.device)
         return y
 
 
@@ -179,6 +196,8 @@ class Cell:
     observations: dict[str, int] = field(default_factory=dict)
     detect_ns: list[int] = field(default_factory=list)
     react_ns: list[int] = field(default_factory=list)
+    # further named spans of a run (ns), for the cells whose story has more than one step
+    spans: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def observation(self) -> dict[str, Any] | None:
@@ -213,6 +232,8 @@ class Rig:
         isolation: str,
         pool: WorkerPool | None,
         log: FlightRecorder | None = None,
+        *,
+        known_answer: bool = False,
     ) -> None:
         self.isolation = isolation
         self.deadline_ns = DEADLINE_NS[isolation]
@@ -221,7 +242,13 @@ class Rig:
         self.plan = FaultPlan(0)
         self.path = Path(log.path) if log is not None else root / f"{name}.vigil"
         pol = policy()
-        pol = Policy(**{**pol.__dict__, "slow_call_ns": self.deadline_ns * 4 // 10})
+        pol = Policy(
+            **{
+                **pol.__dict__,
+                "slow_call_ns": self.deadline_ns * 4 // 10,
+                "probe_interval_ns": KA_INTERVAL_NS if known_answer else None,
+            }
+        )
         self.faulty = FaultyModel(self.base, self.plan)
         primary: Any = pool if pool is not None else self.faulty
         self.pool = pool
@@ -237,6 +264,7 @@ class Rig:
             clock=self.clock,
             workers=1,
             ring=RING,
+            known_answer=KnownAnswer(GOOD, GOOD * 2) if known_answer else None,
         )
         self.events: queue.SimpleQueue[tuple[LifecycleEvent, int]] = queue.SimpleQueue()
         self.counted = threading.Condition()
@@ -284,9 +312,16 @@ class Rig:
             return
         self.trip()
         if state is State.RECOVERING:
-            self.clock.mono_offset += 10**9  # the cooldown, skipped
-            assert self.infer(GOOD)[2] == "PRIMARY"  # the first good live probe
-            assert self.sup.state is State.RECOVERING, self.sup.state
+            # the first good live probe. Reaching the state is set-up, not the measured fault:
+            # a probe the loaded host made slow or late (it fails, back to DEGRADED) is tried
+            # again after another cooldown, at most twice
+            for _ in range(3):
+                self.clock.mono_offset += 10**9  # the cooldown, skipped
+                got = self.infer(GOOD)
+                if self.sup.state is State.RECOVERING:
+                    break
+            assert got[2] == "PRIMARY", (self.path, got)
+            assert self.sup.state is State.RECOVERING, (self.path, got, self.sup.state)
 
     def settle(self) -> None:
         """Wait until every lost worker has its WORKER_READY record: the pool reports the new
@@ -372,6 +407,8 @@ def run_cell(rig: Rig, cls: str, state: State) -> tuple[Observation, int | None,
             rig.plan.at_calls([rig.plan.calls], fault, **params)
         else:
             rig.base.mode = fault
+        if cls == "silent_wrong" and state is State.NORMAL:  # a known-answer probe runs first
+            rig.clock.mono_offset += KA_INTERVAL_NS
     elif cls == "worker_sigkill":
         if state is State.DEGRADED:
             external = True
@@ -417,6 +454,10 @@ def run_cell(rig: Rig, cls: str, state: State) -> tuple[Observation, int | None,
         rig.settle()
     recs = rig.records_after(seq)
     trs = _transitions(recs)
+    if cls == "silent_wrong" and _fault_record_time(recs, "WRONG_ANSWER") is not None:
+        code = "WRONG_ANSWER"  # the known-answer probe's record; the call itself is served
+    elif cls == "silent_wrong" and state is State.RECOVERING:
+        code = "not detected: a live probe takes a finite wrong answer as good (residual risk)"
     if not external:
         t = _fault_record_time(recs, code)
         detect = None if t is None else t - t0
@@ -428,9 +469,11 @@ def run_cell(rig: Rig, cls: str, state: State) -> tuple[Observation, int | None,
     return obs, detect, react
 
 
-def _pool() -> WorkerPool:
+def _pool(device: str = "cpu") -> WorkerPool:
     spec = WorkerSpec(
         factory="vigil.testing._models:triggered_model",
+        kwargs={"device": device},
+        device=device,
         warmup_input=torch.ones(1, 4),
         threads=1,
         spin_us=0,
@@ -439,9 +482,11 @@ def _pool() -> WorkerPool:
 
 
 @contextlib.contextmanager
-def _rig(root: Path, name: str, isolation: str) -> Iterator[Rig]:
-    pool = _pool() if isolation == "process" else None
-    rig = Rig(root, name, isolation, pool)
+def _rig(
+    root: Path, name: str, isolation: str, device: str = "cpu", *, known_answer: bool = False
+) -> Iterator[Rig]:
+    pool = _pool(device) if isolation == "process" else None
+    rig = Rig(root, name, isolation, pool, known_answer=known_answer)
     try:
         yield rig
     finally:
@@ -494,7 +539,12 @@ def run_matrix(
                     progress(f"{isolation} {cls}")
                 # DEVICE_FATAL in process cannot be reset (only a fresh process runs it again)
                 fresh = cls == "device_fatal" and isolation != "process"
-                own = _rig(root, f"{cls}-{isolation}", isolation) if pooled is None else None
+                ka = cls == "silent_wrong"
+                own = (
+                    _rig(root, f"{cls}-{isolation}", isolation, known_answer=ka)
+                    if pooled is None
+                    else None
+                )
                 with own or contextlib.nullcontext() as mine:
                     shared = pooled or mine
                     assert shared is not None

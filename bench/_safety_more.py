@@ -6,9 +6,13 @@
 * ``tampered_reload``: the same directory published to a running supervisor's
   :class:`~vigil.supervisor.ModelReloader`.
 * ``worker_start``: the worker process dies while it starts (its factory calls ``os._exit``).
+* ``standby_start``: with worker processes, the active worker is lost and the replacement
+  the pool starts dies while it starts; later the last worker is lost and its replacement
+  dies too (no worker left: DIA-7011).
 * ``supervisor_kill``: the supervisor's own process is SIGKILLed in a state; a new
   supervisor starts on its log (here, in the measuring process: the times exclude Python's
-  and torch's start-up) and restores the state.
+  and torch's start-up, but with worker processes include the start of its workers) and
+  restores the state.
 * ``clock_back``: the supervisor's (injected) CLOCK_MONOTONIC steps 1 s backwards between
   two calls; nothing at run time may depend on it going forward, ``vigil verify`` reports it.
 * ``log_eio``: the log's storage returns EIO on sync (injected at the storage layer,
@@ -17,8 +21,8 @@
   fault, the next call is refused (DIA-4012).
 
 Each function runs one (class, state, isolation) run and returns the observation, the
-detection time (None where nothing at run time detects), the time to safe reaction and
-whether the fault was detected at all.
+detection time (None where nothing at run time detects), the time to safe reaction,
+whether the fault was detected at all, and optionally further named spans of the run.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -49,6 +54,7 @@ from vigil.errors import VigilError
 from vigil.model import WEIGHTS, save_model_dir
 from vigil.schemas import LifecycleEvent, RecordType, State
 from vigil.supervisor import ModelReloader, Supervisor, load_signed_model
+from vigil.testing import TRIGGERS
 from vigil.workers import WorkerPool, WorkerSpec
 
 BENCH = Path(__file__).resolve().parent
@@ -57,12 +63,15 @@ EXTRA: dict[str, str] = {
     "tampered_reload": "a signed model directory altered after signing, published to a "
     "running supervisor's reloader",
     "worker_start": "the worker process dies while it starts (os._exit in its factory)",
+    "standby_start": "after a worker is lost, its replacement dies while it starts (and again "
+    "after the last worker is lost)",
     "supervisor_kill": "the supervisor's process is SIGKILLed; a new one starts on its log",
     "clock_back": "the supervisor's CLOCK_MONOTONIC steps 1 s backwards between calls",
     "log_eio": "the log's storage returns EIO on sync (batch durability)",
     "log_truncated": "the log file is truncated under the writer's mapping (batch durability)",
 }
-HEAVY = {"tampered_load", "worker_start", "supervisor_kill"}  # a process start per run
+# a process start per run
+HEAVY = {"tampered_load", "worker_start", "standby_start", "supervisor_kill"}
 NOT_APPLICABLE: dict[tuple[str, str | None, str | None], str] = {
     ("tampered_load", "DEGRADED", None): "a model is loaded before the supervisor serves "
     "(a change of model while it serves: tampered_reload)",
@@ -72,10 +81,10 @@ NOT_APPLICABLE: dict[tuple[str, str | None, str | None], str] = {
     ("worker_start", None, "inline"): "no worker process",
     ("worker_start", None, "thread"): "no worker process",
     ("worker_start", "DEGRADED", "process"): "a pool starts before the supervisor serves; a "
-    "replacement standby that dies at start is not measured (an open point of SAFETY.md)",
+    "replacement that dies at start while it serves: standby_start",
     ("worker_start", "RECOVERING", "process"): "as DEGRADED",
-    ("supervisor_kill", None, "process"): "not timed here (a restart spawns its workers: "
-    "seconds); test_sigkill_the_supervisor_the_log_reopens_and_the_workers_exit (slow)",
+    ("standby_start", None, "inline"): "no worker process",
+    ("standby_start", None, "thread"): "no worker process",
     ("clock_back", None, "process"): "the clock is the supervisor's (the thread column); "
     "workers' heartbeats are judged on the pool's own CLOCK_MONOTONIC",
     ("log_eio", None, "process"): "the recorder is the supervisor's, not the worker's: the "
@@ -158,7 +167,8 @@ def _first(recs: list[Any], event: LifecycleEvent) -> Any:
 
 # --- the cells ------------------------------------------------------------------------------
 
-Run = tuple[S.Observation, int | None, int, bool]
+# observation, detection ns, safe reaction ns, detected; and optionally further named spans
+Run = tuple[Any, ...]
 
 
 def tampered_load(root: Path, isolation: str, state: State, k: int) -> Run:
@@ -266,12 +276,129 @@ def worker_start(root: Path, isolation: str, state: State, k: int) -> Run:
     return obs, detect, react, failed is not None
 
 
+def armed_factory(arm: str) -> Any:
+    """``triggered_model`` (vigil.testing), or a death while it starts once the file ``arm``
+    exists: a pool's first workers start well, every replacement after that dies."""
+    if os.path.exists(arm):
+        os._exit(3)
+    from vigil.testing._models import triggered_model  # in the worker only
+
+    return triggered_model()
+
+
+def _drain(rig: S.Rig) -> None:
+    with contextlib.suppress(queue.Empty):
+        while True:
+            rig.events.get_nowait()
+
+
+def _await_events(rig: S.Rig, want: tuple[str, ...], timeout_s: float = 60) -> dict[str, int]:
+    """When (CLOCK_MONOTONIC) the pool first reported each event named in ``want``."""
+    got: dict[str, int] = {}
+    limit = time.monotonic() + timeout_s
+    while not set(want) <= set(got):
+        left = limit - time.monotonic()
+        assert left > 0, f"the pool reported {sorted(got)}, not all of {want}"
+        event, at = rig.events.get(timeout=left)
+        got.setdefault(event.name, at)
+    return got
+
+
+def _real_ns(rig: S.Rig, rec: Any) -> int:
+    """A record's time on the real CLOCK_MONOTONIC (the rig's clock may be shifted)."""
+    return int(rec.mono_ns) - rig.clock.mono_offset
+
+
+def _nothing_left(pool: WorkerPool) -> bool:
+    """Wait until the pool has no worker ready or starting (its START_FAILED event is
+    emitted just before the start is uncounted)."""
+    with pool._changed:  # the predicate reads under the pool's own lock
+        return pool._changed.wait_for(
+            lambda: not (pool._actives or pool._standby or pool._starting), 10
+        )
+
+
+def standby_start(root: Path, isolation: str, state: State, k: int) -> Run:
+    """The active worker is lost in ``state`` (it SIGKILLs itself mid-call; in DEGRADED it
+    is SIGKILLed between calls), the standby is promoted, and the replacement the pool starts
+    dies while it starts. Then the recovery protocol brings the promoted worker back to
+    NORMAL, the last worker is SIGKILLed, and its replacement dies at start too: no worker
+    is left (DIA-7011), the fallback serves, the pool is dead and health says so."""
+    from vigil.service._metrics import Health  # prometheus_client: here only
+
+    name = f"standby_start-{state.name}-{k}"
+    arm = root / f"{name}.arm"
+    spec = WorkerSpec(
+        factory="_safety_more:armed_factory",
+        kwargs={"arm": str(arm)},
+        warmup_input=torch.ones(1, 4),
+        threads=1,
+        spin_us=0,
+    )
+    pool = WorkerPool(spec, heartbeat_ns=50 * S.MS, heartbeat_timeout_ns=S.HEARTBEAT_TIMEOUT_NS)
+    rig = S.Rig(root, name, "process", pool)
+    try:
+        rig.to_state(state)
+        seq = rig.head()
+        arm.touch()  # every worker started from now on dies while it starts
+        _drain(rig)
+        t0 = time.monotonic_ns()
+        if state is State.DEGRADED:  # the primary is not called there: a kill between calls
+            os.kill(_pid(pool), signal.SIGKILL)
+            code, outcome, served = "WORKER_LOST", "-", "-"
+            react = _await_events(rig, ("LOST", "PROMOTED"))["PROMOTED"] - t0
+        else:
+            code, outcome, served = rig.infer(torch.full((1, 4), TRIGGERS["crash"]))
+            react = time.monotonic_ns() - t0
+        _await_events(rig, ("START_FAILED",))
+        one = pool.statistics()
+        assert one.active_pid is not None, one
+        assert not one.standby_ready, one
+        failed = _first(rig.records_after(seq), LifecycleEvent.WORKER_START_FAILED)
+        detect = None if failed is None else _real_ns(rig, failed) - t0
+        rig.clock.mono_offset += 10**9  # the cooldown, skipped (outside the measured spans)
+        probes = [rig.infer(S.GOOD)[2] for _ in range(2)]  # the promoted worker, probed
+        _drain(rig)
+        t1 = time.monotonic_ns()
+        os.kill(_pid(pool), signal.SIGKILL)  # the last worker
+        at = _await_events(rig, ("LOST", "START_FAILED"))
+        assert _nothing_left(pool)
+        health = Health.of(rig.sup, ready=True, fallback=True, workers_alive=pool.alive())
+        _, outcome2, served2 = rig.infer(S.GOOD)
+        recs = rig.records_after(seq)
+    finally:
+        rig.close()
+    gone = next(
+        (r for r in recs if r.type is RecordType.TRANSITION
+         and r.body["code"] == D.NO_WORKER_LEFT.number), None,
+    )  # fmt: skip
+    spans = {"last worker lost -> its replacement's START_FAILED": at["START_FAILED"] - t1}
+    if gone is not None:
+        spans["last worker lost -> NO_WORKER_LEFT recorded"] = _real_ns(rig, gone) - t1
+    obs = S.Observation(
+        f"{code} -> WORKER_START_FAILED; last worker lost -> {'NO_WORKER_LEFT' if gone else '-'}",
+        f"{outcome}; probes {'+'.join(probes)}; none left, watchdog alive="
+        f"{health.alive()[0]}; then {outcome2}",
+        f"{served}; then {served2}",
+        S._transitions(recs),
+        _evidence(recs),
+    )
+    return obs, detect, react, failed is not None, spans
+
+
+def _pid(pool: WorkerPool) -> int:
+    pid = pool.statistics().active_pid
+    assert pid is not None
+    return pid
+
+
 _KILL_CHILD = """
 import sys, torch
 sys.path[:0] = [{bench!r}]
 import _safety as S
 from vigil.schemas import State
-rig = S.Rig(__import__("pathlib").Path({root!r}), {name!r}, {isolation!r}, None)
+pool = S._pool() if {isolation!r} == "process" else None
+rig = S.Rig(__import__("pathlib").Path({root!r}), {name!r}, {isolation!r}, pool)
 rig.to_state(State[{state!r}])
 print("ready", rig.head(), flush=True)
 sys.stdin.readline()
@@ -297,13 +424,20 @@ def supervisor_kill(root: Path, isolation: str, state: State, k: int) -> Run:
         child.send_signal(signal.SIGKILL)
         child.wait(60)
     assert child.returncode == -signal.SIGKILL
-    rig = S.Rig(root, name, isolation, None)  # the restart, on the same log
+    # the restart, on the same log; with worker processes Supervisor() returns once its
+    # pool's workers (active and standby) are ready: nothing is answered before that
+    pool = S._pool() if isolation == "process" else None
+    rig = S.Rig(root, name, isolation, pool)
     try:
+        ready = time.monotonic_ns() - t0
+        restored = rig.sup.state  # (a start longer than the cooldown: the call is a probe)
         _, outcome, served = rig.infer(S.GOOD)
         react = time.monotonic_ns() - t0
-        restored = rig.sup.state
     finally:
         rig.close()
+    spans = {"Supervisor() returned (with workers: once they are ready)": ready}
+    if served == "PRIMARY":
+        spans["first answer served by the primary"] = react
     recs = _records(rig.path, seq)
     note = next(
         (r for r in recs if r.type is RecordType.ANNOTATION and r.body["key"] == "vigil.restore"),
@@ -318,7 +452,7 @@ def supervisor_kill(root: Path, isolation: str, state: State, k: int) -> Run:
         S._transitions(recs),
         _evidence([r for r in recs if r.seq <= _closing_seq(recs)]),
     )
-    return obs, detect, react, unclean
+    return obs, detect, react, unclean, spans
 
 
 def _closing_seq(recs: list[Any]) -> int:
@@ -392,6 +526,7 @@ def storage(cls: str) -> Callable[[Path, str, State, int], Run]:
 SOLO: dict[str, Callable[[Path, str, State, int], Run]] = {
     "tampered_load": tampered_load,
     "worker_start": worker_start,
+    "standby_start": standby_start,
     "supervisor_kill": supervisor_kill,
     "log_eio": storage("log_eio"),
     "log_truncated": storage("log_truncated"),
@@ -414,9 +549,11 @@ def run_class(
             for k in range(runs):
                 if cls in SHARED:
                     assert shared is not None
-                    obs, detect, react, found = SHARED[cls](shared, root, state, k)
+                    obs, detect, react, found, *more = SHARED[cls](shared, root, state, k)
                 else:
-                    obs, detect, react, found = SOLO[cls](root, isolation, state, k)
+                    obs, detect, react, found, *more = SOLO[cls](root, isolation, state, k)
+                for span, ns in (more[0] if more else {}).items():
+                    cell.spans.setdefault(span, []).append(ns)
                 cell.runs += 1
                 cell.observations[obs.key()] = cell.observations.get(obs.key(), 0) + 1
                 cell.react_ns.append(react)

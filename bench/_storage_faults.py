@@ -5,6 +5,13 @@ fails with EIO once armed -- injected at the storage layer, through the same ``_
 a real EIO takes (a real one needs a failing block device: dm-error, root). A truncation is
 real: ``os.truncate`` on the file under the writer's mapping.
 
+:func:`real_eio_filesystem` gives a *real* EIO from the kernel: a small ext4 file system on a
+loop device, mounted, then shut down with the ``EXT4_IOC_SHUTDOWN`` ioctl (what ``xfs_io -c
+shutdown`` and ``fstests`` use): from then on ``fdatasync``, ``msync`` and ``pwrite`` on its
+files fail with EIO in the kernel's own paths, as they do when the disk under a file system
+fails. It needs root (mount, loop devices) and ``mkfs.ext4``; this kernel has no
+device-mapper, so no dm-error/dm-flakey (an EIO from the block layer itself).
+
 Run as a script it is the child of the truncation tests (tests/test_safety_storage.py), where a
 store into the lost pages would kill the process with SIGBUS::
 
@@ -17,11 +24,17 @@ calls once more and prints what it got as JSON; exit status 0 unless the process
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import json
 import os
+import shutil
+import struct
+import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -58,6 +71,59 @@ def eio_recorder(path: str, durability: str, **options: Any) -> tuple[FlightReco
     except BaseException:
         disk.close()
         raise
+
+
+_EXT4_IOC_SHUTDOWN = 0x8004587D  # _IOR('X', 125, __u32)
+_EXT4_GOING_FLAGS_NOLOGFLUSH = 2  # stop now: no journal flush (a disk that just failed)
+
+
+class RealEIOUnavailable(RuntimeError):
+    """The file system could not be built or mounted here (the reason is the message)."""
+
+
+def real_eio_available() -> str | None:
+    """None when :func:`real_eio_filesystem` can run here, else why not."""
+    if os.geteuid() != 0:
+        return "needs root (mount, loop devices)"
+    missing = [t for t in ("mkfs.ext4", "mount", "umount") if shutil.which(t) is None]
+    if missing:
+        return f"needs {', '.join(missing)}"
+    if not os.path.exists("/dev/loop-control"):
+        return "needs loop devices (/dev/loop-control)"
+    return None
+
+
+@contextlib.contextmanager
+def real_eio_filesystem(
+    workdir: str, size_mb: int = 64
+) -> Iterator[tuple[str, Callable[[], None]]]:
+    """A fresh ext4 file system mounted under ``workdir``; yields its mount point and a
+    function that shuts it down (every later sync of its files fails with a real EIO).
+    Unmounted (and its loop device freed) on exit."""
+    image, mnt = os.path.join(workdir, "eio.img"), os.path.join(workdir, "mnt")
+    os.makedirs(mnt, exist_ok=True)
+    with open(image, "wb") as f:
+        f.truncate(size_mb << 20)
+    try:
+        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True, capture_output=True)
+        subprocess.run(["mount", "-o", "loop", image, mnt], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:  # a container without mounts
+        os.unlink(image)
+        why = (getattr(exc, "stderr", None) or b"").decode(errors="replace").strip()
+        raise RealEIOUnavailable(why or str(exc)) from exc
+
+    def shutdown() -> None:
+        fd = os.open(mnt, os.O_RDONLY)
+        try:
+            fcntl.ioctl(fd, _EXT4_IOC_SHUTDOWN, struct.pack("I", _EXT4_GOING_FLAGS_NOLOGFLUSH))
+        finally:
+            os.close(fd)
+
+    try:
+        yield mnt, shutdown
+    finally:
+        subprocess.run(["umount", mnt], check=True, capture_output=True)  # frees the loop
+        os.unlink(image)
 
 
 def describe(exc: BaseException) -> dict[str, Any]:

@@ -13,6 +13,10 @@
 #                   tokens output; bare vs inline/thread/process), on this machine's quiet cores
 #   append.log      bench_append: record_inferences and record_inference vs sqlite, logging
 #   digest-lag.log  bench_digest part 1: the off-path digest's lag at 400 calls/s, three pacings
+#   safety-cuda.log the fault matrix's CUDA cells (device_fatal, oom with real CUDA faults,
+#                   inline/thread/process); $OUT/safety/matrix-cuda.md is the section of
+#                   docs/SAFETY.md: paste it with
+#                   python bench/safety_matrix.py --cuda-section DIR/safety/matrix-cuda.md
 # A step that fails is reported and the next one still runs; the exit code counts failures.
 set -uo pipefail
 OUT=${OUT:-/tmp/vigil-gpu}
@@ -41,5 +45,6 @@ step demo-gpu python3 -m vigil demo --device cuda --preset gpu --out /tmp/vigil-
 step gpu-shaped python3 bench/bench_gpu_shaped.py --calls 1000 --tiny-calls 10000 --digest-threshold 65536
 step append python3 bench/bench_append.py --records 100000 --repeats 3
 step digest-lag python3 bench/bench_digest.py --lag-only
+step safety-cuda python3 bench/safety_matrix.py --device cuda --runs 2 --process-runs 2 --out "$OUT/safety"
 echo "gpu_checks: $failed step(s) failed; logs in $OUT"
 exit "$failed"

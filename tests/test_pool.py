@@ -182,6 +182,7 @@ def test_two_active_workers_serve_side_by_side_and_the_standby_replaces_a_lost_o
 # --- item 10: losing every worker reaches the state machine and health ----------------------------
 
 
+@pytest.mark.requirement("SR-019")
 def test_losing_every_worker_degrades_and_health_says_so(tmp_path: Path) -> None:
     pool = WorkerPool(SPEC, standby=False, heartbeat_timeout_ns=5_000_000_000)
     clock = FakeClock()

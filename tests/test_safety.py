@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import _safety as S  # noqa: E402
+import _safety_cuda as C  # noqa: E402
 import safety_matrix  # noqa: E402
 
 EXPECTED = json.loads((ROOT / "tests" / "safety" / "matrix.json").read_text("utf-8"))
@@ -117,6 +118,7 @@ def test_the_fault_matrix_inline_and_thread(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.requirement("SR-017")
 @pytest.mark.requirement("SR-016")
+@pytest.mark.requirement("SR-019")
 def test_the_fault_matrix_process(tmp_path: Path) -> None:
     cells, _ = S.run_matrix(1, isolations=("process",), root=tmp_path)
     _check(cells)
@@ -129,4 +131,17 @@ def test_the_fault_matrix_supervisor_sigkill(tmp_path: Path) -> None:
     cells, _ = S.run_matrix(
         1, isolations=("inline", "thread"), root=tmp_path, classes=("supervisor_kill",)
     )
+    _check(cells)
+
+
+@pytest.mark.slow
+@pytest.mark.requirement("SR-004")
+def test_the_device_cells_harness_runs_on_the_cpu(tmp_path: Path) -> None:
+    """bench/gpu_checks.sh fills the CUDA cells with bench/_safety_cuda.py (a fresh process per
+    in-process device_fatal run, a pool of workers on the device); here the same harness runs
+    on the CPU, with the simulated faults, and must give the committed CPU cells."""
+    cells = C.run_device("cpu", 1, 1, tmp_path)
+    assert {(c.cls, c.isolation) for c in cells} == {
+        (cls, iso) for cls in C.CLASSES for iso in S.ISOLATIONS
+    }
     _check(cells)

@@ -5,6 +5,7 @@ process)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -190,3 +191,47 @@ def test_a_known_answer_probe_that_cannot_be_recorded_refuses_the_call(tmp_path:
     finally:
         sup.close()
         log.close()
+
+
+_NO_REAL_EIO = SF.real_eio_available()
+
+
+@pytest.mark.slow
+@pytest.mark.requirement("SR-018")
+@pytest.mark.skipif(_NO_REAL_EIO is not None, reason=f"a real EIO: {_NO_REAL_EIO}")
+@pytest.mark.parametrize("durability", ["always", "batch"])
+def test_a_real_eio_from_the_file_system_stops_the_serving(tmp_path: Path, durability: str) -> None:
+    """The kernel's own EIO (an ext4 file system shut down under the writer, as when its
+    disk fails): the sync that meets it fails the writer, the call is refused with DIA-4012
+    without running the model, and the process lives on."""
+    with contextlib.ExitStack() as stack:
+        try:
+            mnt, shutdown = stack.enter_context(SF.real_eio_filesystem(str(tmp_path)))
+        except SF.RealEIOUnavailable as exc:
+            pytest.skip(f"a real EIO: {exc}")
+        path = os.path.join(mnt, "log.vigil")
+        log = FlightRecorder.create(path, SF.RING, durability=durability, batch_interval=0.005)
+        model = Counted()
+        sup = _supervisor(log, model, "thread")
+        try:
+            assert sup.infer(X).served_by.name == "PRIMARY"
+            assert log.wait_durable(log.head_seq, 10)  # nothing left for the flusher
+            shutdown()
+            if durability == "batch":  # the group commit's fdatasync meets it
+                log.annotate("dirty", "a record for the flusher to sync")
+                assert log.wait_failed(10)
+            ran = model.calls
+            with pytest.raises(Unavailable) as got:
+                sup.infer(X)
+            assert got.value.diagnostic is D.LOG_UNWRITABLE
+            failed = log.failed
+            assert isinstance(failed, LogIOError)
+            assert failed.diagnostic is D.LOG_SYNC_FAILED
+            assert failed.errno == errno.EIO
+            assert model.calls == ran + (durability == "always")  # always: its sync failed
+            with pytest.raises(Unavailable):
+                sup.infer(X)
+            assert model.calls == ran + (durability == "always")  # refused up front
+        finally:
+            sup.close()
+            log.close()

@@ -128,6 +128,11 @@ class _Triggered(nn.Module):
         self.register_buffer("scale", torch.tensor(float(scale), device=device))
         self._never = threading.Event()
 
+    def _out_of_memory(self) -> None:
+        if self.scale.is_cuda:  # a real one: the caching allocator refuses 1 PiB
+            torch.empty(1 << 50, dtype=torch.uint8, device=self.scale.device)
+        raise torch.OutOfMemoryError("vigil fault injection: out of memory")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         first = float(x.reshape(-1)[0]) if x.numel() else 0.0
         if first == TRIGGERS["hang"]:
@@ -146,7 +151,7 @@ class _Triggered(nn.Module):
         elif first == TRIGGERS["error"]:
             raise RuntimeError("vigil fault injection: exception")
         elif first == TRIGGERS["oom"]:
-            raise torch.OutOfMemoryError("vigil fault injection: out of memory")
+            self._out_of_memory()
         elif first == TRIGGERS["slow"]:
             self._never.wait(float(x.reshape(-1)[1]) / 1e3)
         scale = self.scale + 1 if first == TRIGGERS["wrong_answer"] else self.scale
@@ -169,7 +174,8 @@ def triggered_model(*, device: str = "cpu", scale: float = 2.0) -> nn.Module:
     ``-1002`` SIGKILLs the worker process, ``-1003`` raises a process-fatal device error (a
     real device-side assert on CUDA), ``-1004`` raises, ``-1005`` returns NaN, ``-1006``
     exits the process, ``-1007`` runs for ``x[1]`` milliseconds then answers, ``-1008`` ..
-    ``-1012`` return a wrong shape, a wrong dtype, an out-of-range value, raise out-of-memory,
-    answer wrongly but finitely. Any other input is served normally.
+    ``-1012`` return a wrong shape, a wrong dtype, an out-of-range value, raise out-of-memory
+    (a real CUDA out-of-memory on CUDA), answer wrongly but finitely. Any other input is
+    served normally.
     """
     return _Triggered(scale, device).eval()
