@@ -239,3 +239,27 @@ def test_default_output_check_hands_over_its_view() -> None:
     assert check_finite([t]) is None
     with pytest.raises(InvalidInput):
         check_finite(torch.tensor([1.0, math.nan]))
+
+
+def test_a_contract_subclass_that_overrides_check_is_never_skipped(tmp_path: Any) -> None:
+    """The supervisor takes the compiled screen only from a contract whose ``check`` is ours:
+    a subclass adding its own rule in ``check`` gets that rule run on every call."""
+    from vigil.supervisor import Supervisor
+
+    class Stricter(Contract):
+        def check(self, value: object, *, field: str = "input") -> None:
+            super().check(value, field=field)
+            if isinstance(value, torch.Tensor) and float(value.sum()) > 100:
+                raise InvalidInput(f"{field}: sum over 100", field=field, rule="sum")
+
+    spec = TensorSpec(shape=(1, 4), dtype=torch.float32)
+    with Supervisor(
+        lambda t: t * 1.0,
+        log=str(tmp_path / "s.vigil"),
+        isolation="inline",
+        input_contract=Stricter(spec),
+        output_contract=Stricter(spec),
+    ) as sup:
+        assert sup.infer(torch.ones(1, 4)).output.sum() == 4
+        with pytest.raises(InvalidInput, match="sum over 100"):
+            sup.infer(torch.full((1, 4), 50.0))

@@ -1230,8 +1230,11 @@ class Supervisor:
 
 def _screen_of(contract: Any) -> Callable[[Any], Any] | None:
     """The compiled check of one of our contracts (:meth:`Contract.screen`); None for any
-    other object with a ``check``, which then runs on every call."""
-    return contract.screen if isinstance(contract, Contract) else None
+    other object with a ``check`` -- a subclass that overrides ``check`` included, whose own
+    checks must not be skipped -- which then runs on every call."""
+    if isinstance(contract, Contract) and type(contract).check is Contract.check:
+        return contract.screen
+    return None
 
 
 def _describe_error(exc: BaseException) -> str:
