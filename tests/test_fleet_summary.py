@@ -109,15 +109,17 @@ def _assert_reports_equal_raw(dest: Path, *, every: bool = True) -> None:
 
 
 def _summary_rows(dest: Path) -> dict[str, list[str]]:
+    """Every summary's rows, each with the name of its file (relative to ``_summary/``)."""
     con = fleet.connect(dest)
-    return {
-        name: sorted(
-            map(
-                repr, con.execute(f"SELECT * FROM '{_summary.summary_path(dest, name)}'").fetchall()
-            )
-        )
-        for name in _summary.FILES
-    }
+    out: dict[str, list[str]] = {}
+    for name in _summary.FILES:
+        out[name] = []
+        for path in _summary.summary_files(dest, name):
+            rel = str(path.relative_to(dest / _summary.SUMMARY_DIR))
+            rows = con.execute("SELECT * FROM read_parquet(?)", [str(path)]).fetchall()
+            out[name].extend(repr((rel, *r)) for r in rows)
+        out[name].sort()
+    return out
 
 
 def _rebuilt(dest: Path, tmp: Path) -> dict[str, list[str]]:
@@ -307,4 +309,76 @@ def test_an_export_killed_before_its_summaries_leaves_the_reports_right(tmp_path
     assert n == fleet.run_sql(ds, "SELECT count(*) FROM inferences")["rows"][0][0] == before + 12
     fleet.export(logs, str(ds), device_from="dir")
     _assert_reports_equal_raw(ds)
+    assert _summary_rows(ds) == _rebuilt(ds, tmp_path / "r")
+
+
+def _files_under(dest: Path) -> dict[str, tuple[int, int]]:
+    """Every summary file (relative name) with its inode and mtime: a rewrite changes them."""
+    root = dest / _summary.SUMMARY_DIR
+    return {
+        str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in root.rglob("*.parquet")
+    }
+
+
+def test_an_incremental_export_rewrites_only_the_summaries_of_the_logs_it_changed(
+    tmp_path: Path,
+) -> None:
+    logs, _, ds = _fleet(tmp_path)
+    del logs[3]  # unsigned logs only: the sealed one re-exports its unsealed tail each time
+    fleet.export(logs, str(ds), device_from="dir")
+    ids = {o.device: o.log_id for o in fleet.export(logs, str(ds), device_from="dir").logs}
+    before = _files_under(ds)
+    d2 = f"log={ids['d2']}.parquet"
+    mine = {k for k in before if k.endswith(d2)}
+    # one file per summary for d2 (calls, faults, transitions, its latency bucket)
+    assert len(mine) == 4, sorted(before)
+    # exporting again with nothing new rewrites no summary file at all
+    fleet.export(logs, str(ds), device_from="dir")
+    assert _files_under(ds) == before and summarized(ds)
+
+    with FlightRecorder.open(logs[1], clock=later(1_700_000_000 * 10**9 + 2 * DAY)) as w:
+        write_calls(w, 12, model=MODEL_B, fallback_every=2, start=20)
+    digest_before = _summary_rows(ds)["latency_digest"]
+    fleet.export(logs, str(ds), device_from="dir")  # every log given, only d2 has new records
+    after = _files_under(ds)
+    assert set(after) == set(before)
+    changed = {k for k in after if after[k] != before[k]}
+    assert changed == mine | {"latency_digest.parquet"}
+    # the other devices' digest rows are kept as they were, d2's recomputed
+    digest_after = _summary_rows(ds)["latency_digest"]
+    assert {r for r in digest_after if "'d2'" not in r} == {
+        r for r in digest_before if "'d2'" not in r
+    }
+    assert {r for r in digest_after if "'d2'" in r} != {r for r in digest_before if "'d2'" in r}
+    _assert_reports_equal_raw(ds, every=False)
+    assert _summary_rows(ds) == _rebuilt(ds, tmp_path / "r")
+
+
+def test_a_log_whose_device_name_changes_moves_between_latency_buckets(tmp_path: Path) -> None:
+    """Rows of one log under two device names (``--device-from`` changed between exports):
+    each name's bucket holds its rows, and both devices' digests are right."""
+    logs, _, ds = _fleet(tmp_path)
+    fleet.export(logs[:2], str(ds), device_from="dir")
+    with FlightRecorder.open(logs[0], clock=later(1_700_000_000 * 10**9 + 2 * DAY)) as w:
+        write_calls(w, 12, model=MODEL_B, fallback_every=2, start=60)
+    fleet.export(logs[:2], str(ds))  # the host's name this time
+    devices = fleet.run_sql(ds, "SELECT DISTINCT device FROM primary_latency")["rows"]
+    assert len(devices) == 3
+    assert len(list((ds / "_summary" / "latency").glob("dev=*"))) == 3
+    _assert_reports_equal_raw(ds, every=False)
+    assert _summary_rows(ds) == _rebuilt(ds, tmp_path / "r")
+
+
+def test_summaries_of_another_layout_are_rebuilt_not_merged(tmp_path: Path) -> None:
+    """``_covers.json`` without this layout's number (the first schema 2 exports wrote one
+    file per summary): the reports read the raw rows and the next export rebuilds."""
+    logs, _, ds = _fleet(tmp_path)
+    fleet.export(logs[:3], str(ds), device_from="dir")
+    covers = ds / "_summary" / "_covers.json"
+    old = json.loads(covers.read_text())
+    covers.write_text(json.dumps({"generation": old["generation"]}))
+    assert not summarized(ds)
+    fleet.export(logs[:3], str(ds), device_from="dir")
+    _assert_reports_equal_raw(ds, every=False)
     assert _summary_rows(ds) == _rebuilt(ds, tmp_path / "r")
