@@ -32,9 +32,8 @@ from vigil.fleet._rows import COMMON, LOGS, READABLE_VERSIONS, SCHEMA_VERSION, T
 from vigil.fleet._summary import (
     DIGEST_SQL,
     FILES,
-    SUMMARIES,
     covered_generation,
-    empty_summary,
+    empty_latency,
     summary_glob,
     summary_path,
 )
@@ -267,7 +266,7 @@ def _summaries_current(root: Path, state: dict[str, Any]) -> bool:
         state.get("schema_version") == SCHEMA_VERSION
         and state.get("generation") is not None
         and covered_generation(root) == state.get("generation")
-        and summary_path(root, "latency_digest").is_file()
+        and all(summary_path(root, n).is_file() for n in FILES if n != "latency")
     )
 
 
@@ -343,11 +342,11 @@ def _derived(con: Any, root: Path, summaries: bool) -> None:
 
 
 def _summary_source(root: Path, name: str) -> str:
-    """``read_parquet`` of the summary's files, or a relation with its columns and no rows
-    (no log has rows of it, e.g. no fault anywhere)."""
+    """``read_parquet`` of the summary's files; for ``latency`` (a file per device bucket and
+    log) with none, a relation with its columns and no rows (no primary answer anywhere)."""
     glob = summary_glob(root, name)
-    if name in SUMMARIES and next(root.glob(os.path.relpath(glob, root)), None) is None:
-        return f"({empty_summary(name)})"
+    if name == "latency" and next(root.glob(os.path.relpath(glob, root)), None) is None:
+        return f"({empty_latency()})"
     return "read_parquet('" + glob.replace("'", "''") + "', hive_partitioning = false)"
 
 

@@ -131,26 +131,23 @@ def part_first(path: str | Path) -> int:
 
 
 def summary_path(dest: str | Path, name: str) -> Path:
-    """The summary's folder (per-log files), or the ``latency_digest`` file."""
+    """The summary's file, or for ``latency`` its folder (per device bucket and log)."""
     root = Path(dest) / SUMMARY_DIR
-    return root / f"{name}.parquet" if name == "latency_digest" else root / name
+    return root / name if name == "latency" else root / f"{name}.parquet"
 
 
 def summary_glob(dest: str | Path, name: str) -> str:
     """A glob of every file of the summary ``name``."""
     path = summary_path(dest, name)
-    if name == "latency_digest":
-        return str(path)
-    return str(path / "dev=*" / "log=*.parquet" if name == "latency" else path / "log=*.parquet")
+    return str(path / "dev=*" / "log=*.parquet") if name == "latency" else str(path)
 
 
 def summary_files(dest: str | Path, name: str) -> list[Path]:
     """Every file of the summary ``name`` (sorted)."""
     path = summary_path(dest, name)
-    if name == "latency_digest":
-        return [path] if path.is_file() else []
-    pattern = "dev=*/log=*.parquet" if name == "latency" else "log=*.parquet"
-    return sorted(path.glob(pattern))
+    if name == "latency":
+        return sorted(path.glob("dev=*/log=*.parquet"))
+    return [path] if path.is_file() else []
 
 
 def covered_generation(dest: str | Path) -> int | None:
@@ -249,14 +246,42 @@ def update(dest: str | Path, settled: dict[str, int] | None, generation: int) ->
 
 
 def _update_one(con: Any, root: Path, name: str, settled: dict[str, int] | None) -> set[str]:
-    """Rewrite the files of summary ``name`` of the logs in ``settled`` (every log: None).
+    """Bring summary ``name`` up to date for the logs in ``settled`` (every log: None).
 
     Returns:
         The latency buckets whose files changed (``latency`` only).
     """
+    if name == "latency":
+        return _update_latency(con, root, settled)
+    if settled is not None and not settled:
+        return set()  # no log changed: the file stays as it is
     table, sql, order = SUMMARIES[name]
-    folder = summary_path(root, name)
-    old = [] if settled is None else _old_files(folder, name, settled)
+    path = summary_path(root, name)
+    sources = []
+    if settled is not None and path.is_file():
+        sources.append(
+            f"SELECT s.* FROM read_parquet({_quote(str(path))}) s ANTI JOIN touched t "
+            "ON s.log_id = t.log_id AND s.part_first > t.settled"
+        )
+    if _parts_view(con, _files(root, table, settled)):
+        sources.append(f"SELECT * FROM ({sql})")
+    if not sources:
+        sources.append(f"SELECT * FROM ({_empty_parts(con, table, sql)})")
+    body = " UNION ALL BY NAME ".join(sources)
+    _write(con, f"SELECT * FROM ({body}) ORDER BY {order}", path)
+    return set()
+
+
+def _update_latency(con: Any, root: Path, settled: dict[str, int] | None) -> set[str]:
+    """Rewrite the latency files of the logs in ``settled`` (every log: None): their rows
+    with ``part_first <= settled`` and the latencies of their new part files.
+
+    Returns:
+        The buckets whose files changed (their devices' digests are to be recomputed).
+    """
+    table, sql, _ = SUMMARIES["latency"]
+    folder = summary_path(root, "latency")
+    old = [] if settled is None else _old_files(folder, settled)
     sources = []
     if old:
         sources.append(
@@ -268,41 +293,35 @@ def _update_one(con: Any, root: Path, name: str, settled: dict[str, int] | None)
     written: dict[tuple[str, str], Path] = {}
     if sources:
         body = " UNION ALL BY NAME ".join(sources)
-        keys = "log_id AS _log" + (f", {BUCKET_SQL} AS _bucket" if name == "latency" else "")
-        query = f"SELECT *, {keys} FROM ({body})" + (f" ORDER BY {order}" if order else "")
-        written = _write_per_log(con, query, folder, name == "latency")
+        query = f"SELECT *, log_id AS _log, {BUCKET_SQL} AS _bucket FROM ({body})"
+        written = _write_per_log(con, query, folder)
     for path in old:  # a touched log's file that has no rows now
         if path not in written.values():
             path.unlink()
-    return {b for b, _ in written} | {p.parent.name[4:] for p in old}
+    return {b for b, _ in written} | {p.parent.name.removeprefix("dev=") for p in old}
 
 
-def _old_files(folder: Path, name: str, settled: dict[str, int]) -> list[Path]:
-    """The existing files of the logs in ``settled`` (any latency bucket)."""
-    if name != "latency":
-        return [p for log in settled if (p := folder / f"log={log}.parquet").is_file()]
+def _old_files(folder: Path, settled: dict[str, int]) -> list[Path]:
+    """The existing latency files of the logs in ``settled`` (in any bucket)."""
     wanted = {f"log={log}.parquet" for log in settled}
     return sorted(p for p in folder.glob("dev=*/log=*.parquet") if p.name in wanted)
 
 
-def _write_per_log(
-    con: Any, query: str, folder: Path, bucketed: bool
-) -> dict[tuple[str, str], Path]:
-    """COPY ``query`` partitioned by log (and latency bucket) into a scratch folder, then move
-    each file to ``folder/[dev=<bucket>/]log=<log_id>.parquet``: ``{(bucket, log): path}``."""
+def _write_per_log(con: Any, query: str, folder: Path) -> dict[tuple[str, str], Path]:
+    """COPY ``query`` partitioned by bucket and log into a scratch folder, then move each
+    file to ``folder/dev=<bucket>/log=<log_id>.parquet``: ``{(bucket, log): path}``."""
     scratch = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(scratch, ignore_errors=True)
-    keys = "_bucket, _log" if bucketed else "_log"
     con.execute(
         f"COPY ({query}) TO {_quote(str(scratch))} "
-        f"(FORMAT parquet, COMPRESSION zstd, PARTITION_BY ({keys}), OVERWRITE_OR_IGNORE)"
+        "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (_bucket, _log), OVERWRITE_OR_IGNORE)"
     )
     out: dict[tuple[str, str], Path] = {}
     for data in sorted(scratch.glob("**/*.parquet")):
         log_dir = data.parent
         log = unquote(log_dir.name.removeprefix("_log="))
-        bucket = unquote(log_dir.parent.name.removeprefix("_bucket=")) if bucketed else ""
-        target = folder / f"dev={bucket}" if bucketed else folder
+        bucket = unquote(log_dir.parent.name.removeprefix("_bucket="))
+        target = folder / f"dev={bucket}"
         if (bucket, log) in out:  # DuckDB split a partition: not expected at these sizes
             raise ExportDestinationError(
                 f"{data}: a summary partition in two files", path=str(data)
@@ -339,20 +358,16 @@ def _update_digest(con: Any, root: Path, buckets: set[str] | None) -> None:
         source = f"read_parquet({_listed(files)}, hive_partitioning = false)"
         sources.append(DIGEST_SQL.format(source=source))
     else:
-        sources.append(DIGEST_SQL.format(source=f"({_empty_latency(con)})"))
+        sources.append(DIGEST_SQL.format(source=f"({empty_latency()})"))
     _write(con, " UNION ALL BY NAME ".join(f"SELECT * FROM ({s})" for s in sources), path)
 
 
-def _empty_latency(con: Any) -> str:
-    return f"SELECT * FROM ({_empty_parts(con, 'inferences', SUMMARIES['latency'][1])})"
-
-
-def empty_summary(name: str) -> str:
-    """A query with the columns of summary ``name`` and no rows."""
+def empty_latency() -> str:
+    """A query with the columns of the ``latency`` summary and no rows."""
     from vigil.fleet._report import empty_select  # noqa: PLC0415 - avoids an import cycle
 
-    table, sql, _ = SUMMARIES[name]
-    empty = empty_select(COMMON + TABLES[table])
+    empty = empty_select(COMMON + TABLES["inferences"])
+    sql = SUMMARIES["latency"][1]
     return f"WITH parts AS (SELECT *, CAST(0 AS BIGINT) AS part_first FROM ({empty})) {sql}"
 
 
