@@ -267,6 +267,7 @@ _INCREMENTAL = """
 import sys, time
 import vigil.fleet._parquet as P
 from vigil import fleet
+assert P.__file__.startswith(sys.argv[3]), P.__file__
 spent, update = [], P.update
 def timed(*args):
     t0 = time.perf_counter()
@@ -293,8 +294,9 @@ def incremental(logs: list[str], targets: dict[str, tuple[str, str]]) -> None:
             src, ds = targets[name]
             env = {**os.environ, "PYTHONPATH": src}
             for kind in ("new log", "again"):
-                out = subprocess.run(
-                    [sys.executable, "-c", _INCREMENTAL, log, ds],
+                out = subprocess.run(  # in SRC: ``-c`` puts the working directory first
+                    [sys.executable, "-c", _INCREMENTAL, os.path.abspath(log), ds, src],
+                    cwd=src,
                     env=env,
                     check=True,
                     capture_output=True,
@@ -342,9 +344,10 @@ def main() -> int:
     a = ap.parse_args()
     if a.incremental:
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        targets = {"this": (here, a.keep)}
+        targets = {"this": (here, os.path.abspath(a.keep))}
         if a.baseline_src:
-            targets["baseline"] = (a.baseline_src[0], a.baseline_src[1])
+            src, ds = map(os.path.abspath, a.baseline_src)
+            targets["baseline"] = (src, ds)
         incremental(a.incremental, targets)
         return 0
     if a.quick:

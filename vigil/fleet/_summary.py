@@ -4,19 +4,20 @@ Theory of operation
 -------------------
 At scale a report's cost is the passes over the part files (a thousand small files per table
 for 800 logs), not the SQL. So the export also writes, next to the rows, summaries under
-``DIR/_summary/`` (docs/EXPORT.md, schema 2), one file per log for each of:
+``DIR/_summary/`` (docs/EXPORT.md, schema 2):
 
 =================  =========================================================================
 ``calls``          the verified calls grouped by log, part file, model digest, UTC day,
                    known-answer and primary-or-not: count, first/last time, first state
 ``faults``         the verified calls whose outcome is not OK (the SAFE_STOP report's input)
 ``transitions``    every verified transition, all its columns (a few rows in many files)
-``latency``        the latency of every verified primary answer (device, model digest), in
-                   a folder per device bucket (``dev=<left(md5(device), 16)>``)
+``latency``        the latency of every verified primary answer (device, model digest): a
+                   file per device bucket and log, ``latency/dev=<bucket>/log=<id>.parquet``
+                   (bucket: ``left(md5(device), 16)``)
 =================  =========================================================================
 
-and one file ``latency_digest``: per device and model, the count, p50, p99 and max that the
-latency report prints (:data:`DIGEST_SQL`).
+(the first three one file each) and one file ``latency_digest``: per device and model, the
+count, p50, p99 and max that the latency report prints (:data:`DIGEST_SQL`).
 
 Every summary row is *computed by the SQL below over the part files themselves*, verified rows
 only (``status <> 'after_damage'``), and carries its log and its part file's first seq
@@ -29,10 +30,14 @@ whenever a file of that bucket changed; the other devices' rows are kept.
 
 Incremental with the watermark: an export of a log removes its part files that begin after
 ``settled`` and writes new ones, all beginning after it; :func:`update` does the same to that
-log's summary files (keeps their rows with ``part_first <= settled``, adds the summaries of
-its part files beginning after it) and touches no other log's file. A run costs the logs it
-changed (their own summary files, their devices' latency buckets), not the fleet; a log the
-run left unchanged (nothing new) is not rewritten at all.
+log's summary rows (keeps those with ``part_first <= settled``, adds the summaries of its part
+files beginning after it). The latencies, the bulk (every primary call), are rewritten only
+in the changed logs' own files, the digest only for the devices of the buckets those files
+are in: a run costs what it changed, not the fleet's calls. ``calls``, ``faults`` and
+``transitions`` (a few rows per log and day; the non-OK calls) stay one file each, rewritten
+when some log changed: at 10 M rows 5-100 ms, and the reports read one file each, not one per
+log (docs/PERFORMANCE.md, run P2). A run in which no log's part files changed rewrites no
+summary.
 
 Crash-consistent by a generation: each export run first bumps ``generation`` in the state
 file, and :func:`update` writes ``_summary/_covers.json`` with that generation (and the
@@ -110,12 +115,12 @@ SELECT device, left(model_digest, 12) AS model, count(*) AS calls,
 FROM {source} GROUP BY ALL
 """
 """The latency report's digest (per device and model) over the primary latencies ``source``:
-written as ``latency_digest`` from the whole ``latency`` summary at each export, and run by
-the report over the raw tables when the summaries are not current. Quantiles do not merge,
-so it is recomputed from every value each time; the values are the raw rows' own."""
+written as ``latency_digest`` from the files of the latency buckets a run changed (each
+device's every value), and run by the report over the raw tables when the summaries are not
+current. Quantiles do not merge: a device's rows are recomputed from all its values."""
 FILES = (*SUMMARIES, "latency_digest")
-"""What ``_summary/`` holds for the reports (and ``_covers.json``): a folder of per-log files
-for each of :data:`SUMMARIES`, and the one file ``latency_digest.parquet``."""
+"""What ``_summary/`` holds for the reports (and ``_covers.json``): ``latency/`` a file per
+device bucket and log, the others one ``<name>.parquet`` each."""
 LAYOUT = 2
 """The layout of ``_summary/`` that ``_covers.json`` names: summaries of another (the single
 files of the first schema 2 exports) are rebuilt, never merged into."""
