@@ -274,18 +274,26 @@ def test_schema_versions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 _KILLED_EXPORT = """
 import sys
 import vigil.fleet._parquet as P
+import vigil.fleet._summary as S
 from vigil import fleet
 
 def stop(*args):
     print("parts written", flush=True)
     sys.stdin.read()  # blocks until the parent kills us
 
-P.update = stop
-fleet.export(sys.argv[1:-1], sys.argv[-1], device_from="dir")
+if sys.argv[1] == "before":
+    P.update = stop
+else:  # after the latency files were rewritten, before the digest and _covers.json
+    S._update_digest = stop
+fleet.export(sys.argv[2:-1], sys.argv[-1], device_from="dir")
 """
 
 
-def test_an_export_killed_before_its_summaries_leaves_the_reports_right(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["before", "within"])
+def test_an_export_killed_before_its_summaries_leaves_the_reports_right(
+    tmp_path: Path, where: str
+) -> None:
+    """SIGKILLed before the summaries, or within them (some latency files rewritten)."""
     logs, _, ds = _fleet(tmp_path)
     del logs[3]  # the sealed log needs its key; the others are unsigned
     fleet.export(logs, str(ds), device_from="dir")
@@ -293,7 +301,7 @@ def test_an_export_killed_before_its_summaries_leaves_the_reports_right(tmp_path
     with FlightRecorder.open(logs[0], clock=later(1_700_000_000 * 10**9 + 2 * DAY)) as w:
         write_calls(w, 12, model=MODEL_B, fallback_every=2, start=60)
     with subprocess.Popen(
-        [sys.executable, "-c", _KILLED_EXPORT, *logs, str(ds)],
+        [sys.executable, "-c", _KILLED_EXPORT, where, *logs, str(ds)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
