@@ -394,3 +394,17 @@ def test_summaries_of_another_layout_are_rebuilt_not_merged(tmp_path: Path) -> N
     fleet.export(logs[:3], str(ds), device_from="dir")
     _assert_reports_equal_raw(ds, every=False)
     assert _summary_rows(ds) == _rebuilt(ds, tmp_path / "r")
+
+
+def test_a_fleet_without_a_primary_answer_has_no_latency_files(tmp_path: Path) -> None:
+    log = tmp_path / "fallback.vigil"
+    with FlightRecorder.create(log, RING, clock=FakeClock(step_ns=MS)) as w:
+        write_calls(w, 10, fallback_every=1)  # every call served by the fallback
+    ds = tmp_path / "ds"
+    fleet.export([str(log)], str(ds))
+    assert summarized(ds) and _summary.summary_files(ds, "latency") == []
+    assert fleet.report(ds, ["latency"])["latency"]["rows"] == []
+    (n,) = fleet.run_sql(ds, "SELECT count(*) FROM primary_latency")["rows"][0]
+    assert n == 0
+    _assert_reports_equal_raw(ds, every=False)
+    assert _summary_rows(ds) == _rebuilt(ds, tmp_path)

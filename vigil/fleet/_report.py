@@ -34,6 +34,7 @@ from vigil.fleet._summary import (
     FILES,
     covered_generation,
     empty_latency,
+    summary_files,
     summary_glob,
     summary_path,
 )
@@ -345,7 +346,7 @@ def _summary_source(root: Path, name: str) -> str:
     """``read_parquet`` of the summary's files; for ``latency`` (a file per device bucket and
     log) with none, a relation with its columns and no rows (no primary answer anywhere)."""
     glob = summary_glob(root, name)
-    if name == "latency" and next(root.glob(os.path.relpath(glob, root)), None) is None:
+    if name == "latency" and not summary_files(root, name):
         return f"({empty_latency()})"
     return "read_parquet('" + glob.replace("'", "''") + "', hive_partitioning = false)"
 
