@@ -28,6 +28,13 @@ over the raw rows.
                                  [--logs 200] [--repeats 3] [--dir DIR]
                                  [--reports-only] [--keep DIR] [--explain] [--baseline FILE]
                                  [--no-reports]
+    python bench/bench_export.py --keep DIR --incremental LOG... [--baseline-src SRC DIR2]
+
+``--incremental LOG...`` exports each log, one at a time, into the kept dataset DIR (a new
+log: what a device's daily export adds), then once more (nothing new), each in a subprocess,
+and prints the export's in-process time and its summaries' share; ``--baseline-src SRC
+DIR2`` alternates with another commit's source tree SRC exporting into its own dataset DIR2
+(a copy: ``cp -al DIR DIR2`` shares the part files, which are never changed in place).
 """
 
 from __future__ import annotations
@@ -256,6 +263,54 @@ def time_reports(big: str, repeats: int, explain: bool, baseline: str | None = N
         print(f"  this / baseline, all: {med(total['this']) / med(total['baseline']):.2f}")
 
 
+_INCREMENTAL = """
+import sys, time
+import vigil.fleet._parquet as P
+from vigil import fleet
+assert P.__file__.startswith(sys.argv[3]), P.__file__
+spent, update = [], P.update
+def timed(*args):
+    t0 = time.perf_counter()
+    update(*args)
+    spent.append(time.perf_counter() - t0)
+P.update = timed
+t0 = time.perf_counter()
+fleet.export([sys.argv[1]], sys.argv[2], device_from="dir")
+print(time.perf_counter() - t0, sum(spent))
+"""
+
+
+def incremental(logs: list[str], targets: dict[str, tuple[str, str]]) -> None:
+    """Export each of ``logs`` (a new log each time) into each target's dataset, then again
+    (nothing new), in a subprocess with the target's source tree, alternating which goes
+    first: the export's in-process time and its summaries' share (``_summary.update``).
+
+    ``targets``: name -> (source tree for PYTHONPATH, dataset)."""
+    med = statistics.median
+    got: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for i, log in enumerate(logs):
+        names = list(targets)
+        for name in names if i % 2 == 0 else names[::-1]:
+            src, ds = targets[name]
+            env = {**os.environ, "PYTHONPATH": src}
+            for kind in ("new log", "again"):
+                out = subprocess.run(  # in SRC: ``-c`` puts the working directory first
+                    [sys.executable, "-c", _INCREMENTAL, os.path.abspath(log), ds, src],
+                    cwd=src,
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout.split()
+                total, summaries = float(out[-2]), float(out[-1])
+                got.setdefault((name, kind), []).append((total, summaries))
+                print(f"  {name:10} {kind:8} export {total:6.2f} s, summaries {summaries:6.2f} s")
+    print(f"  {'median s':28} {'export':>8} {'summaries':>10}")
+    for (name, kind), xs in got.items():
+        t, u = med(x[0] for x in xs), med(x[1] for x in xs)
+        print(f"  {name:10} {kind:16} {t:8.2f} {u:10.2f}   ({len(xs)} runs)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small logs, 200 k report rows")
@@ -274,7 +329,27 @@ def main() -> int:
     ap.add_argument(
         "--baseline", metavar="FILE", help="a vigil/fleet/_report.py of another commit: alternate"
     )
+    ap.add_argument(
+        "--incremental",
+        nargs="+",
+        metavar="LOG",
+        help="export each LOG into the --keep dataset (new, then again) and stop",
+    )
+    ap.add_argument(
+        "--baseline-src",
+        nargs=2,
+        metavar=("SRC", "DIR"),
+        help="with --incremental: alternate with another commit's tree SRC on its dataset DIR",
+    )
     a = ap.parse_args()
+    if a.incremental:
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        targets = {"this": (here, os.path.abspath(a.keep))}
+        if a.baseline_src:
+            src, ds = map(os.path.abspath, a.baseline_src)
+            targets["baseline"] = (src, ds)
+        incremental(a.incremental, targets)
+        return 0
     if a.quick:
         a.calls, a.devices, a.rows, a.logs, a.repeats = 400, 2, 200_000, 20, 2
     root = tempfile.mkdtemp(prefix="vigil-bench-export-", dir=a.dir)

@@ -22,7 +22,7 @@ pytest.importorskip("pyspark")
 
 from vigil import fleet  # noqa: E402
 from vigil.fleet._report import summarized  # noqa: E402
-from vigil.fleet._summary import FILES, summary_path  # noqa: E402
+from vigil.fleet._summary import FILES, SUMMARY_DIR, summary_files  # noqa: E402
 from vigil.fleet.spark import export_spark  # noqa: E402
 
 RING = RingConfig(size=4096 + 8 * (64 << 10), segment_size=64 << 10)
@@ -100,7 +100,11 @@ def test_spark_job_writes_the_same_dataset_as_vigil_export(tmp_path: Path, spark
     assert summarized(tmp_path / "spark")
     for name in FILES:
         got_s, want_s = (
-            sorted(map(repr, pq.read_table(summary_path(tmp_path / d, name)).to_pylist()))
+            sorted(
+                repr((str(f.relative_to(tmp_path / d / SUMMARY_DIR)), row))
+                for f in summary_files(tmp_path / d, name)
+                for row in pq.read_table(f).to_pylist()
+            )
             for d in ("spark", "plain")
         )
         assert got_s == want_s, name

@@ -109,15 +109,17 @@ def _assert_reports_equal_raw(dest: Path, *, every: bool = True) -> None:
 
 
 def _summary_rows(dest: Path) -> dict[str, list[str]]:
+    """Every summary's rows, each with the name of its file (relative to ``_summary/``)."""
     con = fleet.connect(dest)
-    return {
-        name: sorted(
-            map(
-                repr, con.execute(f"SELECT * FROM '{_summary.summary_path(dest, name)}'").fetchall()
-            )
-        )
-        for name in _summary.FILES
-    }
+    out: dict[str, list[str]] = {}
+    for name in _summary.FILES:
+        out[name] = []
+        for path in _summary.summary_files(dest, name):
+            rel = str(path.relative_to(dest / _summary.SUMMARY_DIR))
+            rows = con.execute("SELECT * FROM read_parquet(?)", [str(path)]).fetchall()
+            out[name].extend(repr((rel, *r)) for r in rows)
+        out[name].sort()
+    return out
 
 
 def _rebuilt(dest: Path, tmp: Path) -> dict[str, list[str]]:
@@ -272,18 +274,26 @@ def test_schema_versions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 _KILLED_EXPORT = """
 import sys
 import vigil.fleet._parquet as P
+import vigil.fleet._summary as S
 from vigil import fleet
 
 def stop(*args):
     print("parts written", flush=True)
     sys.stdin.read()  # blocks until the parent kills us
 
-P.update = stop
-fleet.export(sys.argv[1:-1], sys.argv[-1], device_from="dir")
+if sys.argv[1] == "before":
+    P.update = stop
+else:  # after the latency files were rewritten, before the digest and _covers.json
+    S._update_digest = stop
+fleet.export(sys.argv[2:-1], sys.argv[-1], device_from="dir")
 """
 
 
-def test_an_export_killed_before_its_summaries_leaves_the_reports_right(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["before", "within"])
+def test_an_export_killed_before_its_summaries_leaves_the_reports_right(
+    tmp_path: Path, where: str
+) -> None:
+    """SIGKILLed before the summaries, or within them (some latency files rewritten)."""
     logs, _, ds = _fleet(tmp_path)
     del logs[3]  # the sealed log needs its key; the others are unsigned
     fleet.export(logs, str(ds), device_from="dir")
@@ -291,7 +301,7 @@ def test_an_export_killed_before_its_summaries_leaves_the_reports_right(tmp_path
     with FlightRecorder.open(logs[0], clock=later(1_700_000_000 * 10**9 + 2 * DAY)) as w:
         write_calls(w, 12, model=MODEL_B, fallback_every=2, start=60)
     with subprocess.Popen(
-        [sys.executable, "-c", _KILLED_EXPORT, *logs, str(ds)],
+        [sys.executable, "-c", _KILLED_EXPORT, where, *logs, str(ds)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -308,3 +318,93 @@ def test_an_export_killed_before_its_summaries_leaves_the_reports_right(tmp_path
     fleet.export(logs, str(ds), device_from="dir")
     _assert_reports_equal_raw(ds)
     assert _summary_rows(ds) == _rebuilt(ds, tmp_path / "r")
+
+
+def _files_under(dest: Path) -> dict[str, tuple[int, int]]:
+    """Every summary file (relative name) with its inode and mtime: a rewrite changes them."""
+    root = dest / _summary.SUMMARY_DIR
+    return {
+        str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in root.rglob("*.parquet")
+    }
+
+
+def test_an_incremental_export_rewrites_only_the_summaries_of_the_logs_it_changed(
+    tmp_path: Path,
+) -> None:
+    logs, _, ds = _fleet(tmp_path)
+    del logs[3]  # unsigned logs only: the sealed one re-exports its unsealed tail each time
+    fleet.export(logs, str(ds), device_from="dir")
+    ids = {o.device: o.log_id for o in fleet.export(logs, str(ds), device_from="dir").logs}
+    before = _files_under(ds)
+    d2 = f"log={ids['d2']}.parquet"
+    mine = {k for k in before if k.endswith(d2)}
+    # the latencies: one file per device bucket and log (d2's in its device's bucket)
+    assert len(mine) == 1 and len([k for k in before if k.startswith("latency/")]) == 3
+    small = {f"{n}.parquet" for n in ("calls", "faults", "transitions", "latency_digest")}
+    assert small < set(before)
+    # exporting again with nothing new rewrites no summary file at all
+    fleet.export(logs, str(ds), device_from="dir")
+    assert _files_under(ds) == before and summarized(ds)
+
+    with FlightRecorder.open(logs[1], clock=later(1_700_000_000 * 10**9 + 2 * DAY)) as w:
+        write_calls(w, 12, model=MODEL_B, fallback_every=2, start=20)
+    digest_before = _summary_rows(ds)["latency_digest"]
+    fleet.export(logs, str(ds), device_from="dir")  # every log given, only d2 has new records
+    after = _files_under(ds)
+    assert set(after) == set(before)
+    changed = {k for k in after if after[k] != before[k]}
+    # d2's latencies and the small summaries (rewritten whole: at 10 M rows, 5-100 ms);
+    # no other log's latencies
+    assert changed == mine | small
+    # the other devices' digest rows are kept as they were, d2's recomputed
+    digest_after = _summary_rows(ds)["latency_digest"]
+    assert {r for r in digest_after if "'d2'" not in r} == {
+        r for r in digest_before if "'d2'" not in r
+    }
+    assert {r for r in digest_after if "'d2'" in r} != {r for r in digest_before if "'d2'" in r}
+    _assert_reports_equal_raw(ds, every=False)
+    assert _summary_rows(ds) == _rebuilt(ds, tmp_path / "r")
+
+
+def test_a_log_whose_device_name_changes_moves_between_latency_buckets(tmp_path: Path) -> None:
+    """Rows of one log under two device names (``--device-from`` changed between exports):
+    each name's bucket holds its rows, and both devices' digests are right."""
+    logs, _, ds = _fleet(tmp_path)
+    fleet.export(logs[:2], str(ds), device_from="dir")
+    with FlightRecorder.open(logs[0], clock=later(1_700_000_000 * 10**9 + 2 * DAY)) as w:
+        write_calls(w, 12, model=MODEL_B, fallback_every=2, start=60)
+    fleet.export(logs[:2], str(ds))  # the host's name this time
+    devices = fleet.run_sql(ds, "SELECT DISTINCT device FROM primary_latency")["rows"]
+    assert len(devices) == 3
+    assert len(list((ds / "_summary" / "latency").glob("dev=*"))) == 3
+    _assert_reports_equal_raw(ds, every=False)
+    assert _summary_rows(ds) == _rebuilt(ds, tmp_path / "r")
+
+
+def test_summaries_of_another_layout_are_rebuilt_not_merged(tmp_path: Path) -> None:
+    """``_covers.json`` without this layout's number (the first schema 2 exports wrote one
+    file per summary): the reports read the raw rows and the next export rebuilds."""
+    logs, _, ds = _fleet(tmp_path)
+    fleet.export(logs[:3], str(ds), device_from="dir")
+    covers = ds / "_summary" / "_covers.json"
+    old = json.loads(covers.read_text())
+    covers.write_text(json.dumps({"generation": old["generation"]}))
+    assert not summarized(ds)
+    fleet.export(logs[:3], str(ds), device_from="dir")
+    _assert_reports_equal_raw(ds, every=False)
+    assert _summary_rows(ds) == _rebuilt(ds, tmp_path / "r")
+
+
+def test_a_fleet_without_a_primary_answer_has_no_latency_files(tmp_path: Path) -> None:
+    log = tmp_path / "fallback.vigil"
+    with FlightRecorder.create(log, RING, clock=FakeClock(step_ns=MS)) as w:
+        write_calls(w, 10, fallback_every=1)  # every call served by the fallback
+    ds = tmp_path / "ds"
+    fleet.export([str(log)], str(ds))
+    assert summarized(ds) and _summary.summary_files(ds, "latency") == []
+    assert fleet.report(ds, ["latency"])["latency"]["rows"] == []
+    (n,) = fleet.run_sql(ds, "SELECT count(*) FROM primary_latency")["rows"][0]
+    assert n == 0
+    _assert_reports_equal_raw(ds, every=False)
+    assert _summary_rows(ds) == _rebuilt(ds, tmp_path)

@@ -103,6 +103,8 @@ class ParquetWriter:
         # summaries of another generation are stale (an interrupted run): rebuild them all
         self.rebuild = covered_generation(self.dest) != self.generation
         self.touched: dict[str, int] = {}
+        """Per log whose part files this run changed: its ``settled`` before the run."""
+        self.before: dict[str, int] = {}
         self.begun = False
 
     def load_state(self) -> dict[str, Any]:
@@ -158,7 +160,7 @@ class ParquetWriter:
             pass  # summaries stay stale (the reports need duckdb too), the next run rebuilds
         else:
             self.rebuild = False
-        self.touched = {}
+        self.touched, self.before = {}, {}
         self.save_state()
 
     def save_state(self) -> None:
@@ -179,8 +181,9 @@ class ParquetWriter:
                 f"{path}: cannot write: {exc.strerror}", path=str(path)
             ) from None
 
-    def _drop_after(self, log_id: str, settled: int) -> None:
-        """Remove the log's part files that begin after ``settled`` (a stale tail)."""
+    def _drop_after(self, log_id: str, settled: int) -> int:
+        """Remove the log's part files that begin after ``settled`` (a stale tail): how many."""
+        removed = 0
         for table in TABLES:
             root = self.dest / table / f"log={log_id}"
             if not root.is_dir():
@@ -189,6 +192,8 @@ class ParquetWriter:
                 m = _PART.match(part.name)
                 if m and int(m.group(1)) > settled:
                     part.unlink()
+                    removed += 1
+        return removed
 
     def __call__(self, vlog: VerifiedLog, out: LogOutcome) -> None:
         entry = self.state["logs"].get(vlog.log_id)
@@ -197,7 +202,7 @@ class ParquetWriter:
         gaps: list[dict[str, Any]] = list(entry.get("gaps", [])) if entry else []
         if self.persist:
             self.begin()
-        self.touched.setdefault(vlog.log_id, settled)
+        before = self.before.setdefault(vlog.log_id, settled)
         first = vlog.report.first_seq
         if entry and first is not None and first > watermark + 1:
             gaps.append(
@@ -211,7 +216,7 @@ class ParquetWriter:
                     "expected": False,
                 }
             )
-        self._drop_after(vlog.log_id, settled)
+        removed = self._drop_after(vlog.log_id, settled)
         # a part file never straddles the tail's start: the next export drops the tail's parts
         buffers: dict[tuple[str, str, bool], list[dict[str, Any]]] = {}
         undecodable = rows = 0
@@ -234,6 +239,8 @@ class ParquetWriter:
         for key, buf in sorted(buffers.items()):
             out.files.append(self._write_part(vlog.log_id, key, buf))
         out.rows = rows
+        if removed or out.files:  # only a log whose part files changed has summaries to redo
+            self.touched[vlog.log_id] = before
         new_settled = last_seq if first_tail is None else first_tail - 1
         totals = {
             "path": vlog.path,

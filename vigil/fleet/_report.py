@@ -29,7 +29,15 @@ from vigil import _diagnostics as D
 from vigil.errors import ReportError
 from vigil.fleet._extras import need
 from vigil.fleet._rows import COMMON, LOGS, READABLE_VERSIONS, SCHEMA_VERSION, TABLES
-from vigil.fleet._summary import DIGEST_SQL, FILES, covered_generation, summary_path
+from vigil.fleet._summary import (
+    DIGEST_SQL,
+    FILES,
+    covered_generation,
+    empty_latency,
+    summary_files,
+    summary_glob,
+    summary_path,
+)
 
 STATE_FILE = "_vigil_export.json"
 _DUCK = {
@@ -77,17 +85,17 @@ _RAW_VIEWS = {
 }
 _TRANSITION_COLUMNS = ", ".join(n for n, _ in COMMON + TABLES["transitions"])
 _SUMMARY_VIEWS = {
-    CHANGES: f"SELECT {_TRANSITION_COLUMNS} FROM read_parquet({{transitions}})",
+    CHANGES: f"SELECT {_TRANSITION_COLUMNS} FROM {{transitions}}",
     SUMMARY: """
         SELECT log_id, device, model_digest, utc_day, known_answer, not_primary,
                CAST(sum(calls) AS BIGINT) AS calls, min(first_ns) AS first_ns,
                max(last_ns) AS last_ns, min(first_time) AS first_time,
                max(last_time) AS last_time, min(first_seq) AS first_seq,
                arg_min(first_state, first_seq) AS first_state
-        FROM read_parquet({calls}) GROUP BY ALL""",
-    FAULTS: "SELECT log_id, device, seq, time, outcome, code FROM read_parquet({faults})",
-    LATENCY: "SELECT device, model_digest, latency_ns, log_id FROM read_parquet({latency})",
-    DIGEST: "SELECT * FROM read_parquet({latency_digest})",
+        FROM {calls} GROUP BY ALL""",
+    FAULTS: "SELECT log_id, device, seq, time, outcome, code FROM {faults}",
+    LATENCY: "SELECT device, model_digest, latency_ns, log_id FROM {latency}",
+    DIGEST: "SELECT * FROM {latency_digest}",
 }
 """Over the export's summaries (schema 2): the same columns and rows as over the raw tables."""
 
@@ -259,7 +267,7 @@ def _summaries_current(root: Path, state: dict[str, Any]) -> bool:
         state.get("schema_version") == SCHEMA_VERSION
         and state.get("generation") is not None
         and covered_generation(root) == state.get("generation")
-        and all(summary_path(root, name).is_file() for name in FILES)
+        and all(summary_path(root, n).is_file() for n in FILES if n != "latency")
     )
 
 
@@ -326,12 +334,21 @@ def _derived(con: Any, root: Path, summaries: bool) -> None:
     """The reports' four relations: over the summaries when they are current, else over the
     raw tables (``call_groups`` and ``transition_rows`` then built on first use)."""
     if summaries:
-        files = {n: "'" + str(summary_path(root, n)).replace("'", "''") + "'" for n in FILES}
+        files = {n: _summary_source(root, n) for n in FILES}
         for name, sql in _SUMMARY_VIEWS.items():
             con.execute(f"CREATE VIEW {name} AS {sql.format(**files)}")
     else:
         for name, sql in _RAW_VIEWS.items():
             con.execute(f"CREATE VIEW {name} AS {sql}")
+
+
+def _summary_source(root: Path, name: str) -> str:
+    """``read_parquet`` of the summary's files; for ``latency`` (a file per device bucket and
+    log) with none, a relation with its columns and no rows (no primary answer anywhere)."""
+    glob = summary_glob(root, name)
+    if name == "latency" and not summary_files(root, name):
+        return f"({empty_latency()})"
+    return "read_parquet('" + glob.replace("'", "''") + "', hive_partitioning = false)"
 
 
 def run_sql(dest: str | os.PathLike[str], sql: str, con: Any = None) -> dict[str, Any]:

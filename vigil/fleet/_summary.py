@@ -3,39 +3,48 @@
 Theory of operation
 -------------------
 At scale a report's cost is the passes over the part files (a thousand small files per table
-for 800 logs), not the SQL. So the export also writes, next to the rows, one file per
-summary under ``DIR/_summary/`` (docs/EXPORT.md, schema 2):
+for 800 logs), not the SQL. So the export also writes, next to the rows, summaries under
+``DIR/_summary/`` (docs/EXPORT.md, schema 2):
 
 =================  =========================================================================
 ``calls``          the verified calls grouped by log, part file, model digest, UTC day,
                    known-answer and primary-or-not: count, first/last time, first state
 ``faults``         the verified calls whose outcome is not OK (the SAFE_STOP report's input)
 ``transitions``    every verified transition, all its columns (a few rows in many files)
-``latency``        the latency of every verified primary answer (device, model digest)
+``latency``        the latency of every verified primary answer (device, model digest): a
+                   file per device bucket and log, ``latency/dev=<bucket>/log=<id>.parquet``
+                   (bucket: ``left(md5(device), 16)``)
 =================  =========================================================================
 
-and, from the whole ``latency`` summary, ``latency_digest``: per device and model, the count,
-p50, p99 and max that the latency report prints (:data:`DIGEST_SQL`).
+(the first three one file each) and one file ``latency_digest``: per device and model, the
+count, p50, p99 and max that the latency report prints (:data:`DIGEST_SQL`).
 
 Every summary row is *computed by the SQL below over the part files themselves*, verified rows
 only (``status <> 'after_damage'``), and carries its log and its part file's first seq
 (``part_first``). Each summary merges exactly: the reports regroup ``calls`` with sums, mins,
 maxes and ``arg_min`` (equal to one pass over the calls, since a group never spans two logs);
 ``faults``, ``transitions`` and ``latency`` are the raw rows' own values, so ``quantile_cont``
-over ``latency`` sees exactly the values it sees over ``inferences``: ``latency_digest`` is the
-same query over the same multiset of values, recomputed whole at each export (quantiles do not
-merge; the export pays that pass, once, instead of every report).
+over ``latency`` sees exactly the values it sees over ``inferences``. Quantiles do not merge:
+a device's ``latency_digest`` rows are recomputed from every latency value of its bucket,
+whenever a file of that bucket changed; the other devices' rows are kept.
 
 Incremental with the watermark: an export of a log removes its part files that begin after
-``settled`` and writes new ones, all beginning after it; :func:`update` does the same to the
-summaries (removes that log's rows with ``part_first > settled``, adds the summaries of its
-part files beginning after it), so exporting again adds only new records' summaries.
+``settled`` and writes new ones, all beginning after it; :func:`update` does the same to that
+log's summary rows (keeps those with ``part_first <= settled``, adds the summaries of its part
+files beginning after it). The latencies, the bulk (every primary call), are rewritten only
+in the changed logs' own files, the digest only for the devices of the buckets those files
+are in: a run costs what it changed, not the fleet's calls. ``calls``, ``faults`` and
+``transitions`` (a few rows per log and day; the non-OK calls) stay one file each, rewritten
+when some log changed: at 10 M rows 5-100 ms, and the reports read one file each, not one per
+log (docs/PERFORMANCE.md, run P2). A run in which no log's part files changed rewrites no
+summary.
 
 Crash-consistent by a generation: each export run first bumps ``generation`` in the state
-file, and :func:`update` writes ``_summary/_covers.json`` with that generation only after
-every summary file is in place. The report uses the summaries only when the two generations
-are equal; else (an interrupted export, a dataset of schema 1) it reads the raw tables, and
-the next export rebuilds the summaries from every part file.
+file, and :func:`update` writes ``_summary/_covers.json`` with that generation (and the
+layout, :data:`LAYOUT`) only after every summary file is in place. The report uses the
+summaries only when the two generations are equal; else (an interrupted export, a dataset of
+schema 1 or of another summary layout) it reads the raw tables, and the next export rebuilds
+the summaries from every part file.
 """
 
 from __future__ import annotations
@@ -43,9 +52,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from vigil.errors import ExportDestinationError
 from vigil.fleet._extras import need
@@ -104,11 +115,18 @@ SELECT device, left(model_digest, 12) AS model, count(*) AS calls,
 FROM {source} GROUP BY ALL
 """
 """The latency report's digest (per device and model) over the primary latencies ``source``:
-written as ``latency_digest`` from the whole ``latency`` summary at each export, and run by
-the report over the raw tables when the summaries are not current. Quantiles do not merge,
-so it is recomputed from every value each time; the values are the raw rows' own."""
+written as ``latency_digest`` from the files of the latency buckets a run changed (each
+device's every value), and run by the report over the raw tables when the summaries are not
+current. Quantiles do not merge: a device's rows are recomputed from all its values."""
 FILES = (*SUMMARIES, "latency_digest")
-"""The files under ``_summary/`` the reports need (and ``_covers.json``)."""
+"""What ``_summary/`` holds for the reports (and ``_covers.json``): ``latency/`` a file per
+device bucket and log, the others one ``<name>.parquet`` each."""
+LAYOUT = 2
+"""The layout of ``_summary/`` that ``_covers.json`` names: summaries of another (the single
+files of the first schema 2 exports) are rebuilt, never merged into."""
+BUCKET_SQL = "left(md5(device), 16)"
+"""A device's latency bucket (``latency/dev=<bucket>/``): the digest of a bucket's devices is
+recomputed from that folder alone. A collision only puts two devices in one folder."""
 
 
 def part_first(path: str | Path) -> int:
@@ -118,16 +136,34 @@ def part_first(path: str | Path) -> int:
 
 
 def summary_path(dest: str | Path, name: str) -> Path:
-    return Path(dest) / SUMMARY_DIR / f"{name}.parquet"
+    """The summary's file, or for ``latency`` its folder (per device bucket and log)."""
+    root = Path(dest) / SUMMARY_DIR
+    return root / name if name == "latency" else root / f"{name}.parquet"
+
+
+def summary_glob(dest: str | Path, name: str) -> str:
+    """A glob of every file of the summary ``name``."""
+    path = summary_path(dest, name)
+    return str(path / "dev=*" / "log=*.parquet") if name == "latency" else str(path)
+
+
+def summary_files(dest: str | Path, name: str) -> list[Path]:
+    """Every file of the summary ``name`` (sorted)."""
+    path = summary_path(dest, name)
+    if name == "latency":
+        return sorted(path.glob("dev=*/log=*.parquet"))
+    return [path] if path.is_file() else []
 
 
 def covered_generation(dest: str | Path) -> int | None:
-    """The export generation the summaries were last completed for (None: none, unreadable)."""
+    """The export generation the summaries were last completed for (None: none, unreadable,
+    or summaries of another layout)."""
     try:
-        value = json.loads((Path(dest) / SUMMARY_DIR / COVERS).read_text("utf-8"))["generation"]
+        covers = json.loads((Path(dest) / SUMMARY_DIR / COVERS).read_text("utf-8"))
+        value, layout = covers["generation"], covers["layout"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return value if isinstance(value, int) else None
+    return value if isinstance(value, int) and layout == LAYOUT else None
 
 
 def _files(dest: Path, table: str, settled: dict[str, int] | None) -> list[str]:
@@ -146,18 +182,21 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _listed(files: Iterable[str | Path]) -> str:
+    return "[" + ", ".join(_quote(str(f)) for f in files) + "]"
+
+
 def _parts_view(con: Any, files: Iterable[str]) -> bool:
     """Define ``parts`` over ``files`` (with ``part_first``); False when there are none."""
     names = list(files)
     if not names:
         return False
-    listed = ", ".join(_quote(f) for f in names)
     con.execute(
         f"""
         CREATE OR REPLACE TEMP VIEW parts AS
         SELECT *, coalesce(TRY_CAST(regexp_extract(filename, 'part-(\\d+)-\\d+\\.parquet$', 1)
                                     AS BIGINT), 0) AS part_first
-        FROM read_parquet([{listed}], filename = true, hive_partitioning = false)
+        FROM read_parquet({_listed(names)}, filename = true, hive_partitioning = false)
         """
     )
     return True
@@ -166,11 +205,15 @@ def _parts_view(con: Any, files: Iterable[str]) -> bool:
 def update(dest: str | Path, settled: dict[str, int] | None, generation: int) -> None:
     """Bring the summaries up to date with the part files, then mark them ``generation``.
 
+    Only the files of the logs in ``settled`` are rewritten (with the latency buckets of
+    their devices and those buckets' ``latency_digest`` rows): a run costs what it touched.
+
     Args:
         dest: the dataset.
-        settled: per log exported in this run, its ``settled`` seq *before* the run (its rows
-            with ``part_first`` above it are replaced); None rebuilds every summary from every
-            part file (no summaries yet, or an interrupted run left them stale).
+        settled: per log whose part files this run changed, its ``settled`` seq *before* the
+            run (its rows with ``part_first`` above it are replaced); None rebuilds every
+            summary from every part file (no summaries yet, or an interrupted run left them
+            stale, or another layout).
         generation: the run's generation (the state file's), written last.
 
     Raises:
@@ -182,32 +225,155 @@ def update(dest: str | Path, settled: dict[str, int] | None, generation: int) ->
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET preserve_insertion_order = false")
-        if settled is not None:
-            con.execute("CREATE TEMP TABLE touched (log_id VARCHAR, settled BIGINT)")
+        if settled is None:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        else:
+            (out_dir / COVERS).unlink(missing_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        con.execute("CREATE TEMP TABLE touched (log_id VARCHAR, settled BIGINT)")
+        if settled:
             con.executemany("INSERT INTO touched VALUES (?, ?)", list(settled.items()))
-        for name, (table, sql, order) in SUMMARIES.items():
-            path = summary_path(root, name)
-            sources = []
-            if settled is not None and path.is_file():
-                sources.append(
-                    f"SELECT s.* FROM read_parquet({_quote(str(path))}) s ANTI JOIN touched t "
-                    "ON s.log_id = t.log_id AND s.part_first > t.settled"
-                )
-            if _parts_view(con, _files(root, table, settled)):
-                sources.append(f"SELECT * FROM ({sql})")
-            if not sources:
-                sources.append(f"SELECT * FROM ({_empty_parts(con, table, sql)})")
-            body = " UNION ALL BY NAME ".join(sources)
-            _write(con, f"SELECT * FROM ({body})" + (f" ORDER BY {order}" if order else ""), path)
-        source = f"read_parquet({_quote(str(summary_path(root, 'latency')))})"
-        _write(con, DIGEST_SQL.format(source=source), summary_path(root, "latency_digest"))
-        _atomic_text(out_dir / COVERS, json.dumps({"generation": generation}))
+        buckets: set[str] = set()
+        for name in SUMMARIES:
+            buckets |= _update_one(con, root, name, settled)
+        _update_digest(con, root, None if settled is None else buckets)
+        _atomic_text(out_dir / COVERS, json.dumps({"generation": generation, "layout": LAYOUT}))
     except duckdb.Error as exc:
         raise ExportDestinationError(
             f"{out_dir}: cannot write the summaries: {exc}", path=str(out_dir)
         ) from None
+    except OSError as exc:
+        raise ExportDestinationError(
+            f"{out_dir}: cannot write the summaries: {exc.strerror}", path=str(out_dir)
+        ) from None
     finally:
         con.close()
+
+
+def _update_one(con: Any, root: Path, name: str, settled: dict[str, int] | None) -> set[str]:
+    """Bring summary ``name`` up to date for the logs in ``settled`` (every log: None).
+
+    Returns:
+        The latency buckets whose files changed (``latency`` only).
+    """
+    if name == "latency":
+        return _update_latency(con, root, settled)
+    if settled is not None and not settled:
+        return set()  # no log changed: the file stays as it is
+    table, sql, order = SUMMARIES[name]
+    path = summary_path(root, name)
+    sources = []
+    if settled is not None and path.is_file():
+        sources.append(
+            f"SELECT s.* FROM read_parquet({_quote(str(path))}) s ANTI JOIN touched t "
+            "ON s.log_id = t.log_id AND s.part_first > t.settled"
+        )
+    if _parts_view(con, _files(root, table, settled)):
+        sources.append(f"SELECT * FROM ({sql})")
+    if not sources:
+        sources.append(f"SELECT * FROM ({_empty_parts(con, table, sql)})")
+    body = " UNION ALL BY NAME ".join(sources)
+    _write(con, f"SELECT * FROM ({body}) ORDER BY {order}", path)
+    return set()
+
+
+def _update_latency(con: Any, root: Path, settled: dict[str, int] | None) -> set[str]:
+    """Rewrite the latency files of the logs in ``settled`` (every log: None): their rows
+    with ``part_first <= settled`` and the latencies of their new part files.
+
+    Returns:
+        The buckets whose files changed (their devices' digests are to be recomputed).
+    """
+    table, sql, _ = SUMMARIES["latency"]
+    folder = summary_path(root, "latency")
+    old = [] if settled is None else _old_files(folder, settled)
+    sources = []
+    if old:
+        sources.append(
+            f"SELECT s.* FROM read_parquet({_listed(old)}, hive_partitioning = false) s "
+            "SEMI JOIN touched t ON s.log_id = t.log_id AND s.part_first <= t.settled"
+        )
+    if _parts_view(con, _files(root, table, settled)):
+        sources.append(f"SELECT * FROM ({sql})")
+    written: dict[tuple[str, str], Path] = {}
+    if sources:
+        body = " UNION ALL BY NAME ".join(sources)
+        query = f"SELECT *, log_id AS _log, {BUCKET_SQL} AS _bucket FROM ({body})"
+        written = _write_per_log(con, query, folder)
+    for path in old:  # a touched log's file that has no rows now
+        if path not in written.values():
+            path.unlink()
+    return {b for b, _ in written} | {p.parent.name.removeprefix("dev=") for p in old}
+
+
+def _old_files(folder: Path, settled: dict[str, int]) -> list[Path]:
+    """The existing latency files of the logs in ``settled`` (in any bucket)."""
+    wanted = {f"log={log}.parquet" for log in settled}
+    return sorted(p for p in folder.glob("dev=*/log=*.parquet") if p.name in wanted)
+
+
+def _write_per_log(con: Any, query: str, folder: Path) -> dict[tuple[str, str], Path]:
+    """COPY ``query`` partitioned by bucket and log into a scratch folder, then move each
+    file to ``folder/dev=<bucket>/log=<log_id>.parquet``: ``{(bucket, log): path}``."""
+    scratch = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(scratch, ignore_errors=True)
+    con.execute(
+        f"COPY ({query}) TO {_quote(str(scratch))} "
+        "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (_bucket, _log), OVERWRITE_OR_IGNORE)"
+    )
+    out: dict[tuple[str, str], Path] = {}
+    for data in sorted(scratch.glob("**/*.parquet")):
+        log_dir = data.parent
+        log = unquote(log_dir.name.removeprefix("_log="))
+        bucket = unquote(log_dir.parent.name.removeprefix("_bucket="))
+        target = folder / f"dev={bucket}"
+        if (bucket, log) in out:  # DuckDB split a partition: not expected at these sizes
+            raise ExportDestinationError(
+                f"{data}: a summary partition in two files", path=str(data)
+            )
+        target.mkdir(parents=True, exist_ok=True)
+        out[(bucket, log)] = target / f"log={log}.parquet"
+        os.replace(data, out[(bucket, log)])
+    shutil.rmtree(scratch, ignore_errors=True)
+    return out
+
+
+def _update_digest(con: Any, root: Path, buckets: set[str] | None) -> None:
+    """Recompute ``latency_digest`` for the devices of ``buckets`` (every device: None) from
+    their latency files; the other devices' rows are kept."""
+    path = summary_path(root, "latency_digest")
+    folder = summary_path(root, "latency")
+    if buckets is not None and not buckets and path.is_file():
+        return  # no device's latencies changed: every row stays
+    if buckets is None:
+        files = summary_files(root, "latency")
+    else:
+        files = [
+            f for b in sorted(buckets) for f in sorted((folder / f"dev={b}").glob("log=*.parquet"))
+        ]
+    sources = []
+    if buckets and path.is_file():
+        con.execute("CREATE OR REPLACE TEMP TABLE buckets (b VARCHAR)")
+        con.executemany("INSERT INTO buckets VALUES (?)", [[b] for b in sorted(buckets)])
+        sources.append(
+            f"SELECT * FROM read_parquet({_quote(str(path))}) "
+            f"WHERE {BUCKET_SQL} NOT IN (SELECT b FROM buckets)"
+        )
+    if files:
+        source = f"read_parquet({_listed(files)}, hive_partitioning = false)"
+        sources.append(DIGEST_SQL.format(source=source))
+    else:
+        sources.append(DIGEST_SQL.format(source=f"({empty_latency()})"))
+    _write(con, " UNION ALL BY NAME ".join(f"SELECT * FROM ({s})" for s in sources), path)
+
+
+def empty_latency() -> str:
+    """A query with the columns of the ``latency`` summary and no rows."""
+    from vigil.fleet._report import empty_select  # noqa: PLC0415 - avoids an import cycle
+
+    empty = empty_select(COMMON + TABLES["inferences"])
+    sql = SUMMARIES["latency"][1]
+    return f"WITH parts AS (SELECT *, CAST(0 AS BIGINT) AS part_first FROM ({empty})) {sql}"
 
 
 def _empty_parts(con: Any, table: str, sql: str) -> str:
