@@ -263,3 +263,27 @@ def test_a_contract_subclass_that_overrides_check_is_never_skipped(tmp_path: Any
         assert sup.infer(torch.ones(1, 4)).output.sum() == 4
         with pytest.raises(InvalidInput, match="sum over 100"):
             sup.infer(torch.full((1, 4), 50.0))
+
+
+def test_structure_digests_follow_the_documented_scheme() -> None:
+    """A mapping's digest, fast paths and caches included, is SHA-256 over the scheme the
+    module documents, computed here by hand: domain, ``M<n>``, each key as ``K<key>`` in
+    ``str`` order, each tensor's ``T<dtype><shape>`` and bytes (a non-contiguous tensor's
+    logical bytes, a tensor that needs grad its values, a bfloat16 its raw bytes)."""
+    import hashlib
+
+    grad = torch.ones(2, requires_grad=True)
+    value = {
+        "tokens": torch.tensor([7], dtype=torch.int64),
+        "logprobs": torch.tensor([-0.5]),
+        3: torch.arange(6.0).reshape(2, 3).t(),
+        "g": grad,
+        "b": torch.tensor([1.5, -2.0], dtype=torch.bfloat16),
+    }
+    want = hashlib.sha256(b"vigil/tensor/v1\x00" + b"M5")
+    for key in sorted(value, key=str):
+        t = value[key].detach().contiguous()
+        want.update(f"K{key}".encode() + f"T{t.dtype}{tuple(t.shape)}".encode())
+        want.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    for _ in range(2):  # the second time from the caches
+        assert digest(value) == want.digest()

@@ -75,7 +75,7 @@ def _feed(h: Any, value: Any) -> None:
     elif isinstance(value, Mapping):
         h.update(b"M%d" % len(value))
         for key in sorted(value, key=str):
-            h.update(f"K{key!s}".encode())
+            h.update(_key_bytes(key))
             _feed(h, value[key])
     elif isinstance(value, tuple | list):
         h.update(b"L%d" % len(value))
@@ -112,8 +112,31 @@ def _header(dtype: torch.dtype, shape: torch.Size) -> bytes:
     return header
 
 
+def _key_bytes(key: Any) -> bytes:
+    """``K<key>`` of a mapping's key, cached for string keys (a token output's two, say)."""
+    if type(key) is not str:
+        return f"K{key!s}".encode()
+    got = _KEYS.get(key)
+    if got is None:
+        got = f"K{key}".encode()
+        if len(_KEYS) < 4096:
+            _KEYS[key] = got
+    return got
+
+
+_KEYS: dict[str, bytes] = {}
+
+
 def _host_bytes(t: torch.Tensor) -> Any:
     """The tensor's bytes as a buffer: a view of CPU memory, or a host copy of device memory."""
+    if (  # the common case first: a plain contiguous CPU tensor numpy can view
+        type(t) is torch.Tensor
+        and t.is_cpu
+        and not t.requires_grad
+        and t.dtype in _NUMPY_NATIVE
+        and t.is_contiguous()
+    ):
+        return t.numpy()
     t = t.detach()
     if t.device.type != "cpu":
         t = t.cpu()
