@@ -30,6 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BIG = torch.arange(32 * 1024, dtype=torch.float32).reshape(8, 4096)  # 128 KiB > 64 KiB
 SMALL = torch.ones(4)
 TRACE, SPAN = bytes(range(1, 17)), bytes(range(1, 9))
+# 8 segments of 64 KiB: every test's few records fit without a wrap, and creating the log costs
+# nothing next to the default 64 MiB (the geometry plays no part in what these tests check)
+RING = RingConfig(size=4096 + 8 * 65536, segment_size=65536)
 _INF = {
     "request_id": bytes(16),
     "model_digest": bytes(32),
@@ -71,7 +74,7 @@ def _gate(sup: Supervisor) -> threading.Event:
 
 def test_a_log_stays_format_1_0_byte_for_byte_until_its_first_1_2_record(tmp_path: Path) -> None:
     path = tmp_path / "a.vigil"
-    with FlightRecorder.create(path, durability="none") as w:
+    with FlightRecorder.create(path, RING, durability="none") as w:
         before = bytes(Path(path).read_bytes()[:4096])
         w.record_inference(output_digest=b"o" * 32, **_INF)
         assert Path(path).read_bytes()[:4096] == before and w.geometry.minor == 0
@@ -95,7 +98,7 @@ def test_a_log_stays_format_1_0_byte_for_byte_until_its_first_1_2_record(tmp_pat
 def test_the_writer_refuses_a_digest_follows_record_with_a_digest_and_a_bad_trace(
     tmp_path: Path,
 ) -> None:
-    with FlightRecorder.create(tmp_path / "a.vigil", durability="none") as w:
+    with FlightRecorder.create(tmp_path / "a.vigil", RING, durability="none") as w:
         with pytest.raises(InvalidArgument):
             w.record_inference(output_digest=b"o" * 32, flags=CallFlags.DIGEST_FOLLOWS, **_INF)
         for trace, span in ((bytes(16), bytes(8)), (b"x" * 15, bytes(8)), (TRACE, b"s")):
@@ -106,7 +109,7 @@ def test_the_writer_refuses_a_digest_follows_record_with_a_digest_and_a_bad_trac
 
 def test_traced_bodies_are_version_2_and_old_bodies_decode_as_before(tmp_path: Path) -> None:
     path = tmp_path / "a.vigil"
-    with FlightRecorder.create(path, durability="none") as w:
+    with FlightRecorder.create(path, RING, durability="none") as w:
         plain = w.record_inference(output_digest=b"o" * 32, payload=b"p", **_INF)
         traced = w.record_inference(
             output_digest=b"o" * 32, payload=b"p", trace_id=TRACE, span_id=SPAN, **_INF
@@ -131,7 +134,9 @@ def test_traced_bodies_are_version_2_and_old_bodies_decode_as_before(tmp_path: P
 @pytest.mark.parametrize("isolation", ["inline", "thread"])
 def test_a_large_output_is_recorded_then_digested_off_path(tmp_path: Path, isolation: Any) -> None:
     path = tmp_path / "a.vigil"
-    with Supervisor(lambda x: BIG if x.sum() > 0 else SMALL, log=path, isolation=isolation) as sup:
+    with Supervisor(
+        lambda x: BIG if x.sum() > 0 else SMALL, log=path, ring=RING, isolation=isolation
+    ) as sup:
         big = sup.infer(torch.ones(2))
         small = sup.infer(torch.zeros(2))
         assert sup.wait_digested(30)
@@ -162,7 +167,7 @@ def test_the_digest_is_of_the_output_as_served_even_if_the_caller_changes_it(
     path = tmp_path / "a.vigil"
     out = BIG.clone()
     want = T.digest(out)
-    with Supervisor(lambda x: out, log=path, isolation="inline") as sup:
+    with Supervisor(lambda x: out, log=path, ring=RING, isolation="inline") as sup:
         gate = _gate(sup)
         result = sup.infer(torch.ones(2))
         result.output.mul_(-1)  # the caller owns its answer: it changes it in place
@@ -174,7 +179,7 @@ def test_the_digest_is_of_the_output_as_served_even_if_the_caller_changes_it(
 
 def test_a_full_queue_makes_the_caller_hash_inline_and_nothing_is_dropped(tmp_path: Path) -> None:
     path = tmp_path / "a.vigil"
-    with Supervisor(lambda x: BIG, log=path, isolation="inline", digest_queue=1) as sup:
+    with Supervisor(lambda x: BIG, log=path, ring=RING, isolation="inline", digest_queue=1) as sup:
         gate = _gate(sup)
         first = sup.infer(torch.ones(2))
         second = sup.infer(torch.ones(2))  # the queue holds the first: hashed inline
@@ -190,7 +195,9 @@ def test_a_full_queue_makes_the_caller_hash_inline_and_nothing_is_dropped(tmp_pa
 
 def test_threshold_zero_digests_every_output_inline(tmp_path: Path) -> None:
     path = tmp_path / "a.vigil"
-    with Supervisor(lambda x: BIG, log=path, isolation="inline", digest_threshold=0) as sup:
+    with Supervisor(
+        lambda x: BIG, log=path, ring=RING, isolation="inline", digest_threshold=0
+    ) as sup:
         sup.infer(torch.ones(2))
         assert sup.statistics().digester is None
     recs = _records(path)
@@ -225,7 +232,7 @@ def test_process_isolation_digests_what_it_read_from_shared_memory(tmp_path: Pat
     )
     path = tmp_path / "a.vigil"
     pool = WorkerPool(spec, standby=False)
-    with Supervisor(pool, isolation="process", log=path, digest_threshold=1) as sup:
+    with Supervisor(pool, isolation="process", log=path, ring=RING, digest_threshold=1) as sup:
         result = sup.infer(torch.ones(1, 4))
         assert result.served_by is ServedBy.PRIMARY
         want = T.digest(result.output)
@@ -247,7 +254,9 @@ def test_a_trace_context_reaches_the_inference_and_rejected_records(tmp_path: Pa
                 raise InvalidInput("shape", diagnostic=D.SHAPE_MISMATCH, field=field)
 
     path = tmp_path / "a.vigil"
-    with Supervisor(lambda x: SMALL, log=path, isolation="inline", input_contract=Shape2()) as sup:
+    with Supervisor(
+        lambda x: SMALL, log=path, ring=RING, isolation="inline", input_contract=Shape2()
+    ) as sup:
         ok = sup.infer(torch.ones(2), trace_id=TRACE, span_id=SPAN)
         with pytest.raises(InvalidInput):
             sup.infer(torch.ones(3), trace_id=TRACE)
@@ -271,7 +280,9 @@ def test_a_trace_context_reaches_the_inference_and_rejected_records(tmp_path: Pa
 def test_a_bad_trace_context_fails_closed(tmp_path: Path, trace: Any, span: Any) -> None:
     path = tmp_path / "a.vigil"
     ran: list[Any] = []
-    with Supervisor(lambda x: ran.append(x) or SMALL, log=path, isolation="inline") as sup:
+    with Supervisor(
+        lambda x: ran.append(x) or SMALL, log=path, ring=RING, isolation="inline"
+    ) as sup:
         with pytest.raises(InvalidInput) as info:
             sup.infer(torch.ones(2), trace_id=trace, span_id=span)
         assert info.value.diagnostic is D.TRACE_CONTEXT_INVALID and not ran
@@ -283,7 +294,7 @@ def test_a_bad_trace_context_fails_closed(tmp_path: Path, trace: Any, span: Any)
 def test_dump_finds_a_traces_records_with_their_digests(tmp_path: Path, capsys: Any) -> None:
     path = tmp_path / "a.vigil"
     other = bytes(range(2, 18))
-    with Supervisor(lambda x: BIG, log=path, isolation="inline") as sup:
+    with Supervisor(lambda x: BIG, log=path, ring=RING, isolation="inline") as sup:
         mine = sup.infer(torch.ones(2), trace_id=TRACE)
         sup.infer(torch.ones(2), trace_id=other)
         sup.infer(torch.ones(2))
@@ -305,7 +316,7 @@ def test_dump_finds_a_traces_records_with_their_digests(tmp_path: Path, capsys: 
 def test_replay_agrees_on_a_log_with_deferred_digests_and_traces(tmp_path: Path) -> None:
     path = tmp_path / "a.vigil"
     outputs = iter([BIG, torch.tensor([float("nan")] * 20000), BIG, BIG])
-    with Supervisor(lambda x: next(outputs), log=path, isolation="inline") as sup:
+    with Supervisor(lambda x: next(outputs), log=path, ring=RING, isolation="inline") as sup:
         sup.infer(torch.ones(2), trace_id=TRACE)
         with pytest.raises(Unavailable):  # the NaN call has no fallback
             sup.infer(torch.ones(2), trace_id=TRACE)
@@ -436,7 +447,7 @@ def test_a_sigkilled_writer_leaves_pending_digests_that_verify_explains(tmp_path
     assert len(inf) == 12 and len(flagged) == 9
     assert (pending[0].seq, pending[0].last_seq) == (flagged[5], flagged[8])
     # the next session goes on; the crash's pending digests stay explained
-    with Supervisor(lambda x: BIG, log=path, isolation="inline") as sup:
+    with Supervisor(lambda x: BIG, log=path, ring=RING, isolation="inline") as sup:
         sup.infer(torch.ones(2))
     again = _verify(path)
     assert again.intact and [f.kind for f in again.findings] == ["DIGEST_PENDING"]
@@ -478,7 +489,7 @@ def test_the_service_config_takes_the_digest_keys(table: dict[str, Any], ok: Any
 def test_a_record_that_cannot_be_written_gives_its_queue_room_back(tmp_path: Path) -> None:
     from vigil.errors import LogClosed, Unavailable
 
-    log = FlightRecorder.create(tmp_path / "a.vigil", durability="none")
+    log = FlightRecorder.create(tmp_path / "a.vigil", RING, durability="none")
     sup = Supervisor(lambda x: BIG, log=log, isolation="inline", digest_queue=1)
     try:
         log.close()  # the caller closed its log under the supervisor
@@ -495,7 +506,7 @@ def test_snapshot_buffers_are_recycled_and_each_digest_is_its_own_outputs(tmp_pa
     path = tmp_path / "a.vigil"
     outputs = [BIG * i for i in range(5)]
     feed = iter(outputs)
-    with Supervisor(lambda x: next(feed), log=path, isolation="inline") as sup:
+    with Supervisor(lambda x: next(feed), log=path, ring=RING, isolation="inline") as sup:
         assert sup._digester is not None
         first = sup._digester.snapshot(BIG)
         sup._digester._recycle(first)

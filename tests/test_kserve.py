@@ -146,7 +146,9 @@ def test_drain_finishes_the_http_call_in_flight_and_refuses_new_ones(
         app, port = svc.kserve.app, svc.kserve.port
         busy = http.client.HTTPConnection("127.0.0.1", port, timeout=START_S)
         slow = {"name": "input", "datatype": "FP32", "shape": [1, 4]}
-        slow["data"] = [TRIGGERS["slow"], 3000.0, 0.0, 0.0]  # 3 s inside the model
+        # 1.5 s inside the model: still running when the drain starts, and past the 0.2 s
+        # drain_timeout_s of the cut-off case by more than a second
+        slow["data"] = [TRIGGERS["slow"], 1500.0, 0.0, 0.0]
         answer: dict[str, Any] = {}
 
         def call() -> None:

@@ -4,9 +4,11 @@ log) and operator resets. After every step: each call was answered within its de
 refused with a vigil error; the log holds exactly one record per call, without a gap, and
 verifies INTACT; and replay re-derives every transition from it.
 
-The budget is small by default (a few seconds in the default suite). Under another Hypothesis
-profile (``--hypothesis-profile``; tests/conftest.py registers them) the profile's own
-``max_examples`` and ``stateful_step_count`` apply.
+The budget is small in the default suite (a few seconds: 20 examples of 25 steps, under the
+``ci`` profile that tests/conftest.py loads by default); the slow suite runs the same machine
+with the profile's whole budget (100 examples of 50 steps). Under ``explore``
+(``VIGIL_HYPOTHESIS=explore``) both use the profile's own ``max_examples`` and
+``stateful_step_count``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -79,12 +82,13 @@ class Unprintable:
         raise RuntimeError("no repr")
 
 
-def _budget() -> settings:
-    small = settings.get_current_profile_name() == "default"
+def _budget(*, full: bool = False) -> settings:
+    # "ci" is the profile of the default and the slow suite (tests/conftest.py)
+    small = not full and settings.get_current_profile_name() in ("default", "ci")
     return settings(
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        **({"max_examples": 6, "stateful_step_count": 15} if small else {}),
+        **({"max_examples": 20, "stateful_step_count": 25} if small else {}),
     )
 
 
@@ -206,9 +210,19 @@ class SupervisedLog(RuleBasedStateMachine):
 _BASE: list[Path] = []  # where each example's log goes: pytest's temporary directory
 
 
-def test_supervised_log_stateful(tmp_path: Path) -> None:
+def _run(tmp_path: Path, budget: settings) -> None:
     _BASE[:] = [tmp_path]
     try:
-        run_state_machine_as_test(SupervisedLog, settings=_budget())
+        run_state_machine_as_test(SupervisedLog, settings=budget)
     finally:
         _BASE.clear()
+
+
+def test_supervised_log_stateful(tmp_path: Path) -> None:
+    _run(tmp_path, _budget())
+
+
+# the default suite runs the same machine (test_supervised_log_stateful) on a small budget
+@pytest.mark.slow
+def test_supervised_log_stateful_whole_budget(tmp_path: Path) -> None:
+    _run(tmp_path, _budget(full=True))

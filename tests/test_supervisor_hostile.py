@@ -18,8 +18,13 @@ from vigil.errors import ConfigError, InvalidInput
 from vigil.schemas import RecordType, ServedBy
 from vigil.supervisor import Constant, Supervisor, replay
 
+from conftest import SMALL
+
 X = torch.ones(1, 4)
 MODES = ["inline", "thread"]
+# each test writes a handful of records: the small ring (8 x 8 KiB) holds them without a wrap,
+# and creating it costs nothing next to the default 64 MiB log
+RING = SMALL
 
 
 class Unprintable:
@@ -52,6 +57,7 @@ def sup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Supervisor]:
     with Supervisor(
         lambda x: x * 2,
         log=tmp_path / "log.vigil",
+        ring=RING,
         isolation=request.param,
         fallback=Constant(torch.zeros(1, 4)),
     ) as s:
@@ -95,6 +101,7 @@ def test_a_contract_check_that_raises_is_a_rejection(tmp_path: Path) -> None:
         with Supervisor(
             lambda x: x,
             log=tmp_path / f"{mode}.vigil",
+            ring=RING,
             isolation=mode,
             input_contract=Explodes(),
         ) as s:
@@ -125,7 +132,7 @@ def test_a_bad_request_id_is_an_invalid_input_and_recorded(
 
 def test_the_log_of_hostile_calls_verifies_and_replays(tmp_path: Path) -> None:
     path = tmp_path / "log.vigil"
-    with Supervisor(lambda x: x, log=path, isolation="inline") as s:
+    with Supervisor(lambda x: x, log=path, ring=RING, isolation="inline") as s:
         for bad in (Unprintable(), {NastyKey(): X}):
             with pytest.raises(InvalidInput):
                 s.infer(bad)

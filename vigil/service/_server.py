@@ -506,7 +506,7 @@ class SocketServer:
                 slot.start_body(self._clock())
             else:
                 slot.to_idle(self._clock())
-                self._idle.notify_all()
+            self._idle.notify_all()  # wait_open and wait_busy wake on either change
             return True
 
     def _release(self, nbytes: int) -> None:
