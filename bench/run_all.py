@@ -34,6 +34,7 @@ BENCHES = (
     "inline_parts",
     "limits",
     "digest",
+    "wakeups",
 )
 
 

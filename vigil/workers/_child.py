@@ -69,8 +69,11 @@ class WorkerSpec:
             computed in the worker, on the device). The model's digest is the same in both.
         spin_us: both sides poll the pipe without sleeping for up to this long before they
             block (the worker after each answer, the supervisor after each request): a
-            blocked process's wake-up costs tens of microseconds on a VM. It trades up to
-            this much CPU time per call for latency; 0 turns it off.
+            blocked process's wake-up costs tens of microseconds on bare metal and ~0.4 ms
+            on an idle 2-vCPU VM (``bench/bench_wakeups.py``). It trades up to this much CPU
+            time per call for latency; 0 turns it off. Above the model's call time (a GPU
+            call of a few ms) the supervisor spins through the call, as CUDA's own
+            synchronisation does: worth it only where a core per call in flight is free.
     """
 
     factory: str | None = None
