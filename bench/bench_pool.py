@@ -5,7 +5,8 @@ The tiny reference decoder (8 token ids -> logits) runs in process-isolated work
 ``vigil serve`` runs it (minus the socket). For each number of active workers (1, then 2;
 both with a hot standby) and each client count (1, 4, 16 threads calling ``infer`` in a
 loop; before each point every worker is warm and the state machine NORMAL), it reports
-calls/s answered, calls/s the primary (the model) served and its share,
+calls/s answered, calls/s the primary (the model) served and its share, the CPU time per call
+of this process (the supervisor and its clients) and of the active workers,
 overloads (DIA-7010: no worker free within the deadline) and workers killed or lost -- which
 must stay 0: a worker is judged only on the time it runs a call, never on the time a call
 queued for it.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import tempfile
@@ -77,6 +79,16 @@ def lost_by_code(path: str) -> dict[str, int]:
         )
 
 
+def workers_cpu(pids: list[int | None]) -> float:
+    """CPU seconds (user + system) the worker processes ``pids`` have used so far."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, TypeError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14, 15
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _kind(detail: dict[str, str]) -> str:
     reason = detail.get("reason", "")
     ran = reason.startswith("deadline: the call ran ")
@@ -89,6 +101,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--deadline-ms", type=float, default=50.0)
+    ap.add_argument("--spin-us", type=int, default=WorkerSpec.spin_us, help="WorkerSpec.spin_us")
     ap.add_argument("--dir", default=None, help="where the flight logs go (default: a temp dir)")
     a = ap.parse_args()
     seconds = 1.0 if a.quick else a.seconds
@@ -100,6 +113,7 @@ def main() -> None:
         device=a.device,
         warmup_input=torch.zeros(1, 8, dtype=torch.int64),
         threads=1 if a.device == "cpu" else None,
+        spin_us=a.spin_us,
     )
     x = torch.arange(8, dtype=torch.int64).reshape(1, 8)
     deadline_ns = round(a.deadline_ms * 1e6)
@@ -109,7 +123,7 @@ def main() -> None:
     )
     print(
         f"  {'active':>6} {'clients':>7} {'calls/s':>9} {'model/s':>9} {'primary':>8} "
-        f"{'overload':>8} {'killed':>6}"
+        f"{'overload':>8} {'killed':>6} {'sup µs':>9} {'wrk µs':>9}"
     )
     rate: dict[tuple[int, int], float] = {}
     share: dict[tuple[int, int], float] = {}
@@ -132,9 +146,13 @@ def main() -> None:
                     if sup.state is not State.NORMAL:
                         sup.reset("bench_pool: next point")
                     before = pool.statistics()
+                    pids = [w.pid for w in pool._actives]
+                    cpu0, wcpu0 = time.process_time(), workers_cpu(pids)
                     t0 = time.perf_counter()
                     calls, primary = measure(sup, x, clients, seconds)
                     elapsed = time.perf_counter() - t0
+                    cpu = (time.process_time() - cpu0) / max(1, calls) * 1e6
+                    wcpu = (workers_cpu(pids) - wcpu0) / max(1, calls) * 1e6
                     after = pool.statistics()
                     key = (active, clients)
                     rate[key] = primary / elapsed
@@ -143,7 +161,8 @@ def main() -> None:
                     print(
                         f"  {active:>6} {clients:>7} {calls / elapsed:>9.0f} {rate[key]:>9.0f} "
                         f"{share[key]:>8.1%} "
-                        f"{after.overloads - before.overloads:>8} {killed[key]:>6}"
+                        f"{after.overloads - before.overloads:>8} {killed[key]:>6} "
+                        f"{cpu:>9.0f} {wcpu:>9.0f}"
                     )
             print(f"    workers lost with {active} active, by code: {lost_by_code(sup.log.path)}")
     for clients in CLIENTS:

@@ -13,6 +13,8 @@
 #                   tokens output; bare vs inline/thread/process), on this machine's quiet cores
 #   append.log      bench_append: record_inferences and record_inference vs sqlite, logging
 #   digest-lag.log  bench_digest part 1: the off-path digest's lag at 400 calls/s, three pacings
+#   pool.log        bench_pool --device cpu: 1 vs 2 active workers at 1/4/16 clients on spare
+#                   cores (issue 13's capacity target: 2 workers >= 1.6x one at 16 clients)
 #   safety-cuda.log the fault matrix's CUDA cells (device_fatal, oom with real CUDA faults,
 #                   inline/thread/process); $OUT/safety/matrix-cuda.md is the section of
 #                   docs/SAFETY.md: paste it with
@@ -45,6 +47,7 @@ step demo-gpu python3 -m vigil demo --device cuda --preset gpu --out /tmp/vigil-
 step gpu-shaped python3 bench/bench_gpu_shaped.py --calls 1000 --tiny-calls 10000 --digest-threshold 65536
 step append python3 bench/bench_append.py --records 100000 --repeats 3
 step digest-lag python3 bench/bench_digest.py --lag-only
+step pool python3 bench/bench_pool.py --device cpu --seconds 4
 step safety-cuda python3 bench/safety_matrix.py --device cuda --runs 2 --process-runs 2 --out "$OUT/safety"
 echo "gpu_checks: $failed step(s) failed; logs in $OUT"
 exit "$failed"

@@ -9,6 +9,7 @@ model is :func:`vigil.testing._models.triggered_model` (``slow`` runs for ``x[1]
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import torch
 
 from vigil import _diagnostics as D
 from vigil.auditlog import LogReader
-from vigil.errors import WorkerBusy
+from vigil.errors import RemoteModelError, WorkerBusy
 from vigil.fsm import Policy
 from vigil.schemas import Outcome, RecordType, ServedBy, State
 from vigil.service._config import ServeConfig
@@ -33,6 +34,7 @@ from vigil.supervisor._replay import replay
 from vigil.testing._models import TRIGGERS
 from vigil.workers import _pool as W
 from vigil.workers._pool import WorkerEvent, WorkerPool, WorkerSpec
+from vigil.workers._shm import _HEADER_SIZE, _SharedArea
 
 from conftest import FakeClock
 
@@ -468,3 +470,79 @@ def test_a_stopped_worker_is_not_runnable() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+# --- the spin: only where a core is free for it; the hot worker takes the next call ---------
+
+US = 1_000
+
+
+@pytest.mark.parametrize(
+    ("in_flight", "cores", "spinner", "budget"),
+    [
+        (1, 2, False, (300 * US, 300 * US)),  # one worker busy, the supervisor on the other core
+        (2, 2, False, (0, 0)),  # two workers computing and the supervisor: no core to spare
+        (2, 4, False, (300 * US, 300 * US)),
+        (2, 4, True, (0, 300 * US)),  # a caller already spins: the GIL has one
+        (1, 1, False, (0, 0)),  # one CPU: a spinner would take it from the worker
+    ],
+)
+def test_the_spin_is_spent_only_where_a_core_is_free_for_it(
+    in_flight: int, cores: int, spinner: bool, budget: tuple[int, int]
+) -> None:
+    assert W.spin_budget(300 * US, in_flight, cores, spinner) == budget
+    assert W.spin_budget(0, in_flight, cores, spinner) == (0, 0)  # spin_us = 0: never
+
+
+def test_the_next_call_takes_the_worker_that_answered_last() -> None:
+    """The idle workers are a stack: the one that answered last is still spinning for its
+    next call; a queue handed each call to the coldest worker (2 workers and 1 client ran at
+    the speed of a wake-up per call)."""
+    pool = WorkerPool(SPEC, active=2)
+    a, b = (W._Worker(_FakeProcess(), None, None, "active") for _ in range(2))  # type: ignore[arg-type]
+    with pool._lock:
+        pool._actives = [a, b]
+        pool._release(a)
+        pool._release(b)
+    far = time.monotonic_ns() + 10**9
+    assert pool._take(far) is b
+    with pool._lock:
+        pool._release(b)
+    assert pool._take(far) is b and pool._take(far) is a
+
+
+class _RecordingPipe:
+    """A worker's pipe that keeps what the pool sent and answers with a model error."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, ...]] = []
+
+    def send_bytes(self, data: bytes) -> None:
+        self.sent.append(pickle.loads(data))
+
+    def poll(self, timeout: float = 0) -> bool:
+        return True
+
+    def recv_bytes(self) -> bytes:
+        seq = self.sent[-1][0]
+        return pickle.dumps((seq, "error", (int(Outcome.ERROR), D.MODEL_ERROR.code, "boom"), None))
+
+
+@pytest.mark.parametrize(("cores", "worker_spin"), [(1, 0), (8, 300 * US)])
+def test_each_call_tells_the_worker_how_long_to_spin_and_frees_its_slot(
+    tmp_path: Path, cores: int, worker_spin: int
+) -> None:
+    pool = WorkerPool(SPEC)
+    pool._cores = cores
+    shm = _SharedArea(str(tmp_path / "area"), 4096 * 2 + _HEADER_SIZE, create=True)
+    worker = W._Worker(_FakeProcess(), _RecordingPipe(), shm, "active")  # type: ignore[arg-type]
+    try:
+        for _ in range(2):  # the slot is free again after a call that raised
+            with pytest.raises(RemoteModelError):
+                pool._run(worker, GOOD, 50_000_000)
+            assert pool._in_flight == 0 and pool._spinner is False
+        sent = worker.conn.sent  # type: ignore[attr-defined]
+        assert [m[3] for m in sent] == [worker_spin] * 2
+    finally:
+        shm.close()
+        shm.unlink()

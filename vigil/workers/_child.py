@@ -73,7 +73,9 @@ class WorkerSpec:
             on an idle 2-vCPU VM (``bench/bench_wakeups.py``). It trades up to this much CPU
             time per call for latency; 0 turns it off. Above the model's call time (a GPU
             call of a few ms) the supervisor spins through the call, as CUDA's own
-            synchronisation does: worth it only where a core per call in flight is free.
+            synchronisation does. The pool spins only where a core is free for it: not
+            once the calls in flight plus the supervisor outnumber the usable CPUs, and one
+            caller thread at a time (:func:`vigil.workers._pool.spin_budget`).
     """
 
     factory: str | None = None
@@ -181,7 +183,7 @@ def _worker_main(spec: WorkerSpec, path: str, conn: Connection, heartbeat_ns: in
     shm.put(_HEARTBEAT, time.monotonic_ns())  # before "ready", whenever the thread first runs
 
     threading.Thread(target=beat, name="vigil-heartbeat", daemon=True).start()
-    spin_ns = spec.spin_us * 1000
+    spin_ns = 0  # the supervisor says with each call how long to spin for the next one
     try:
         t0 = time.monotonic_ns()
         if spec.threads is not None:
@@ -204,7 +206,7 @@ def _worker_main(spec: WorkerSpec, path: str, conn: Connection, heartbeat_ns: in
             message = conn.recv_bytes()
         except (EOFError, OSError):  # the supervisor is gone: so are we
             return
-        seq, kind, specs = pickle.loads(message)
+        seq, kind, specs, spin_ns = pickle.loads(message)
         shm.put(_START, time.monotonic_ns())  # before the seq: a reader that sees the seq
         shm.put(_CPU, time.thread_time_ns())  # sees this call's start and CPU time
         shm.put(_SEQ, seq)

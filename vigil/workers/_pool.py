@@ -12,7 +12,8 @@ up, promoted the moment an active one is lost. A replacement standby is started 
 background; nothing on the failover path waits for a process to start or to be reaped.
 
 The pool runs ``active`` workers side by side (``[workers] active``), each one call at a
-time: a call takes a free worker from the idle queue, or waits for one in a bounded queue
+time: a call takes the free worker that answered last (its spin and its caches are still
+warm), or waits for one in a bounded queue
 (``max_queue`` calls) no longer than its deadline. A worker is judged on its own run only: its
 deadline starts when it is handed the call. Time spent queueing is the service's overload,
 never the model's failure: a call that cannot start in time is refused with ``WorkerBusy``
@@ -34,8 +35,10 @@ stopped (a frozen process).
 The call path (:meth:`WorkerPool.call`), one call at a time per worker:
 
 0. take a free active worker (or wait for one until the deadline; overload otherwise);
-1. copy the input into the input area, write the deadline, send the message;
-2. wait on the pipe until the deadline: an answer -> copy the output out of the output area;
+1. copy the input into the input area, write the deadline, send the message (with how long
+   the worker may spin for its next call once it has answered);
+2. spin on the pipe for up to ``spin_us`` where a core is free for it (:func:`spin_budget`),
+   then wait on it until the deadline: an answer -> copy the output out of the output area;
    the pipe closing -> the process died (``WorkerLost``); the deadline, the call running ->
    the worker is killed and replaced (``WorkerTimeout``) -- the deadline counted from the
    start of the run its header records, so a worker that took the message late still gets
@@ -247,6 +250,9 @@ class WorkerPool:
         self._monitor: threading.Thread | None = None
         self._pending: set[_Worker] = set()  # spawned, not ready yet
         self._schedstat: Callable[[int], Sched | None] = read_schedstat  # injected by tests
+        self._cores = usable_cores()  # injected by tests
+        self._in_flight = 0  # calls handed to a worker and not yet answered
+        self._spinner = False  # a caller spins on its worker's pipe now
 
     @property
     def _active(self) -> _Worker | None:
@@ -510,8 +516,10 @@ class WorkerPool:
                     self._release(worker)
 
     def _release(self, worker: _Worker) -> None:
-        """(Under the lock.) Hand a free active worker to the longest-waiting call, or put
-        it in the idle queue: first come, first served, so no waiting call starves."""
+        """(Under the lock.) Hand a free active worker to the longest-waiting call (first
+        come, first served, so no waiting call starves), or put it on the idle stack: the
+        next call takes the worker that answered last, which may still be spinning for it
+        with warm caches (a queue would hand each call to the coldest worker)."""
         if self._queue:
             waiter = self._queue.popleft()
             waiter.worker = worker
@@ -528,7 +536,7 @@ class WorkerPool:
         """A free active worker, waiting (in a bounded FIFO queue) until ``wait_end``."""
         with self._lock:
             if self._idle and not self._queue:
-                return self._idle.popleft()
+                return self._idle.pop()
             if not self._actives:
                 raise WorkerUnavailable("no worker is ready (all lost; a new one is starting)")
             if len(self._queue) >= self.max_queue:
@@ -566,13 +574,33 @@ class WorkerPool:
         with self._lock:
             self._seq += 1
             seq = self._seq
+            self._in_flight += 1
+            spin, worker_spin = spin_budget(
+                self.spec.spin_us * 1000, self._in_flight, self._cores, self._spinner
+            )
+            self._spinner = self._spinner or spin > 0
+        try:
+            return self._exchange(worker, seq, (seq, kind, specs, worker_spin), spin, deadline_ns)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _exchange(
+        self, worker: _Worker, seq: int, message: tuple[Any, ...], spin: int, deadline_ns: int
+    ) -> tuple[Any, int]:
+        """Send call ``seq`` (``message``) to ``worker``, spin ``spin`` ns on its pipe (this
+        thread holds the pool's one spinner slot when ``spin`` > 0), then wait for the
+        answer until the deadline and read it."""
         end = time.monotonic_ns() + deadline_ns
         worker.shm.put(_DEADLINE, end)
         try:
-            worker.conn.send_bytes(pickle.dumps((seq, kind, specs)))
-            if not _spin_poll(worker.conn, self.spec.spin_us * 1000) and not self._answered(
-                worker, seq, end, deadline_ns
-            ):
+            worker.conn.send_bytes(pickle.dumps(message))
+            try:
+                spun = _spin_poll(worker.conn, spin)
+            finally:
+                if spin:
+                    self._spinner = False  # the slot's holder alone clears it
+            if not spun and not self._answered(worker, seq, end, deadline_ns):
                 self._fail(worker, _late(worker.shm, seq), D.DEADLINE_MISSED)
                 raise WorkerTimeout(
                     f"worker {worker.pid} gave no answer within {deadline_ns / 1e6:.1f} ms of "
@@ -870,6 +898,32 @@ class Sched(NamedTuple):
 
     on_cpu_ns: int  # CPU time so far (the thread's CLOCK_THREAD_CPUTIME_ID)
     runnable: bool  # state R: running, or waiting on a run queue for a CPU
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask; ``os.cpu_count()`` where the
+    platform has no mask)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def spin_budget(spin_ns: int, in_flight: int, cores: int, spinner: bool) -> tuple[int, int]:
+    """How long the caller may spin on a worker's pipe for this call, and how long the worker
+    may spin for its next call once it has answered: ``(caller_ns, worker_ns)``.
+
+    A spin trades a core's time for a wake-up (~0.4 ms on an idle VM: bench/bench_wakeups.py)
+    and pays only while a core is free for it. The calls in flight (this one included) each
+    keep a worker on a core -- computing, or waiting on its device, which CUDA's own
+    synchronisation does by spinning where cores are free -- and the supervisor needs one
+    more: so nobody spins once ``in_flight + 1`` exceeds ``cores`` (two spinning workers on 2
+    vCPUs took the pool from 1030 to 635 calls/s: docs/PERFORMANCE.md, run Q). The callers
+    are threads of one interpreter, so at most one of them spins at a time (a second would
+    spin against the first for the GIL); the others wait in ``poll``."""
+    if not spin_ns or in_flight + 1 > cores:
+        return 0, 0
+    return (0 if spinner else spin_ns), spin_ns
 
 
 def read_schedstat(pid: int) -> Sched | None:
