@@ -151,7 +151,10 @@ def test_a_refusal_is_a_span_too_and_the_trace_id_is_an_exemplar(
     assert any(exemplar in line for line in buckets)
 
 
-def test_http_calls_are_spans_and_answer_their_trace_id(tmp_path: Path) -> None:
+def _traced_http(
+    tmp_path: Path,
+) -> tuple[Spy, InMemorySpanExporter, Spans, KServeApp, WsgiClient, str]:
+    """A KServe HTTP front with spans to memory, around a spy supervisor; a request body."""
     sup = Spy(lambda x: x + 1, log=str(tmp_path / "h.vlog"), isolation="inline", ring=RING)
     sup.seen = []
     exporter = InMemorySpanExporter()
@@ -159,10 +162,14 @@ def test_http_calls_are_spans_and_answer_their_trace_id(tmp_path: Path) -> None:
     kapp = KServeApp(
         sup, model_name="m", readiness=lambda: True, admission=Admission(sup, spans=spans)
     )
-    client = WsgiClient(kapp)
     body = json.dumps(
         {"inputs": [{"name": "input", "datatype": "FP32", "shape": [2], "data": [1, 2]}]}
     )
+    return sup, exporter, spans, kapp, WsgiClient(kapp), body
+
+
+def test_http_calls_are_spans_and_answer_their_trace_id(tmp_path: Path) -> None:
+    sup, exporter, spans, kapp, client, body = _traced_http(tmp_path)
     good = client.post("/v2/models/m/infer", data=body, headers={"traceparent": GOOD})
     bad = client.post("/v2/models/m/infer", data=body, headers={"traceparent": GOOD.upper()})
     spans.close()
@@ -182,17 +189,7 @@ def test_http_calls_are_spans_and_answer_their_trace_id(tmp_path: Path) -> None:
 def test_a_valid_tracestate_reaches_the_span_and_an_invalid_one_is_dropped_and_counted(
     tmp_path: Path,
 ) -> None:
-    sup = Spy(lambda x: x + 1, log=str(tmp_path / "s.vlog"), isolation="inline", ring=RING)
-    sup.seen = []
-    exporter = InMemorySpanExporter()
-    spans = Spans(TracingSection(enabled=True), exporter=exporter)
-    kapp = KServeApp(
-        sup, model_name="m", readiness=lambda: True, admission=Admission(sup, spans=spans)
-    )
-    client = WsgiClient(kapp)
-    body = json.dumps(
-        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [2], "data": [1, 2]}]}
-    )
+    sup, exporter, spans, kapp, client, body = _traced_http(tmp_path)
     for tp, state in (
         (GOOD, "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7"),
         (GOOD, "congo=t61rcWkgMzE,Rojo=1"),  # an upper-case key: the whole value is invalid
