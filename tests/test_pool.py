@@ -23,7 +23,7 @@ import torch
 
 from vigil import _diagnostics as D
 from vigil.auditlog import LogReader
-from vigil.errors import RemoteModelError, WorkerBusy
+from vigil.errors import RemoteModelError, WorkerBusy, WorkerLost, WorkerUnavailable
 from vigil.fsm import Policy
 from vigil.schemas import Outcome, RecordType, ServedBy, State
 from vigil.service._config import ServeConfig
@@ -546,3 +546,46 @@ def test_each_call_tells_the_worker_how_long_to_spin_and_frees_its_slot(
     finally:
         shm.close()
         shm.unlink()
+
+
+@pytest.mark.slow
+def test_a_storm_of_concurrent_calls_and_crashes_leaves_the_spin_bookkeeping_clean() -> None:
+    """8 threads call 2 active workers (cores faked as 4, so the spinner slot is contended),
+    with model errors throughout and two workers crashing mid-call: every call ends with an
+    answer or the error its kind calls for, and afterwards nothing is in flight, the spinner
+    slot is free and each idle worker is on the stack once."""
+    crash = torch.full((1, 4), TRIGGERS["crash"])
+    error = torch.full((1, 4), TRIGGERS["error"])
+    with WorkerPool(SPEC, active=2) as pool:
+        pool.start(START_S)
+        pool._cores = 4
+        unexpected: list[BaseException] = []
+        answers = [0] * 8
+
+        def client(i: int) -> None:
+            for n in range(120):
+                x = crash if (i < 2 and n == 40) else error if n % 7 == 3 else GOOD
+                try:
+                    result, _ = pool.call(x, 5_000_000_000)
+                except RemoteModelError as exc:
+                    if x is not error:
+                        unexpected.append(exc)
+                except (WorkerLost, WorkerBusy, WorkerUnavailable):
+                    pass  # a crash, or no worker free while the standby is replaced
+                except BaseException as exc:  # collected, asserted below
+                    unexpected.append(exc)
+                else:
+                    answers[i] += torch.equal(result, GOOD * 2)
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(START_S)
+        assert not any(t.is_alive() for t in threads) and unexpected == []
+        assert sum(answers) > 8 * 120 * 0.6
+        assert pool.wait_standby(START_S)
+        with pool._lock:
+            assert pool._in_flight == 0 and pool._spinner is False
+            assert len(pool._idle) == len(set(map(id, pool._idle))) == len(pool._actives) == 2
+        assert pool.statistics().restarts >= 2
