@@ -233,6 +233,7 @@ def _tensor(**fields: Any) -> bytes:
         (b'{"inputs": []}', D.HTTP_REQUEST_INVALID),
         (b"\xff\xfe", D.HTTP_REQUEST_INVALID),
         (_tensor(datatype="COMPLEX64"), D.HTTP_TENSOR_INVALID),
+        (_tensor(datatype=[0, 2]), D.HTTP_TENSOR_INVALID),  # fuzz: was a 500 (unhashable)
         (_tensor(datatype="BYTES"), D.HTTP_TENSOR_INVALID),
         (_tensor(name="x"), D.HTTP_TENSOR_INVALID),
         (_tensor(shape=[1, -2]), D.HTTP_TENSOR_INVALID),

@@ -314,3 +314,25 @@ def test_a_call_refused_before_the_supervisor_still_ends_its_span(
     assert (span.attributes or {})["vigil.code"] == D.HTTP_REQUEST_INVALID.code
     assert (span.attributes or {})["vigil.outcome"] == "Refused"
     spans.close()
+
+
+def test_a_request_no_check_names_is_refused_and_its_span_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A malformation the front's checks miss (here: the input reader raising TypeError, as
+    a JSON list for a datatype once did) is a 400 with a code, not a 500, and the call's span
+    ends with the refusal instead of being left open."""
+    sup, exporter, spans, kapp, client, body = _traced_http(tmp_path)
+
+    def unreadable(*_: object) -> None:
+        raise TypeError("unhashable type: 'list'")
+
+    monkeypatch.setattr(kapp, "_input", unreadable)
+    r = client.post("/v2/models/m/infer", data=body, headers={"traceparent": GOOD})
+    spans.close()
+    sup.close()
+    assert r.status_code == 400
+    error = json.loads(r.get_data())["error"]
+    assert error.startswith(D.HTTP_REQUEST_INVALID.code) and "TypeError" in error
+    (span,) = exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR and sup.seen == []

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -233,12 +235,74 @@ def artifact() -> None:
         _put("artifact", f"{name}-manifest-only", join(manifest, b""))
 
 
+def kserve() -> None:
+    """Infer requests as tritonclient and curl send them: JSON tensors of each datatype, the
+    binary-data extension, trace context and a rate-limit class, on every path kind."""
+
+    def tensor(datatype: str, shape: list[int], data: list[Any] | None, **params: Any) -> dict:
+        spec: dict[str, Any] = {"name": "input", "datatype": datatype, "shape": shape}
+        if data is not None:
+            spec["data"] = data
+        if params:
+            spec["parameters"] = params
+        return spec
+
+    def request(*inputs: dict, **params: Any) -> bytes:
+        doc: dict[str, Any] = {"inputs": list(inputs)}
+        if params:
+            doc["parameters"] = params
+        return json.dumps(doc).encode()
+
+    for datatype, data in (
+        ("FP32", [1.5, -2]),
+        ("FP16", [1, 2]),
+        ("INT64", [1, 2]),
+        ("UINT8", [0, 255]),
+    ):
+        _put(
+            "kserve", f"json-{datatype.lower()}", b"\x00" + request(tensor(datatype, [1, 2], data))
+        )
+    _put("kserve", "json-versioned", b"\x01" + request(tensor("FP32", [1, 2], [1, 2])))
+    _put("kserve", "json-routed", b"\x02" + request(tensor("FP32", [1, 2], [1, 2])))
+    _put(
+        "kserve", "json-batch", b"\x00" + request(tensor("FP32", [3, 2], [[1, 2], [3, 4], [5, 6]]))
+    )
+    _put(
+        "kserve",
+        "json-outputs",
+        b"\x00" + request(tensor("FP32", [1, 2], [1, 2]), binary_data_output=True),
+    )
+    head = request(tensor("FP32", [1, 2], None, binary_data_size=8), binary_data_output=True)
+    raw = struct.pack("<2f", 1.5, -2.0)
+    _put("kserve", "binary", b"\x04" + struct.pack("<H", len(head)) + head + raw)
+    tp = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    traced = tp + b"\ncongo=t61rcWkgMzE,rojo=00f067aa0ba902b7\n"
+    _put("kserve", "traced", b"\x08" + traced + request(tensor("FP32", [1, 2], [1, 2])))
+    _put("kserve", "classed", b"\x10priority\n" + request(tensor("FP32", [1, 2], [1, 2])))
+    _put(
+        "kserve",
+        "everything",
+        b"\x1c" + struct.pack("<H", len(head)) + traced + b"bulk\n" + head + raw,
+    )
+    for name, path in (
+        ("health", "v2/health/ready"),
+        ("metadata", "v2/models/m"),
+        ("other", "v2/models/x/infer"),
+    ):
+        _put(
+            "kserve",
+            f"path-{name}",
+            b"\x03" + path.encode() + b"\n" + request(tensor("FP32", [1, 2], [1, 2])),
+        )
+
+
 TARGETS: dict[str, Callable[[], None]] = {
     "contracts": contracts,
     "artifact": artifact,
     "reader": reader,
     "config": config,
     "protocol": protocol,
+    "kserve": kserve,
 }
 
 

@@ -96,6 +96,9 @@ class _Refused(Exception):
         self.text = f"{code}: {message}"
 
 
+_UNREADABLE = "the request could not be read"  # the catch-all's words (the fuzz harness looks)
+
+
 def _bad(diagnostic: D.Diagnostic, message: str, status: int = 400) -> _Refused:
     return _Refused(status, f"{diagnostic.code} {diagnostic.name}", message)
 
@@ -168,11 +171,13 @@ class KServeApp(CallGate):
         except _Refused as exc:
             response = _json({"error": exc.text}, exc.status)
         except MethodNotAllowed:
-            response = _json({"error": f"{D.HTTP_REQUEST_INVALID.code}: method not allowed"}, 405)
+            response = _json(
+                {"error": _bad(D.HTTP_REQUEST_INVALID, "method not allowed").text}, 405
+            )
         except NotFound:
-            response = _json({"error": f"{D.HTTP_UNKNOWN_MODEL.code}: no such endpoint"}, 404)
+            response = _json({"error": _bad(D.HTTP_UNKNOWN_MODEL, "no such endpoint").text}, 404)
         except HTTPException as exc:
-            response = _json({"error": f"{D.HTTP_REQUEST_INVALID.code}: {exc.name}"}, 400)
+            response = _json({"error": _bad(D.HTTP_REQUEST_INVALID, str(exc.name)).text}, 400)
         except Exception as exc:  # fail closed: one line, a 500, never a traceback
             _LOG.warning("vigil http: request failed: %s: %s", type(exc).__name__, exc)
             response = _json({"error": f"internal error: {type(exc).__name__}"}, 500)
@@ -248,6 +253,11 @@ class KServeApp(CallGate):
         except _Refused as exc:  # a malformed request: its span ends with the refusal
             self.admission.end(call, None, exc)
             raise
+        except Exception as exc:  # a malformation no check above names: refused all the same
+            _LOG.warning("vigil http: unreadable request: %s: %s", type(exc).__name__, exc)
+            refused = _bad(D.HTTP_REQUEST_INVALID, f"{_UNREADABLE} ({type(exc).__name__})")
+            self.admission.end(call, None, refused)
+            raise refused from None
         result = self._call(x, call, request_id_of(doc.get("id")))
         return self._answer(doc, result, wanted, binary_all, call)
 
@@ -327,7 +337,8 @@ class KServeApp(CallGate):
         spec = inputs[0]
         if spec.get("name") != "input":
             raise _bad(D.HTTP_TENSOR_INVALID, f"input {spec.get('name')!r}: the input is 'input'")
-        dtype = DATATYPES.get(spec.get("datatype"))  # type: ignore[arg-type]
+        datatype = spec.get("datatype")
+        dtype = DATATYPES.get(datatype) if isinstance(datatype, str) else None
         if dtype is None:
             raise _bad(
                 D.HTTP_TENSOR_INVALID,
