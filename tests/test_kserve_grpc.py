@@ -294,6 +294,9 @@ def test_raw_and_typed_contents_are_served_the_same(
         ({"shape": [1, -2]}, D.GRPC_TENSOR_INVALID),
         ({"shape": [1] * 40}, D.GRPC_TENSOR_INVALID),
         ({"shape": [10**9, 10**9]}, D.GRPC_TENSOR_INVALID),
+        # no element, yet torch's strides overflow: refused before torch sees it
+        ({"shape": [0, 2**62, 2**62], "raw": [b""]}, D.GRPC_TENSOR_INVALID),
+        ({"shape": [0, 2**33], "raw": [b""]}, D.GRPC_TENSOR_INVALID),
         ({"raw": [b"", b""]}, D.GRPC_REQUEST_INVALID),
         ({"raw": []}, D.GRPC_TENSOR_INVALID),  # no contents either
         ({"raw": [], "datatype": "FP16"}, D.GRPC_TENSOR_INVALID),

@@ -51,6 +51,7 @@ from vigil.service._v2 import (
     CallGate,
     infer_kwargs,
     named_outputs,
+    oversized_shape,
     request_id_of,
     vigil_parameters,
 )
@@ -327,6 +328,9 @@ def _input(request: Any) -> torch.Tensor:
             D.GRPC_TENSOR_INVALID,
             f"input: shape {shape[: MAX_DIMS + 1]} must be at most {MAX_DIMS} dims >= 0",
         )
+    oversized = oversized_shape(shape)
+    if oversized is not None:
+        raise _invalid(D.GRPC_TENSOR_INVALID, f"input: shape {shape}: {oversized}")
     count = math.prod(shape)
     if raws:
         nbytes = count * dtype.itemsize

@@ -53,7 +53,7 @@ from vigil.errors import InvalidInput, ServiceConfigError, Unavailable, VigilErr
 from vigil.schemas import Result
 from vigil.service._calls import Admission, Call, Refusal
 from vigil.service._limits import retry_after
-from vigil.service._v2 import DATATYPES, CallGate, infer_kwargs, request_id_of
+from vigil.service._v2 import DATATYPES, CallGate, infer_kwargs, oversized_shape, request_id_of
 from vigil.service._v2 import MAX_DIMS as _MAX_DIMS
 from vigil.service._v2 import NAME_OF as _NAME_OF
 from vigil.service._v2 import named_outputs as _named_outputs
@@ -354,6 +354,9 @@ class KServeApp(CallGate):
                 D.HTTP_TENSOR_INVALID,
                 f"input: shape {shape!r} must be a list of at most {_MAX_DIMS} integers >= 0",
             )
+        oversized = oversized_shape(shape)
+        if oversized is not None:
+            raise _bad(D.HTTP_TENSOR_INVALID, f"input: shape {shape}: {oversized}")
         count = math.prod(shape)
         nbytes = count * dtype.itemsize
         params = spec.get("parameters") or {}

@@ -14,8 +14,17 @@ import torch
 
 from vigil.schemas import Result
 from vigil.service._calls import Call
+from vigil.service._protocol import MAX_DIM, MAX_EXTENT
 
-__all__ = ["DATATYPES", "MAX_DIMS", "NAME_OF", "CallGate", "named_outputs", "vigil_parameters"]
+__all__ = [
+    "DATATYPES",
+    "MAX_DIMS",
+    "NAME_OF",
+    "CallGate",
+    "named_outputs",
+    "oversized_shape",
+    "vigil_parameters",
+]
 
 MAX_DIMS = 32
 
@@ -116,6 +125,22 @@ def vigil_parameters(result: Result, call: Call | None = None) -> dict[str, Any]
         "vigil_request_id": result.request_id.hex(),
         "vigil_latency_ns": result.latency_ns,
     }
+
+
+def oversized_shape(shape: list[int]) -> str | None:
+    """Why torch could not lay out a tensor of ``shape`` (dimensions already checked to be
+    integers >= 0), or None: the socket protocol's rule (``_protocol._elements``), every
+    dimension at most 2^32-1 and the extent -- the product with a zero counted as one, which
+    bounds every stride -- too. A zero-size shape such as [0, 2^62, 2^62] holds no element
+    yet overflows torch's stride computation (a RuntimeError deep in the call)."""
+    extent = 1
+    for d in shape:
+        if d > MAX_DIM:
+            return f"dimension {d} exceeds {MAX_DIM}"
+        extent *= max(d, 1)
+    if extent > MAX_EXTENT:
+        return f"shape spans {extent} elements (zero dimensions counted as one), over {MAX_EXTENT}"
+    return None
 
 
 def request_id_of(text: Any) -> bytes | None:
