@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 
 FUZZ = Path(__file__).resolve().parent / "fuzz"
-TARGETS = ("reader", "config", "protocol", "contracts", "artifact", "kserve")
+TARGETS = ("reader", "config", "protocol", "contracts", "artifact", "kserve", "grpc")
 _loaded: dict[str, ModuleType] = {}
 
 

@@ -244,6 +244,7 @@ def _tensor(**fields: Any) -> bytes:
         (_tensor(data=[1, "2"]), D.HTTP_TENSOR_INVALID),
         (_tensor(datatype="INT32", data=[1, 2.5]), D.HTTP_TENSOR_INVALID),
         (_tensor(datatype="INT32", data=[1, 2**40]), D.HTTP_TENSOR_INVALID),
+        (_tensor(datatype="INT8", data=[1, 2**70]), D.HTTP_TENSOR_INVALID),  # fuzz: ValueError
         (_tensor(datatype="BOOL", data=[1, 0]), D.HTTP_TENSOR_INVALID),
         (_tensor(data=None), D.HTTP_TENSOR_INVALID),
         (_tensor(shape=[10**9, 10**9], data=[]), D.HTTP_TENSOR_INVALID),

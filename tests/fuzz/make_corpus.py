@@ -296,6 +296,42 @@ def kserve() -> None:
         )
 
 
+def grpc() -> None:
+    """ModelInfer requests as tritonclient.grpc builds them: raw and typed contents of each
+    datatype, outputs asked for, an id, parameters; each with and without trace metadata."""
+    import numpy as np
+    from tritonclient.grpc import service_pb2 as pb
+
+    def request(datatype: str, shape: list[int], raw: bytes | None, **contents: Any) -> bytes:
+        tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype=datatype, shape=shape)
+        if contents:
+            tensor.contents.CopyFrom(pb.InferTensorContents(**contents))
+        message = pb.ModelInferRequest(model_name="m", id="req-1", inputs=[tensor])
+        if raw is not None:
+            message.raw_input_contents.append(raw)
+        return message.SerializeToString()
+
+    pair = np.array([[1.5, -2.0]], np.float32)
+    seeds = {
+        "raw-fp32": request("FP32", [1, 2], pair.tobytes()),
+        "raw-fp16": request("FP16", [1, 2], pair.astype(np.float16).tobytes()),
+        "raw-int64": request("INT64", [1, 2], np.array([[3, -4]], np.int64).tobytes()),
+        "raw-bool": request("BOOL", [1, 2], bytes([1, 0])),
+        "typed-fp32": request("FP32", [1, 2], None, fp32_contents=[1.5, -2.0]),
+        "typed-int8": request("INT8", [1, 2], None, int_contents=[3, -4]),
+        "typed-uint8": request("UINT8", [1, 2], None, uint_contents=[3, 250]),
+        "typed-fp64": request("FP64", [2, 2], None, fp64_contents=[1, 2, 3, 4]),
+        "empty": request("FP32", [0, 2], b""),
+    }
+    with_outputs = pb.ModelInferRequest.FromString(seeds["raw-fp32"])
+    with_outputs.outputs.add(name="output")
+    with_outputs.parameters["binary_data_output"].bool_param = True
+    seeds["outputs"] = with_outputs.SerializeToString()
+    for name, message in seeds.items():
+        _put("grpc", name, b"\x00" + message)
+    _put("grpc", "traced", b"\x0d" + seeds["raw-fp32"])
+
+
 TARGETS: dict[str, Callable[[], None]] = {
     "contracts": contracts,
     "artifact": artifact,
@@ -303,6 +339,7 @@ TARGETS: dict[str, Callable[[], None]] = {
     "config": config,
     "protocol": protocol,
     "kserve": kserve,
+    "grpc": grpc,
 }
 
 

@@ -360,7 +360,7 @@ def _from_contents(spec: Any, shape: list[int], count: int, dtype: torch.dtype) 
         )
     try:
         return torch.tensor(list(values), dtype=dtype).reshape(shape)
-    except (RuntimeError, OverflowError) as exc:
+    except (RuntimeError, OverflowError, ValueError) as exc:  # beyond int64: ValueError
         raise _invalid(
             D.GRPC_TENSOR_INVALID, f"input: a value does not fit {spec.datatype}: {exc}"
         ) from None

@@ -561,7 +561,7 @@ def _from_json(
         )
     try:
         return torch.tensor(flat, dtype=dtype).reshape(shape)
-    except (RuntimeError, OverflowError) as exc:
+    except (RuntimeError, OverflowError, ValueError) as exc:  # beyond int64: ValueError
         raise _bad(
             D.HTTP_TENSOR_INVALID, f"input: a value does not fit {datatype}: {exc}"
         ) from None
