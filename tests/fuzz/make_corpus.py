@@ -330,6 +330,20 @@ def grpc() -> None:
     for name, message in seeds.items():
         _put("grpc", name, b"\x00" + message)
     _put("grpc", "traced", b"\x0d" + seeds["raw-fp32"])
+    # selector bit 4: the harness builds the message from these bytes (fuzz_grpc.structured):
+    # flags, datatype index, dims (kind byte + value), version, then raw or typed contents
+    shape_1x2 = bytes([2, 0, 1, 0, 2])
+    raw = pair.tobytes()
+    _put("grpc", "built-raw-fp32", b"\x10" + bytes([0, 0]) + shape_1x2 + bytes([0, len(raw)]) + raw)
+    typed = struct.pack("<q", 3) + struct.pack("<q", -4)
+    _put("grpc", "built-typed-int32", b"\x10" + bytes([16, 6]) + shape_1x2 + bytes([0, 2]) + typed)
+    huge = (
+        bytes([3, 0, 0, 3])  # three dims: 0, then 2^62 twice (kind 3: 8 bytes)
+        + (2**62).to_bytes(8, "little")
+        + bytes([3])
+        + (2**62).to_bytes(8, "little")
+    )
+    _put("grpc", "built-zero-size-huge", b"\x10" + bytes([0, 0]) + huge + bytes([0, 0]))
 
 
 TARGETS: dict[str, Callable[[], None]] = {
