@@ -32,10 +32,10 @@ from _fuzzing import instrumenting, main
 with instrumenting(__name__):
     import grpc
     import torch
+    from _doubling import Doubling
     from google.protobuf.message import DecodeError
     from tritonclient.grpc import service_pb2 as pb
 
-    from vigil.schemas import Outcome, Result, ServedBy, State
     from vigil.service._grpc import KServeGrpc
 
 _TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -66,20 +66,7 @@ class _Context:
         raise _Aborted(status, details)
 
 
-class _Supervisor:
-    """Answers ``2 * x`` and remembers what it was given."""
-
-    def __init__(self) -> None:
-        self.given: list[Any] = []
-
-    def infer(self, x: Any, **_: Any) -> Result:
-        self.given.append(x)
-        return Result(
-            2 * x, State.NORMAL, ServedBy.PRIMARY, Outcome.OK, 1, None, "", 0, 0, b"\0" * 16
-        )
-
-
-_SUP = _Supervisor()
+_SUP = Doubling()
 _SERVICE = KServeGrpc(
     _SUP, model_name="m", readiness=lambda: True, input_shape=(-1, 2), max_concurrency=1
 )

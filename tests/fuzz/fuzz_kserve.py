@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -31,29 +30,16 @@ from _fuzzing import instrumenting, main
 
 with instrumenting(__name__):
     import torch
+    from _doubling import Doubling
     from werkzeug.test import Client as WsgiClient
 
-    from vigil.schemas import Outcome, Result, ServedBy, State
     from vigil.service._kserve import _UNREADABLE, KServeApp
 
 _STATUSES = {200, 400, 404, 405, 413, 429, 503}
 _PATHS = ("/v2/models/m/infer", "/v2/models/m/versions/1/infer", "/v2/models/m/infer/")
 
 
-class _Supervisor:
-    """Answers ``2 * x`` and remembers what it was given."""
-
-    def __init__(self) -> None:
-        self.given: list[Any] = []
-
-    def infer(self, x: Any, **_: Any) -> Result:
-        self.given.append(x)
-        return Result(
-            2 * x, State.NORMAL, ServedBy.PRIMARY, Outcome.OK, 1, None, "", 0, 0, b"\0" * 16
-        )
-
-
-_SUP = _Supervisor()
+_SUP = Doubling()
 _CLIENT = WsgiClient(
     KServeApp(
         _SUP,
