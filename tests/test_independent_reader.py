@@ -1,7 +1,8 @@
 """An independent reader and verifier of the vigil flight log, written from docs/FORMAT.md alone.
 
 It does not import vigil: it proves the specification is exact enough to implement. It is
-tested against the golden files in tests/data (decoded records, chain digests, verdicts).
+tested against the golden files in tests/data (decoded records, chain digests, verdicts) and
+the format 1.2 cases of tests/conformance (deferred digests, traced bodies, §6.2's findings).
 """
 
 import hashlib
@@ -103,6 +104,7 @@ TYPES = {
     4: "REJECTED",
     5: "ANNOTATION",
     6: "CHECKPOINT",
+    7: "OUTPUT_DIGEST",
 }
 LAYOUTS = {
     1: [
@@ -150,7 +152,17 @@ LAYOUTS = {
     ],
     5: [("key", "T", 1), ("text", "T", 2)],
     6: [("opaque", "B", 2)],  # field name not given by the spec
+    7: [  # §5, format 1.2
+        ("inference_seq", "U", 8),
+        ("output_bytes", "U", 8),
+        ("lag_ns", "U", 8),
+        ("output_digest", "H", 32),
+    ],
 }
+TRACE = [("trace_id", "H", 16), ("span_id", "H", 8)]
+# §5, format 1.2: body_version 2 of INFERENCE and REJECTED, a trace context before the last field
+LAYOUTS_V2 = {t: LAYOUTS[t][:-1] + TRACE + LAYOUTS[t][-1:] for t in (2, 4)}
+DIGEST_FOLLOWS = 1 << 4  # INFERENCE flags bit 4 (1.2)
 CODES = {
     "TRUNCATED": "DIA-3005",
     "TORN_TAIL": "DIA-3101",
@@ -161,15 +173,19 @@ CODES = {
     "CLOCK": "DIA-3106",
     "SUPERSEDED": "DIA-3107",
     "HEADER_COPY": "DIA-3108",
+    "DIGEST_PENDING": "DIA-3110",
+    "DIGEST_MISSING": "DIA-3111",
+    "DIGEST_UNEXPECTED": "DIA-3112",
 }
-EXPECTED = {"TORN_TAIL", "EVICTED", "SUPERSEDED", "HEADER_COPY"}
+EXPECTED = {"TORN_TAIL", "EVICTED", "SUPERSEDED", "HEADER_COPY", "DIGEST_PENDING"}
 
 
 def decode_body(rtype, version, body):
-    if version != 1 or rtype not in LAYOUTS:
+    layout = LAYOUTS.get(rtype) if version == 1 else LAYOUTS_V2.get(rtype) if version == 2 else None
+    if layout is None:
         return {"body": body.hex()}
     out, p = {}, 0
-    for name, kind, arg in LAYOUTS[rtype]:
+    for name, kind, arg in layout:
         if kind in "TB":
             n = int.from_bytes(body[p : p + arg], "little")
             p += arg
@@ -446,6 +462,56 @@ class Log:
             if r["mono_ns"] < mono.get(r["boot_id"], 0):
                 self.find("CLOCK", r["offset"], r["segment"], r["seq"])
             mono[r["boot_id"]] = r["mono_ns"]
+        if self.sb["minor"] >= 2:
+            self._digests()
+
+    def _body(self, r):
+        return decode_body(r["type"], r["body_version"], r["covered"][56 : 56 + r["body_len"]])
+
+    def _digests(self):
+        """§6.2: per writer session, each DIGEST_FOLLOWS INFERENCE record gets its
+        OUTPUT_DIGEST, in order; at most N may be pending at the session's end."""
+        first = self.records[0]["seq"] if self.records else 0
+        sessions, current = [], None
+        for r in self.records:
+            body = self._body(r) if r["type"] in (1, 2, 5, 7) else {}
+            opened = r["type"] == 1 and body.get("event") == "OPENED"
+            if opened or current is None:
+                current = {"opened": opened, "n": 0, "closed": False, "records": []}
+                sessions.append(current)
+            current["records"].append((r, body))
+            if r["type"] == 1 and body.get("event") == "CLOSED":
+                current["closed"] = True
+            if r["type"] == 5 and body.get("key") == "vigil.digester":
+                current["n"] = max(current["n"], json.loads(body["text"])["max_pending"])
+        for k, session in enumerate(sessions):
+            n = session["n"]
+            if k == 0 and not session["opened"]:
+                n = 4096  # its OPENED record was evicted
+            if session["closed"]:
+                n = 0
+            pending = {}  # seq -> record: DIGEST_FOLLOWS records without their digest yet
+            for r, body in session["records"]:
+                if r["type"] == 2 and body.get("flags", 0) & DIGEST_FOLLOWS:
+                    pending[r["seq"]] = r
+                elif r["type"] == 7:
+                    s = body["inference_seq"]
+                    if s not in pending:
+                        if s >= first:
+                            self.find("DIGEST_UNEXPECTED", r["offset"], r["segment"], r["seq"])
+                        continue
+                    for earlier in [q for q in pending if q < s]:
+                        e = pending.pop(earlier)
+                        self.find("DIGEST_MISSING", e["offset"], e["segment"], e["seq"])
+                    del pending[s]
+            left = sorted(pending)
+            for q in left[: max(0, len(left) - n)]:
+                e = pending[q]
+                self.find("DIGEST_MISSING", e["offset"], e["segment"], e["seq"])
+            newest = left[max(0, len(left) - n) :]
+            if newest:
+                e = pending[newest[0]]
+                self.find("DIGEST_PENDING", e["offset"], e["segment"], newest[0], newest[-1])
 
     def decoded(self):
         for r in self.records:
@@ -475,7 +541,7 @@ def load(name):
     return (DATA / f"{name}.vigil").read_bytes()
 
 
-GOLDEN = ["golden-v1", "golden-v1-torn"]
+GOLDEN = ["golden-v1", "golden-v1-torn", "golden-v1.2"]
 
 
 def test_superblock_and_segments():
@@ -543,3 +609,26 @@ def test_flipped_byte_is_reported(index):
     )
     assert victim["seq"] not in [r["seq"] for r in log.records]
     assert len(log.records) == len(Log(load("golden-v1")).records) - 1
+
+
+V12_CASES = sorted((Path(__file__).parent / "conformance" / "cases").glob("v12-*"))
+
+
+@pytest.mark.parametrize("case", V12_CASES, ids=lambda c: c.name)
+def test_format_1_2_conformance_cases(case):
+    """§5 and §6.2 alone decode each format 1.2 case as `vigil dump` does and find what
+    `vigil verify` finds: deferred and traced records, a missing, an unexpected and a
+    pending digest (the writer's hot path for these records changed: the spec must still
+    describe its bytes)."""
+    log = Log((case / "log.vigil").read_bytes())
+    expected = [json.loads(line) for line in (case / "records.jsonl").read_text().splitlines()]
+    assert list(log.decoded()) == expected
+    want = json.loads((case / "expected.json").read_text())
+    fields = ("kind", "code", "expected", "seq", "last_seq", "offset", "segment")
+
+    def norm(findings):
+        rows = [{k: f.get(k) for k in fields} for f in findings]
+        return sorted(rows, key=lambda f: (f["kind"], f["seq"] or 0))
+
+    assert norm(log.findings) == norm(want["findings"])
+    assert log.summary()["intact"] is want["intact"]
