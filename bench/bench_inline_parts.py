@@ -45,6 +45,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--calls", type=int, default=20000)
     ap.add_argument("--dir", default=os.environ.get("VIGIL_BENCH_DIR"))
+    ap.add_argument(
+        "--pause-us",
+        type=float,
+        default=0.0,
+        help="sleep this long before each timed call (2500: as after a GPU call's wait)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.calls = 500
@@ -111,15 +117,20 @@ def main() -> None:
         "noop (timer floor)": noop,
     }
     names, fns = list(cases), list(cases.values())
+    pause = args.pause_us / 1e6
     interleaved(fns, min(args.calls, 1000))  # warm up
-    samples = interleaved(fns, args.calls)
+    samples = interleaved(fns, args.calls, pause)
     compiled.close()
     uncompiled.close()
     dog.close()
     shutil.rmtree(work, ignore_errors=True)
 
     p50 = {n: pct(s, 0.5) for n, s in zip(names, samples, strict=True)}
-    print(f"inline fixed cost, Linear(16, 4), CPU, {args.calls} calls per case, alternating\n")
+    print(
+        f"inline fixed cost, Linear(16, 4), CPU, {args.calls} calls per case, alternating"
+        + (f", each after a {args.pause_us:g} us sleep" if pause else "")
+        + "\n"
+    )
     print(f"{'case':30s} {'p50 us':>9s} {'p99 us':>9s}")
     for n, s in zip(names, samples, strict=True):
         print(f"{n:30s} {p50[n]:9.2f} {pct(s, 0.99):9.2f}")

@@ -11,6 +11,9 @@
 #   demo.log        vigil demo --device cuda (tiny), then --preset gpu
 #   gpu-shaped.log  bench_gpu_shaped: the CPU stand-in of a 2.5 ms GPU call (logits and
 #                   tokens output; bare vs inline/thread/process), on this machine's quiet cores
+#   wait.log        bench_wait: the fixed cost after a 0..2500 us wait (spin, sleep) against
+#                   the tight loop: whether this machine keeps caches and predictors warm
+#                   across a GPU call's wait (the 2-vCPU VM does not: PERFORMANCE "Run R")
 #   append.log      bench_append: record_inferences and record_inference vs sqlite, logging
 #   digest-lag.log  bench_digest part 1: the off-path digest's lag at 400 calls/s, three pacings
 #   pool.log        bench_pool --device cpu: 1 vs 2 active workers at 1/4/16 clients on spare
@@ -45,6 +48,7 @@ step worker python3 bench/bench_worker.py --device cuda
 step demo python3 -m vigil demo --device cuda --out /tmp/vigil-demo
 step demo-gpu python3 -m vigil demo --device cuda --preset gpu --out /tmp/vigil-demo-gpu
 step gpu-shaped python3 bench/bench_gpu_shaped.py --calls 1000 --tiny-calls 10000 --digest-threshold 65536
+step wait python3 bench/bench_wait.py
 step append python3 bench/bench_append.py --records 100000 --repeats 3
 step digest-lag python3 bench/bench_digest.py --lag-only
 step pool python3 bench/bench_pool.py --device cpu --seconds 4

@@ -35,6 +35,7 @@ BENCHES = (
     "limits",
     "digest",
     "wakeups",
+    "wait",
 )
 
 
