@@ -2,14 +2,15 @@
 
 Around ``Linear(16, 4)`` (batch 1, CPU, one torch thread, ``no_grad``): the bare call;
 ``Supervisor.infer`` inline with compiled contracts (as shipped) and with the contracts' compiled
-fast path switched off (the full check every call, as before issue 16); then each part alone:
+fast path switched off (the full check every call, as before issue 16), and around the
+``nn.Module`` itself with no ``no_grad`` (the supervisor turns autograd off); then each part alone:
 both contract checks both ways, the two digests, the default finiteness check, the sealed
 record append, the state machine's route + record, the watchdog's arm + disarm, and a no-op
 (the timer's floor). Every case alternates call by call with every other (order rotating), so
 that drift on a shared machine reaches each alike; what the parts do not explain is the Python
 around them. Nothing here asserts on timing.
 
-    python bench/bench_inline_parts.py [--quick] [--calls 20000] [--dir DIR]
+    python bench/bench_inline_parts.py [--quick] [--calls 20000] [--dir DIR] [--pause-us US]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from _common import interleaved, pct
@@ -68,9 +70,11 @@ def main() -> None:
     spec_out = Contract(TensorSpec(shape=(1, 4), dtype=torch.float32))
     full_in, full_out = _full(spec_in), _full(spec_out)
 
-    def supervisor(name: str, cin: Contract, cout: Contract) -> Supervisor:
+    def supervisor(
+        name: str, cin: Contract, cout: Contract, primary: Callable[[torch.Tensor], Any] = model
+    ) -> Supervisor:
         return Supervisor(
-            model,
+            primary,
             log=os.path.join(work, f"{name}.vigil"),
             isolation="inline",
             input_contract=cin,
@@ -81,6 +85,7 @@ def main() -> None:
 
     compiled = supervisor("compiled", spec_in, spec_out)
     uncompiled = supervisor("full", full_in, full_out)
+    plain = supervisor("plain", spec_in, spec_out, layer)  # no no_grad around it
     machine = SafetyMachine(Policy(), time.monotonic_ns())
     dog = Watchdog()
     far = 10**18
@@ -93,6 +98,7 @@ def main() -> None:
         "bare": lambda: model(x),
         "inline": lambda: compiled.infer(x),
         "inline, contracts uncompiled": lambda: uncompiled.infer(x),
+        "inline, the bare nn.Module": lambda: plain.infer(x),
         "input contract": lambda: spec_in.check(x),
         "input contract, uncompiled": lambda: full_in.check(x),
         "output contract": lambda: spec_out.check(out),
@@ -122,6 +128,7 @@ def main() -> None:
     samples = interleaved(fns, args.calls, pause)
     compiled.close()
     uncompiled.close()
+    plain.close()
     dog.close()
     shutil.rmtree(work, ignore_errors=True)
 

@@ -287,3 +287,54 @@ def test_structure_digests_follow_the_documented_scheme() -> None:
         want.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     for _ in range(2):  # the second time from the caches
         assert digest(value) == want.digest()
+
+
+@pytest.mark.parametrize("isolation", ["inline", "thread"])
+def test_the_primary_runs_without_autograd(
+    isolation: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model whose parameters require grad (a plain ``nn.Linear``, no ``no_grad`` around
+    it) answers a tensor without a graph, as a worker process does; its output takes the
+    compiled contract check; the caller's autograd mode is left as it was, also when the
+    model raises; a model that wants autograd inside turns it on itself."""
+    from vigil.supervisor import FallbackModel, Supervisor
+
+    layer = torch.nn.Linear(4, 2)
+    modes: list[bool] = []
+    fail = [False]
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        modes.append(torch.is_grad_enabled())
+        if fail[0]:
+            raise RuntimeError("boom")
+        with torch.enable_grad():  # e.g. an input-gradient check inside the model
+            probe = x.detach().requires_grad_()
+            (grad,) = torch.autograd.grad(layer(probe).sum(), probe)
+        assert grad.shape == x.shape
+        out: torch.Tensor = layer(x)
+        return out
+
+    backup = torch.nn.Linear(4, 2)
+    with Supervisor(
+        model,
+        log=tmp_path / "g.vigil",
+        isolation=isolation,  # type: ignore[arg-type]
+        output_contract=Contract(TensorSpec(shape=(1, 2), dtype=torch.float32)),
+        fallback=FallbackModel(backup),
+    ) as sup:
+        assert torch.is_grad_enabled()
+        sup.infer(torch.ones(1, 4))  # warm: the thread worker's first call
+        monkeypatch.setattr(torch, "aminmax", lambda *a, **k: pytest.fail("full check ran"))
+        r = sup.infer(torch.ones(1, 4))
+        monkeypatch.undo()
+        assert r.served_by.name == "PRIMARY"
+        assert not r.output.requires_grad and r.output.grad_fn is None
+        assert modes == [False, False] and torch.is_grad_enabled()
+        fail[0] = True
+        r = sup.infer(torch.ones(1, 4))  # the model raises: the fallback model answers
+        assert r.served_by.name == "FALLBACK" and not r.output.requires_grad
+        assert torch.is_grad_enabled()
+    with torch.no_grad(), Supervisor(model, log=tmp_path / "n.vigil", isolation="inline") as sup:
+        fail[0] = False
+        assert not sup.infer(torch.ones(1, 4)).output.requires_grad
+        assert not torch.is_grad_enabled()  # a caller's no_grad is left alone too

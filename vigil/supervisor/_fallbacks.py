@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol, Union
 
+import torch
+
 from vigil.errors import ConfigError, FallbackFailed
 from vigil.schemas import ServedBy
 
@@ -43,7 +45,8 @@ class FallbackModel:
         self.name = name
 
     def answer(self, x: Any, now_ns: int) -> tuple[Any, int]:
-        return self.model(x), 0
+        with torch.no_grad():  # inference, as the primary runs (no autograd graph)
+            return self.model(x), 0
 
 
 class LastGood:

@@ -107,6 +107,8 @@ _DEFERRED = b""  # an attempt's digest that is not computed yet: its snapshot is
 DIGEST_THRESHOLD = 64 * 1024
 """Outputs of more bytes than this are digested off the caller's path by default."""
 _DRAIN_S = 30.0  # close() waits this long at most for the queued digests
+_GRAD_ENABLED = torch.is_grad_enabled
+_SET_GRAD = torch.set_grad_enabled
 DIGESTER_ANNOTATION = "vigil.digester"
 """The ANNOTATION key under which a supervisor declares its digest queue's bound."""
 
@@ -664,7 +666,9 @@ class Supervisor:
         return self._judge(slot.output, slot.error, slot.latency_ns)
 
     def _work(self) -> None:
-        """A worker thread: runs primary calls; a late one is annotated when it returns."""
+        """A worker thread: runs primary calls; a late one is annotated when it returns.
+        Autograd is off in this thread for good: calls run as in :meth:`_inline`."""
+        _SET_GRAD(False)
         while True:
             slot = self._queue.get()
             if slot is None:
@@ -687,10 +691,16 @@ class Supervisor:
         t0 = self._mono()  # one clock read: the deadline and the latency start together
         ticket = self._watchdog.arm(t0 + self.deadline_ns, self._hang)
         output, error = None, None
+        grad = _GRAD_ENABLED()  # inference: no autograd graph, as in a worker process
+        if grad:
+            _SET_GRAD(False)
         try:
             output = model(x)
         except BaseException as exc:  # any failure of the model is an outcome
             error = exc
+        finally:
+            if grad:  # the caller's mode, whatever the model did
+                _SET_GRAD(True)
         latency = self._mono() - t0
         if not self._watchdog.disarm(ticket):
             self._unhang()  # it has returned: no longer hung
