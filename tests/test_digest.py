@@ -517,3 +517,64 @@ def test_snapshot_buffers_are_recycled_and_each_digest_is_its_own_outputs(tmp_pa
             assert kept is first  # one buffer, reused by every call
     got = [r.body["output_digest"] for r in _records(path) if r.type is RecordType.OUTPUT_DIGEST]
     assert got == [T.digest(o) for o in outputs]
+
+
+@pytest.mark.parametrize("isolation", ["inline", "thread"])
+def test_many_callers_each_digest_is_of_their_own_answer(tmp_path: Path, isolation: Any) -> None:
+    """16 threads call at once with outputs of a size above and below the threshold, each
+    distinct, through a queue of 4 (so some callers hash inline): every call's record holds
+    the digest of the answer that caller got -- in the INFERENCE record or in the one
+    OUTPUT_DIGEST naming it --, no digest is missing or doubled, and the log verifies."""
+    path = tmp_path / "a.vigil"
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        n = int(x[0])
+        size = 4096 if n % 3 else 4  # 16 KiB (deferred above 1 KiB) or 16 bytes (inline)
+        return torch.full((size,), float(n))
+
+    got: dict[int, bytes] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(16)
+
+    def caller(k: int) -> None:
+        try:
+            start.wait(30)
+            for i in range(40):
+                r = sup.infer(torch.tensor([float(k * 1000 + i)]))
+                got[r.seq] = T.digest(r.output)
+        except BaseException as exc:  # reported below: a thread's failure fails the test
+            errors.append(exc)
+
+    with Supervisor(
+        model,
+        log=path,
+        ring=RingConfig(size=4096 + 16 * 65536, segment_size=65536),
+        isolation=isolation,
+        digest_threshold=1024,
+        digest_queue=4,
+    ) as sup:
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors and len(got) == 16 * 40
+        stats = sup.statistics().digester
+        assert stats is not None and stats.deferred > 0
+    recs = _records(path)
+    inf = {r.seq: r.body for r in recs if r.type is RecordType.INFERENCE}
+    later: dict[int, bytes] = {}
+    for r in recs:
+        if r.type is RecordType.OUTPUT_DIGEST:
+            call = r.body["inference_seq"]
+            assert call not in later and call < r.seq  # one each, after its call
+            later[call] = r.body["output_digest"]
+    for seq, want in got.items():
+        body = inf[seq]
+        if body["flags"] & CallFlags.DIGEST_FOLLOWS:
+            assert body["output_digest"] == bytes(32) and later.pop(seq) == want
+        else:
+            assert body["output_digest"] == want
+    assert later == {}  # no digest names a call that was not deferred
+    report = _verify(path)
+    assert report.intact and report.findings == ()
