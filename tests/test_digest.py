@@ -561,6 +561,12 @@ def test_many_callers_each_digest_is_of_their_own_answer(tmp_path: Path, isolati
         assert not errors and len(got) == 16 * 40
         stats = sup.statistics().digester
         assert stats is not None and stats.deferred > 0
+    _each_record_holds_its_callers_digest(path, got)
+
+
+def _each_record_holds_its_callers_digest(path: Path, got: dict[int, bytes]) -> None:
+    """Every call in ``got`` (seq -> digest of the answer its caller got) has that digest in
+    its INFERENCE record or in the one OUTPUT_DIGEST naming it; no other digest; log intact."""
     recs = _records(path)
     inf = {r.seq: r.body for r in recs if r.type is RecordType.INFERENCE}
     later: dict[int, bytes] = {}
@@ -578,3 +584,41 @@ def test_many_callers_each_digest_is_of_their_own_answer(tmp_path: Path, isolati
     assert later == {}  # no digest names a call that was not deferred
     report = _verify(path)
     assert report.intact and report.findings == ()
+
+
+def test_many_callers_of_two_worker_processes_get_digests_of_their_own_answers(
+    tmp_path: Path,
+) -> None:
+    """Process isolation with two active workers and 8 callers, every output deferred: each
+    digest is of the answer read from that call's shared memory, taken before the worker's
+    area is reused by its next call."""
+    from vigil.workers import WorkerPool, WorkerSpec
+
+    spec = WorkerSpec(
+        factory="vigil.testing._models:triggered_model", warmup_input=torch.ones(1, 4), threads=1
+    )
+    path = tmp_path / "a.vigil"
+    got: dict[int, bytes] = {}
+    errors: list[BaseException] = []
+    pool = WorkerPool(spec, active=2, standby=False)
+    with Supervisor(
+        pool, isolation="process", log=path, ring=RING, digest_threshold=1, digest_queue=4
+    ) as sup:
+
+        def caller(k: int) -> None:
+            try:
+                for i in range(25):
+                    r = sup.infer(torch.full((1, 4), float(k * 100 + i)))
+                    assert r.served_by is ServedBy.PRIMARY
+                    assert torch.equal(r.output, torch.full((1, 4), 2.0 * (k * 100 + i)))
+                    got[r.seq] = T.digest(r.output)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors and len(got) == 8 * 25
+    _each_record_holds_its_callers_digest(path, got)
