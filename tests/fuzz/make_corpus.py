@@ -89,11 +89,17 @@ def reader() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sup = supervisor_log(Path(tmp) / "sup.vigil")
         sealed = sealed_log(Path(tmp) / "sealed.vigil")
+    cases = ROOT / "tests" / "conformance" / "cases"
     for name, image in (
         ("golden", golden),
         ("torn", torn.read_bytes()),
         ("supervisor", sup),
         ("sealed", sealed),
+        # format 1.2: traced bodies, deferred digests and their OUTPUT_DIGEST records,
+        # digests pending at a crash, a digest naming no call
+        ("golden-v1.2", (data / "golden-v1.2.vigil").read_bytes()),
+        ("v12-pending", (cases / "v12-digests-pending-at-crash" / "log.vigil").read_bytes()),
+        ("v12-unexpected", (cases / "v12-digest-unexpected" / "log.vigil").read_bytes()),
     ):
         _put("reader", f"{name}-plain", b"\x00" + image)
         _put("reader", f"{name}-reseal-slow", b"\x03" + image)
