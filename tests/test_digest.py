@@ -553,15 +553,20 @@ def test_many_callers_each_digest_is_of_their_own_answer(tmp_path: Path, isolati
         digest_threshold=1024,
         digest_queue=4,
     ) as sup:
-        threads = [threading.Thread(target=caller, args=(k,)) for k in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        _in_threads(caller, 16)
         assert not errors and len(got) == 16 * 40
         stats = sup.statistics().digester
         assert stats is not None and stats.deferred > 0
     _each_record_holds_its_callers_digest(path, got)
+
+
+def _in_threads(caller: Any, n: int) -> None:
+    """Run ``caller(k)`` for k in 0..n-1 on n threads at once, and wait for them all."""
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
 
 
 def _each_record_holds_its_callers_digest(path: Path, got: dict[int, bytes]) -> None:
@@ -615,10 +620,6 @@ def test_many_callers_of_two_worker_processes_get_digests_of_their_own_answers(
             except BaseException as exc:  # reported below
                 errors.append(exc)
 
-        threads = [threading.Thread(target=caller, args=(k,)) for k in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        _in_threads(caller, 8)
         assert not errors and len(got) == 8 * 25
     _each_record_holds_its_callers_digest(path, got)
