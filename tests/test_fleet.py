@@ -317,7 +317,8 @@ def test_report_answers_the_fleet_questions(fleet_ds: Path) -> None:
 ORACLES = {
     "states": """
         WITH bounds AS (
-            SELECT log_id, any_value(device) AS device, min(real_ns) AS t0, max(real_ns) AS t1
+            SELECT log_id, arg_max(device, real_ns) AS device, min(real_ns) AS t0,
+                   max(real_ns) AS t1
             FROM (SELECT log_id, device, real_ns FROM inferences
                   UNION ALL SELECT log_id, device, real_ns FROM transitions)
             GROUP BY log_id),

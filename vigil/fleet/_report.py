@@ -102,18 +102,22 @@ _SUMMARY_VIEWS = {
 REPORTS: dict[str, tuple[str, str]] = {
     "states": (
         "time in each state, per device (seconds), from the transitions' timeline",
+        # a log whose rows carry two device names (--device-from changed between exports)
+        # counts under the name of its newest rows: any_value would pick one by scan order,
+        # differently over the raw rows and over the summaries
         f"""
         WITH changes AS (SELECT log_id, device, seq, real_ns, from_state, to_state FROM {CHANGES}),
         calls AS (
-            SELECT log_id, any_value(device) AS device, min(first_ns) AS t0,
+            SELECT log_id, arg_max(device, last_ns) AS device, min(first_ns) AS t0,
                    max(last_ns) AS t1, arg_min(first_state, first_seq) AS state
             FROM {SUMMARY} GROUP BY log_id),
         changed AS (
-            SELECT log_id, any_value(device) AS device, min(real_ns) AS t0,
+            SELECT log_id, arg_max(device, real_ns) AS device, min(real_ns) AS t0,
                    max(real_ns) AS t1, arg_min(from_state, seq) AS state
             FROM changes GROUP BY log_id),
         bounds AS MATERIALIZED (
-            SELECT log_id, coalesce(c.device, x.device) AS device,
+            SELECT log_id, CASE WHEN c.t1 IS NULL OR x.t1 > c.t1 THEN x.device
+                                ELSE c.device END AS device,
                    least(coalesce(c.t0, x.t0), coalesce(x.t0, c.t0)) AS t0,
                    greatest(coalesce(c.t1, x.t1), coalesce(x.t1, c.t1)) AS t1,
                    x.state AS before_first_change, x.t0 AS first_change, c.state AS first_call
