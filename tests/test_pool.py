@@ -589,3 +589,33 @@ def test_a_storm_of_concurrent_calls_and_crashes_leaves_the_spin_bookkeeping_cle
             assert pool._in_flight == 0 and pool._spinner is False
             assert len(pool._idle) == len(set(map(id, pool._idle))) == len(pool._actives) == 2
         assert pool.statistics().restarts >= 2
+
+
+class _GoneProcess(_FakeProcess):
+    exitcode = -9
+
+
+class _BrokenPipe(_RecordingPipe):
+    """A worker's pipe whose process is gone: every send fails."""
+
+    def send_bytes(self, data: bytes) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_call_whose_send_fails_frees_the_spinner_slot(tmp_path: Path) -> None:
+    """The worker died before the call reached it: the caller held the pool's one spinner
+    slot (a free core), and gives it back, or no caller would ever spin again."""
+    pool = WorkerPool(SPEC)
+    pool._cores = 8
+    lost: list[str] = []
+    pool._fail = lambda w, reason, code: lost.append(reason)  # type: ignore[method-assign]
+    shm = _SharedArea(str(tmp_path / "area"), 4096 * 2 + _HEADER_SIZE, create=True)
+    worker = W._Worker(_GoneProcess(), _BrokenPipe(), shm, "active")  # type: ignore[arg-type]
+    try:
+        with pytest.raises(WorkerLost):
+            pool._run(worker, GOOD, 50_000_000)
+        assert pool._spinner is False and pool._in_flight == 0
+        assert len(lost) == 1 and "died during a call" in lost[0]
+    finally:
+        shm.close()
+        shm.unlink()

@@ -362,8 +362,11 @@ def test_a_worker_loads_only_a_signed_model_directory(tmp_path: Path) -> None:
     tiny = ["--model", "tiny-reference"]  # (N, 64) float -> (N, 8)
     assert main(["model", "export-reference", str(model), "--key", key, *tiny]) == 0
     spec = WorkerSpec(model_dir=str(model), public_key=key + ".pub", threads=1)
-    with Supervisor(
-        WorkerPool(spec, standby=False), isolation="process", log=tmp_path / "good.vigil"
+    with Supervisor(  # a deadline no loaded machine misses: this test is about signatures
+        WorkerPool(spec, standby=False),
+        isolation="process",
+        log=tmp_path / "good.vigil",
+        deadline_ns=30_000_000_000,
     ) as sup:
         signed = verify_model_dir(model, _keys.load_public(key + ".pub")).digest
         assert sup.model_digest == signed  # the records name the signed manifest

@@ -594,12 +594,12 @@ class WorkerPool:
         end = time.monotonic_ns() + deadline_ns
         worker.shm.put(_DEADLINE, end)
         try:
-            worker.conn.send_bytes(pickle.dumps(message))
             try:
+                worker.conn.send_bytes(pickle.dumps(message))
                 spun = _spin_poll(worker.conn, spin)
             finally:
                 if spin:
-                    self._spinner = False  # the slot's holder alone clears it
+                    self._spinner = False  # the slot's holder alone clears it, sent or not
             if not spun and not self._answered(worker, seq, end, deadline_ns):
                 self._fail(worker, _late(worker.shm, seq), D.DEADLINE_MISSED)
                 raise WorkerTimeout(
