@@ -90,8 +90,8 @@ def main() -> None:
     dog = Watchdog()
     far = 10**18
 
-    def noop() -> int:
-        return 1
+    def noop() -> None:
+        return None
 
     log = compiled.log
     cases: dict[str, Callable[[], object]] = {
