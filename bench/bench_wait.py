@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from _common import interleaved
 
 from vigil.fsm import Policy
 from vigil.model import next_tokens, token_contract
@@ -80,18 +81,7 @@ def supervision_after_wait(
 ) -> float:
     """p50 ns of ``sup.infer(x)`` minus p50 of ``model(x)``, the two alternating (the model
     does the wait)."""
-    clock = time.perf_counter_ns
-    bare: list[int] = []
-    supervised: list[int] = []
-    for i in range(calls):
-        for k in range(2):
-            t0 = clock()
-            if (i + k) % 2:
-                sup.infer(x)
-                supervised.append(clock() - t0)
-            else:
-                model(x)
-                bare.append(clock() - t0)
+    bare, supervised = interleaved([lambda: model(x), lambda: sup.infer(x)], calls)
     return statistics.median(supervised) - statistics.median(bare)
 
 
