@@ -18,6 +18,7 @@ import torch
 
 from vigil import _diagnostics as D
 from vigil.auditlog import FlightRecorder, LogReader, RingConfig
+from vigil.auditlog._crc import crc32c
 from vigil.cli import main as cli_main
 from vigil.errors import InvalidArgument, InvalidInput, Unavailable
 from vigil.schemas import CallFlags, Outcome, RecordType, ServedBy
@@ -336,7 +337,8 @@ def test_replay_agrees_on_a_log_with_deferred_digests_and_traces(tmp_path: Path)
 def _log(path: Path, script: list[tuple[str, Any]]) -> dict[str, int]:
     """Write a log by hand: ("bound", n) declares a digester, ("call", name) a DIGEST_FOLLOWS
     INFERENCE, ("digest", name) its OUTPUT_DIGEST, ("raw", seq) an OUTPUT_DIGEST naming a seq,
-    ("reopen", None) a new writer session after a crash (the writer dropped unclosed)."""
+    ("body", (bytes, version)) an OUTPUT_DIGEST of that body, ("reopen", None) a new writer
+    session after a crash (the writer dropped unclosed)."""
     seqs: dict[str, int] = {}
     ring = RingConfig(size=4096 + 8 * 65536, segment_size=65536)
     w = FlightRecorder.create(path, ring, durability="none")
@@ -351,6 +353,9 @@ def _log(path: Path, script: list[tuple[str, Any]]) -> dict[str, int]:
             w.record_output_digest(seqs[arg], b"d" * 32, output_bytes=1, lag_ns=1)
         elif op == "raw":
             w.record_output_digest(arg, b"d" * 32, output_bytes=1, lag_ns=1)
+        elif op == "body":  # (body, body_version): an OUTPUT_DIGEST sealed as any writer could
+            body, version = arg
+            w._commit(int(RecordType.OUTPUT_DIGEST), body, version=version, v12=True)
         elif op == "reopen":
             w.flush()
             w._drop()  # as a crash leaves it: no CLOSED record
@@ -400,6 +405,56 @@ def test_verify_a_closed_session_owes_every_digest(tmp_path: Path) -> None:
     path = tmp_path / "a.vigil"
     s = _log(path, [("bound", 8), ("call", "a")])  # closed cleanly, digest never written
     assert _kinds(path) == [("DIGEST_MISSING", s["a"], None)]
+
+
+def _digest_body(seq: int) -> bytes:
+    return seq.to_bytes(8, "little") + bytes(16) + b"d" * 32  # inference_seq, bytes, lag, digest
+
+
+@pytest.mark.parametrize(
+    ("body", "version"),
+    [
+        (_digest_body(3)[:8], 1),  # names the call (seq 3), holds no digest
+        (_digest_body(3)[:40], 1),
+        (_digest_body(3) + bytes(8), 1),  # trailing bytes: a body decodes exactly
+        (_digest_body(3), 9),  # a body version no writer writes
+        (b"", 1),
+    ],
+    ids=["8-bytes", "40-bytes", "64-bytes", "version-9", "empty"],
+)
+def test_verify_an_undecodable_digest_completes_nothing(
+    tmp_path: Path, body: bytes, version: int
+) -> None:
+    path = tmp_path / "a.vigil"
+    s = _log(path, [("bound", 8), ("call", "a"), ("body", (body, version))])
+    assert s["a"] == 3  # after OPENED and the digester annotation
+    found = _kinds(path)  # the call's digest is lost: one finding for the record, one for it
+    assert found == [("DIGEST_UNEXPECTED", s["a"] + 1, None), ("DIGEST_MISSING", s["a"], None)]
+    assert not _verify(path).intact
+
+
+def test_verify_a_digest_naming_seq_0_is_unexpected(tmp_path: Path) -> None:
+    path = tmp_path / "a.vigil"
+    s = _log(path, [("bound", 8), ("call", "a"), ("digest", "a"), ("raw", 0)])
+    assert _kinds(path) == [("DIGEST_UNEXPECTED", s["a"] + 2, None)]  # seqs start at 1
+
+
+@pytest.mark.parametrize("minor", [0, 1])
+def test_verify_a_superblock_rolled_back_to_an_older_minor_is_tampering(
+    tmp_path: Path, minor: int
+) -> None:
+    path = tmp_path / "a.vigil"
+    s = _log(path, [("bound", 8), ("call", "a"), ("call", "b"), ("digest", "b")])
+    image = bytearray(path.read_bytes())
+    for off in R.SUPERBLOCK_SLOTS:  # the superblock is outside the chain: anyone can
+        assert int.from_bytes(image[off + 10 : off + 12], "little") == 2
+        image[off + 10 : off + 12] = minor.to_bytes(2, "little")
+        image[off + 252 : off + 256] = crc32c(bytes(image[off : off + 252])).to_bytes(4, "little")
+    path.write_bytes(bytes(image))
+    with LogReader(str(path)) as reader:
+        assert reader.geometry.minor == minor
+    # the first record only 1.2 writes names the rollback, and the 1.2 checks still run
+    assert _kinds(path) == [("TAMPERING", s["a"], None), ("DIGEST_MISSING", s["a"], None)]
 
 
 _KILLED = """

@@ -35,7 +35,7 @@ from vigil.auditlog import (
 )
 from vigil.auditlog._seal import checkpoint_message, fss_tag, next_key, signed_message
 from vigil.cli import main
-from vigil.errors import ConfigError
+from vigil.errors import ConfigError, UsageError
 from vigil.schemas import RecordType
 from vigil.schemas import _records as R
 
@@ -506,6 +506,37 @@ def test_truncation_before_an_anchor_is_caught_only_with_it(tmp_path, keys):
 
 
 @pytest.mark.requirement("SR-007")
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("epoch", 99),
+        ("covered_seq", 3),
+        ("chain", "00" * 32),
+        ("chain", "00"),
+        ("key_id", "00" * 32),
+        ("signature", "00" * 64),
+        ("real_ns", 1),
+        ("seq", "48"),  # the old parser took these for 48 and 1
+        ("seq", 48.0),
+        ("seq", True),
+        ("seq", 1 << 64),
+    ],
+    ids=lambda v: str(v)[:12],
+)
+def test_an_anchor_whose_fields_disagree_with_its_body_is_refused(
+    tmp_path, keys, key: str, value: object
+) -> None:
+    """What a person reads in the anchor file is what verify checks: the fields that restate
+    the checkpoint body (once ignored, so editing them changed nothing) must agree with it."""
+    log = tmp_path / "log"
+    sealed_log(log, keys, fss=False)
+    good = take_anchor(log, tmp_path / "anchor.json").to_json()
+    assert Anchor.from_json(good).to_json() == good  # the control: an untouched file reads
+    with pytest.raises(UsageError) as exc:
+        Anchor.from_json({**good, key: value})
+    assert exc.value.code == "DIA-1002" and key in exc.value.message
+
+
 def test_rollback_to_an_older_copy_is_caught_only_against_an_anchor(tmp_path, keys):
     log = tmp_path / "log"
     sealer = Sealer(keys["key"], every_records=EVERY, every_ms=0)

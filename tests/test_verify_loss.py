@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vigil
-from vigil.auditlog import Anchor, FlightRecorder, FssSeed, LogReader, LogRecord, fss_generate
+from vigil.auditlog import (
+    Anchor,
+    FlightRecorder,
+    FssSeed,
+    LogReader,
+    LogRecord,
+    clock_steps,
+    fss_generate,
+)
 from vigil.auditlog import _format as F
 from vigil.auditlog._sealcheck import ANCHOR_LIMIT
 from vigil.errors import (
@@ -29,6 +38,7 @@ from vigil.errors import (
     UsageError,
     VigilError,
 )
+from vigil.schemas import CallFlags, RecordType
 from vigil.schemas import _records as R
 
 from conftest import SMALL, FakeClock, image_reader, infer, records
@@ -177,11 +187,11 @@ def test_garbage_in_a_never_started_segment_is_media_corruption(tmp_path: Path) 
 # --- item 3: work and memory bounded by the bytes actually present ------------------------
 
 
-def _superblock_like(path: str, segments: int) -> bytes:
-    """The superblock of a real log, its geometry changed to ``segments`` x 8 KiB."""
+def _superblock_like(path: str, segments: int, size: int = SEG) -> bytes:
+    """The superblock of a real log, its geometry changed to ``segments`` x ``size``."""
     img = bytearray(Path(path).read_bytes()[:PAGE])
     for off in R.SUPERBLOCK_SLOTS:
-        struct.pack_into("<II", img, off + 52, SEG, segments)
+        struct.pack_into("<II", img, off + 52, size, segments)
         struct.pack_into("<I", img, off + 252, F.crc32c(bytes(img[off : off + 252])))
     return bytes(img)
 
@@ -210,6 +220,61 @@ def test_a_huge_geometry_costs_only_the_bytes_present(tmp_path: Path, sparse: bo
     else:
         assert report.counts == {"FILE_SIZE": 1} and not report.intact
         assert info["geometry"]["truncated"] and info["segments"]["counts"] == {"missing": segments}
+
+
+BIG = 64 << 20  # a segment size the old reader read whole, holes and all
+
+
+def _peak(fn: Callable[[], object]) -> tuple[object, int]:
+    tracemalloc.start()
+    try:
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_stray_byte_in_each_sparse_segment_costs_only_the_bytes_present(
+    tmp_path: Path,
+) -> None:
+    src = str(tmp_path / "src.vigil")
+    _log(src, 3)
+    p = tmp_path / "sparse.vigil"
+    p.write_bytes(_superblock_like(src, 4, BIG))
+    with p.open("r+b") as f:
+        f.truncate(R.SUPERBLOCK_AREA + 4 * BIG)  # 256 MiB that read as zeros, but for:
+        for i in range(4):
+            f.seek(R.SUPERBLOCK_AREA + i * BIG + 5000)  # one byte in each segment's records
+            f.write(b"\x01")
+
+    def verify() -> object:
+        with LogReader(str(p)) as r:
+            return r.verify()
+
+    report, peak = _peak(verify)  # the old reader: 64 MiB read + 64 MiB of zeros per segment
+    assert peak < 8 << 20, peak
+    assert report.counts == {"MEDIA_CORRUPTION": 4}, report.findings  # type: ignore[attr-defined]
+    offsets = [f.offset for f in report.findings]  # type: ignore[attr-defined]
+    assert offsets == [R.SUPERBLOCK_AREA + i * BIG + 5000 for i in range(4)]
+
+
+def test_a_log_in_a_sparse_segment_is_read_up_to_its_last_data(tmp_path: Path) -> None:
+    src = str(tmp_path / "src.vigil")
+    recs = _log(src, 20)
+    assert {r.segment for r in recs} == {0}
+    image = Path(src).read_bytes()
+    p = tmp_path / "sparse.vigil"
+    p.write_bytes(_superblock_like(src, 4, BIG) + image[PAGE : PAGE + SEG])  # segment 0 as is
+    os.truncate(p, R.SUPERBLOCK_AREA + 4 * BIG)
+
+    def read() -> object:
+        with LogReader(str(p)) as r:
+            return r.verify(), [rec.seq for rec in r.records()], r.inspect()
+
+    (report, seqs, info), peak = _peak(read)  # type: ignore[misc]
+    assert peak < 8 << 20, peak  # the old reader read 64 MiB for segment 0
+    assert report.intact and seqs == [r.seq for r in recs], report.findings
+    assert info["head"]["last_seq"] == recs[-1].seq
 
 
 def test_a_sparse_segment_holding_data_is_still_read(tmp_path: Path) -> None:
@@ -479,3 +544,44 @@ def test_an_unknown_record_type_is_an_integer_in_json() -> None:
     )
     assert rec.to_json()["type"] == 9 and rec.to_json()["raw"] == "01"
     assert rec.type_name == "TYPE_9"  # the table form keeps a readable label
+
+
+# --- any JSON a record or an anchor holds: nested deeper than the interpreter's stack ----
+
+DEEP = "[" * 2000 + "]" * 2000  # json recurses once a level: ~1000 is the limit
+
+
+def test_a_deep_digester_annotation_declares_no_bound(tmp_path: Path) -> None:
+    path = tmp_path / "a.vigil"
+    with FlightRecorder.create(path, SMALL, clock=FakeClock()) as w:
+        w.annotate("vigil.digester", DEEP)  # the public API, nothing forged
+        seq = w.record_inference(
+            request_id=bytes(16), model_digest=bytes(32), input_digest=bytes(32),
+            output_digest=bytes(32), state=1, served_by=1, outcome=0, latency_ns=1,
+            deadline_ns=2, flags=CallFlags.DIGEST_FOLLOWS,
+        )  # fmt: skip
+    with LogReader(str(path)) as r:
+        report = r.verify()  # was RecursionError
+    assert [(f.kind, f.seq) for f in report.findings] == [("DIGEST_MISSING", seq)]
+
+
+def test_a_deep_opened_detail_is_read_as_no_detail(tmp_path: Path) -> None:
+    path = tmp_path / "a.vigil"
+    lifecycle = R.BODIES[RecordType.LIFECYCLE]
+    with FlightRecorder.create(path, SMALL, clock=FakeClock()) as w:
+        body = {**next(iter(records(str(path)))).body, "detail": DEEP}
+        w.append(RecordType.LIFECYCLE, lifecycle.pack(body))  # a second OPENED, re-sealed
+        infer(w, 0)
+    with LogReader(str(path)) as r:
+        assert list(clock_steps(r.records())) == []  # was RecursionError
+    out = tmp_path / "export"
+    done = _cli("export", "--to", str(out), str(path))
+    assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_deep_anchor_file_is_not_an_anchor(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text(DEEP)
+    with pytest.raises(UsageError, match="not a vigil anchor") as exc:
+        Anchor.load(deep)  # was RecursionError
+    assert exc.value.code == "DIA-1002"

@@ -99,6 +99,6 @@ def _source(body: dict[str, Any]) -> tuple[str, str | None]:
         described = detail.get("clock") if isinstance(detail, dict) else None
         if isinstance(described, dict) and isinstance(described.get("device"), str):
             device = described["device"]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         pass  # an undecodable detail: the source byte still says which clock
     return source, device

@@ -43,6 +43,8 @@ _T_DIGEST = int(RecordType.OUTPUT_DIGEST)
 _T_ANNOTATION = int(RecordType.ANNOTATION)
 _T_LIFECYCLE = int(RecordType.LIFECYCLE)
 _SEQ = struct.Struct("<Q")
+_DIGEST_VERSION = 1
+_DIGEST_SIZE = R.BODIES[RecordType.OUTPUT_DIGEST].fixed_size  # 56: the body decodes exactly
 _OPENED, _CLOSED = bytes([LifecycleEvent.OPENED]), bytes([LifecycleEvent.CLOSED])
 _ANNOTATION = R.BODIES[RecordType.ANNOTATION]
 
@@ -83,9 +85,15 @@ class DigestChecker:
             self.closed = True
 
     def _digest(self, raw: F.RawRecord, body: bytes, where: dict[str, int]) -> None:
-        if len(body) < _SEQ.size:
+        if raw.body_version != _DIGEST_VERSION or len(body) != _DIGEST_SIZE:
+            # it completes nothing: the call it may name keeps waiting for its digest
             self.sink.add(
-                "DIGEST_UNEXPECTED", f"OUTPUT_DIGEST {raw.seq}: undecodable body", seq=raw.seq
+                "DIGEST_UNEXPECTED",
+                f"OUTPUT_DIGEST {raw.seq}: undecodable body (body_version {raw.body_version}, "
+                f"{len(body)} bytes; version {_DIGEST_VERSION} has {_DIGEST_SIZE}): it "
+                "records no digest",
+                seq=raw.seq,
+                **where,
             )
             return
         (named,) = _SEQ.unpack_from(body)
@@ -102,7 +110,7 @@ class DigestChecker:
             self.digested += 1
             return
         assert self.first_seq is not None
-        if named < self.first_seq:
+        if 0 < named < self.first_seq:  # seqs start at 1: 0 names nothing
             return  # names a record the ring evicted: nothing to judge
         self.sink.add(
             "DIGEST_UNEXPECTED",
@@ -118,8 +126,8 @@ class DigestChecker:
             if note["key"] != DIGESTER_KEY:
                 return
             declared = json.loads(note["text"])["max_pending"]
-        except (InvalidArgument, ValueError, KeyError, TypeError):
-            return
+        except (InvalidArgument, ValueError, KeyError, TypeError, RecursionError):
+            return  # not a declaration: the session keeps the bound it has
         if type(declared) is int and 0 <= declared <= MAX_BOUND:
             self.bound = max(self.bound, declared)
 

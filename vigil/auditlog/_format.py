@@ -39,6 +39,27 @@ from vigil.schemas import _records as R
 
 HDR = R.RECORD_HEADER.fixed
 HDR_SIZE = R.HEADER_SIZE
+T_INFERENCE = 2  # RecordType.INFERENCE
+T_OUTPUT_DIGEST = 7  # RecordType.OUTPUT_DIGEST (format 1.2)
+FLAGS_AT = 115  # INFERENCE body: the flags byte (body versions 1 and 2)
+DIGEST_FOLLOWS = 16  # CallFlags.DIGEST_FOLLOWS (format 1.2)
+V12_TYPES = frozenset({T_INFERENCE, T_OUTPUT_DIGEST})  # the types :func:`is_v12` may accept
+FLAGS_BYTE = HDR_SIZE + FLAGS_AT  # from the record's start
+
+
+def is_v12(rtype: int, body_version: int, buf: Buffer, body_at: int, body_len: int) -> bool:
+    """Whether a record is one only a format 1.2 writer writes: an OUTPUT_DIGEST, a traced
+    (body_version 2) INFERENCE, or an INFERENCE with DIGEST_FOLLOWS (its body at
+    ``buf[body_at:]``)."""
+    if rtype == T_OUTPUT_DIGEST:
+        return True
+    if rtype != T_INFERENCE:
+        return False
+    return body_version == 2 or (
+        body_len > FLAGS_AT and bool(buf[body_at + FLAGS_AT] & DIGEST_FOLLOWS)
+    )
+
+
 TRL_SIZE = R.TRAILER_SIZE
 CRC = struct.Struct("<I")
 LAP = struct.Struct("<Q")
@@ -539,8 +560,10 @@ def check_clean_segment(
 
     The verifier's fast path (buf holds just this segment, from offset 0): every record valid
     (§4.3), seqs from ``info.first_seq`` upward and below ``limit``, each chain digest
-    following from ``info.start_chain``, monotonic time not going back within a boot, and a
-    clean end. On None the caller scans the segment again with :func:`scan_segment` and
+    following from ``info.start_chain``, monotonic time not going back within a boot, a
+    clean end, and no record only format 1.2 writes (:func:`is_v12`: the fast path serves
+    logs whose superblock says 1.0 or 1.1, where such a record is a finding). On None the
+    caller scans the segment again with :func:`scan_segment` and
     classifies what it finds; this function decides nothing on its own.
     """
     prev = info.start_chain
@@ -554,7 +577,7 @@ def check_clean_segment(
     count = nbytes = 0
     try:
         while pos + HDR_SIZE <= end:
-            length, body_len, _t, _v, seq, lap, _d, boot, mono, _r = unpack(buf, pos)
+            length, body_len, rtype, version, seq, lap, _d, boot, mono, _r = unpack(buf, pos)
             if lap != gen:
                 if lap < gen and seq < first and _resync(buf, view, pos, end, gen) < 0:
                     break  # clean end
@@ -567,6 +590,14 @@ def check_clean_segment(
                 or seq != expected
                 or seq >= limit
                 or (boot == boot_id and mono < mono_ns)
+                or rtype == T_OUTPUT_DIGEST  # is_v12, inline (a call per record costs ~10 %)
+                or (
+                    rtype == T_INFERENCE
+                    and (
+                        version == 2
+                        or (body_len > FLAGS_AT and buf[pos + FLAGS_BYTE] & DIGEST_FOLLOWS)
+                    )
+                )
             ):
                 return None
             crc_at = stop - 4

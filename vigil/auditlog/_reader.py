@@ -185,6 +185,29 @@ class LogReader:
                 errno=exc.errno,
             ) from exc
 
+    def _data_end(self, start: int, size: int) -> int:
+        """Bytes of ``[start, start + size)`` up to the end of its last data extent: what
+        must be read of it (a hole reads as zeros; zeros after the last data are the same as
+        no bytes to every scan)."""
+        end = 0
+        for _, hi in _data_extents(self._fd, start, start + size):
+            end = hi - start
+        return end
+
+    def _first_data_nonzero(self, start: int, size: int) -> int:
+        """Offset (from ``start``) of the first non-zero byte of ``[start, start + size)``,
+        or -1; reads only its data extents, a chunk at a time (holes read as zeros)."""
+        for lo, hi in _data_extents(self._fd, start, start + size):
+            pos = lo
+            while pos < hi:
+                chunk = self._pread(min(_CHUNK, hi - pos), pos)
+                if not chunk:
+                    break
+                if chunk.count(0) != len(chunk):
+                    return pos - start + first_nonzero(chunk, 0, len(chunk))
+                pos += len(chunk)
+        return -1
+
     def _read_info(self, index: int) -> F.SegmentInfo:
         geo = self.geometry
         off = geo.segment_offset(index)
@@ -205,8 +228,12 @@ class LogReader:
         return info
 
     def _load(self, info: F.SegmentInfo) -> tuple[bytes, int, F.SegmentInfo] | None:
+        """A segment's bytes, up to its last byte of data (holes after it read as zeros,
+        where every scan ends as it does at the buffer's end: they are not read)."""
         geo = self.geometry
-        raw = self._pread(geo.segment_size, geo.segment_offset(info.index))
+        off = geo.segment_offset(info.index)
+        size = max(self._data_end(off, geo.segment_size), geo.header_area)
+        raw = self._pread(size, off)
         fresh = F.read_segment_info(raw, 0, len(raw), info.index, geo)
         if fresh.generation != info.generation or fresh.status != info.status:
             return None
@@ -342,10 +369,19 @@ class LogReader:
             yield_records=not fast or seals is not None or digests is not None,
         )
         if seals is None and digests is None:
-            for _ in walker.walk():
-                pass
+            v12 = self._walk_legacy(walker)
         else:
-            self._check_bodies(walker, seals, digests)
+            v12 = self._check_bodies(walker, seals, digests)
+        if v12 is not None:  # a 1.0 / 1.1 superblock over a 1.2 record: §6.2 applies anyway
+            sink.add(
+                "TAMPERING",
+                f"the superblock says format {R.FORMAT_MAJOR}.{geo.minor}, but record {v12} "
+                "is one only format 1.2 writes (a writer raises the minor, synced, before its "
+                "first such record): the superblock was rewritten to an older minor",
+                seq=v12,
+            )
+            again = Walker(self.geometry, self.segments, self._load, FindingSink(0))
+            self._check_bodies(again, None, DigestChecker(sink, geo))
         self._check_unused(sink, walker)
         seal_report = seals.finish() if seals is not None else None
         return VerifyReport(
@@ -368,11 +404,24 @@ class LogReader:
         )
 
     @staticmethod
+    def _walk_legacy(walker: Walker) -> int | None:
+        """The walk of a log whose superblock says 1.0 or 1.1 (clean segments in the fast
+        path, which stops at a 1.2 record): the seq of the first record only format 1.2
+        writes, or None."""
+        first = None
+        for raw in walker.walk():
+            if first is None and _is_v12(raw, walker):
+                first = raw.seq
+        return first
+
+    @staticmethod
     def _check_bodies(
         walker: Walker, seals: SealChecker | None, digests: DigestChecker | None
-    ) -> None:
+    ) -> int | None:
         """The walk, with the checks that read record bodies: checkpoints (a sealed log) and
-        deferred output digests (format 1.2)."""
+        deferred output digests (format 1.2). Without ``digests`` (a 1.0 / 1.1 superblock):
+        the seq of the first record only format 1.2 writes, or None."""
+        first = None
         for raw in walker.walk():
             body = None
             if raw.type in _SEAL_BODIES or (digests is not None and raw.type in DIGEST_BODIES):
@@ -382,8 +431,11 @@ class LogReader:
                 seals.see(raw, body if raw.type in _SEAL_BODIES else None)
             if digests is not None and body is not None and raw.type in DIGEST_BODIES:
                 digests.see(raw, body, walker.current_segment)
+            elif digests is None and first is None and _is_v12(raw, walker):
+                first = raw.seq
         if digests is not None:
             digests.finish()
+        return first
 
     def _check_header_spares(self, sink: FindingSink) -> None:
         for info in self.segments:
@@ -402,18 +454,18 @@ class LogReader:
         seq they name that it should (the writer rewrote those after recovery)."""
         geo = self.geometry
         newest = walker.last_seq or 0
-        zeros = b""
         for info in self.segments:
             if info.status != "empty":
                 continue
             base = geo.segment_offset(info.index) + geo.header_area
-            raw = self._pread(geo.segment_size - geo.header_area, base)
-            if len(zeros) != len(raw):
-                zeros = bytes(len(raw))  # calloc: untouched pages cost no memory
-            if raw == zeros:  # one memcmp: the common case
+            size = geo.segment_size - geo.header_area
+            at = self._first_data_nonzero(base, size)
+            if at < 0:  # the common case: zeros, or holes that read as zeros
                 continue
-            nz = first_nonzero(raw, 0, len(raw))
-            where = {"segment": info.index, "offset": base + nz}
+            page = at & ~(F.PAGE - 1)  # records are 8-aligned and start in a page with data
+            raw = self._pread(self._data_end(base, size) - page, base + page)
+            nz = at - page
+            where = {"segment": info.index, "offset": base + at}
             found = stray_records(raw, nz, len(raw))
             if not found:
                 sink.add(
@@ -546,6 +598,9 @@ def _locked(fd: int) -> bool:
     return False
 
 
+_CHUNK = 1 << 20  # bytes read at a time when looking for data in a never-started segment
+
+
 def _data_extents(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
     """``[lo, hi)`` ranges of ``[start, end)`` that hold data (not holes), in order.
 
@@ -578,3 +633,11 @@ def _wear(values: list[int]) -> dict[str, float]:
     if not values:
         return {"min": 0, "mean": 0.0, "max": 0}
     return {"min": min(values), "mean": statistics.fmean(values), "max": max(values)}
+
+
+def _is_v12(raw: F.RawRecord, walker: Walker) -> bool:
+    """Whether the record being walked is one only format 1.2 writes (:func:`F.is_v12`)."""
+    if raw.type not in F.V12_TYPES:
+        return False
+    at = walker.current_base + raw.offset + R.HEADER_SIZE
+    return F.is_v12(raw.type, raw.body_version, walker.current_buffer, at, raw.body_len)

@@ -98,13 +98,19 @@ class Anchor:
 
     @classmethod
     def from_json(cls, data: Any, where: str = "anchor") -> Anchor:
-        """Raises UsageError (DIA-1002) for anything but an anchor written by ``vigil anchor``."""
+        """Raises UsageError (DIA-1002) for anything but an anchor written by ``vigil anchor``:
+        ``seq`` an integer (not a string, float or bool), and every field that restates the
+        checkpoint body (``epoch``, ``covered_seq``, ``chain``, ``key_id``, ``signature``,
+        ``real_ns``) equal to what the body says, so that what a reader of the file sees is
+        what is checked."""
         try:
             body = bytes.fromhex(data["body"])
+            fields = _CHECKPOINT.unpack(body)
+            seq = data["seq"]
             anchor = cls(
                 log_id=bytes.fromhex(data["log_id"]),
-                seq=int(data["seq"]),
-                epoch=int(_CHECKPOINT.unpack(body)["epoch"]),
+                seq=seq,
+                epoch=int(fields["epoch"]),
                 body=body,
                 record_chain=bytes.fromhex(data["record_chain"]),
             )
@@ -113,8 +119,15 @@ class Anchor:
             raise UsageError(f"{where}: not a vigil anchor ({exc})") from None
         if version != 1 or len(anchor.log_id) != 16 or len(anchor.record_chain) != 32:
             raise UsageError(f"{where}: not a vigil anchor (version 1 with 16/32-byte ids)")
-        if anchor.seq < 1:
-            raise UsageError(f"{where}: anchor seq {anchor.seq} is not a record")
+        if type(seq) is not int or not 1 <= seq < 1 << 64:
+            raise UsageError(f"{where}: anchor seq {seq!r} is not a record's seq")
+        written = anchor.to_json()
+        for key in ("epoch", "covered_seq", "chain", "key_id", "signature", "real_ns"):
+            if key in data and (data[key] != written[key] or type(data[key]) is bool):
+                raise UsageError(
+                    f"{where}: not a vigil anchor: {key} {data[key]!r} is not what its "
+                    f"checkpoint body says ({written[key]!r})"
+                )
         return anchor
 
     @classmethod
@@ -135,6 +148,8 @@ class Anchor:
             raise UsageError(f"{where}: over {ANCHOR_LIMIT} bytes, not an anchor (one is < 1 KiB)")
         try:
             value = json.loads(data)
+        except RecursionError:
+            raise UsageError(f"{where}: not a vigil anchor (nested too deeply)") from None
         except ValueError as exc:
             raise UsageError(f"{where}: cannot read an anchor ({exc})") from None
         return cls.from_json(value, where)

@@ -206,7 +206,7 @@ def verify_command(args: argparse.Namespace) -> int:
 def _read_config(path: str) -> dict[str, Any]:
     try:
         config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise UsageError(f"--config {path}: not a readable JSON file ({exc})") from None
     if not isinstance(config, dict):
         raise UsageError(f"--config {path}: must hold a JSON object")

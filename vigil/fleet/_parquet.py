@@ -120,7 +120,7 @@ class ParquetWriter:
             state = json.loads(path.read_text("utf-8"))
             version = state["schema_version"]
             logs = state["logs"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ExportDestinationError(
                 f"{path}: unreadable export state ({exc}); export into a new directory",
                 path=str(path),

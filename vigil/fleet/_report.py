@@ -239,7 +239,7 @@ def _state(root: Path) -> dict[str, Any]:
     try:
         state = json.loads((root / STATE_FILE).read_text("utf-8"))
         version = state["schema_version"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ReportError(
             f"{root / STATE_FILE}: unreadable ({exc}); export again into a new directory",
             diagnostic=D.REPORT_NO_DATASET,

@@ -161,7 +161,7 @@ def covered_generation(dest: str | Path) -> int | None:
     try:
         covers = json.loads((Path(dest) / SUMMARY_DIR / COVERS).read_text("utf-8"))
         value, layout = covers["generation"], covers["layout"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
     return value if isinstance(value, int) and layout == LAYOUT else None
 

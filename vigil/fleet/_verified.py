@@ -239,7 +239,7 @@ def _device(reader: LogReader, report: VerifyReport) -> str | None:
             if rec.body.get("event") == LifecycleEvent.OPENED:
                 try:
                     detail = json.loads(rec.body.get("detail", ""))
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if isinstance(detail, dict) and isinstance(detail.get("host"), str):
                     host = str(detail["host"])
