@@ -158,8 +158,9 @@ def test_an_undecodable_caused_transition_is_a_finding_not_a_keyerror(
         (b'{"policy": 1, "window": "ten"}', D.REPLAY_UNREADABLE),  # was TypeError
         (b'{"policy": 1, "window": null}', D.REPLAY_UNREADABLE),
         (b'{"policy": 2}', D.REPLAY_UNREADABLE),
+        (b"[" * 5000 + b"]" * 5000, D.REPLAY_UNREADABLE),  # was RecursionError
     ],
-    ids=["utf8", "json", "list", "string", "type", "null", "version"],
+    ids=["utf8", "json", "list", "string", "type", "null", "version", "deep"],
 )
 def test_an_unusable_policy_record_is_a_finding(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], policy: bytes, code: D.Diagnostic
@@ -184,6 +185,7 @@ def test_an_unusable_policy_record_is_a_finding(
         b'{"state": "NORMAL", "failed_recovery_ages_ns": ["x"]}',
         b'{"state": "NORMAL", "failed_in_a_row": -1}',
         b"\xff",
+        b'{"a": ' * 1500 + b"1" + b"}" * 1500,  # was RecursionError
     ],
 )
 def test_an_unusable_restore_record_is_a_finding(

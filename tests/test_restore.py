@@ -8,10 +8,14 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+import torch
+
 from vigil import _diagnostics as D
-from vigil.auditlog import FlightRecorder, RingConfig
+from vigil.auditlog import FlightRecorder, LogReader, RingConfig
 from vigil.fsm import Policy, Snapshot
-from vigil.schemas import State
+from vigil.schemas import RecordType, ServedBy, State
+from vigil.supervisor import Supervisor
 from vigil.supervisor._restore import restore_snapshot
 
 from conftest import FakeClock
@@ -133,3 +137,52 @@ def test_a_missing_or_unreadable_log_restores_nothing(tmp_path: Path) -> None:
     assert snap == Snapshot()
     assert found["restored_from"] is None
     assert isinstance(found["unreadable"], str) and found["unreadable"].startswith("DIA-")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 5000 + "]" * 5000,  # was RecursionError: no supervisor could start on this log
+        "{not json",  # was JSONDecodeError
+        "{}",  # was KeyError
+        '"SAFE_STOP"',  # was AttributeError
+        '{"state": "NOWHERE"}',
+        '{"state": "NORMAL", "failed_recovery_ages_ns": ["x"]}',
+        '{"state": "NORMAL", "failed_in_a_row": true}',
+    ],
+    ids=["deep", "json", "keys", "string", "state", "ages", "count"],
+)
+def test_a_restore_annotation_that_holds_no_snapshot_is_skipped(tmp_path: Path, text: str) -> None:
+    """Anyone with the log open may annotate it (or a damaged record may be re-sealed): the
+    next start must still come up, restore what the readable records say and name the rest."""
+
+    def fill(rec: FlightRecorder, clock: FakeClock) -> None:
+        transitions((N, DEG, D.TRIP_CONSECUTIVE))(rec, clock)
+        clock.advance(S)
+        rec.annotate("vigil.restore", text)
+
+    clock = written(tmp_path / "a.vigil", fill)
+    snap, found = restore_snapshot(tmp_path / "a.vigil", POLICY, clock.real + S)
+    assert snap.state is DEG  # what the transition before it said
+    assert found["records_skipped"] == 1 and found["skipped_seqs"] == [3]
+
+
+def test_a_record_whose_body_does_not_decode_is_skipped(tmp_path: Path) -> None:
+    def fill(rec: FlightRecorder, clock: FakeClock) -> None:
+        transitions((N, DEG, D.TRIP_CONSECUTIVE))(rec, clock)
+        rec.append(RecordType.TRANSITION, b"\x01")  # sealed, but no TRANSITION body: KeyError
+
+    clock = written(tmp_path / "a.vigil", fill)
+    snap, found = restore_snapshot(tmp_path / "a.vigil", POLICY, clock.real + S)
+    assert snap.state is DEG and found["skipped_seqs"] == [3]
+
+
+def test_a_supervisor_starts_on_a_log_with_an_unreadable_restore_record(tmp_path: Path) -> None:
+    path = tmp_path / "a.vigil"
+    with FlightRecorder.create(path, RING) as rec:
+        rec.annotate("vigil.restore", "[" * 5000 + "]" * 5000)
+    with Supervisor(lambda x: x, log=str(path), isolation="inline") as sup:
+        assert sup.infer(torch.ones(1)).served_by is ServedBy.PRIMARY
+    with LogReader(path) as reader:
+        notes = [r.body["text"] for r in reader.records() if r.body.get("key") == "vigil.restore"]
+    assert json.loads(notes[-1])["skipped_seqs"] == [2]

@@ -1,5 +1,6 @@
-"""Fuzz the flight-log reader: LogReader (records, tail, inspect), verify (fast and slow) and
-replay, on mutated golden, sealed and supervisor logs.
+"""Fuzz the flight-log reader: LogReader (records, tail, inspect, clock steps), verify (fast and
+slow), replay and the restore a supervisor reads at start, on mutated golden, sealed and
+supervisor logs.
 
 Input: one option byte, then the log file's bytes. Option bit 0 re-seals every record's CRC
 after mutation (walking each segment's records by their lengths), so that mutated headers and
@@ -20,14 +21,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _fuzzing import instrumenting, main, scratch_dir
 
 with instrumenting(__name__):
-    from vigil.auditlog import LogReader, crc32c
+    from vigil.auditlog import LogReader, clock_steps, crc32c
     from vigil.auditlog import _format as F
     from vigil.errors import VigilError
+    from vigil.fsm import Policy
     from vigil.schemas import _records as R
     from vigil.supervisor import replay
+    from vigil.supervisor._restore import restore_snapshot
 
 SCRATCH = scratch_dir()
 _FIX_CRC, _SLOW = 1, 2
+_POLICY = Policy()
 
 
 def reseal(image: bytearray) -> None:
@@ -79,10 +83,12 @@ def one_input(data: bytes) -> None:
                 slow = r.verify(max_findings=20, fast=False)
                 assert (report.findings, report.counts) == (slow.findings, slow.counts)
             r.inspect()
+            list(clock_steps(r.records()))
     except VigilError:
         pass
     with contextlib.suppress(VigilError):
         replay(path, max_findings=20).to_json()
+    restore_snapshot(path, _POLICY, 1 << 62)  # what a supervisor reads at start: never raises
 
 
 assert F  # the format module is imported instrumented: its parsers are what is fuzzed

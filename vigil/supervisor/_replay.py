@@ -41,6 +41,7 @@ from vigil.auditlog import LogReader, LogRecord
 from vigil.errors import ConfigError, InvalidArgument
 from vigil.fsm import Policy, SafetyMachine, Snapshot, Transition
 from vigil.schemas import CallFlags, LifecycleEvent, Outcome, RecordType, State
+from vigil.supervisor._restore import carried
 
 
 @dataclass(frozen=True)
@@ -329,6 +330,8 @@ def _policy(text: str) -> Policy:
     """The policy a ``vigil.policy`` record holds. Raises ValueError or TypeError."""
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise ValueError("its text nests deeper than any policy") from None
     except ValueError as exc:
         raise ValueError(f"its text is not JSON ({exc})") from None
     if not isinstance(data, dict):
@@ -341,28 +344,9 @@ def _policy(text: str) -> Policy:
 
 def _restored(policy: Policy, rec: LogRecord) -> tuple[SafetyMachine, tuple[Transition, ...]]:
     """The machine a ``vigil.restore`` record starts. Raises ValueError or TypeError."""
-    try:
-        carried = json.loads(rec.body["text"])
-    except ValueError as exc:
-        raise ValueError(f"its text is not JSON ({exc})") from None
-    if not isinstance(carried, dict):
-        raise TypeError(f"its text is a JSON {type(carried).__name__}, not an object")
-    state = carried.get("state")
-    ages = carried.get("failed_recovery_ages_ns", [])
-    in_a_row = carried.get("failed_in_a_row", 0)
-    if not isinstance(state, str) or state not in State.__members__:
-        raise ValueError(f"state {state!r} is not a state")
-    if not isinstance(ages, list) or not all(_natural(a) for a in ages):
-        raise ValueError("failed_recovery_ages_ns is not a list of integers >= 0")
-    if not _natural(in_a_row):
-        raise ValueError(f"failed_in_a_row {in_a_row!r} is not an integer >= 0")
-    snap = Snapshot(State[state], tuple(ages), in_a_row)
+    snap = carried(rec.body["text"])
     machine = SafetyMachine(policy, rec.mono_ns, restore=snap)
     return machine, machine.check_restart_intensity(rec.mono_ns)
-
-
-def _natural(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _expect(

@@ -30,6 +30,39 @@ _FAILED = {D.PROBE_FAILED.number, D.RECOVERY_TIMEOUT.number}
 _READ = (RecordType.TRANSITION, RecordType.INFERENCE, RecordType.LIFECYCLE, RecordType.ANNOTATION)
 
 
+def carried(text: str) -> Snapshot:
+    """The snapshot a ``vigil.restore`` annotation's text carries.
+
+    Raises:
+        ValueError: the text is not such a snapshot (not JSON, nested deeper than the
+            interpreter's stack, an unknown state, a count or an age that is not an integer
+            >= 0).
+        TypeError: the text is JSON, but not an object.
+    """
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise ValueError("its text nests deeper than any snapshot") from None
+    except ValueError as exc:
+        raise ValueError(f"its text is not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise TypeError(f"its text is a JSON {type(data).__name__}, not an object")
+    state = data.get("state")
+    ages = data.get("failed_recovery_ages_ns", [])
+    in_a_row = data.get("failed_in_a_row", 0)
+    if not isinstance(state, str) or state not in State.__members__:
+        raise ValueError(f"state {state!r} is not a state")
+    if not isinstance(ages, list) or not all(_natural(a) for a in ages):
+        raise ValueError("failed_recovery_ages_ns is not a list of integers >= 0")
+    if not _natural(in_a_row):
+        raise ValueError(f"failed_in_a_row {in_a_row!r} is not an integer >= 0")
+    return Snapshot(State[state], tuple(ages), in_a_row)
+
+
+def _natural(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def restore_snapshot(
     log: str | os.PathLike[str] | FlightRecorder, policy: Policy, now_real_ns: int
 ) -> tuple[Snapshot, dict[str, Any]]:
@@ -49,7 +82,10 @@ def restore_snapshot(
         return Snapshot(), {"restored_from": None, "unreadable": exc.code}
     history = _History()
     for rec in records:
-        history.read(rec)
+        if "undecodable" in rec.body:  # damaged: what it said is not known, so not counted
+            history.skipped.append(rec.seq)
+        else:
+            history.read(rec)
     # the last session of the log did not close: this start is a restart -- unless the log
     # was handed over open, when that last session is this very start (its own OPENED), and
     # the restart was unclean only if the session before that OPENED never closed
@@ -57,7 +93,14 @@ def restore_snapshot(
     unclean = history.after_unclosed if handed_over else history.open_session
     if history.open_session and not handed_over:
         history.failed.append(now_real_ns)
-    found = {"restored_from": path, "records_read": len(records), "unclean_restart": unclean}
+    found: dict[str, Any] = {
+        "restored_from": path,
+        "records_read": len(records),
+        "unclean_restart": unclean,
+    }
+    if history.skipped:  # the first few, to look at with ``vigil dump``
+        found["records_skipped"] = len(history.skipped)
+        found["skipped_seqs"] = history.skipped[:8]
     return history.snapshot(now_real_ns, horizon), found
 
 
@@ -70,6 +113,7 @@ class _History:
     in_a_row: int = 0
     open_session: bool = False
     after_unclosed: bool = False  # the last OPENED came while the session before it was open
+    skipped: list[int] = field(default_factory=list)  # seqs of records that could not be read
 
     def read(self, rec: LogRecord) -> None:
         """Take in one record, oldest first."""
@@ -110,11 +154,17 @@ class _History:
             self.open_session = False
 
     def _carried(self, rec: LogRecord) -> None:
-        """A ``vigil.restore`` annotation: the previous session's restored history."""
-        carried = json.loads(rec.body["text"])
-        self.failed = [rec.real_ns - age for age in carried.get("failed_recovery_ages_ns", [])]
-        self.in_a_row = carried.get("failed_in_a_row", 0)
-        self.state = State[carried["state"]]
+        """A ``vigil.restore`` annotation: the previous session's restored history. One
+        that does not hold a snapshot (written by hand, or damaged and re-sealed) is skipped:
+        a bad record never keeps a supervisor from starting."""
+        try:
+            snap = carried(rec.body["text"])
+        except (ValueError, TypeError):
+            self.skipped.append(rec.seq)
+            return
+        self.failed = [rec.real_ns - age for age in snap.failed_recovery_ages_ns]
+        self.in_a_row = snap.failed_in_a_row
+        self.state = snap.state
 
     def snapshot(self, now_real_ns: int, horizon: int) -> Snapshot:
         """The snapshot to resume with: NORMAL when no state was read, the failures within
