@@ -177,6 +177,22 @@ def test_a_record_whose_body_does_not_decode_is_skipped(tmp_path: Path) -> None:
     assert snap.state is DEG and found["skipped_seqs"] == [3]
 
 
+@pytest.mark.parametrize("rtype", [RecordType.TRANSITION, RecordType.LIFECYCLE])
+def test_a_record_of_a_body_version_it_does_not_know_is_skipped(
+    tmp_path: Path, rtype: RecordType
+) -> None:
+    """A body version this reader cannot decode reads as ``{"raw": ...}`` (no "undecodable":
+    a newer writer's): restore raised KeyError on it (found by fuzz_reader)."""
+
+    def fill(rec: FlightRecorder, clock: FakeClock) -> None:
+        transitions((N, DEG, D.TRIP_CONSECUTIVE))(rec, clock)
+        rec._commit(int(rtype), bytes(100), version=9)
+
+    clock = written(tmp_path / "a.vigil", fill)
+    snap, found = restore_snapshot(tmp_path / "a.vigil", POLICY, clock.real + S)
+    assert snap.state is DEG and found["skipped_seqs"] == [3]
+
+
 def test_a_supervisor_starts_on_a_log_with_an_unreadable_restore_record(tmp_path: Path) -> None:
     path = tmp_path / "a.vigil"
     with FlightRecorder.create(path, RING) as rec:

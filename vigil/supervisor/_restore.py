@@ -82,7 +82,8 @@ def restore_snapshot(
         return Snapshot(), {"restored_from": None, "unreadable": exc.code}
     history = _History()
     for rec in records:
-        if "undecodable" in rec.body:  # damaged: what it said is not known, so not counted
+        if "raw" in rec.body:  # undecodable, or a body version this reader does not know:
+            # what it said is not known, so it is not counted
             history.skipped.append(rec.seq)
         else:
             history.read(rec)
