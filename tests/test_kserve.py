@@ -27,6 +27,7 @@ from vigil.service import _kserve as kserve
 from vigil.service._client import Client
 from vigil.service._config import ServeConfig
 from vigil.service._kserve import KServeApp, KServeServer
+from vigil.service._metrics import ServiceMetrics
 from vigil.service._service import Service
 from vigil.testing._models import TRIGGERS
 
@@ -352,10 +353,15 @@ def test_contract_breach_is_400_unavailable_and_draining_are_503(
     client, sup, kapp = app
     sup.raises = InvalidInput("input: dim 1 is 3", diagnostic=D.SHAPE_MISMATCH, field="input")
     status, doc = _infer(client, _tensor())
-    assert (status, doc["error"].split(":")[0]) == (400, f"{D.SHAPE_MISMATCH.code} SHAPE_MISMATCH")
+    # the code once (it was twice: "DIA-2101 SHAPE_MISMATCH: DIA-2101 SHAPE_MISMATCH: input...")
+    assert (status, doc["error"]) == (
+        400,
+        f"{D.SHAPE_MISMATCH.code} SHAPE_MISMATCH: input: dim 1 is 3",
+    )
     sup.raises = Unavailable("SAFE_STOP: no fallback", reason="safe_stop")
     status, doc = _infer(client, _tensor())
-    assert status == 503 and doc["error"].startswith("DIA-")
+    code = Unavailable.diagnostic
+    assert (status, doc["error"]) == (503, f"{code.code} {code.name}: SAFE_STOP: no fallback")
     sup.raises = None
     assert client.get("/v2/health/ready").status_code == 200
     kapp.draining = True
@@ -473,3 +479,25 @@ def test_an_oversized_body_is_refused_unread_and_a_vanished_client_frees_its_slo
         assert _post(conn) == 200
     finally:
         conn.close()
+
+
+def test_a_malformed_request_is_counted_as_a_protocol_error(
+    app: tuple[WsgiClient, _Supervisor, KServeApp],
+) -> None:
+    """SERVICE.md: vigil_requests_total counts a request that raised as protocol_error; a
+    malformed infer request was once not counted at all."""
+    client, sup, kapp = app
+    metrics = ServiceMetrics(sup)
+    kapp.on_call = metrics.observe_call
+    for body in (_tensor(data=[1, 2, 3]), _tensor(data=[1, 2, 3]), b"{not json"):
+        assert _infer(client, body)[0] == 400
+    assert _infer(client, _tensor())[0] == 200
+
+    def count(outcome: str, served_by: str, code: str) -> float | None:
+        labels = {"outcome": outcome, "served_by": served_by, "code": code}
+        return metrics.registry.get_sample_value("vigil_requests_total", labels)
+
+    assert count("protocol_error", "none", D.HTTP_TENSOR_INVALID.code) == 2.0
+    assert count("protocol_error", "none", D.HTTP_REQUEST_INVALID.code) == 1.0
+    assert count("ok", "primary", "") == 1.0
+    assert sup.calls == 1

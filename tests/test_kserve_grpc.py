@@ -37,6 +37,7 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 from vigil.service._calls import Admission  # noqa: E402
 from vigil.service._grpc import KServeGrpc, KServeGrpcServer  # noqa: E402
 from vigil.service._limits import LimitClass, LimitsSection, RateLimiter  # noqa: E402
+from vigil.service._metrics import ServiceMetrics  # noqa: E402
 from vigil.service._v2 import request_id_of  # noqa: E402
 
 START_S = 120.0
@@ -325,10 +326,18 @@ def test_status_mapping_unavailable_not_found_draining_and_too_large(
 ) -> None:
     stub, sup, server = local
     sup.raises = InvalidInput("input: dim 1 is 3", diagnostic=D.SHAPE_MISMATCH, field="input")
-    assert _status(stub, _request())[0] == grpc.StatusCode.INVALID_ARGUMENT
+    status, details = _status(stub, _request())  # the code once (it was twice)
+    assert (status, details) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"{D.SHAPE_MISMATCH.code} SHAPE_MISMATCH: input: dim 1 is 3",
+    )
     sup.raises = Unavailable("SAFE_STOP: no fallback", reason="safe_stop")
     status, details = _status(stub, _request())
-    assert status == grpc.StatusCode.UNAVAILABLE and details.startswith("DIA-"), details
+    code = Unavailable.diagnostic
+    assert (status, details) == (
+        grpc.StatusCode.UNAVAILABLE,
+        f"{code.code} {code.name}: SAFE_STOP: no fallback",
+    )
     sup.raises = None
     status, details = _status(stub, pb.ModelInferRequest(model_name="other"))
     assert status == grpc.StatusCode.NOT_FOUND and D.GRPC_UNKNOWN_MODEL.code in details
@@ -496,3 +505,32 @@ def test_grpc_calls_carry_trace_context_and_are_rate_limited_by_class() -> None:
 def test_a_kserve_request_id_maps_to_the_records_request_id(given: Any, expected: Any) -> None:
     got = request_id_of(given)
     assert (got.hex() if got is not None else None) == expected
+
+
+def test_a_malformed_request_is_counted_as_a_protocol_error() -> None:
+    """SERVICE.md: every gRPC request, refusals included, is counted in vigil_requests_total;
+    a malformed one (DIA-7171) was once not counted at all."""
+    sup = _Supervisor()
+    service = KServeGrpc(sup, model_name="m", readiness=lambda: True, input_shape=(-1, 2))
+    metrics = ServiceMetrics(sup)
+    service.on_call = metrics.observe_call
+    server = KServeGrpcServer(service, "127.0.0.1", 0, max_request_bytes=4096)
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for _ in range(2):
+            status, _ = _status(stub, _request(shape=[1, 3]))
+            assert status == grpc.StatusCode.INVALID_ARGUMENT
+        stub.ModelInfer(_request(), timeout=START_S)
+    finally:
+        channel.close()
+        server.stop(5.0)
+
+    def count(outcome: str, served_by: str, code: str) -> float | None:
+        labels = {"outcome": outcome, "served_by": served_by, "code": code}
+        return metrics.registry.get_sample_value("vigil_requests_total", labels)
+
+    assert count("protocol_error", "none", D.GRPC_TENSOR_INVALID.code) == 2.0
+    assert count("ok", "primary", "") == 1.0
+    assert sup.calls == 1

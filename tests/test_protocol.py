@@ -106,6 +106,8 @@ def test_header_checks_come_before_the_body() -> None:
         (header(flags=3), D.FRAME_TYPE),  # CONTEXT with a reserved bit
         (header(type=int(P.FrameType.PING), flags=1), D.FRAME_TYPE),  # CONTEXT: INFER only
         (header(length=1025), D.FRAME_TOO_LARGE),
+        (header(type=int(P.FrameType.PING), length=8), D.BODY_MALFORMED),  # theirs is empty
+        (header(type=int(P.FrameType.HEALTH), length=1 << 20), D.BODY_MALFORMED),
     ]
     for data, diagnostic in cases:
         with pytest.raises(ProtocolError) as exc:

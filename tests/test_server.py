@@ -251,8 +251,20 @@ def _corrupt_crc() -> bytes:
         (with_crc(P.HEADER.pack(P.MAGIC, 9, 1, 0, bytes(16), 0, 0)), D.PROTOCOL_VERSION),
         # oversize: only the header is sent; the answer comes before any body byte
         (P.HEADER.pack(P.MAGIC, 1, 1, 0, bytes(16), 4096 + 1, 0), D.FRAME_TOO_LARGE),
+        # PING and HEALTH have an empty body: one was once read (all of it) and ignored
+        (with_crc(P.HEADER.pack(P.MAGIC, 1, 6, 0, bytes(16), 8, 0), bytes(8)), D.BODY_MALFORMED),
+        (P.HEADER.pack(P.MAGIC, 1, 4, 0, bytes(16), 4000, 0), D.BODY_MALFORMED),  # header only
     ],
-    ids=["magic", "crc", "type", "response-type", "version", "oversize"],
+    ids=[
+        "magic",
+        "crc",
+        "type",
+        "response-type",
+        "version",
+        "oversize",
+        "ping-body",
+        "health-body",
+    ],
 )
 def test_a_broken_frame_gets_an_error_frame_then_close(
     service: Callable[..., Service], data: bytes, code: D.Diagnostic
@@ -280,19 +292,37 @@ def test_a_bad_tensor_spec_is_refused_and_the_connection_stays_usable(
     service: Callable[..., Service],
 ) -> None:
     svc = service()
+    counted: list[Any] = []
+    svc.server._on_call = lambda r, e, s, *_: counted.append(e)  # ServiceMetrics.observe_call
     body = bytearray(b"".join(bytes(b) for b in P.encode_tensors(X)))
     body[5] = 200  # the dtype code
     head = P.HEADER.pack(P.MAGIC, 1, 1, 0, b"\x02" * 16, len(body), 0)
+    context = b"\x00\x01\xff" + bytes(5)  # a class of one byte that is not UTF-8
+    tensors = b"".join(bytes(b) for b in P.encode_tensors(X))
+    bad_context = P.HEADER.pack(P.MAGIC, 1, 1, P.FLAG_CONTEXT, b"\x04" * 16, 8 + len(tensors), 0)
     s = raw(svc.path)
-    for payload in (with_crc(head, bytes(body)), infer_frame(rid=b"\x03" * 16)):
+    for payload in (
+        with_crc(head, bytes(body)),
+        with_crc(bad_context, context + tensors),
+        infer_frame(rid=b"\x03" * 16),
+    ):
         s.sendall(payload)
-    bad, good = read_frame(s), read_frame(s)
-    assert bad is not None and good is not None
+    bad, bad_ctx, good = read_frame(s), read_frame(s), read_frame(s)
+    assert bad is not None and bad_ctx is not None and good is not None
     info = P.decode_error(bad.body)
     assert (info.code, info.closing, bad.request_id) == (D.TENSOR_SPEC.code, False, b"\x02" * 16)
     assert "unknown dtype code 200" in info.message
+    info = P.decode_error(bad_ctx.body)
+    assert (info.code, info.closing) == (D.FRAME_CONTEXT_INVALID.code, False)
     assert good.type is P.FrameType.RESULT and good.request_id == b"\x03" * 16
     s.close()
+    # both refusals are counted in the per-request metrics (outcome protocol_error); they
+    # once were not counted at all
+    assert [(type(e).__name__, getattr(e, "code", None)) for e in counted] == [
+        ("ProtocolError", D.TENSOR_SPEC.code),
+        ("ProtocolError", D.FRAME_CONTEXT_INVALID.code),
+        ("NoneType", None),
+    ]
 
 
 def test_a_shape_torch_cannot_lay_out_is_refused_and_the_connection_stays_usable(
@@ -579,6 +609,43 @@ def test_request_bytes_over_the_server_wide_budget_are_refused_busy(
     svc.assert_serves()
     codes = [n["code"] for n in annotations(svc.close())]
     assert codes == [D.BUFFER_BUDGET.code]
+
+
+def test_a_stalled_body_holding_the_budget_makes_room_for_a_request(
+    service: Callable[..., Service],
+) -> None:
+    """A client sends half of a large body fast, then stalls: its buffer holds the whole
+    budget. Every other request was refused BUSY (DIA-7120) until the read timeout, even with
+    connections to spare; now, once the stalled body has had its grace, a request needing the
+    bytes closes it (BUSY, DIA-7121) and is served."""
+    clock = FakeClock()
+    svc = service(
+        max_request_bytes=4 << 20, max_buffered_bytes=4 << 20, read_timeout_s=30.0, clock=clock
+    )
+    stalled = raw(svc.path)
+    head = P.HEADER.pack(P.MAGIC, 1, 1, 0, b"\x0e" * 16, 4 << 20, 0)
+    stalled.sendall(head + bytes(2 << 20))  # 2 MiB in: its buffer doubles to 4 MiB, then waits
+    assert svc.server.wait_buffered(4 << 20, 5.0)
+    with svc.client() as c, pytest.raises(ServiceBusy) as busy:  # stalled 0 s: progressing
+        c.infer(X)
+    assert busy.value.code == D.BUFFER_BUDGET.code
+    clock.now += 1.5  # 2 MiB in 1.5 s is over 1 MiB/s on average, but nothing for 1.5 s
+    svc.assert_serves()
+    answer = read_frame(stalled)
+    assert answer is not None and answer.request_id == b"\x0e" * 16
+    info = P.decode_error(answer.body)
+    assert (info.error_class, info.code, info.closing) == (
+        P.ErrorClass.BUSY,
+        D.SLOW_BODY.code,
+        True,
+    )
+    assert "request memory was full" in info.message
+    stalled.close()
+    assert svc.server.wait_open(0, 5.0)
+    stats = svc.server.statistics()
+    assert (stats["evicted_slow"], stats["over_budget"], stats["buffered_bytes"]) == (1, 1, 0)
+    codes = [n["code"] for n in annotations(svc.close())]
+    assert codes == [D.BUFFER_BUDGET.code, D.SLOW_BODY.code]
 
 
 def test_violations_are_rate_limited_with_a_count_of_the_suppressed() -> None:

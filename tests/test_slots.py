@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vigil.service._slots import Evict, Slot, choose
+from vigil.service._slots import Evict, Slot, choose, slowest_body
 
 KW = {"grace_s": 1.0, "min_rate": 1000.0}
 
@@ -27,7 +27,7 @@ def test_serving_and_fast_bodies_are_never_closed() -> None:
     serving.start_body(1.0)
     serving.end_body()
     fast.start_body(1.0)
-    fast.received = 5000  # 5000 bytes in 2 s: over 1000 bytes/s
+    fast.arrived(5000, 2.5)  # 5000 bytes in 2 s, the last 0.5 s ago: over 1000 bytes/s
     assert choose(_table(serving, fast), 2, 3.0, **KW) == (False, None, None)
 
 
@@ -49,3 +49,21 @@ def test_back_to_idle_after_an_answer() -> None:
     s.end_body()
     s.to_idle(7.0)
     assert (s.busy, s.body_since, s.idle_since) == (False, None, 7.0)
+
+
+def test_a_body_that_stalled_for_its_grace_makes_room_however_fast_it_began() -> None:
+    """Most of a body at once, then nothing: its average rate stays high for a long time
+    (4 MiB in 0.01 s stays over 1 MiB/s for 4 s), yet it holds its slot and its bytes."""
+    stalled, steady = Slot(None, 0.0), Slot(None, 0.0)
+    stalled.start_body(1.0)
+    stalled.arrived(1_000_000, 1.01)  # then nothing
+    steady.start_body(1.0)
+    steady.arrived(1500, 1.9)  # 1500 bytes/s, its last bytes just in
+    table = _table(steady, stalled)
+    assert slowest_body(table, 2.0, **KW) is None  # stalled 0.99 s: within its grace
+    assert choose(table, 2, 2.0, **KW) == (False, None, None)
+    steady.arrived(4500, 3.9)
+    assert slowest_body(table, 4.0, **KW) == "c1"  # stalled 2.99 s
+    assert choose(table, 2, 4.0, **KW) == (True, "c1", Evict.SLOW_BODY)
+    stalled.evicted = True  # on its way out: never chosen twice
+    assert slowest_body(table, 4.0, **KW) is None

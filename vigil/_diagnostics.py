@@ -899,7 +899,8 @@ BUFFER_BUDGET = _d(
 SLOW_BODY = _d(
     "DIA-7121",
     "SLOW_BODY",
-    "a request body arrived too slowly while every connection was taken: closed to make room",
+    "a request body arrived too slowly or stalled while every connection or the request "
+    "memory was taken: closed to make room",
     "nothing was done; send each frame at once (the Python client does) and retry",
 )
 

@@ -49,6 +49,7 @@ from vigil.service._v2 import (
     MAX_DIMS,
     NAME_OF,
     CallGate,
+    Refused,
     infer_kwargs,
     named_outputs,
     oversized_shape,
@@ -73,13 +74,16 @@ _CONTENTS = {
 }
 
 
-class _Refused(Exception):
+class _Refused(Refused):
     """A gRPC status and a diagnostic-coded message (never leaves this module)."""
 
     def __init__(self, status: grpc.StatusCode, diagnostic: D.Diagnostic, message: str) -> None:
-        super().__init__(message)
+        super().__init__(diagnostic, message)
         self.status = status
-        self.text = f"{diagnostic.code} {diagnostic.name}: {message}"
+
+    @classmethod
+    def of(cls, status: grpc.StatusCode, error: VigilError) -> _Refused:
+        return cls(status, error.diagnostic, error.message)
 
 
 def _invalid(diagnostic: D.Diagnostic, message: str) -> _Refused:
@@ -188,6 +192,11 @@ class KServeGrpc(pb_grpc.GRPCInferenceServiceServicer, CallGate):  # type: ignor
         call = self._admit(context)
         try:
             x = _input(request)
+        except _Refused as exc:  # a malformed request: the span ends with the refusal
+            self.admission.end(call, None, exc)
+            self._observe(None, exc.as_error(), 0.0, call)  # counted: protocol_error
+            raise
+        try:
             self._take_slot()
         except _Refused as exc:  # the span ends with the refusal
             self.admission.end(call, None, exc)
@@ -252,11 +261,11 @@ class KServeGrpc(pb_grpc.GRPCInferenceServiceServicer, CallGate):  # type: ignor
                 self._calls.notify_all()
         self._observe(result, error, time.perf_counter() - t0, call)
         if isinstance(error, InvalidInput):
-            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, error.diagnostic, str(error))
+            raise _Refused.of(grpc.StatusCode.INVALID_ARGUMENT, error)
         if isinstance(error, Unavailable):
-            raise _Refused(grpc.StatusCode.UNAVAILABLE, error.diagnostic, str(error))
+            raise _Refused.of(grpc.StatusCode.UNAVAILABLE, error)
         if isinstance(error, VigilError):
-            raise _Refused(grpc.StatusCode.INTERNAL, error.diagnostic, str(error))
+            raise _Refused.of(grpc.StatusCode.INTERNAL, error)
         if error is not None:
             raise error
         assert result is not None

@@ -53,7 +53,14 @@ from vigil.errors import InvalidInput, ServiceConfigError, Unavailable, VigilErr
 from vigil.schemas import Result
 from vigil.service._calls import Admission, Call, Refusal
 from vigil.service._limits import retry_after
-from vigil.service._v2 import DATATYPES, CallGate, infer_kwargs, oversized_shape, request_id_of
+from vigil.service._v2 import (
+    DATATYPES,
+    CallGate,
+    Refused,
+    infer_kwargs,
+    oversized_shape,
+    request_id_of,
+)
 from vigil.service._v2 import MAX_DIMS as _MAX_DIMS
 from vigil.service._v2 import NAME_OF as _NAME_OF
 from vigil.service._v2 import named_outputs as _named_outputs
@@ -86,26 +93,23 @@ _URLS = Map(
 )
 
 
-class _Refused(Exception):
+class _Refused(Refused):
     """An HTTP status and a diagnostic-coded message (never leaves this module)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, status: int, diagnostic: D.Diagnostic, message: str) -> None:
+        super().__init__(diagnostic, message)
         self.status = status
-        self.code = code.split(" ", maxsplit=1)[0]  # "DIA-xxxx"
-        self.text = f"{code}: {message}"
+
+    @classmethod
+    def of(cls, status: int, error: VigilError) -> _Refused:
+        return cls(status, error.diagnostic, error.message)
 
 
 _UNREADABLE = "the request could not be read"  # the catch-all's words (the fuzz harness looks)
 
 
 def _bad(diagnostic: D.Diagnostic, message: str, status: int = 400) -> _Refused:
-    return _Refused(status, f"{diagnostic.code} {diagnostic.name}", message)
-
-
-def _error_body(exc: VigilError) -> str:
-    code = exc.diagnostic
-    return f"{code.code} {code.name}: {exc}"
+    return _Refused(status, diagnostic, message)
 
 
 class KServeApp(CallGate):
@@ -123,7 +127,8 @@ class KServeApp(CallGate):
             ``traceparent`` header is honoured and nothing is limited or traced.
         class_header: the header naming a call's rate class (``[limits] class_header``).
         on_call: ``on_call(result_or_None, exception_or_None, seconds, trace_id)`` after each
-            call and each rate-limited refusal (metrics); what it raises is ignored.
+            call, each rate-limited refusal and each infer request refused as malformed (a
+            ProtocolError with the refusal's code) (metrics); what it raises is ignored.
     """
 
     def __init__(
@@ -251,12 +256,12 @@ class KServeApp(CallGate):
             x = self._input(doc, body, header_len)
             wanted, binary_all = _requested_outputs(doc)
         except _Refused as exc:  # a malformed request: its span ends with the refusal
-            self.admission.end(call, None, exc)
+            self._malformed(call, exc)
             raise
         except Exception as exc:  # a malformation no check above names: refused all the same
             _LOG.warning("vigil http: unreadable request: %s: %s", type(exc).__name__, exc)
             refused = _bad(D.HTTP_REQUEST_INVALID, f"{_UNREADABLE} ({type(exc).__name__})")
-            self.admission.end(call, None, refused)
+            self._malformed(call, refused)
             raise refused from None
         result = self._call(x, call, request_id_of(doc.get("id")))
         return self._answer(doc, result, wanted, binary_all, call)
@@ -278,11 +283,11 @@ class KServeApp(CallGate):
                 self._calls.notify_all()
         self._ended(call, result, error, time.perf_counter() - t0)
         if isinstance(error, InvalidInput):
-            raise _Refused(400, f"{error.diagnostic.code} {error.diagnostic.name}", str(error))
+            raise _Refused.of(400, error)
         if isinstance(error, Unavailable):
-            raise _Refused(503, f"{error.diagnostic.code} {error.diagnostic.name}", str(error))
+            raise _Refused.of(503, error)
         if isinstance(error, VigilError):
-            raise _Refused(500, f"{error.diagnostic.code} {error.diagnostic.name}", str(error))
+            raise _Refused.of(500, error)
         if error is not None:
             raise error
         assert result is not None
@@ -296,11 +301,17 @@ class KServeApp(CallGate):
             with contextlib.suppress(Exception):  # metrics must not hurt the service
                 self.on_call(result, error, seconds, call.trace_id)
 
+    def _malformed(self, call: Call, refused: _Refused) -> None:
+        """End the span of a request refused as malformed, and count it (protocol_error)."""
+        self.admission.end(call, None, refused)
+        if self.on_call is not None:
+            with contextlib.suppress(Exception):  # metrics must not hurt the service
+                self.on_call(None, refused.as_error(), 0.0, call.trace_id)
+
     def _too_many(self, call: Call, refusal: Refusal) -> Response:
         """429 with the protocol's error body and ``Retry-After``; already recorded."""
         self._ended(call, None, refusal.error, 0.0)
-        code = refusal.error.diagnostic
-        response = _json({"error": f"{code.code} {code.name}: {refusal.error.message}"}, 429)
+        response = _json({"error": _Refused.of(429, refusal.error).text}, 429)
         response.headers["Retry-After"] = str(retry_after(refusal.retry_after_s))
         return response
 

@@ -469,7 +469,8 @@ class HealthServer:
         health_fn: returns the service's current :class:`Health`; if it raises, both health
             endpoints answer 503 (fail closed).
         timeout_s, max_threads: a connection silent this long is closed; at most this many
-            are handled at once, more are answered 503 (see :mod:`._http`).
+            are handled at once: one more evicts the connection waiting longest for its
+            request, or is answered 503 when every one is handling a request (:mod:`._http`).
 
     Raises:
         ServiceConfigError: DIA-7210, the address cannot be bound.

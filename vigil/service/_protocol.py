@@ -77,6 +77,7 @@ class FrameType(enum.IntEnum):
 
 REQUESTS = frozenset({FrameType.INFER, FrameType.HEALTH, FrameType.PING})
 RESPONSES = frozenset({FrameType.RESULT, FrameType.ERROR, FrameType.HEALTH_REPLY, FrameType.PONG})
+EMPTY = frozenset({FrameType.HEALTH, FrameType.PING})  # requests whose body is empty
 
 
 @enum.unique
@@ -236,8 +237,9 @@ def parse_header(data: Buffer, *, max_body: int, expect: frozenset[FrameType]) -
 
     Raises:
         ProtocolError: DIA-7103 bad magic, DIA-7102 another version (``theirs``, ``ours``),
-            DIA-7106 an unknown or unexpected type or reserved flags set, DIA-7105 a body
-            over ``max_body`` -- all stream-fatal: answer, then close.
+            DIA-7106 an unknown or unexpected type or reserved flags set, DIA-7109 a body
+            announced on a PING or HEALTH request (theirs is empty), DIA-7105 a body over
+            ``max_body`` -- all stream-fatal (the body is never read): answer, then close.
     """
     if len(data) != HEADER_SIZE:
         raise fail(D.FRAME_TRUNCATED, f"header of {len(data)} bytes, expected {HEADER_SIZE}")
@@ -262,6 +264,12 @@ def parse_header(data: Buffer, *, max_body: int, expect: frozenset[FrameType]) -
             D.FRAME_TYPE,
             f"flags 0x{flags:04x} on a {kind.name} frame: only INFER may set 0x0001 (CONTEXT), "
             "every other bit is reserved",
+        )
+    if length and kind in EMPTY:
+        raise fail(
+            D.BODY_MALFORMED,
+            f"a {kind.name} frame's body is empty; this one announces {length} bytes",
+            size=length,
         )
     if length > max_body:
         raise fail(

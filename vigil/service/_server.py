@@ -7,14 +7,17 @@ connection carries requests one after the other: read a frame (header checked be
 is read, see :mod:`._protocol`), answer it, read the next. It is *busy* from a whole header
 until the answer is sent, *idle* otherwise (silent, between requests, or part of a header in).
 When the table is full, a new connection evicts the one idle the longest (shut down: its thread
-reads EOF and leaves quietly), else the slowest body under 1 MiB/s after its first second (its
-read side shut down: its thread answers BUSY, DIA-7121), and is refused "busy" only when no one
-qualifies (:mod:`._slots`); idle or trickling clients can never lock active ones out, and
-threads stay bounded by ``max_clients``.
+reads EOF and leaves quietly), else the slowest body past its first second that arrives under
+1 MiB/s or has stalled a second (its read side shut down: its thread answers BUSY, DIA-7121),
+and is refused "busy" only when no one qualifies (:mod:`._slots`); idle or trickling clients
+can never lock active ones out, and threads stay bounded by ``max_clients``.
 
 Memory follows the bytes that arrive, not the lengths announced: a body's buffer starts at
 64 KiB and doubles as it fills, and what all connections hold (until each answer is sent) is
-capped by ``max_buffered_bytes``; a request that would pass it is refused "busy" (DIA-7120).
+capped by ``max_buffered_bytes``. A body that needs more than is left evicts, by the same
+rule, the slow or stalled bodies that hold the budget (DIA-7121; each frees its bytes before it
+answers, and the newcomer waits for them, within its read deadline); it is refused "busy"
+(DIA-7120) only when what holds the budget is being answered or still arriving fast.
 
 Bad clients never hurt the service. A frame that loses the stream's framing (bad magic,
 version, CRC, type, oversize length) is answered with an ERROR frame and the connection is
@@ -45,7 +48,7 @@ from vigil.errors import ProtocolError, ServiceBusy, ServiceConfigError
 from vigil.service import _protocol as P
 from vigil.service._calls import Admission, Call
 from vigil.service._server_io import Violations, error_frame, peer_of, recv_into, send
-from vigil.service._slots import Evict, Slot, choose
+from vigil.service._slots import Evict, Slot, choose, slowest_body
 from vigil.supervisor._tensors import describe
 
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
@@ -103,14 +106,17 @@ class SocketServer:
             or is told "busy" (DIA-7111) when every open one is in the middle of a request.
         max_buffered_bytes: request body bytes held at once, across connections (default
             4 x ``max_request_bytes``; at least ``max_request_bytes``). A body's buffer grows
-            with the bytes that actually arrive, and is charged here until its answer is sent;
-            a request that would go over is refused "busy" (DIA-7120) and its connection
-            closed.
-        read_timeout_s: the longest the server waits for bytes from a client (also for its
-            next request: an idle connection is closed after it) or for a send to drain.
+            with the bytes that actually arrive, and is charged here until its answer is sent.
+            A request that would go over first evicts slow or stalled bodies that hold the
+            budget (DIA-7121, as for ``max_clients``); if none qualifies it is refused "busy"
+            (DIA-7120) and its connection closed.
+        read_timeout_s: the longest the server waits for a whole request frame, from when it
+            starts waiting for it (the connection opened or the previous answer sent: an idle
+            connection is closed after it), and for each answer's send to drain.
         on_call: called as ``on_call(result_or_None, exception_or_None, seconds, trace_id)``
-            after each ``infer`` and each rate-limited refusal (for metrics; ``trace_id`` is
-            the call's 16 bytes or None); what it raises is ignored.
+            after each ``infer``, each rate-limited refusal and each INFER refused for its
+            body (a ProtocolError: bad context block or tensor payload) (for metrics;
+            ``trace_id`` is the call's 16 bytes or None); what it raises is ignored.
         violations_per_s: protocol violations recorded in the flight log per second at most.
         clock: monotonic seconds, for judging idle and slow connections (tests pass a fake).
         admission: trace context, rate limits and spans around each call (:mod:`._calls`);
@@ -283,6 +289,12 @@ class SocketServer:
                 lambda: sum(slot.busy for slot in self._conns.values()) == count, timeout
             )
 
+    def wait_buffered(self, nbytes: int, timeout: float | None = None) -> bool:
+        """Block until exactly ``nbytes`` of request bodies are held (charged to
+        ``max_buffered_bytes``); False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._buffered == nbytes, timeout)
+
     def statistics(self) -> dict[str, int]:
         """Counters: connections accepted, requests, busy refusals, violations (recorded or
         not), connections open, calls in flight."""
@@ -337,11 +349,49 @@ class SocketServer:
         )
         if victim is not None:
             assert isinstance(victim, socket.socket)
-            self._conns[victim].evicted = True
-            self._counts["evicted" if why is Evict.IDLE else "evicted_slow"] += 1
-            with contextlib.suppress(OSError):  # its thread reads EOF and leaves (see _read)
-                victim.shutdown(socket.SHUT_RDWR if why is Evict.IDLE else socket.SHUT_RD)
+            assert why is not None
+            self._evict(victim, why)
         return fits
+
+    def _evict(self, victim: socket.socket, why: Evict, *, for_budget: bool = False) -> None:
+        """Under the lock: close ``victim`` to make room (a connection, or request memory)."""
+        slot = self._conns[victim]
+        slot.evicted, slot.for_budget = True, for_budget
+        self._counts["evicted" if why is Evict.IDLE else "evicted_slow"] += 1
+        self._idle.notify_all()
+        with contextlib.suppress(OSError):  # its thread reads EOF and leaves (see _read)
+            victim.shutdown(socket.SHUT_RDWR if why is Evict.IDLE else socket.SHUT_RD)
+
+    def _charge(self, conn: socket.socket, nbytes: int, deadline: float) -> bool:
+        """Charge ``nbytes`` more of ``conn``'s body to the request-memory budget. When it is
+        full, evict the slow or stalled bodies that hold it (the rule of :mod:`._slots`) and
+        wait, up to ``deadline``, for their bytes to come back. False: refuse this request
+        (counted): what holds the budget is being answered or still arriving fast."""
+        with self._idle:
+            while self._buffered + nbytes > self._max_buffered:
+                if self._conns[conn].evicted:
+                    return False
+                freeing = sum(s.held for s in self._conns.values() if s.evicted)
+                if self._buffered - freeing + nbytes > self._max_buffered:
+                    holders = [(c, s) for c, s in self._conns.items() if c is not conn and s.held]
+                    victim = slowest_body(
+                        holders, self._clock(), grace_s=SLOW_BODY_GRACE_S, min_rate=SLOW_BODY_RATE
+                    )
+                    if victim is None:
+                        self._counts["over_budget"] += 1
+                        return False
+                    assert isinstance(victim, socket.socket)
+                    self._evict(victim, Evict.SLOW_BODY, for_budget=True)
+                    continue
+                left = deadline - time.monotonic()  # evicted bodies free their bytes at once
+                if left <= 0:
+                    self._counts["over_budget"] += 1
+                    return False
+                self._idle.wait(left)
+            self._buffered += nbytes
+            self._conns[conn].held += nbytes
+            self._idle.notify_all()
+            return True
 
     def _refuse_busy(self, conn: socket.socket) -> None:
         message = (
@@ -371,7 +421,7 @@ class SocketServer:
                 try:
                     self._answer(conn, peer, frame)
                 finally:
-                    self._release(len(frame.body))
+                    self._release(conn, len(frame.body))
                     self._mark(conn, busy=False)
         except (_Drop, OSError):
             pass
@@ -409,10 +459,10 @@ class SocketServer:
             conn.settimeout(self._timeout)  # for sending the answer
             P.check_crc(head, body, header.crc)
         except ProtocolError as exc:
-            self._release(len(body))
+            self._release(conn, len(body))
             self._violation(conn, peer, exc.diagnostic, exc.message, rid=header.request_id)
         except BaseException:
-            self._release(len(body))
+            self._release(conn, len(body))
             raise
         return P.Frame(header.type, header.request_id, body, header.flags)
 
@@ -432,13 +482,8 @@ class SocketServer:
         got = 0
         while got < header.length:
             add = min(header.length, max(P.FIRST_CHUNK, 2 * len(body))) - len(body)
-            with self._lock:
-                over = self._buffered + add > self._max_buffered
-                if over:
-                    self._counts["over_budget"] += 1
-                else:
-                    self._buffered += add
-            if over:
+            if not self._charge(conn, add, deadline):
+                self._end_body(conn, peer, header, slot, body)  # evicted while it waited?
                 message = (
                     f"the service holds {self._max_buffered} bytes of requests at most "
                     f"(max_buffered_bytes) and is at that limit; body {got}/{header.length} "
@@ -460,12 +505,12 @@ class SocketServer:
                 except TimeoutError:
                     self._violation(conn, peer, D.READ_TIMEOUT, "body stalled", answer=False)
                 got += n
-                slot.received = got
+                slot.arrived(got, self._clock())
                 if got < step:
-                    self._end_body(conn, peer, header, slot, got)
+                    self._end_body(conn, peer, header, slot, body)
                     msg = f"body {got}/{header.length}"
                     self._violation(conn, peer, D.FRAME_TRUNCATED, msg, answer=False)
-        self._end_body(conn, peer, header, slot, got)
+        self._end_body(conn, peer, header, slot, body)
 
     def _end_body(
         self,
@@ -473,18 +518,22 @@ class SocketServer:
         peer: dict[str, int | None],
         header: P.Header,
         slot: Slot,
-        got: int,
+        body: bytearray,
     ) -> None:
-        """The body phase is over (whole, or cut short); raises _Drop, after answering busy,
-        when the connection was closed to make room for a newcomer (nothing was done)."""
+        """The body phase is over (whole, or cut short); raises _Drop, after freeing ``body``
+        and answering busy, when the connection was closed to make room for a newcomer
+        (nothing was done)."""
         with self._lock:
-            evicted = slot.evicted
+            evicted, for_budget, got = slot.evicted, slot.for_budget, slot.received
             slot.end_body()
         if evicted:
+            self._release(conn, len(body))  # before the answer, which may block: room now
+            body.clear()
+            taken = "request memory was full" if for_budget else "every connection was taken"
             message = (
-                f"the request's body arrived slower than {SLOW_BODY_RATE} bytes/s "
-                f"({got}/{header.length} bytes) while every connection was taken: closed to "
-                "make room; nothing was done; send whole frames at once and retry"
+                f"the request's body arrived slower than {SLOW_BODY_RATE} bytes/s or stalled "
+                f"({got}/{header.length} bytes) while {taken}: closed to make room; nothing "
+                "was done; send whole frames at once and retry"
             )
             self._violation(
                 conn,
@@ -509,10 +558,12 @@ class SocketServer:
             self._idle.notify_all()  # wait_open and wait_busy wake on either change
             return True
 
-    def _release(self, nbytes: int) -> None:
+    def _release(self, conn: socket.socket, nbytes: int) -> None:
         if nbytes:
-            with self._lock:
+            with self._idle:
                 self._buffered -= nbytes
+                self._conns[conn].held -= nbytes
+                self._idle.notify_all()  # a request waiting for evicted bodies' bytes
 
     def _violation(
         self,
@@ -558,12 +609,14 @@ class SocketServer:
         except ProtocolError as exc:  # the frame was sound: answer, and serve on
             self._violations.note(peer, exc.code, exc.message)
             self._abandon(call, exc)
+            self._observe_refusal(call, exc)  # counted: protocol_error
             body = P.encode_error(P.ErrorClass.PROTOCOL, exc.code, exc.message)
             send(conn, P.encode_frame(P.FrameType.ERROR, rid, body))
             return
         except Exception as exc:  # a codec bug must cost one answer, never the thread
             self._violations.note(peer, D.SERVER_FAULT.code, describe(exc, 500))
             self._abandon(call, exc)
+            self._observe_refusal(call, exc)
             send(conn, error_frame(exc, rid))
             return
         with self._lock:
@@ -593,6 +646,12 @@ class SocketServer:
         if call is not None:
             self.admission.end(call, None, error)
 
+    def _observe_refusal(self, call: Call | None, error: Exception) -> None:
+        """Count a request refused before it reached the supervisor (``on_call``)."""
+        if self._on_call is not None:
+            with contextlib.suppress(Exception):  # metrics must not hurt the service
+                self._on_call(None, error, 0.0, None if call is None else call.trace_id)
+
     def _refused(self, call: Call, rid: bytes) -> list[P.Buffer] | None:
         """None when the call may go on; else the ERROR frame (class BUSY, DIA-2021) of a
         rate-limited refusal, recorded before it is sent."""
@@ -600,9 +659,7 @@ class SocketServer:
         if refusal is None:
             return None
         self.admission.end(call, None, refusal.error)
-        if self._on_call is not None:
-            with contextlib.suppress(Exception):  # metrics must not hurt the service
-                self._on_call(None, refusal.error, 0.0, call.trace_id)
+        self._observe_refusal(call, refusal.error)
         detail = {
             "class": refusal.rate_class,
             "retry_after_s": round(refusal.retry_after_s, 6),

@@ -1,6 +1,7 @@
 """What the KServe v2 (Open Inference) fronts share, over HTTP (:mod:`._kserve`) and gRPC
-(:mod:`._grpc`): the datatype table, how an answer is named and described, and the gate that
-counts calls in flight and drains them. Needs torch only (no server library)."""
+(:mod:`._grpc`): the datatype table, how an answer is named and described, how a refusal is
+worded, and the gate that counts calls in flight and drains them. Needs torch only (no server
+library)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any
 
 import torch
 
+from vigil import _diagnostics as D
+from vigil.errors import ProtocolError
 from vigil.schemas import Result
 from vigil.service._calls import Call
 from vigil.service._protocol import MAX_DIM, MAX_EXTENT
@@ -21,6 +24,7 @@ __all__ = [
     "MAX_DIMS",
     "NAME_OF",
     "CallGate",
+    "Refused",
     "named_outputs",
     "oversized_shape",
     "vigil_parameters",
@@ -42,6 +46,24 @@ DATATYPES: dict[str, torch.dtype] = {
     "FP64": torch.float64,
 }
 NAME_OF = {v: k for k, v in DATATYPES.items()}
+
+
+class Refused(Exception):
+    """A front's refusal of a request (never leaves the fronts): its diagnostic, its message,
+    and :attr:`text`, the one form both fronts answer with, ``DIA-xxxx NAME: message``. Give
+    it a :class:`~vigil.errors.VigilError`'s ``message``, never its ``str`` (which already
+    starts with the code)."""
+
+    def __init__(self, diagnostic: D.Diagnostic, message: str) -> None:
+        super().__init__(message)
+        self.diagnostic = diagnostic
+        self.code = diagnostic.code  # the span's vigil.code
+        self.message = message
+        self.text = f"{diagnostic.code} {diagnostic.name}: {message}"
+
+    def as_error(self) -> ProtocolError:
+        """The refusal of a malformed request as the metrics count it (``protocol_error``)."""
+        return ProtocolError(self.message, diagnostic=self.diagnostic)
 
 
 class CallGate:
