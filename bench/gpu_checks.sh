@@ -14,6 +14,9 @@
 #   wait.log        bench_wait: the fixed cost after a 0..2500 us wait (spin, sleep) against
 #                   the tight loop: whether this machine keeps caches and predictors warm
 #                   across a GPU call's wait (the 2-vCPU VM does not: PERFORMANCE "Run R")
+#   inline-parts.log bench_inline_parts, then --in-situ: the inline fixed cost (target 10 us,
+#                   4x pybreaker), the floor of the required work on this CPU, and what each
+#                   part costs inside the call (the 2-vCPU VM: floor 7-15 us, "Run S")
 #   append.log      bench_append: record_inferences and record_inference vs sqlite, logging
 #   digest-lag.log  bench_digest part 1: the off-path digest's lag at 400 calls/s, three pacings
 #   pool.log        bench_pool --device cpu: 1 vs 2 active workers at 1/4/16 clients on spare
@@ -49,6 +52,7 @@ step demo python3 -m vigil demo --device cuda --out /tmp/vigil-demo
 step demo-gpu python3 -m vigil demo --device cuda --preset gpu --out /tmp/vigil-demo-gpu
 step gpu-shaped python3 bench/bench_gpu_shaped.py --calls 1000 --tiny-calls 10000 --digest-threshold 65536
 step wait python3 bench/bench_wait.py
+step inline-parts bash -c "python3 bench/bench_inline_parts.py --calls 20000 && python3 bench/bench_inline_parts.py --in-situ --calls 20000"
 step append python3 bench/bench_append.py --records 100000 --repeats 3
 step digest-lag python3 bench/bench_digest.py --lag-only
 step pool python3 bench/bench_pool.py --device cpu --seconds 4
