@@ -137,6 +137,20 @@ def read_frame(s: socket.socket) -> P.Frame | None:
     return P.decode_frame(data, expect=P.RESPONSES)
 
 
+def slow_body_error(s: socket.socket, rid: bytes) -> str:
+    """Read the answer of a connection closed for its slow or stalled body (DIA-7121, class
+    BUSY, closing) to request ``rid``; return its message."""
+    answer = read_frame(s)
+    assert answer is not None and answer.request_id == rid
+    info = P.decode_error(answer.body)
+    assert (info.error_class, info.code, info.closing) == (
+        P.ErrorClass.BUSY,
+        D.SLOW_BODY.code,
+        True,
+    )
+    return info.message
+
+
 def infer_frame(x: Any = X, rid: bytes = b"\x01" * 16) -> bytes:
     return b"".join(bytes(b) for b in P.encode_frame(P.FrameType.INFER, rid, P.encode_tensors(x)))
 
@@ -526,14 +540,7 @@ def test_a_trickled_body_makes_room_once_it_is_slow(service: Callable[..., Servi
     clock.now += 2.0  # 10 bytes in 2 s
     with svc.client() as c:
         c.ping()
-    answer = read_frame(slow)
-    assert answer is not None and answer.request_id == b"\x0e" * 16
-    info = P.decode_error(answer.body)
-    assert (info.error_class, info.code, info.closing) == (
-        P.ErrorClass.BUSY,
-        D.SLOW_BODY.code,
-        True,
-    )
+    slow_body_error(slow, b"\x0e" * 16)
     slow.close()
     assert svc.server.wait_open(0, 5.0)
     stats = svc.server.statistics()
@@ -631,15 +638,7 @@ def test_a_stalled_body_holding_the_budget_makes_room_for_a_request(
     assert busy.value.code == D.BUFFER_BUDGET.code
     clock.now += 1.5  # 2 MiB in 1.5 s is over 1 MiB/s on average, but nothing for 1.5 s
     svc.assert_serves()
-    answer = read_frame(stalled)
-    assert answer is not None and answer.request_id == b"\x0e" * 16
-    info = P.decode_error(answer.body)
-    assert (info.error_class, info.code, info.closing) == (
-        P.ErrorClass.BUSY,
-        D.SLOW_BODY.code,
-        True,
-    )
-    assert "request memory was full" in info.message
+    assert "request memory was full" in slow_body_error(stalled, b"\x0e" * 16)
     stalled.close()
     assert svc.server.wait_open(0, 5.0)
     stats = svc.server.statistics()

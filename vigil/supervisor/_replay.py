@@ -30,7 +30,6 @@ DISAGREES.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from vigil.auditlog import LogReader, LogRecord
 from vigil.errors import ConfigError, InvalidArgument
 from vigil.fsm import Policy, SafetyMachine, Snapshot, Transition
 from vigil.schemas import CallFlags, LifecycleEvent, Outcome, RecordType, State
-from vigil.supervisor._restore import carried
+from vigil.supervisor._restore import carried, json_object
 
 
 @dataclass(frozen=True)
@@ -328,14 +327,7 @@ class _Replay:
 
 def _policy(text: str) -> Policy:
     """The policy a ``vigil.policy`` record holds. Raises ValueError or TypeError."""
-    try:
-        data = json.loads(text)
-    except RecursionError:
-        raise ValueError("its text nests deeper than any policy") from None
-    except ValueError as exc:
-        raise ValueError(f"its text is not JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise TypeError(f"its text is a JSON {type(data).__name__}, not an object")
+    data = json_object(text)
     try:
         return Policy.from_json(data)
     except (ConfigError, TypeError) as exc:

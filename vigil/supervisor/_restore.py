@@ -30,6 +30,24 @@ _FAILED = {D.PROBE_FAILED.number, D.RECOVERY_TIMEOUT.number}
 _READ = (RecordType.TRANSITION, RecordType.INFERENCE, RecordType.LIFECYCLE, RecordType.ANNOTATION)
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """A record's JSON text as an object (a policy's, a snapshot's).
+
+    Raises:
+        ValueError: not JSON, or nested deeper than the interpreter's stack.
+        TypeError: JSON, but not an object.
+    """
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise ValueError("its text nests deeper than the interpreter's stack") from None
+    except ValueError as exc:
+        raise ValueError(f"its text is not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise TypeError(f"its text is a JSON {type(data).__name__}, not an object")
+    return data
+
+
 def carried(text: str) -> Snapshot:
     """The snapshot a ``vigil.restore`` annotation's text carries.
 
@@ -39,14 +57,7 @@ def carried(text: str) -> Snapshot:
             >= 0).
         TypeError: the text is JSON, but not an object.
     """
-    try:
-        data = json.loads(text)
-    except RecursionError:
-        raise ValueError("its text nests deeper than any snapshot") from None
-    except ValueError as exc:
-        raise ValueError(f"its text is not JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise TypeError(f"its text is a JSON {type(data).__name__}, not an object")
+    data = json_object(text)
     state = data.get("state")
     ages = data.get("failed_recovery_ages_ns", [])
     in_a_row = data.get("failed_in_a_row", 0)
