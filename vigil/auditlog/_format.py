@@ -574,6 +574,8 @@ def check_clean_segment(
     pos, end = header_area, size
     view = memoryview(buf)
     unpack, crc, sha256 = HDR.unpack_from, crc32c, hashlib.sha256
+    t_inference, t_digest = T_INFERENCE, T_OUTPUT_DIGEST  # locals: the loop runs per record
+    flags_at, flags_byte, follows = FLAGS_AT, FLAGS_BYTE, DIGEST_FOLLOWS
     count = nbytes = 0
     try:
         while pos + HDR_SIZE <= end:
@@ -590,13 +592,10 @@ def check_clean_segment(
                 or seq != expected
                 or seq >= limit
                 or (boot == boot_id and mono < mono_ns)
-                or rtype == T_OUTPUT_DIGEST  # is_v12, inline (a call per record costs ~10 %)
+                or rtype == t_digest  # is_v12, inline (a call per record costs ~10 %)
                 or (
-                    rtype == T_INFERENCE
-                    and (
-                        version == 2
-                        or (body_len > FLAGS_AT and buf[pos + FLAGS_BYTE] & DIGEST_FOLLOWS)
-                    )
+                    rtype == t_inference
+                    and (version == 2 or (body_len > flags_at and buf[pos + flags_byte] & follows))
                 )
             ):
                 return None
