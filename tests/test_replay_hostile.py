@@ -254,3 +254,43 @@ def test_replay_resumes_at_the_next_readable_session(tmp_path: Path) -> None:
     rep = replay(path)
     assert rep.sessions == 1 and rep.counted == 3
     assert [f.code for f in rep.findings] == ["DIA-3211"] and rep.verdict == "INCONCLUSIVE"
+
+
+def test_a_state_change_dated_after_its_own_record_disagrees(tmp_path: Path) -> None:
+    """A time-driven transition whose ``at_ns`` was edited to the far future would pass as a
+    cooldown long elapsed (AGREES before): the machine shares the log's clock, so a change
+    dated after the record that reports it was not made by the machine."""
+    path = tmp_path / "log.vigil"
+    forged: list[int] = []
+
+    def inject(rec: FlightRecorder, i: int) -> None:
+        if i == 4:  # DEGRADED since call 3; its 5 ms cooldown is not due for 4 ms more
+            forged.append(
+                rec.record_transition(
+                    State.DEGRADED,
+                    State.RECOVERING,
+                    code=D.COOLDOWN_ELAPSED.number,
+                    at_ns=2**64 - 1,
+                    reason="cooldown elapsed",
+                )
+            )
+
+    supervised(path, inject, calls=5)
+    rep = replay(path)
+    assert rep.verdict == "DISAGREES", rep.findings
+    assert [(f.code, f.seq) for f in rep.findings] == [("DIA-3201", forged[0])]
+    assert "after the record itself was written" in rep.findings[0].message
+
+
+def test_every_state_change_of_a_real_session_is_dated_before_its_record(
+    tmp_path: Path,
+) -> None:
+    """The check above never fires on what the supervisor writes: trips, cooldowns, probes
+    and recoveries of a real session all agree."""
+    path = tmp_path / "log.vigil"
+    supervised(path, lambda rec, i: None, calls=20)
+    with LogReader(path) as r:
+        kinds = [rec.body["to_state"] for rec in r.records() if rec.type is RecordType.TRANSITION]
+    assert State.DEGRADED in kinds and State.NORMAL in kinds  # tripped and recovered
+    rep = replay(path)
+    assert rep.verdict == "AGREES" and rep.transitions == len(kinds), rep.findings

@@ -31,7 +31,7 @@ DISAGREES.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,8 +99,11 @@ class ReplayReport:
 
 
 class _Peekable:
-    def __init__(self, records: Iterator[LogRecord]) -> None:
+    """The records with one of look-ahead; ``seen`` is called once for each record read."""
+
+    def __init__(self, records: Iterator[LogRecord], seen: Callable[[LogRecord], None]) -> None:
         self._it = records
+        self._seen = seen
         self._next: LogRecord | None = None
 
     def __iter__(self) -> _Peekable:
@@ -110,11 +113,15 @@ class _Peekable:
         if self._next is not None:
             rec, self._next = self._next, None
             return rec
-        return next(self._it)
+        rec = next(self._it)
+        self._seen(rec)
+        return rec
 
     def peek(self) -> LogRecord | None:
         if self._next is None:
             self._next = next(self._it, None)
+            if self._next is not None:
+                self._seen(self._next)
         return self._next
 
 
@@ -150,7 +157,7 @@ def replay(path: str | os.PathLike[str], max_findings: int = 1000) -> ReplayRepo
     path = os.fspath(path)
     run = _Replay(max_findings)
     with LogReader(path) as reader:
-        records = _Peekable(reader.records())
+        records = _Peekable(reader.records(), run.check_time)
         for rec in records:
             if run.first_seq is None:
                 run.first_seq = rec.seq
@@ -180,6 +187,19 @@ class _Replay:
         if len(self.findings) < self.max_findings:
             self.findings.append(
                 ReplayFinding(kind.name, kind.code, seq, message, kind is D.REPLAY_INCOMPLETE)
+            )
+
+    def check_time(self, rec: LogRecord) -> None:
+        """A state change is recorded after it happened, on the same clock: a TRANSITION
+        whose ``at_ns`` is later than its own record's ``mono_ns`` was not written by the
+        machine it names (an edited time would otherwise pass as a due cooldown)."""
+        at = rec.body.get("at_ns") if rec.type is RecordType.TRANSITION else None
+        if isinstance(at, int) and at > rec.mono_ns:
+            self.find(
+                D.REPLAY_DISAGREES,
+                rec.seq,
+                f"TRANSITION record {rec.seq} says the state changed at {at} ns, after the "
+                f"record itself was written ({rec.mono_ns} ns on the same clock)",
             )
 
     def unreadable(self, kind: D.Diagnostic, rec: LogRecord, why: str) -> None:
