@@ -227,3 +227,29 @@ def test_codes_are_unique_and_stable() -> None:
     assert lookup("DIA-3101").name == "TORN_TAIL"
     with pytest.raises(KeyError):
         lookup(9999)
+
+
+def test_replay_does_not_import_torch(tmp_path: Path) -> None:
+    """``vigil replay`` reads records and runs the state machine: torch's import (~3 s and
+    ~200 MB here) is not part of it, though ``vigil.supervisor`` exports torch's users too."""
+    from vigil.auditlog import FlightRecorder, RingConfig
+
+    path = tmp_path / "log.vigil"
+    with FlightRecorder.create(path, RingConfig(size=4096 + 4 * 16384, segment_size=16384)):
+        pass
+    code = (
+        "import sys; from vigil.cli import main; rc = main(['replay', sys.argv[1]]); "
+        "print(rc, 'torch' in sys.modules, 'vigil.supervisor._supervisor' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.stdout.strip().splitlines()[-1] == "3 False False", out  # nothing to check
+    import vigil.supervisor
+
+    assert vigil.supervisor.Supervisor.__module__ == "vigil.supervisor._supervisor"
+    assert set(dir(vigil.supervisor)) >= set(vigil.supervisor.__all__)
