@@ -28,7 +28,7 @@ from test_server import (  # the fixtures and raw-socket helpers of the socket t
 )
 
 from vigil import _diagnostics as D
-from vigil.errors import ServiceUnreachable
+from vigil.errors import ProtocolError, ServiceUnreachable
 from vigil.service import _protocol as P
 from vigil.service._client import Client
 
@@ -193,6 +193,35 @@ def test_a_client_allocates_only_what_a_rogue_server_sends(short_dir: Path) -> N
         listener.close()
     assert "1024/268435456 bytes" in lost.value.message
     assert peak < 4 << 20, peak  # was 256 MiB
+
+
+def test_a_client_refuses_a_pong_with_a_body(short_dir: Path) -> None:
+    """PONG has no body (docs/PROTOCOL.md); a PING with one is refused by the service
+    (DIA-7109), and the client once read and ignored a rogue PONG's 1 KiB."""
+    path = str(short_dir / "rogue.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def rogue() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(P.HEADER_SIZE)  # the PING
+            conn.sendall(b"".join(P.encode_frame(P.FrameType.PONG, P.ZERO_ID, [bytes(1024)])))
+            conn.recv(1)  # until the client hangs up
+
+    t = threading.Thread(target=rogue)
+    t.start()
+    try:
+        with Client(path, timeout_s=10.0) as c:
+            with pytest.raises(ProtocolError) as bad:
+                c.ping()
+            assert bad.value.code == D.BODY_MALFORMED.code
+            assert "1024 body bytes" in bad.value.message
+    finally:
+        t.join(10.0)
+        listener.close()
+    assert not t.is_alive()  # the client dropped the connection: the rogue saw EOF
 
 
 def test_a_codec_failure_is_one_server_fault_answer(

@@ -180,8 +180,17 @@ class Client:
         return P.decode_health(frame.body)
 
     def ping(self) -> None:
-        """One round trip with no work (raises as :meth:`health`)."""
-        self._call(P.FrameType.PING, P.ZERO_ID, [], P.FrameType.PONG)
+        """One round trip with no work (raises as :meth:`health`; a PONG with a body is a
+        ProtocolError, DIA-7109, as a PING with one is to the service)."""
+        frame = self._call(P.FrameType.PING, P.ZERO_ID, [], P.FrameType.PONG)
+        if frame.body:
+            with self._lock:
+                self._drop()
+            raise ProtocolError(
+                f"the service answered PING with a PONG of {len(frame.body)} body bytes "
+                "(PONG has none): not a vigil service, or a broken one",
+                diagnostic=D.BODY_MALFORMED,
+            )
 
     def _call(
         self,
