@@ -481,6 +481,37 @@ def test_an_oversized_body_is_refused_unread_and_a_vanished_client_frees_its_slo
         conn.close()
 
 
+def test_a_request_refused_before_it_became_a_call_is_counted_as_refused(
+    app: tuple[WsgiClient, _Supervisor, KServeApp],
+) -> None:
+    """SERVICE.md: vigil_refused_total{front,code} counts the refusals vigil_requests_total
+    does not (unknown model or endpoint, too large, no Content-Length, draining): an operator
+    once saw none of them."""
+    client, sup, kapp = app
+    metrics = ServiceMetrics(sup)
+    kapp.on_call = metrics.observe_call
+    kapp.on_refused = lambda code: metrics.observe_refusal("http", code)
+    assert client.post("/v2/models/other/infer", data=_tensor()).status_code == 404
+    assert client.get("/v2/nowhere").status_code == 404
+    assert _infer(client, b"x" * (1 << 17))[0] == 400  # over max_request_bytes
+    assert _infer(client, _tensor(), **{"Content-Encoding": "gzip"})[0] == 400
+    kapp.drain()
+    assert _infer(client, _tensor())[0] == 503
+
+    def refused(code: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "vigil_refused_total", {"front": "http", "code": code}
+        )
+
+    assert refused(D.HTTP_UNKNOWN_MODEL.code) == 2.0
+    assert refused(D.HTTP_REQUEST_TOO_LARGE.code) == 1.0
+    assert refused(D.HTTP_REQUEST_INVALID.code) == 1.0
+    assert refused(D.HTTP_DRAINING.code) == 1.0
+    text = metrics.generate().decode()
+    assert "vigil_requests_total{" not in text  # none of them was a call
+    assert sup.calls == 0
+
+
 def test_a_malformed_request_is_counted_as_a_protocol_error(
     app: tuple[WsgiClient, _Supervisor, KServeApp],
 ) -> None:
@@ -501,3 +532,22 @@ def test_a_malformed_request_is_counted_as_a_protocol_error(
     assert count("protocol_error", "none", D.HTTP_REQUEST_INVALID.code) == 1.0
     assert count("ok", "primary", "") == 1.0
     assert sup.calls == 1
+
+
+def test_the_service_counts_refusals_on_both_fronts(service: Service) -> None:
+    """`vigil serve` wires every front to vigil_refused_total: a frame that loses the stream
+    on the socket and an unknown model over HTTP show up with their codes."""
+    assert service.kserve is not None and service.metrics is not None
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10.0)
+    s.connect(str(service.config.service.socket))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + bytes(8))  # not a vigil frame
+    assert s.recv(1 << 16)  # the ERROR frame, then EOF
+    s.close()
+    conn = http.client.HTTPConnection(service.kserve.url.removeprefix("http://"), timeout=10)
+    conn.request("POST", "/v2/models/other/infer", _tensor())
+    assert conn.getresponse().status == 404
+    conn.close()
+    text = service.metrics.generate().decode()
+    assert f'vigil_refused_total{{code="{D.BAD_MAGIC.code}",front="socket"}} 1.0' in text
+    assert f'vigil_refused_total{{code="{D.HTTP_UNKNOWN_MODEL.code}",front="http"}} 1.0' in text

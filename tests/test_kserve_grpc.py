@@ -507,6 +507,49 @@ def test_a_kserve_request_id_maps_to_the_records_request_id(given: Any, expected
     assert (got.hex() if got is not None else None) == expected
 
 
+def test_a_request_refused_before_it_became_a_call_is_counted_as_refused() -> None:
+    """SERVICE.md: vigil_refused_total{front="grpc"} counts an unknown model, a draining
+    service and a full max_concurrency, which vigil_requests_total does not."""
+    sup = _Supervisor()
+    metrics = ServiceMetrics(sup)
+    service = KServeGrpc(
+        sup,
+        model_name="m",
+        readiness=lambda: True,
+        input_shape=(-1, 2),
+        max_concurrency=1,
+        on_call=metrics.observe_call,
+        on_refused=lambda code: metrics.observe_refusal("grpc", code),
+    )
+    server = KServeGrpcServer(service, "127.0.0.1", 0, max_request_bytes=4096)
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        other = _request()
+        other.model_name = "other"
+        assert _status(stub, other)[0] == grpc.StatusCode.NOT_FOUND
+        assert service._slots.acquire(blocking=False)  # the one slot, taken
+        try:
+            assert _status(stub, _request())[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+        finally:
+            service._slots.release()
+        service.drain()
+        assert _status(stub, _request())[0] == grpc.StatusCode.UNAVAILABLE
+    finally:
+        channel.close()
+        server.stop(5.0)
+
+    def refused(code: str) -> float | None:
+        labels = {"front": "grpc", "code": code}
+        return metrics.registry.get_sample_value("vigil_refused_total", labels)
+
+    assert refused(D.GRPC_UNKNOWN_MODEL.code) == 1.0
+    assert refused(D.GRPC_BUSY.code) == 1.0
+    assert refused(D.GRPC_DRAINING.code) == 1.0
+    assert sup.calls == 0
+
+
 def test_a_malformed_request_is_counted_as_a_protocol_error() -> None:
     """SERVICE.md: every gRPC request, refusals included, is counted in vigil_requests_total;
     a malformed one (DIA-7171) was once not counted at all."""

@@ -530,7 +530,8 @@ def test_a_trickled_body_makes_room_once_it_is_slow(service: Callable[..., Servi
     """A whole header, then a body a few bytes at a time, once held its slot for the whole
     read timeout; now, the table full, a newcomer closes it (BUSY, DIA-7121)."""
     clock = FakeClock()
-    svc = service(max_clients=1, read_timeout_s=30.0, clock=clock)
+    refused: list[str] = []  # what vigil_refused_total{front="socket"} counts
+    svc = service(max_clients=1, read_timeout_s=30.0, clock=clock, on_refused=refused.append)
     slow = raw(svc.path)
     head = P.HEADER.pack(P.MAGIC, 1, 1, 0, b"\x0e" * 16, 4096, 0)
     slow.sendall(head + bytes(10))
@@ -546,7 +547,7 @@ def test_a_trickled_body_makes_room_once_it_is_slow(service: Callable[..., Servi
     stats = svc.server.statistics()
     assert (stats["evicted_slow"], stats["buffered_bytes"]) == (1, 0)
     codes = [n["code"] for n in annotations(svc.close())]
-    assert codes == [D.SERVICE_BUSY.code, D.SLOW_BODY.code]
+    assert codes == [D.SERVICE_BUSY.code, D.SLOW_BODY.code] == refused
 
 
 # --- memory: what a client must send to make the server hold memory ---------------------

@@ -101,6 +101,10 @@ class KServeGrpc(pb_grpc.GRPCInferenceServiceServicer, CallGate):  # type: ignor
         input_shape, input_dtype: the contract's shape (``-1`` any) and dtype name, for the
             metadata; None when not declared.
         max_concurrency: ModelInfer calls at once; one more is RESOURCE_EXHAUSTED (DIA-7175).
+        on_call: ``on_call(result_or_None, exception_or_None, seconds, trace_id)`` after each
+            call and each request refused as malformed (metrics).
+        on_refused: ``on_refused(code)`` for each request refused before it became a call
+            (unknown model, draining, every slot taken); what it raises is ignored.
     """
 
     def __init__(
@@ -115,8 +119,9 @@ class KServeGrpc(pb_grpc.GRPCInferenceServiceServicer, CallGate):  # type: ignor
         admission: Admission | None = None,
         class_header: str = "x-vigil-class",
         on_call: Any = None,
+        on_refused: Any = None,
     ) -> None:
-        CallGate.__init__(self, readiness)
+        CallGate.__init__(self, readiness, on_refused)
         self.supervisor = supervisor
         self.on_call = on_call  # ServiceMetrics.observe_call: (result, error, seconds, trace)
         self.admission = admission if admission is not None else Admission(supervisor)
@@ -176,6 +181,7 @@ class KServeGrpc(pb_grpc.GRPCInferenceServiceServicer, CallGate):  # type: ignor
 
     def _check_model(self, name: str, version: str) -> None:
         if name != self.model_name or version not in ("", "1"):
+            self.refused(D.GRPC_UNKNOWN_MODEL.code)
             raise _Refused(
                 grpc.StatusCode.NOT_FOUND,
                 D.GRPC_UNKNOWN_MODEL,
@@ -186,6 +192,7 @@ class KServeGrpc(pb_grpc.GRPCInferenceServiceServicer, CallGate):  # type: ignor
     def _infer(self, request: Any, context: Any) -> Any:
         self._check_model(request.model_name, request.model_version)
         if self.draining:
+            self.refused(D.GRPC_DRAINING.code)
             raise _Refused(
                 grpc.StatusCode.UNAVAILABLE, D.GRPC_DRAINING, "the service is draining; retry"
             )
@@ -214,6 +221,7 @@ class KServeGrpc(pb_grpc.GRPCInferenceServiceServicer, CallGate):  # type: ignor
 
     def _take_slot(self) -> None:
         if not self._slots.acquire(blocking=False):
+            self.refused(D.GRPC_BUSY.code)
             raise _Refused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 D.GRPC_BUSY,

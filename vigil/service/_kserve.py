@@ -129,6 +129,9 @@ class KServeApp(CallGate):
         on_call: ``on_call(result_or_None, exception_or_None, seconds, trace_id)`` after each
             call, each rate-limited refusal and each infer request refused as malformed (a
             ProtocolError with the refusal's code) (metrics); what it raises is ignored.
+        on_refused: ``on_refused(code)`` for each request refused before it became a call
+            (draining, too large, unknown model or endpoint, no Content-Length, compressed);
+            what it raises is ignored.
     """
 
     def __init__(
@@ -144,8 +147,9 @@ class KServeApp(CallGate):
         admission: Admission | None = None,
         class_header: str = "x-vigil-class",
         on_call: Callable[..., None] | None = None,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__(readiness)
+        super().__init__(readiness, on_refused)
         self.supervisor = supervisor
         self.admission = admission if admission is not None else Admission(supervisor)
         self.class_header = class_header
@@ -176,12 +180,15 @@ class KServeApp(CallGate):
         except _Refused as exc:
             response = _json({"error": exc.text}, exc.status)
         except MethodNotAllowed:
+            self.refused(D.HTTP_REQUEST_INVALID.code)
             response = _json(
                 {"error": _bad(D.HTTP_REQUEST_INVALID, "method not allowed").text}, 405
             )
         except NotFound:
+            self.refused(D.HTTP_UNKNOWN_MODEL.code)
             response = _json({"error": _bad(D.HTTP_UNKNOWN_MODEL, "no such endpoint").text}, 404)
         except HTTPException as exc:
+            self.refused(D.HTTP_REQUEST_INVALID.code)
             response = _json({"error": _bad(D.HTTP_REQUEST_INVALID, str(exc.name)).text}, 400)
         except Exception as exc:  # fail closed: one line, a 500, never a traceback
             _LOG.warning("vigil http: request failed: %s: %s", type(exc).__name__, exc)
@@ -199,6 +206,7 @@ class KServeApp(CallGate):
         if endpoint == "ready":
             return Response(status=200 if self._ready() else 503)
         if args["name"] != self.model_name or args.get("version", "1") != "1":
+            self.refused(D.HTTP_UNKNOWN_MODEL.code)
             raise _bad(
                 D.HTTP_UNKNOWN_MODEL,
                 f"unknown model {args['name']!r} version {args.get('version', '')!r}; this "
@@ -228,18 +236,11 @@ class KServeApp(CallGate):
     def _infer(self, environ: dict[str, Any]) -> Response | _Answer:
         """One infer request, from the WSGI environ (no werkzeug request: this is the hot
         path); its answer as a WSGI callable."""
-        if self.draining:
-            raise _bad(D.HTTP_DRAINING, "the service is draining; retry elsewhere", 503)
-        if environ.get("HTTP_CONTENT_ENCODING", "identity") != "identity":
-            raise _bad(D.HTTP_REQUEST_INVALID, "compressed bodies are not accepted")
-        body = self._read_body(environ)
-        header_len = _header_length(environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"), len(body))
-        if header_len > self.max_json_bytes:
-            raise _bad(
-                D.HTTP_REQUEST_TOO_LARGE,
-                f"the JSON part is {header_len} bytes, over max_json_mb "
-                f"({self.max_json_bytes} bytes); send tensors as binary data",
-            )
+        try:
+            body, header_len = self._admissible(environ)
+        except _Refused as exc:  # before it became a call: counted as a refusal
+            self.refused(exc.code)
+            raise
         # several traceparent headers arrive combined into one (invalid) value, RFC 9110 §5.3
         traceparent = environ.get("HTTP_TRACEPARENT") or None
         call = self.admission.begin(
@@ -314,6 +315,23 @@ class KServeApp(CallGate):
         response = _json({"error": _Refused.of(429, refusal.error).text}, 429)
         response.headers["Retry-After"] = str(retry_after(refusal.retry_after_s))
         return response
+
+    def _admissible(self, environ: dict[str, Any]) -> tuple[bytearray, int]:
+        """The body and its JSON part's length, or the refusal of a request that cannot
+        become a call: draining, compressed, no Content-Length, too large."""
+        if self.draining:
+            raise _bad(D.HTTP_DRAINING, "the service is draining; retry elsewhere", 503)
+        if environ.get("HTTP_CONTENT_ENCODING", "identity") != "identity":
+            raise _bad(D.HTTP_REQUEST_INVALID, "compressed bodies are not accepted")
+        body = self._read_body(environ)
+        header_len = _header_length(environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"), len(body))
+        if header_len > self.max_json_bytes:
+            raise _bad(
+                D.HTTP_REQUEST_TOO_LARGE,
+                f"the JSON part is {header_len} bytes, over max_json_mb "
+                f"({self.max_json_bytes} bytes); send tensors as binary data",
+            )
+        return body, header_len
 
     def _read_body(self, environ: dict[str, Any]) -> bytearray:
         length = get_content_length(

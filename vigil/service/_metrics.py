@@ -182,6 +182,13 @@ class ServiceMetrics:
             ["outcome", "served_by", "code"],
             registry=self.registry,
         )
+        self.refused = Counter(
+            "vigil_refused",
+            "Requests and connections refused without a supervised call (not in "
+            "vigil_requests_total), by front and code.",
+            ["front", "code"],
+            registry=self.registry,
+        )
         self._collector = _StatisticsCollector(self)
         self.registry.register(self._collector)
 
@@ -207,6 +214,16 @@ class ServiceMetrics:
             exemplar = None if trace_id is None else {"trace_id": trace_id.hex()}
             self.latency.observe(max(0.0, seconds), exemplar)
             self.requests.labels(outcome, served_by, code).inc(1, exemplar)
+        except Exception:  # metrics must never break a request
+            self._collector.failed("observe")
+
+    def observe_refusal(self, front: str, code: str) -> None:
+        """Count one refusal that ``vigil_requests_total`` does not: a connection or request
+        turned away before it became a call (busy, draining, too large, unknown model, a
+        frame that loses the stream). ``front``: ``socket``, ``http`` or ``grpc``. Never
+        raises."""
+        try:
+            self.refused.labels(front, code).inc()
         except Exception:  # metrics must never break a request
             self._collector.failed("observe")
 

@@ -117,6 +117,9 @@ class SocketServer:
             after each ``infer``, each rate-limited refusal and each INFER refused for its
             body (a ProtocolError: bad context block or tensor payload) (for metrics;
             ``trace_id`` is the call's 16 bytes or None); what it raises is ignored.
+        on_refused: called as ``on_refused(code)`` for each refusal ``on_call`` does not
+            see: a connection refused busy, a request over the memory budget, a slow body
+            closed, a frame that loses the stream (for metrics); what it raises is ignored.
         violations_per_s: protocol violations recorded in the flight log per second at most.
         clock: monotonic seconds, for judging idle and slow connections (tests pass a fake).
         admission: trace context, rate limits and spans around each call (:mod:`._calls`);
@@ -135,6 +138,7 @@ class SocketServer:
         max_clients: int = 64,
         read_timeout_s: float = 30.0,
         on_call: OnCall | None = None,
+        on_refused: Callable[[str], None] | None = None,
         violations_per_s: int = 20,
         max_buffered_bytes: int | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -159,6 +163,7 @@ class SocketServer:
         self._max_clients = max_clients
         self._timeout = read_timeout_s
         self._on_call = on_call
+        self._on_refused = on_refused
         self.admission = admission if admission is not None else Admission(supervisor)
         self._violations = Violations(supervisor.log, violations_per_s, time.monotonic)
         self._lock = threading.Lock()
@@ -399,6 +404,7 @@ class SocketServer:
             "retry later"
         )
         self._violations.note(peer_of(conn), D.SERVICE_BUSY.code, message)
+        self._refusal(D.SERVICE_BUSY.code)
         try:
             conn.settimeout(1.0)
             body = P.encode_error(P.ErrorClass.BUSY, D.SERVICE_BUSY.code, message, closing=True)
@@ -579,6 +585,7 @@ class SocketServer:
     ) -> NoReturn:
         """Record a stream-fatal violation, answer it when the peer can read, raise _Drop."""
         self._violations.note(peer, diagnostic.code, reason)
+        self._refusal(diagnostic.code)
         if answer:
             with contextlib.suppress(OSError):
                 body = P.encode_error(
@@ -628,6 +635,7 @@ class SocketServer:
                 self._counts["requests"] += 1
         if refused:
             self._abandon(call, ServiceBusy("the service is stopping"))
+            self._refusal(D.SERVICE_BUSY.code)
             body = P.encode_error(
                 P.ErrorClass.BUSY, D.SERVICE_BUSY.code, "the service is stopping", closing=True
             )
@@ -645,6 +653,12 @@ class SocketServer:
         """End the span of a call that never reached the supervisor (refused or broken)."""
         if call is not None:
             self.admission.end(call, None, error)
+
+    def _refusal(self, code: str) -> None:
+        """Count a refusal that never became a call (``on_refused``)."""
+        if self._on_refused is not None:
+            with contextlib.suppress(Exception):  # metrics must not hurt the service
+                self._on_refused(code)
 
     def _observe_refusal(self, call: Call | None, error: Exception) -> None:
         """Count a request refused before it reached the supervisor (``on_call``)."""

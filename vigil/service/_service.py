@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import functools
 import os
 import select
 import signal
@@ -144,6 +145,7 @@ class Service:
                 read_timeout_s=cfg.service.read_timeout_s,
                 max_buffered_bytes=_mib(cfg.service.max_buffered_mb),
                 on_call=self.metrics.observe_call,
+                on_refused=self._refusals("socket"),
                 admission=self.admission,
             )
             self.server.start()
@@ -287,6 +289,7 @@ class Service:
             max_request_bytes=h.max_request_mb * _MB,
             max_json_bytes=h.max_json_mb * _MB,
             on_call=None if self.metrics is None else self.metrics.observe_call,
+            on_refused=self._refusals("http"),
             **self._front(),
         )
         return KServeServer(
@@ -308,6 +311,7 @@ class Service:
             model_name=g.model_name,
             max_concurrency=g.max_concurrency,
             on_call=None if self.metrics is None else self.metrics.observe_call,
+            on_refused=self._refusals("grpc"),
             **self._front(),
         )
         return KServeGrpcServer(
@@ -318,6 +322,12 @@ class Service:
             max_concurrency=g.max_concurrency,
             idle_timeout_s=g.idle_timeout_s,
         )
+
+    def _refusals(self, front: str) -> Any:
+        """``on_refused`` for a front: refusals that never became a call, in the metrics."""
+        if self.metrics is None:
+            return None
+        return functools.partial(self.metrics.observe_refusal, front)
 
     def _front(self) -> dict[str, Any]:
         """What both KServe fronts take from the service: readiness, the input contract's

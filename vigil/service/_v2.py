@@ -5,6 +5,7 @@ library)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import uuid
@@ -72,13 +73,25 @@ class CallGate:
     Args:
         readiness: may the service take calls now (not SAFE_STOP, not draining, finished
             starting).
+        on_refused: ``on_refused(code)`` for each refusal that never became a call (busy,
+            draining, too large, unknown model: what ``on_call`` does not see), for metrics;
+            what it raises is ignored.
     """
 
-    def __init__(self, readiness: Callable[[], bool]) -> None:
+    def __init__(
+        self, readiness: Callable[[], bool], on_refused: Callable[[str], None] | None = None
+    ) -> None:
         self.readiness = readiness
+        self.on_refused = on_refused
         self.draining = False
         self._calls = threading.Condition()
         self._in_flight = 0
+
+    def refused(self, code: str) -> None:
+        """Count a refusal that never became a call (``on_refused``); never raises."""
+        if self.on_refused is not None:
+            with contextlib.suppress(Exception):  # metrics must not hurt the service
+                self.on_refused(code)
 
     def drain(self) -> None:
         """Take no new calls: each is refused (503 / UNAVAILABLE) from now on."""
