@@ -185,6 +185,54 @@ class PosixClock:
         self.close()
 
 
+class BridgedClock:
+    """A clock whose failed reads are bridged by the system's, so that one bad read of an
+    injected or hardware clock (a PTP device that errs, a callable that raises) never stops a
+    watchdog or a call. A failed ``monotonic_ns`` returns CLOCK_MONOTONIC shifted by the
+    offset measured when the bridge was built (never below the last time it returned); a
+    failed ``realtime_ns`` returns CLOCK_REALTIME (a step ``vigil verify --clock-steps``
+    shows when the source is TAI or PTP). :attr:`failures` counts the bridged reads. Any
+    other attribute is the wrapped clock's.
+
+    Raises:
+        ClockUnavailable: DIA-3060, the clock cannot be read at all when the bridge is built.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.inner = clock
+        self.source = clock.source
+        self.boot_uuid = clock.boot_uuid
+        self.failures = 0
+        try:
+            start = int(clock.monotonic_ns())
+        except Exception as exc:
+            raise ClockUnavailable(
+                f"the injected clock's monotonic_ns() failed when first read: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        self._offset = start - time.monotonic_ns()
+        self._last = start
+
+    def monotonic_ns(self) -> int:
+        try:
+            now = self.inner.monotonic_ns()
+        except Exception:
+            self.failures += 1
+            now = max(self._last, time.monotonic_ns() + self._offset)
+        self._last = now
+        return now
+
+    def realtime_ns(self) -> int:
+        try:
+            return self.inner.realtime_ns()
+        except Exception:
+            self.failures += 1
+            return time.time_ns()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)  # describe(), close(), device, ...
+
+
 def clock_from_config(source: str, device: str | None = None) -> SystemClock | PosixClock:
     """The clock named by a configuration: ``realtime`` (default), ``tai`` or ``ptp``."""
     if source == "realtime":

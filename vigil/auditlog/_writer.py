@@ -977,7 +977,7 @@ class FlightRecorder(Recovery, Freezing):
             raise InvalidArgument("request_id must be 16 bytes and input_digest 32 bytes")
         if not isinstance(reason, str):
             raise InvalidArgument(f"REJECTED body: reason must be str, not {type(reason).__name__}")
-        text = reason.encode()
+        text = reason.encode("utf-8", "backslashreplace")  # as every text field (_layout)
         if len(text) > 0xFFFF:
             raise InvalidArgument(f"REJECTED body: reason is {len(text)} bytes, limit 65535")
         if trace_id is None:

@@ -207,7 +207,7 @@ def _tail_bytes(layout: str, field: TailField, value: Any) -> bytes:
     if field.text:
         if not isinstance(value, str):
             raise InvalidArgument(f"{layout}: {field.name} must be str, not {type(value).__name__}")
-        raw = value.encode("utf-8")
+        raw = value.encode("utf-8", "backslashreplace")  # a lone surrogate: escaped, kept
     elif isinstance(value, bytes | bytearray | memoryview):
         raw = bytes(value)
     else:

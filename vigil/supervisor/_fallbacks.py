@@ -52,9 +52,12 @@ class FallbackModel:
 class LastGood:
     """The primary's last good output, while it is younger than ``max_age_ns``.
 
-    The supervisor stores every good primary output here (by reference: callers must not
-    modify served outputs in place). Useful when the input changes slowly, e.g. a perception
-    result repeated for a few frames while the primary recovers.
+    The supervisor stores every good primary output here by reference, with its digest, and
+    checks it again before serving it: an output changed in place since it was checked (a
+    model that reuses a static output buffer, a caller that edits its answer) no longer has
+    the digest it was recorded with, and is skipped, never served. Useful when the input
+    changes slowly, e.g. a perception result repeated for a few frames while the primary
+    recovers.
     """
 
     served_by = ServedBy.LAST_GOOD
@@ -66,15 +69,27 @@ class LastGood:
         self.name = name
         self._value: Any = None
         self._at: int | None = None
+        self._digest: bytes | None = None
         self._lock = threading.Lock()
 
-    def remember(self, output: Any, now_ns: int) -> None:
+    def remember(self, output: Any, now_ns: int, digest: bytes | None = None) -> None:
+        """Keep ``output`` (checked, served at ``now_ns``) and its SHA-256 digest when known
+        (None: it is being digested off the caller's path)."""
         with self._lock:
-            self._value, self._at = output, now_ns
+            self._value, self._at, self._digest = output, now_ns, digest
 
     def answer(self, x: Any, now_ns: int) -> tuple[Any, int]:
+        value, age, _ = self.recall(now_ns)
+        return value, age
+
+    def recall(self, now_ns: int) -> tuple[Any, int, bytes | None]:
+        """The output, its age and the digest it was served with (None: not known here).
+
+        Raises:
+            FallbackFailed: none yet, or older than ``max_age_ns``.
+        """
         with self._lock:
-            value, at = self._value, self._at
+            value, at, digest = self._value, self._at, self._digest
         if at is None:
             raise FallbackFailed("no good output yet")
         age = now_ns - at
@@ -82,7 +97,7 @@ class LastGood:
             raise FallbackFailed(
                 f"last good output is {age / 1e6:.1f} ms old, limit {self.max_age_ns / 1e6:.1f} ms"
             )
-        return value, age
+        return value, age, digest
 
 
 class Constant:

@@ -63,10 +63,13 @@ import torch
 
 from vigil import _diagnostics as D
 from vigil.auditlog import Clock, FlightRecorder, RingConfig, SystemClock
+from vigil.auditlog._clock import BridgedClock
 from vigil.errors import (
     ConfigError,
     InputRefused,
+    InvalidArgument,
     InvalidInput,
+    LogClosed,
     LogError,
     RemoteModelError,
     Unavailable,
@@ -107,6 +110,7 @@ _DEFERRED = b""  # an attempt's digest that is not computed yet: its snapshot is
 DIGEST_THRESHOLD = 64 * 1024
 """Outputs of more bytes than this are digested off the caller's path by default."""
 _DRAIN_S = 30.0  # close() waits this long at most for the queued digests
+_CLOSE_GRACE_S = 1.0  # close() waits for calls in flight: their deadline and this long
 _GRAD_ENABLED = torch.is_grad_enabled
 _SET_GRAD = torch.set_grad_enabled
 DIGESTER_ANNOTATION = "vigil.digester"
@@ -153,6 +157,11 @@ class SupervisorStatistics:
     machine: MachineStatistics
     log_head_seq: int
     digester: DigesterStatistics | None = None  # None when every output is hashed inline
+    clock_failures: int = 0  # reads of an injected clock that raised, bridged (BridgedClock)
+
+
+def _bridged(clock: Clock) -> Clock:
+    return clock if isinstance(clock, SystemClock | BridgedClock) else BridgedClock(clock)
 
 
 class _Primary(NamedTuple):
@@ -168,6 +177,7 @@ class _Slot:
     __slots__ = (
         "done",
         "error",
+        "late",
         "latency_ns",
         "model",
         "output",
@@ -187,6 +197,7 @@ class _Slot:
         self.error: BaseException | None = None
         self.latency_ns = 0
         self.timed_out = False
+        self.late = False  # returned after its deadline, but before the watchdog claimed it
         self.ticket: Ticket | None = None
 
 
@@ -337,7 +348,8 @@ class Supervisor:
             T.check_finite if fallback_contract is None else fallback_contract.check
         )
         self._known = known_answer
-        self._clock: Clock = clock or SystemClock()
+        # the system clock cannot fail; any other one is bridged where a read fails
+        self._clock: Clock = SystemClock() if clock is None else _bridged(clock)
         self._mono = self._clock.monotonic_ns
         self._pool: ProcessPool | None = primary if is_process_pool(primary) else None
         self._plain_inline = isolation == "inline" and self._pool is None
@@ -355,6 +367,8 @@ class Supervisor:
         self._hung = 0  # primary calls past their deadline and still running
         self._hung_changed = threading.Condition(self._lock)
         self._closed = False
+        self._flight: collections.deque[None] = collections.deque()
+        self._drained = threading.Event()
         self._counters = _Counters()
         self._open_log(log, ring, durability)
         self._start_primary(primary, model_digest)
@@ -456,29 +470,36 @@ class Supervisor:
                 the flight recorder cannot write (DIA-4012, ``reason="log"``, not recorded:
                 this and every later call is refused, the model is not run).
         """
-        start = self._mono()
-        primary = self._current  # one read: this call runs and records this pair
-        if self._closed:
-            raise Unavailable("the supervisor is closed", reason="closed")
-        if self.log.failed is not None:  # write-ahead: nothing is answered unrecorded
-            raise self._unwritable(self.log.failed)
-        if request_id is None:  # the common case, without a call (see _new_request_id)
-            rid, bad_id = self._session + next(self._requests).to_bytes(8, "little"), None
-        else:
-            rid, bad_id = self._request_id(request_id)
-        trace = _NO_TRACE
-        if trace_id is not None or span_id is not None:
-            trace, bad_trace = _trace_context(trace_id, span_id)
-            bad_id = bad_id or bad_trace
-        if bad_id is not None:
-            self._reject(rid, x, bad_id, trace)
-            raise bad_id
-        in_digest = self._admit(x, rid, trace)
-        mode, state, busy = self._route()
-        call = _Call(rid, in_digest, state, start, primary, trace)
-        if mode == "primary" and not busy:
-            return self._run_primary(x, call, probe=False)
-        return self._dispatch(x, call, mode, busy)
+        flight = self._flight  # calls inside infer: close() waits for them (deque: atomic)
+        flight.append(None)
+        try:
+            start = self._mono()
+            primary = self._current  # one read: this call runs and records this pair
+            if self._closed:
+                raise Unavailable("the supervisor is closed", reason="closed")
+            if self.log.failed is not None:  # write-ahead: nothing is answered unrecorded
+                raise self._unwritable(self.log.failed)
+            if request_id is None:  # the common case, without a call (see _new_request_id)
+                rid, bad_id = self._session + next(self._requests).to_bytes(8, "little"), None
+            else:
+                rid, bad_id = self._request_id(request_id)
+            trace = _NO_TRACE
+            if trace_id is not None or span_id is not None:
+                trace, bad_trace = _trace_context(trace_id, span_id)
+                bad_id = bad_id or bad_trace
+            if bad_id is not None:
+                self._reject(rid, x, bad_id, trace)
+                raise bad_id
+            in_digest = self._admit(x, rid, trace)
+            mode, state, busy = self._route()
+            call = _Call(rid, in_digest, state, start, primary, trace)
+            if mode == "primary" and not busy:
+                return self._run_primary(x, call, probe=False)
+            return self._dispatch(x, call, mode, busy)
+        finally:
+            flight.pop()
+            if self._closed and not flight:
+                self._drained.set()
 
     def _admit(self, x: Any, rid: bytes, trace: _Trace) -> bytes:
         """Check ``x`` against the input contract and digest it, failing closed: whatever is
@@ -498,7 +519,7 @@ class Supervisor:
         except InvalidInput as exc:
             self._reject(rid, x, exc, trace)
             raise
-        except Exception as exc:
+        except BaseException as exc:  # as the model's own failures: SystemExit from a __repr__
             refused = InvalidInput(
                 f"input: cannot be examined: {_describe_error(exc)}; the model did not see it",
                 diagnostic=D.INPUT_UNREADABLE,
@@ -555,7 +576,8 @@ class Supervisor:
         flags = _COUNTED | _PROBE if probe else _COUNTED
         if outcome is Outcome.OK or outcome is Outcome.SLOW:
             if self._last_good is not None:
-                self._last_good.remember(attempt.output, self._mono())
+                known = None if attempt.digest is _DEFERRED else attempt.digest
+                self._last_good.remember(attempt.output, self._mono(), known)
             served = _Answer(attempt.output, ServedBy.PRIMARY, 0, attempt.digest)
             return self._finish(call, attempt, served, flags=flags)
         answer = self._fallback_answer(x)
@@ -663,7 +685,19 @@ class Supervisor:
                 D.DEADLINE_MISSED,
                 f"no answer within {self.deadline_ns / 1e6:.1f} ms",
             )
+        if slot.late:  # it returned past its deadline, before the watchdog thread looked
+            return self._overdue(slot.latency_ns)
         return self._judge(slot.output, slot.error, slot.latency_ns)
+
+    def _overdue(self, latency: int) -> _Attempt:
+        """A primary answer that came after the call's deadline: never served, whoever saw
+        the deadline pass first (the watchdog thread may not have run yet)."""
+        return _Attempt(
+            Outcome.TIMEOUT,
+            D.DEADLINE_MISSED,
+            f"answered after {latency / 1e6:.1f} ms, deadline {self.deadline_ns / 1e6:.1f} ms",
+            latency_ns=latency,
+        )
 
     def _work(self) -> None:
         """A worker thread: runs primary calls; a late one is annotated when it returns.
@@ -679,9 +713,11 @@ class Supervisor:
                 slot.output = slot.model(slot.x)
             except BaseException as exc:  # any failure of the model is an outcome
                 slot.error = exc
-            slot.latency_ns = self._mono() - t0
+            end = self._mono()
+            slot.latency_ns = end - t0
             assert slot.ticket is not None
             if self._watchdog.disarm(slot.ticket):
+                slot.late = end >= slot.ticket.deadline_ns  # the watchdog's own rule
                 slot.done.release()  # the slot is the caller's from here on
             else:  # the caller was answered at the deadline; nobody reads this slot
                 self._late(slot.request_id, slot.latency_ns, slot.error)
@@ -704,12 +740,9 @@ class Supervisor:
         latency = self._mono() - t0
         if not self._watchdog.disarm(ticket):
             self._unhang()  # it has returned: no longer hung
-            return _Attempt(
-                Outcome.TIMEOUT,
-                D.DEADLINE_MISSED,
-                f"answered after {latency / 1e6:.1f} ms, deadline {self.deadline_ns / 1e6:.1f} ms",
-                latency_ns=latency,
-            )
+            return self._overdue(latency)
+        if latency >= self.deadline_ns:  # late, though the watchdog thread had not looked yet
+            return self._overdue(latency)
         return self._judge(output, error, latency)
 
     def _hang(self) -> None:
@@ -799,21 +832,36 @@ class Supervisor:
         """The first answer of the chain that passes the fallback check, or None.
 
         A fallback model's output is checked with ``fallback_contract``; the last good output
-        was checked when the primary produced it, and a constant is trusted as configured.
-        A fallback that raises (``FallbackFailed`` or anything else), whose output breaks the
-        check, or whose output cannot be hashed is skipped; the chain goes on.
+        is checked again (the output check, and the digest it was served with: changed in
+        place since, it is skipped); a constant is trusted as configured. A fallback that
+        raises (``FallbackFailed`` or anything else, ``BaseException`` included), whose output
+        breaks the check, or whose output cannot be hashed is skipped; the chain goes on.
         """
         now = self._mono()
         for fb in self._chain:
             try:
-                output, age = fb.answer(x, now)
-                if fb.served_by is ServedBy.FALLBACK:
-                    self._fallback_check(output, field="fallback output")
-                out_digest = T.digest(output)
-            except Exception:  # FallbackFailed, InvalidInput, or the fallback's own failure
+                if fb is self._last_good:
+                    output, age, served = fb.recall(now)
+                    self._recheck(output)
+                    out_digest = T.digest(output)
+                    if served is not None and out_digest != served:
+                        continue  # changed in place since it was checked and served
+                else:
+                    output, age = fb.answer(x, now)
+                    if fb.served_by is ServedBy.FALLBACK:
+                        self._fallback_check(output, field="fallback output")
+                    out_digest = T.digest(output)
+            except BaseException:  # FallbackFailed, InvalidInput, the fallback's own failure
                 continue
             return _Answer(output, fb.served_by, age, out_digest)
         return None
+
+    def _recheck(self, output: Any) -> None:
+        """The primary's output check, again (on the last good output, before serving it)."""
+        if self._output_contract is not None:
+            self._output_contract.check(output, field="last good output")
+        else:
+            T.check_finite(output)
 
     def _serve_fallback(
         self, x: Any, call: _Call, code: D.Diagnostic | None, reason: str
@@ -924,7 +972,7 @@ class Supervisor:
     def _reject(self, rid: bytes, x: Any, exc: InvalidInput, trace: _Trace = _NO_TRACE) -> None:
         try:
             in_digest = T.digest(x)
-        except Exception:  # a rejected input may be anything; its record must still be written
+        except BaseException:  # a rejected input may be anything; its record must be written
             in_digest = _ZERO_DIGEST
         with self._lock:
             caused = self._fsm.record(
@@ -946,7 +994,15 @@ class Supervisor:
 
     def _unwritable(self, exc: LogError) -> Unavailable:
         """The recorder failed (DIA-3040..3042): no answer may be released unrecorded, so
-        this call and every later one is refused (DIA-4012) -- fail closed, not a crash."""
+        this call and every later one is refused (DIA-4012) -- fail closed, not a crash. A
+        call still in a hung model when :meth:`close` gave up on it is refused as closed."""
+        if self._closed and isinstance(exc, LogClosed):
+            return Unavailable(
+                "the supervisor was closed while this call ran (past its deadline, in the "
+                "model); not recorded: the log's vigil.close annotation counts such calls",
+                reason="closed",
+                state=self._fsm.state,
+            )
         return Unavailable(
             f"the flight recorder cannot write ({exc.code}: {exc.message}); no answer is "
             "released unrecorded: this supervisor serves no more calls",
@@ -1139,8 +1195,7 @@ class Supervisor:
         """
         if not callable(model):
             raise ConfigError("primary must be callable (a model or a function)")
-        if model_digest is not None and len(model_digest) != 32:
-            raise ConfigError("model_digest must be 32 bytes (a SHA-256 digest)")
+        _check_digest(model_digest)
         if self._pool is not None:
             raise ConfigError(
                 "a process-isolated supervisor's model lives in its worker processes: "
@@ -1162,7 +1217,15 @@ class Supervisor:
     # --- operator ------------------------------------------------------------------------
 
     def reset(self, reason: str) -> None:
-        """Operator reset: back to NORMAL (audited). Refused after a process-fatal error."""
+        """Operator reset: back to NORMAL (audited). Refused after a process-fatal error.
+
+        Raises:
+            InvalidArgument: ``reason`` is not a str (checked before the state changes: a
+                reset is never made without its record; the record keeps its first 2000
+                characters), or the primary's process is lost.
+        """
+        if not isinstance(reason, str):
+            raise InvalidArgument(f"reset reason: a str, not {type(reason).__name__}")
         with self._lock:
             self._log_transitions(self._fsm.reset(self._mono(), reason), cause=0)
 
@@ -1184,6 +1247,7 @@ class Supervisor:
                 machine=self._fsm.statistics(),
                 log_head_seq=self.log.head_seq,
                 digester=None if self._digester is None else self._digester.statistics(),
+                clock_failures=getattr(self._clock, "failures", 0),
             )
 
     def wait_digested(self, timeout: float | None = None) -> bool:
@@ -1217,7 +1281,16 @@ class Supervisor:
         """
         if self._closed:
             return
-        self._closed = True
+        self._closed = True  # new calls are refused from here on
+        if self._flight:  # calls in flight finish, each recorded (the watchdog still runs)
+            self._drained.wait(self.deadline_ns / 1e9 + _CLOSE_GRACE_S)
+        abandoned = len(self._flight)  # inline calls in a model hung past their deadline
+        if abandoned and self._owns_log:
+            with contextlib.suppress(LogError):
+                self.log.annotate(
+                    "vigil.close",
+                    json.dumps({"abandoned_calls": abandoned, "reason": "still in the model"}),
+                )
         for _ in self._workers:
             self._queue.put(None)
         self._watchdog.close()
@@ -1252,7 +1325,7 @@ def _describe_error(exc: BaseException) -> str:
     may raise too; at most 200 characters."""
     try:
         text = str(exc)
-    except Exception:  # the message is the hostile object's own: never let it escape
+    except BaseException:  # the message is the hostile object's own: never let it escape
         text = "<unprintable>"
     return f"{type(exc).__name__}: {text}"[:200]
 
@@ -1305,9 +1378,12 @@ def _check_arguments(
             "isolation='process' takes a WorkerPool as primary, and a WorkerPool needs "
             "isolation='process'"
         )
-    if not isinstance(deadline_ns, int) or deadline_ns <= 0:
-        raise ConfigError(f"deadline_ns={deadline_ns!r}: must be a positive integer")
-    if not isinstance(workers, int) or workers < 1:
+    if type(deadline_ns) is not int or not 0 < deadline_ns < 1 << 63:
+        raise ConfigError(
+            f"deadline_ns={deadline_ns!r}: a positive integer below 2^63 (the records' u64 "
+            "fields hold it, with the latency and the deadline's end)"
+        )
+    if type(workers) is not int or workers < 1:
         raise ConfigError(f"workers={workers!r}: must be at least 1")
     if known_answer is None and policy.known_answer_probes:
         raise ConfigError(
@@ -1319,8 +1395,7 @@ def _check_arguments(
             raise ConfigError(
                 f"{name}: needs a check(value, field=...) method (e.g. vigil.schemas.Contract)"
             )
-    if model_digest is not None and len(model_digest) != 32:
-        raise ConfigError("model_digest must be 32 bytes (a SHA-256 digest)")
+    _check_digest(model_digest)
     if type(digest_threshold) is not int or digest_threshold < 0:
         raise ConfigError(
             f"digest_threshold={digest_threshold!r}: bytes, an integer >= 0 (0: every output "
@@ -1328,6 +1403,16 @@ def _check_arguments(
         )
     if type(digest_queue) is not int or not 1 <= digest_queue <= 4096:
         raise ConfigError(f"digest_queue={digest_queue!r}: an integer in [1, 4096]")
+
+
+def _check_digest(model_digest: Any) -> None:
+    if model_digest is not None and (type(model_digest) is not bytes or len(model_digest) != 32):
+        what = (
+            f"{len(model_digest)} bytes"
+            if isinstance(model_digest, bytes)
+            else f"a {type(model_digest).__name__}"
+        )
+        raise ConfigError(f"model_digest: 32 bytes (a SHA-256 digest), not {what}")
 
 
 def _trace_context(trace_id: Any, span_id: Any) -> tuple[_Trace, InvalidInput | None]:

@@ -68,6 +68,7 @@ class Watchdog:
         self._closed = False
         self._wake_ns = _NEVER  # when the thread will look at the heap next, unless notified
         self.fired = 0
+        self.clock_errors = 0  # clock reads that raised (the thread retried 1 ms later)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -106,7 +107,12 @@ class Watchdog:
                 while True:
                     if self._closed:
                         return
-                    now = self._clock()
+                    try:
+                        now = self._clock()
+                    except Exception:  # a clock that failed once must not end the watchdog
+                        self.clock_errors += 1
+                        self._cv.wait(0.001)
+                        continue
                     ticket, wake = _due(heap, now)
                     if ticket is not None:
                         break

@@ -1,0 +1,387 @@
+"""The supervisor's edges, as an outside audit of the documented API found them: an operator
+reset that could change state unrecorded, a last good output changed in place and served, a
+primary answer past its deadline served, a clock read that failed and stopped the watchdog,
+hostile text and BaseExceptions escaping unrecorded, values the log cannot hold accepted, and
+calls in flight when ``close()`` ran left unrecorded. Each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from vigil import _diagnostics as D
+from vigil.auditlog import LogReader, SystemClock
+from vigil.errors import ConfigError, InvalidArgument, InvalidInput, Unavailable
+from vigil.fsm import Policy
+from vigil.schemas import Outcome, RecordType, ServedBy, State
+from vigil.supervisor import Constant, FallbackModel, LastGood, Supervisor, replay
+from vigil.supervisor import _supervisor as S
+
+from conftest import SMALL, FakeClock
+
+X = torch.ones(1, 4)
+MS = 1_000_000
+
+
+def _records(path: Path) -> list[Any]:
+    with LogReader(path) as r:
+        assert r.verify().intact
+        return list(r.records())
+
+
+def _failing() -> Callable[[Any], Any]:
+    def model(x: Any) -> Any:
+        raise RuntimeError("primary down")
+
+    return model
+
+
+# --- reset ---------------------------------------------------------------------------------
+
+
+def test_a_reset_with_a_reason_that_is_not_text_changes_nothing(tmp_path: Path) -> None:
+    """reset(5) once moved the machine DEGRADED -> NORMAL, then failed to record it: an
+    unaudited reset, and replay disagreed at the next trip."""
+    path = tmp_path / "log.vigil"
+    with Supervisor(
+        _failing(),
+        log=path,
+        ring=SMALL,
+        isolation="inline",
+        fallback=Constant(torch.zeros(1, 4)),
+        policy=Policy(consecutive_failures=1),
+    ) as sup:
+        sup.infer(X)
+        assert sup.state is State.DEGRADED
+        with pytest.raises(InvalidArgument, match="reset reason"):
+            sup.reset(5)  # type: ignore[arg-type]
+        assert sup.state is State.DEGRADED
+        sup.reset("operator \udcff")  # a lone surrogate, as os.fsdecode makes: recorded
+        assert sup.state is State.NORMAL
+        sup.infer(X)
+    transitions = [r.body for r in _records(path) if r.type is RecordType.TRANSITION]
+    assert [(t["from_state"], t["to_state"]) for t in transitions] == [
+        (State.NORMAL, State.DEGRADED),
+        (State.DEGRADED, State.NORMAL),
+        (State.NORMAL, State.DEGRADED),
+    ]
+    assert transitions[1]["reason"] == "operator \\udcff"
+    assert replay(path).verdict == "AGREES"
+
+
+# --- inputs whose examination raises -------------------------------------------------------
+
+
+class _Raises:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __repr__(self) -> str:
+        raise self.exc
+
+
+class _Custom(BaseException):
+    pass
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [RuntimeError("bad \udcff text"), SystemExit(3), _Custom("not an Exception")],
+    ids=["surrogate-message", "system-exit", "base-exception"],
+)
+def test_an_input_whose_repr_raises_anything_is_rejected_and_recorded(
+    tmp_path: Path, exc: BaseException
+) -> None:
+    """The REJECTED reason quoting a lone surrogate once raised UnicodeEncodeError, and a
+    BaseException escaped as it was: a raw exception and no record, either way."""
+    path = tmp_path / "log.vigil"
+    with Supervisor(lambda x: x, log=path, ring=SMALL, isolation="inline") as sup:
+        with pytest.raises(InvalidInput) as refused:
+            sup.infer(_Raises(exc))
+        assert refused.value.code == D.INPUT_UNREADABLE.code
+    (rejected,) = [r for r in _records(path) if r.type is RecordType.REJECTED]
+    assert rejected.body["code"] == D.INPUT_UNREADABLE.number
+    assert type(exc).__name__ in rejected.body["reason"]
+
+
+# --- last good output ----------------------------------------------------------------------
+
+
+def test_a_last_good_output_changed_in_place_is_never_served(tmp_path: Path) -> None:
+    """A model that writes into one static output buffer (CUDA-graph style) wrote NaN into
+    the last good output, which was then served as LAST_GOOD."""
+    buffer = torch.empty(1, 4)
+    calls = [0]
+
+    def static(x: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        buffer.copy_(x * 2 if calls[0] == 1 else torch.full((1, 4), float("nan")))
+        return buffer
+
+    path = tmp_path / "log.vigil"
+    with Supervisor(
+        static,
+        log=path,
+        ring=SMALL,
+        isolation="inline",
+        fallback=[LastGood(10**12), Constant(torch.zeros(1, 4))],
+    ) as sup:
+        assert sup.infer(X).served_by is ServedBy.PRIMARY
+        second = sup.infer(X)
+        assert second.outcome is Outcome.INVALID_OUTPUT
+        assert second.served_by is ServedBy.CONSTANT  # was LAST_GOOD, all NaN
+        assert torch.equal(second.output, torch.zeros(1, 4))
+
+
+def test_a_last_good_output_the_caller_edited_is_never_served(tmp_path: Path) -> None:
+    """Finite, but not what was checked and recorded: its digest no longer matches."""
+    fail = [False]
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        if fail[0]:
+            raise RuntimeError("primary down")
+        return x * 2
+
+    with Supervisor(
+        model,
+        log=tmp_path / "log.vigil",
+        ring=SMALL,
+        isolation="inline",
+        fallback=LastGood(10**12),
+    ) as sup:
+        first = sup.infer(X)
+        fail[0] = True
+        assert sup.infer(X).served_by is ServedBy.LAST_GOOD  # unchanged: served
+        first.output.add_(1.0)  # the caller edits the answer it got
+        with pytest.raises(Unavailable):
+            sup.infer(X)
+
+
+# --- deadlines -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("isolation", ["inline", "thread"])
+def test_a_primary_answer_after_its_deadline_is_never_served(
+    tmp_path: Path, isolation: Any
+) -> None:
+    """The model takes 100 ms of the supervisor's clock against a 20 ms deadline and returns
+    before the watchdog thread looked: thread isolation served it as PRIMARY / OK."""
+    clock = FakeClock()
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        clock.advance(100 * MS)
+        return x * 2
+
+    path = tmp_path / "log.vigil"
+    with Supervisor(
+        model,
+        log=path,
+        ring=SMALL,
+        clock=clock,
+        isolation=isolation,
+        deadline_ns=20 * MS,
+        fallback=Constant(torch.zeros(1, 4)),
+    ) as sup:
+        r = sup.infer(X)
+        assert (r.outcome, r.served_by) == (Outcome.TIMEOUT, ServedBy.CONSTANT)
+        assert r.code is D.DEADLINE_MISSED
+        assert sup.wait_hung(0, 10.0)
+
+
+# --- clocks --------------------------------------------------------------------------------
+
+
+class _Flaky:
+    """The system clock, except for the next ``fail`` reads of one of its two sides."""
+
+    def __init__(self, side: str) -> None:
+        base = SystemClock()
+        self.source, self.boot_uuid, self._base = base.source, base.boot_uuid, base
+        self.side, self.fail = side, 0
+
+    def monotonic_ns(self) -> int:
+        if self.side == "monotonic" and self.fail:
+            self.fail -= 1
+            raise OSError("clock read failed")
+        return self._base.monotonic_ns()
+
+    def realtime_ns(self) -> int:
+        if self.side == "realtime" and self.fail:
+            self.fail -= 1
+            raise OSError("PHC read failed")
+        return self._base.realtime_ns()
+
+
+@pytest.mark.parametrize("side", ["monotonic", "realtime"])
+def test_a_clock_read_that_fails_is_bridged(tmp_path: Path, side: str) -> None:
+    """One failed read of the monotonic side killed the watchdog thread (a later hang then
+    held its caller for seconds); of the realtime side, it escaped infer with no record."""
+    clock = _Flaky(side)
+    gate = threading.Event()
+    hang = [False]
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        if hang[0]:
+            gate.wait(30.0)
+        return x * 2
+
+    path = tmp_path / "log.vigil"
+    with Supervisor(
+        model,
+        log=path,
+        ring=SMALL,
+        clock=clock,
+        isolation="thread",
+        deadline_ns=50 * MS,
+        fallback=Constant(torch.zeros(1, 4)),
+    ) as sup:
+        clock.fail = 3
+        watchdog = sup._watchdog
+        watchdog.poke()  # the watchdog thread reads the clock too: it must survive it
+        assert sup.infer(X).served_by is ServedBy.PRIMARY
+        hang[0] = True
+        late = sup.infer(X)
+        assert (late.outcome, late.served_by) == (Outcome.TIMEOUT, ServedBy.CONSTANT)
+        gate.set()
+        assert sup.wait_hung(0, 10.0)
+        assert watchdog._thread.is_alive()
+        assert sup.statistics().clock_failures + watchdog.clock_errors >= 1
+    inferences = [r for r in _records(path) if r.type is RecordType.INFERENCE]
+    assert [r.body["outcome"] for r in inferences] == [Outcome.OK, Outcome.TIMEOUT]
+
+
+# --- fallbacks -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exc", [SystemExit(1), _Custom("fallback")], ids=["exit", "base"])
+def test_a_fallback_raising_a_base_exception_is_skipped(tmp_path: Path, exc: BaseException) -> None:
+    """It escaped infer as it was, and the primary's failure went unrecorded."""
+
+    def fallback(x: Any) -> Any:
+        raise exc
+
+    path = tmp_path / "log.vigil"
+    with Supervisor(
+        _failing(),
+        log=path,
+        ring=SMALL,
+        isolation="inline",
+        fallback=[FallbackModel(fallback), Constant(torch.zeros(1, 4))],
+    ) as sup:
+        assert sup.infer(X).served_by is ServedBy.CONSTANT
+    (call,) = [r for r in _records(path) if r.type is RecordType.INFERENCE]
+    assert (call.body["outcome"], call.body["served_by"]) == (Outcome.ERROR, ServedBy.CONSTANT)
+
+
+# --- construction --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"deadline_ns": 2**64},
+        {"deadline_ns": True},
+        {"deadline_ns": 1.5e7},
+        {"model_digest": "a" * 32},
+        {"model_digest": bytearray(32)},
+    ],
+    ids=["deadline-2^64", "deadline-bool", "deadline-float", "digest-str", "digest-bytearray"],
+)
+def test_values_the_log_cannot_hold_are_refused_at_construction(
+    tmp_path: Path, kwargs: dict[str, Any]
+) -> None:
+    """They were accepted, and every call then ran the model and failed to record itself."""
+    with pytest.raises(ConfigError):
+        Supervisor(lambda x: x, log=tmp_path / "log.vigil", ring=SMALL, **kwargs)
+    assert not (tmp_path / "log.vigil").exists()  # refused before anything was opened
+
+
+# --- close ---------------------------------------------------------------------------------
+
+
+class _Held:
+    def __init__(self, gate: threading.Event) -> None:
+        self.gate = gate
+        self.entered = threading.Event()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.entered.set()
+        self.gate.wait(30.0)
+        return x * 2
+
+
+def _closing(sup: Supervisor) -> tuple[threading.Thread, threading.Event]:
+    """close() in a thread; the event is set once it waits for the calls in flight."""
+    waiting = threading.Event()
+    wait = sup._drained.wait
+
+    def spy(timeout: float | None = None) -> bool:
+        waiting.set()
+        return wait(timeout)
+
+    sup._drained.wait = spy  # type: ignore[method-assign]
+    t = threading.Thread(target=sup.close)
+    t.start()
+    return t, waiting
+
+
+def test_close_waits_for_a_call_in_flight_and_records_it(tmp_path: Path) -> None:
+    """close() once returned at once: the call inside the model then got DIA-4012 (the log
+    was closed under it) and left no record, though the model ran."""
+    gate = threading.Event()
+    model = _Held(gate)
+    path = tmp_path / "log.vigil"
+    sup = Supervisor(model, log=path, ring=SMALL, isolation="inline", deadline_ns=30_000 * MS)
+    out: list[Any] = []
+    caller = threading.Thread(target=lambda: out.append(sup.infer(X)))
+    caller.start()
+    assert model.entered.wait(10.0)
+    closer, waiting = _closing(sup)
+    assert waiting.wait(10.0)  # closed to new calls, waiting for this one
+    with pytest.raises(Unavailable):
+        sup.infer(X)  # a new call is refused
+    gate.set()
+    caller.join(10.0)
+    closer.join(10.0)
+    assert not closer.is_alive() and out and out[0].served_by is ServedBy.PRIMARY
+    inferences = [r for r in _records(path) if r.type is RecordType.INFERENCE]
+    assert len(inferences) == 1 and inferences[0].seq == out[0].seq
+
+
+def test_close_gives_up_on_a_call_hung_past_its_deadline_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An inline call stuck in the model cannot be stopped: close() waits for its deadline
+    and a grace, records how many it left, and the call is refused as closed."""
+    monkeypatch.setattr(S, "_CLOSE_GRACE_S", 0.05)
+    gate = threading.Event()
+    model = _Held(gate)
+    path = tmp_path / "log.vigil"
+    sup = Supervisor(model, log=path, ring=SMALL, isolation="inline", deadline_ns=10 * MS)
+    out: list[Any] = []
+
+    def call() -> None:
+        try:
+            out.append(sup.infer(X))
+        except Unavailable as exc:
+            out.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert model.entered.wait(10.0)
+    sup.close()
+    gate.set()
+    caller.join(10.0)
+    assert isinstance(out[0], Unavailable) and out[0].context["reason"] == "closed"
+    notes = [
+        json.loads(r.body["text"])
+        for r in _records(path)
+        if r.type is RecordType.ANNOTATION and r.body["key"] == "vigil.close"
+    ]
+    assert notes == [{"abandoned_calls": 1, "reason": "still in the model"}]
