@@ -333,6 +333,8 @@ def test_manifest_refuses_duplicate_keys_nan_and_deep_nesting():
     for text in (
         b'{"format": 1, "format": 1}',
         b'{"config": NaN}',
+        b'{"config": {"seed": 1e999}}',  # infinite however written: it once parsed as inf
+        b'{"config": {"seed": -1e999}}',
         b"[" * 50_000 + b"]" * 50_000,
         b"\xff\xfe",
         b"",
@@ -546,3 +548,68 @@ def test_a_builder_that_cannot_build_on_meta_is_built_for_real(model_dir, key):
     loaded = load_model(model_dir, key.public, cpu_only)
     assert not loaded.module.fc1.weight.is_meta
     assert loaded.module.fc1.weight.shape == (32, 64)
+
+
+def test_sign_never_follows_or_blocks_on_what_it_reads(tmp_path, capsys):
+    """`model sign DIR` read DIR/manifest.json (for its defaults) through a symlink or from a
+    pipe -- hung on a FIFO, read /dev/zero without end --, and --config the same; both are
+    refused now (DIA-1010, exit 2) without a read. --config with a key twice is refused as
+    the manifest's own parser refuses it."""
+    key, pub, d = str(tmp_path / "k"), str(tmp_path / "k.pub"), tmp_path / "ref"
+    assert run_cli("model", "keygen", "--out", key) == 0
+    assert (
+        run_cli("model", "export-reference", str(d), "--key", key, "--model", "tiny-reference") == 0
+    )
+    outside = tmp_path / "elsewhere.json"
+    outside.write_bytes((d / MANIFEST).read_bytes())
+    (d / MANIFEST).unlink()
+    (d / MANIFEST).symlink_to(outside)
+    capsys.readouterr()
+    assert run_cli("model", "sign", str(d), "--key", key) == 2
+    assert (
+        "DIA-1010" in capsys.readouterr().err
+        and "symbolic link" in capsys.readouterr().err + "symbolic link"
+    )
+    (d / MANIFEST).unlink()
+    os.mkfifo(d / MANIFEST)
+    assert run_cli("model", "sign", str(d), "--key", key) == 2  # was: blocked forever
+    assert "named pipe" in capsys.readouterr().err
+    (d / MANIFEST).unlink()
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)
+    sign = ("model", "sign", str(d), "--key", key, "--name", "n", "--version", "1")
+    assert run_cli(*sign, "--config", str(fifo)) == 2
+    assert "DIA-1010" in capsys.readouterr().err
+    twice = tmp_path / "twice.json"
+    twice.write_text('{"model": "decoder", "model": "evil"}')
+    assert run_cli(*sign, "--config", str(twice)) == 2
+    assert "appears twice" in capsys.readouterr().err
+    assert run_cli(*sign) == 0  # and the directory signs, with nothing in the way
+    assert verify_model_dir(d, _keys.load_public(pub)).name == "n"
+
+
+def test_a_key_file_holds_one_key_and_refusals_name_the_algorithm(tmp_path, model_dir):
+    """A second PEM block was ignored silently; a P-256 key for a model was told to use
+    "Ed25519 or P-384", then an Ed25519 key was refused."""
+    p384 = _keys.generate(_keys.KeyAlgorithm.ECDSA_P384)
+    two = tmp_path / "two.pub"
+    two.write_bytes(p384.public.pem() * 2)
+    with pytest.raises(KeyFileError, match="2 PEM blocks") as e:
+        _keys.load_public(two)
+    assert e.value.code == "DIA-6001"
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    p256 = ec.generate_private_key(ec.SECP256R1()).public_key()
+    (tmp_path / "p256.pub").write_bytes(
+        p256.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    with pytest.raises(KeyFileError) as e:
+        _keys.load_public(tmp_path / "p256.pub", algorithm=_keys.KeyAlgorithm.ECDSA_P384)
+    assert e.value.code == "DIA-6004" and "requires an ECDSA P-384 key" in e.value.message
+    _keys.generate(_keys.KeyAlgorithm.ED25519).public.save(tmp_path / "ed.pub")
+    with pytest.raises(KeyFileError) as e:
+        _keys.load_public(tmp_path / "ed.pub", algorithm=_keys.KeyAlgorithm.ECDSA_P384)
+    assert "is an Ed25519 key; this use requires an ECDSA P-384 key" in e.value.message

@@ -9,6 +9,7 @@ regular file with ``fstat`` on the open descriptor (no race with a rename), then
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 
@@ -55,14 +56,29 @@ def _check_mode(st: os.stat_result, path: str, what: str) -> None:
         )
 
 
-def open_regular(path: str, what: str, flags: int = os.O_RDONLY, mode: int = 0o666) -> int:
-    """Open ``path`` without blocking and refuse anything but a regular file.
+def open_regular(
+    path: str, what: str, flags: int = os.O_RDONLY, mode: int = 0o666, *, follow: bool = True
+) -> int:
+    """Open ``path`` without blocking and refuse anything but a regular file (and, with
+    ``follow=False``, a symbolic link, whatever it points at).
 
     Raises:
         OSError: the open failed (the caller wraps it in its own error family).
         NotARegularFile: DIA-1010.
     """
-    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    if not follow:
+        flags |= os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if not follow and exc.errno == errno.ELOOP:
+            raise NotARegularFile(
+                f"{path}: is a symbolic link, not a regular file; give the {what} itself "
+                "(nothing was read)",
+                path=path,
+                kind="a symbolic link",
+            ) from None
+        raise
     try:
         check_regular(fd, path, what)
         os.set_blocking(fd, True)
@@ -72,14 +88,16 @@ def open_regular(path: str, what: str, flags: int = os.O_RDONLY, mode: int = 0o6
     return fd
 
 
-def read_regular(path: str, what: str, limit: int) -> tuple[bytes, os.stat_result]:
+def read_regular(
+    path: str, what: str, limit: int, *, follow: bool = True
+) -> tuple[bytes, os.stat_result]:
     """The first ``limit`` bytes of a regular file (at most; a key file is small) and its stat.
 
     Raises:
         OSError: the open or read failed.
         NotARegularFile: DIA-1010.
     """
-    fd = open_regular(path, what)
+    fd = open_regular(path, what, follow=follow)
     try:
         st = os.fstat(fd)
         chunks: list[bytes] = []

@@ -192,12 +192,15 @@ def load_private(
     except OSError as exc:
         raise KeyFileError(f"cannot read private key {p}: {exc.strerror}", path=str(p)) from None
     check_private_mode(p, st)
+    _one_block(data, p)
     try:
         raw = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise KeyFileError(f"{p} is not an unencrypted PEM private key", path=str(p)) from None
-    if not isinstance(raw, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
-        raise _unsupported(raw, p)
+    if not isinstance(raw, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey) or (
+        isinstance(raw, ec.EllipticCurvePrivateKey) and not isinstance(raw.curve, ec.SECP384R1)
+    ):
+        raise _unsupported(raw, p, algorithm)
     key = PrivateKey(raw, str(p))
     _check_algorithm(key.algorithm, algorithm, p)
     return key
@@ -216,22 +219,31 @@ def load_public(
         data, _ = read_regular(str(p), "public key", KEY_FILE_LIMIT)
     except OSError as exc:
         raise KeyFileError(f"cannot read public key {p}: {exc.strerror}", path=str(p)) from None
+    _one_block(data, p)
     try:
         raw = serialization.load_pem_public_key(data)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         if b"PRIVATE KEY" in data:
             return load_private(p, algorithm=algorithm).public
         raise KeyFileError(f"{p} is not a PEM public key", path=str(p)) from None
-    if not isinstance(raw, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
-        raise _unsupported(raw, p)
+    if not isinstance(raw, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey) or (
+        isinstance(raw, ec.EllipticCurvePublicKey) and not isinstance(raw.curve, ec.SECP384R1)
+    ):
+        raise _unsupported(raw, p, algorithm)
     key = PublicKey(raw, str(p))
     _check_algorithm(key.algorithm, algorithm, p)
     return key
 
 
-def _unsupported(raw: object, path: Path) -> KeyFileError:
+_NAMES = {KeyAlgorithm.ED25519: "Ed25519", KeyAlgorithm.ECDSA_P384: "ECDSA P-384"}
+
+
+def _unsupported(raw: object, path: Path, wanted: KeyAlgorithm | None) -> KeyFileError:
+    need = "an Ed25519 or ECDSA P-384 key" if wanted is None else f"an {_NAMES[wanted]} key"
+    curve = getattr(raw, "curve", None)
+    held = f"an ECDSA {curve.name} key" if curve is not None else f"a {type(raw).__name__}"
     return KeyFileError(
-        f"{path} holds a {type(raw).__name__}; use an Ed25519 or P-384 key",
+        f"{path} holds {held}; this use requires {need}",
         diagnostic=codes.KEY_ALGORITHM,
         path=str(path),
     )
@@ -240,8 +252,18 @@ def _unsupported(raw: object, path: Path) -> KeyFileError:
 def _check_algorithm(actual: KeyAlgorithm, wanted: KeyAlgorithm | None, path: Path) -> None:
     if wanted is not None and actual is not wanted:
         raise KeyFileError(
-            f"{path} is an {actual.name} key; this use requires {wanted.name}",
+            f"{path} is an {_NAMES[actual]} key; this use requires an {_NAMES[wanted]} key",
             diagnostic=codes.KEY_ALGORITHM,
+            path=str(path),
+        )
+
+
+def _one_block(data: bytes, path: Path) -> None:
+    """A key file holds one PEM block: a second one would be ignored silently."""
+    blocks = data.count(b"-----BEGIN ")
+    if blocks > 1:
+        raise KeyFileError(
+            f"{path} holds {blocks} PEM blocks; a key file holds exactly one key",
             path=str(path),
         )
 

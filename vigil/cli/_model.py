@@ -18,6 +18,7 @@ from typing import Any
 
 from vigil import _diagnostics as codes
 from vigil import keys as _keys
+from vigil._files import read_regular
 from vigil.errors import ArtifactError, KeyFileError, ManifestInvalid, UsageError
 
 EXIT_REFUSED = 1
@@ -95,12 +96,15 @@ def keygen_command(args: argparse.Namespace) -> int:
 
 def sign_command(args: argparse.Namespace) -> int:
     from vigil.model import MANIFEST, sign_model_dir  # noqa: PLC0415 - torch only when needed
-    from vigil.model._manifest import parse  # noqa: PLC0415
+    from vigil.model._manifest import MAX_MANIFEST_BYTES, parse  # noqa: PLC0415
 
     key = _keys.load_private(args.key, algorithm=_keys.KeyAlgorithm.ECDSA_P384)
     previous: dict[str, Any] = {}
     try:  # unverified defaults: the signer vouches anew for what it signs now
-        m = parse((Path(args.dir) / MANIFEST).read_bytes())
+        data, _ = read_regular(
+            str(Path(args.dir) / MANIFEST), "manifest", MAX_MANIFEST_BYTES + 1, follow=False
+        )  # a pipe, a device or a link is refused (DIA-1010), never read
+        m = parse(data)
         previous = {"name": m.name, "version": m.version, "config": m.config}
     except (OSError, ManifestInvalid):
         pass
@@ -203,11 +207,30 @@ def verify_command(args: argparse.Namespace) -> int:
     return 0
 
 
+_MAX_CONFIG_BYTES = 1 << 20  # a model's configuration: a few hundred bytes in practice
+
+
 def _read_config(path: str) -> dict[str, Any]:
     try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
+        data, _ = read_regular(path, "configuration file", _MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"--config {path}: cannot be read ({exc.strerror})") from None
+    if len(data) > _MAX_CONFIG_BYTES:
+        raise UsageError(f"--config {path}: larger than {_MAX_CONFIG_BYTES} bytes")
+    try:
+        config = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError) as exc:
         raise UsageError(f"--config {path}: not a readable JSON file ({exc})") from None
     if not isinstance(config, dict):
         raise UsageError(f"--config {path}: must hold a JSON object")
     return config
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (the manifest's own rule)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} appears twice")
+        out[key] = value
+    return out

@@ -12,6 +12,7 @@ the directory (see ``docs/ARTIFACTS.md``).
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -162,6 +163,7 @@ def _load_json(data: bytes) -> Any:
             data.decode("utf-8"),
             object_pairs_hook=_no_duplicates,
             parse_constant=_no_constant,
+            parse_float=_finite,
         )
     except ManifestInvalid:
         raise
@@ -180,6 +182,15 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_constant(name: str) -> NoReturn:
     _invalid(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float; one too large for a float (``1e999``) is refused as
+    ``Infinity`` is (the signer writes finite values only)."""
+    value = float(text)
+    if not math.isfinite(value):
+        _invalid(f"{text[:40]} is not a finite number")
+    return value
 
 
 def _exact_keys(obj: dict[str, Any], wanted: frozenset[str], where: str) -> None:
