@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -385,3 +386,34 @@ def test_close_gives_up_on_a_call_hung_past_its_deadline_and_says_so(
         if r.type is RecordType.ANNOTATION and r.body["key"] == "vigil.close"
     ]
     assert notes == [{"abandoned_calls": 1, "reason": "still in the model"}]
+
+
+# --- the default output check --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("output", "served"),
+    [
+        ((torch.ones(1), float("nan")), False),
+        ({"a": torch.ones(1), "b": float("inf")}, False),
+        ((torch.ones(1), np.array([np.nan])), False),
+        ([torch.ones(1), complex(1, float("nan"))], False),
+        ((torch.ones(1), 1.5, np.array([2.0]), "text", 3), True),
+    ],
+    ids=["float-nan", "dict-inf", "numpy-nan", "complex-nan", "finite-leaves"],
+)
+def test_every_floating_value_beside_the_tensors_is_checked(
+    tmp_path: Path, output: Any, served: bool
+) -> None:
+    """'Every floating value finite': a NaN float next to a tensor was served as OK."""
+    with Supervisor(
+        lambda x: output,
+        log=tmp_path / "log.vigil",
+        ring=SMALL,
+        isolation="inline",
+        fallback=Constant(torch.zeros(1)),
+    ) as sup:
+        r = sup.infer(X)
+    assert (r.served_by is ServedBy.PRIMARY) is served
+    if not served:
+        assert (r.outcome, r.code) == (Outcome.INVALID_OUTPUT, D.INVALID_OUTPUT)

@@ -12,6 +12,7 @@ which is why the supervisor digests each input and each served output exactly on
 
 from __future__ import annotations
 
+import cmath
 import hashlib
 from collections.abc import Mapping
 from typing import Any
@@ -175,6 +176,25 @@ def tensors_of(value: Any) -> list[torch.Tensor]:
     return []
 
 
+def _nonfinite_leaf(value: Any, where: str) -> str | None:
+    """Where a value's non-tensor floating leaf (a Python float or complex, a numpy array or
+    scalar) is NaN or Inf, walked as :func:`tensors_of` walks it; None when there is none."""
+    if isinstance(value, float | complex):
+        bad = not cmath.isfinite(value)
+    elif isinstance(value, np.ndarray | np.generic):
+        bad = value.dtype.kind in "fc" and not bool(np.isfinite(value).all())
+    else:
+        if isinstance(value, Mapping):
+            items = [(f"{where}[{k!r}]", value[k]) for k in sorted(value, key=str)]
+        elif isinstance(value, tuple | list):
+            items = [(f"{where}[{i}]", item) for i, item in enumerate(value)]
+        else:  # a tensor (checked apart) or a value without floats
+            items = []
+        found = (_nonfinite_leaf(item, at) for at, item in items)
+        return next((f for f in found if f is not None), None)
+    return where if bad else None
+
+
 def check_finite(value: Any, field: str = "output") -> Any:
     """The default output check: every floating tensor finite, with one host sync in all.
 
@@ -199,6 +219,12 @@ def check_finite(value: Any, field: str = "output") -> Any:
         raise InvalidInput(
             f"{field} holds no tensor (got {type(value).__name__})", field=field, rule="tensor"
         )
+    if type(value) is not torch.Tensor:  # beside the tensors: a float, a numpy array
+        where = _nonfinite_leaf(value, field)
+        if where is not None:
+            raise InvalidInput(
+                f"{where} holds NaN or Inf", diagnostic=D.NOT_FINITE, field=field, rule="finite"
+            )
     floats = [t for t in tensors if t.is_floating_point() or t.is_complex()]
     if not floats:
         return None
