@@ -417,3 +417,26 @@ def test_every_floating_value_beside_the_tensors_is_checked(
     assert (r.served_by is ServedBy.PRIMARY) is served
     if not served:
         assert (r.outcome, r.code) == (Outcome.INVALID_OUTPUT, D.INVALID_OUTPUT)
+
+
+def test_a_rejected_expanded_view_is_not_hashed_at_its_viewed_size(tmp_path: Path) -> None:
+    """4 bytes expanded to 256 MiB and refused on shape were copied whole to be hashed for
+    the REJECTED record (2^29 elements: 12.8 s and 2.3 GB against a 20 ms deadline)."""
+    from vigil.schemas import Contract, TensorSpec
+
+    x = torch.zeros(1, 1).expand(1, 1 << 26)
+    path = tmp_path / "log.vigil"
+    with Supervisor(
+        lambda v: v,
+        log=path,
+        ring=SMALL,
+        isolation="inline",
+        input_contract=Contract(TensorSpec(shape=(1, 4), dtype=torch.float32)),
+    ) as sup:
+        with pytest.raises(InvalidInput) as refused:
+            sup.infer(x)
+        assert refused.value.code == D.SHAPE_MISMATCH.code
+        sup.infer(torch.zeros(1, 4).expand(1, 4))  # a small view is served and hashed as ever
+    (rejected,) = [r for r in _records(path) if r.type is RecordType.REJECTED]
+    assert rejected.body["input_digest"] == bytes(32)
+    assert f"input not hashed: {4 << 26} bytes viewed" in rejected.body["reason"]

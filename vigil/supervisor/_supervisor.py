@@ -970,20 +970,26 @@ class Supervisor:
         return exc
 
     def _reject(self, rid: bytes, x: Any, exc: InvalidInput, trace: _Trace = _NO_TRACE) -> None:
+        reason = exc.message
         try:
-            in_digest = T.digest(x)
+            viewed = T.amplified(x)
+            if viewed is None:
+                in_digest = T.digest(x)
+            else:  # an expanded view: hashing it costs its viewed size, not what it holds
+                in_digest = _ZERO_DIGEST
+                reason += f" (input not hashed: {viewed} bytes viewed over far less memory)"
         except BaseException:  # a rejected input may be anything; its record must be written
             in_digest = _ZERO_DIGEST
         with self._lock:
             caused = self._fsm.record(
-                Outcome.REJECTED, self._mono(), code=exc.diagnostic, reason=exc.message
+                Outcome.REJECTED, self._mono(), code=exc.diagnostic, reason=reason
             )
             try:
                 seq = self.log.record_rejected(
                     request_id=rid,
                     input_digest=in_digest,
                     code=exc.diagnostic.number,
-                    reason=exc.message[:2000],
+                    reason=reason[:2000],
                     trace_id=trace.trace_id,
                     span_id=trace.span_id,
                 )

@@ -68,6 +68,22 @@ def digest_view(value: torch.Tensor, view: Any) -> bytes:
     return digest(value)
 
 
+AMPLIFIED = 64 << 20
+"""A rejected input whose tensors view this many bytes more than the memory they hold (a
+stride-0 ``expand``: 4 bytes seen as 2 GiB) is recorded with the zero digest: hashing it
+would cost its viewed size, to refuse it."""
+
+
+def amplified(value: Any) -> int | None:
+    """The bytes ``value``'s tensors view, when that exceeds the memory they hold by more
+    than :data:`AMPLIFIED`; else None."""
+    viewed = held = 0
+    for t in tensors_of(value):
+        viewed += t.numel() * t.element_size()
+        held += t.untyped_storage().nbytes()
+    return viewed if viewed > held + AMPLIFIED else None
+
+
 def _feed(h: Any, value: Any) -> None:
     if isinstance(value, torch.Tensor):
         h.update(_header(value.dtype, value.shape))
