@@ -440,3 +440,53 @@ def test_a_rejected_expanded_view_is_not_hashed_at_its_viewed_size(tmp_path: Pat
     (rejected,) = [r for r in _records(path) if r.type is RecordType.REJECTED]
     assert rejected.body["input_digest"] == bytes(32)
     assert f"input not hashed: {4 << 26} bytes viewed" in rejected.body["reason"]
+
+
+# --- known answers -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"expected": torch.tensor([float("nan")])},
+        {"expected": "not a tensor"},
+        {"atol": float("nan")},
+        {"rtol": -1e-4},
+        {"atol": True},
+    ],
+    ids=["nan-expected", "str-expected", "nan-atol", "negative-rtol", "bool-atol"],
+)
+def test_a_known_answer_that_could_never_match_is_refused(kwargs: dict[str, Any]) -> None:
+    """Accepted, each left the supervisor DEGRADED for good at its first probe."""
+    from vigil.supervisor import KnownAnswer
+
+    with pytest.raises(ConfigError):
+        KnownAnswer(**{"input": X, "expected": X * 2, **kwargs})
+
+
+def test_a_model_that_edits_its_input_does_not_change_the_next_probe(tmp_path: Path) -> None:
+    """The probe's input was passed by reference: a model writing into it corrupted every
+    later probe (the next one failed, and the supervisor tripped)."""
+    from vigil.supervisor import KnownAnswer
+
+    def scribbler(x: torch.Tensor) -> torch.Tensor:
+        out = x * 2
+        x.add_(1.0)  # in place, as some models normalise their input
+        return out
+
+    clock = FakeClock()
+    known = KnownAnswer(X, X * 2)
+    with Supervisor(
+        scribbler,
+        log=tmp_path / "log.vigil",
+        ring=SMALL,
+        clock=clock,
+        isolation="inline",
+        known_answer=known,
+        policy=Policy(probe_interval_ns=10 * MS, known_answer_trips=True),
+    ) as sup:
+        for _ in range(4):  # each call is due a known-answer probe first
+            clock.advance(20 * MS)
+            sup.infer(torch.ones(1, 4))
+        assert sup.state is State.NORMAL
+    assert torch.equal(known.input, X)

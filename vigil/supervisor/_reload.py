@@ -305,7 +305,7 @@ class ModelReloader:
                 ) from None
             if self._known is not None:
                 try:
-                    right = self._known.matches(module(self._known.input))
+                    right = self._known.matches(module(self._known.fresh_input()))
                 except Exception as exc:
                     raise CandidateRefused(
                         f"{self.directory}: the known-answer probe raised {T.describe(exc)}"

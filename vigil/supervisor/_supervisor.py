@@ -50,6 +50,7 @@ import collections
 import contextlib
 import itertools
 import json
+import math
 import os
 import queue
 import threading
@@ -130,6 +131,22 @@ class KnownAnswer:
     atol: float = 1e-5
     rtol: float = 1e-4
 
+    def __post_init__(self) -> None:
+        """Refuse what could never match, or always would (ConfigError, DIA-1001)."""
+        for name in ("atol", "rtol"):
+            value = getattr(self, name)
+            if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"KnownAnswer {name}={value!r}: a finite number >= 0")
+        try:
+            T.check_finite(self.expected, field="KnownAnswer expected")
+        except InvalidInput as exc:  # no tensor, or NaN/Inf: no output could ever match
+            raise ConfigError(exc.message) from None
+
+    def fresh_input(self) -> Any:
+        """A copy of the input for one probe: a model that writes into its input in place
+        must not change the next probe's."""
+        return _copied(self.input)
+
     def matches(self, output: Any) -> bool:
         got, want = T.tensors_of(output), T.tensors_of(self.expected)
         if len(got) != len(want):
@@ -158,6 +175,17 @@ class SupervisorStatistics:
     log_head_seq: int
     digester: DigesterStatistics | None = None  # None when every output is hashed inline
     clock_failures: int = 0  # reads of an injected clock that raised, bridged (BridgedClock)
+
+
+def _copied(value: Any) -> Any:
+    """``value`` with every tensor cloned where it is (structures rebuilt, the rest shared)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return type(value)(_copied(v) for v in value)
+    return value
 
 
 def _bridged(clock: Clock) -> Clock:
@@ -1022,7 +1050,7 @@ class Supervisor:
         assert self._known is not None
         primary = self._current  # one read: the probe runs and records this pair
         in_digest = T.digest(self._known.input)
-        attempt = self._attempt(primary.model, self._known.input, _KA_REQUEST)
+        attempt = self._attempt(primary.model, self._known.fresh_input(), _KA_REQUEST)
         if attempt.outcome is Outcome.REJECTED:  # the known input is valid: refusing it is wrong
             attempt = attempt._replace(outcome=Outcome.ERROR)
         if attempt.outcome in (Outcome.OK, Outcome.SLOW):
