@@ -490,3 +490,23 @@ def test_a_model_that_edits_its_input_does_not_change_the_next_probe(tmp_path: P
             sup.infer(torch.ones(1, 4))
         assert sup.state is State.NORMAL
     assert torch.equal(known.input, X)
+
+
+def test_refuse_records_whatever_the_service_passes(tmp_path: Path) -> None:
+    """A str request id, a reason that is not a str, or one with a lone surrogate raised a
+    raw exception and left the refusal unrecorded."""
+    path = tmp_path / "log.vigil"
+    with Supervisor(lambda x: x, log=path, ring=SMALL, isolation="inline") as sup:
+        for rid, reason in (
+            (b"A" * 16, "rate"),
+            ("A" * 16, "rate"),
+            (b"A" * 16, 5),
+            (None, "\udcff"),
+        ):
+            sup.refuse(rid, reason, D.RATE_LIMITED)  # type: ignore[arg-type]
+        assert sup.statistics().rejected == 4
+    rejected = [r for r in _records(path) if r.type is RecordType.REJECTED]
+    assert [r.body["code"] for r in rejected] == [D.RATE_LIMITED.number] * 4
+    assert rejected[0].body["request_id"] == b"A" * 16
+    assert rejected[1].body["request_id"] != b"A" * 16  # not bytes: a generated id
+    assert "5" in rejected[2].body["reason"] and rejected[3].body["reason"] == "\\udcff"

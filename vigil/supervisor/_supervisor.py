@@ -177,6 +177,11 @@ class SupervisorStatistics:
     clock_failures: int = 0  # reads of an injected clock that raised, bridged (BridgedClock)
 
 
+def _sized(value: Any, n: int) -> bool:
+    """``value`` is ``n`` bytes (bytes, bytearray or memoryview)."""
+    return isinstance(value, bytes | bytearray | memoryview) and len(value) == n
+
+
 def _copied(value: Any) -> Any:
     """``value`` with every tensor cloned where it is (structures rebuilt, the rest shared)."""
     if isinstance(value, torch.Tensor):
@@ -1166,8 +1171,10 @@ class Supervisor:
         Returns:
             ``(request_id, seq)``: the id recorded and the REJECTED record's sequence number.
         """
-        rid = request_id if request_id is not None and len(request_id) == 16 else None
-        digest = input_digest if input_digest is not None and len(input_digest) == 32 else None
+        rid = request_id if _sized(request_id, 16) else None
+        digest = input_digest if _sized(input_digest, 32) else None
+        if not isinstance(reason, str):  # the refusal is recorded whatever the caller passed
+            reason = _describe_error(TypeError(reason))
         trace = _NO_TRACE if trace_id is None else _trace_context(trace_id, span_id)[0]
         with self._lock:
             rid = rid if rid is not None else self._new_request_id()
