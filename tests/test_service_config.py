@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -243,6 +244,63 @@ def test_missing_file(tmp_path: Path) -> None:
         ServeConfig.load(tmp_path / "nope.toml")
     assert info.value.code == "DIA-7202"
     assert "nope.toml" in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge"])
+def test_a_config_or_known_answer_that_is_not_a_small_regular_file_is_refused_unread(
+    tmp_path: Path, kind: str
+) -> None:
+    """A FIFO as --config hung `serve --check` for good; /dev/zero grew to GBs in seconds;
+    a known-answer file the same (outside audit)."""
+    conf = tmp_path / "vigil.toml"
+    if kind == "fifo":
+        os.mkfifo(conf)
+    elif kind == "device":
+        conf = Path("/dev/zero")
+    else:
+        conf.write_bytes(b"# " + b"x" * (1 << 20) + b"\n")
+    with pytest.raises(ServiceConfigError) as info:
+        ServeConfig.load(conf)
+    assert info.value.code == "DIA-7202"
+    assert ("not a regular file" if kind != "huge" else "larger than 1 MiB") in str(info.value)
+    if kind == "fifo":
+        ka = tmp_path / "ka.toml"
+        ka.write_text(
+            '[service]\nsocket = "v.sock"\n[log]\npath = "f.vigil"\n'
+            '[model]\nfactory = "vigil.model:TinyReference"\n'
+            "[supervisor]\ndeadline_ms = 50\n"
+            '[supervisor.policy]\nprobe_mode = "known_answer"\n'
+            f'[supervisor.known_answer]\nfile = "{conf}"\n'
+        )
+        with pytest.raises(ServiceConfigError) as info:
+            ServeConfig.load(ka).known_answer()
+        assert info.value.code == "DIA-7213" and "named pipe" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("service", "read_timeout_s", 1e10),  # tracebacks in every connection thread
+        ("service", "drain_timeout_s", 1e10),  # a traceback at SIGTERM, no CLOSED record
+        ("workers", "start_timeout_s", 1e300),  # a traceback at start
+        ("supervisor", "deadline_ms", 9223372036),  # every call an ERROR held against the model
+        ("supervisor", "deadline_ms", 1e-7),  # refused only at start, after the log was made
+        ("metrics", "timeout_s", 1e300),
+    ],
+)
+def test_a_duration_beyond_seven_days_or_below_a_microsecond_is_refused(
+    section: str, key: str, value: float
+) -> None:
+    """`--check` said valid; the service then failed at run time (outside audit)."""
+    err = refused(with_(**{section: {key: value}}))
+    assert err.code == "DIA-7206" and f"[{section}].{key}" in str(err) and "7 days" in str(err)
+    edge = 604800 if key.endswith("_s") else 604_800_000
+    ServeConfig.from_dict(with_(**{section: {key: edge}}))  # the bound itself is valid
+
+
+@pytest.mark.parametrize("chain", [[], ["none"]])
+def test_no_fallback_is_said_one_way(chain: list[str]) -> None:
+    assert refused(with_(supervisor={"fallback": chain})).code == "DIA-7206"
 
 
 def test_syntax_error_has_line_and_column(tmp_path: Path) -> None:

@@ -32,7 +32,14 @@ from typing import Any
 import torch
 
 from vigil import _diagnostics as D
-from vigil.errors import ConfigError, InvalidArgument, InvalidInput, ServiceConfigError
+from vigil._files import read_regular
+from vigil.errors import (
+    ConfigError,
+    InvalidArgument,
+    InvalidInput,
+    NotARegularFile,
+    ServiceConfigError,
+)
 from vigil.fsm import Policy
 from vigil.schemas import Contract, TensorSpec
 from vigil.service import _config_wire
@@ -112,14 +119,7 @@ class ServeConfig:
                 inconsistent. The message names the file and the key path.
         """
         p = Path(path)
-        try:
-            text = p.read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ServiceConfigError(
-                f"{p}: cannot read the configuration file: {exc}",
-                diagnostic=D.SERVICE_CONFIG_UNREADABLE,
-                file=str(p),
-            ) from exc
+        text = _config_text(p)
         try:
             data = tomllib.loads(text)
         except RecursionError:
@@ -257,12 +257,7 @@ class ServeConfig:
                 )
             data, digest = artifact.files[ka.file], artifact.digest
         else:
-            try:
-                if ka.path.stat().st_size > _MAX_KNOWN_ANSWER:
-                    raise invalid(f"{ka.path} is larger than {_MAX_KNOWN_ANSWER >> 20} MiB")
-                data = ka.path.read_bytes()
-            except OSError as exc:
-                raise invalid(f"cannot read {ka.path}: {exc.strerror or exc}") from None
+            data = _known_answer_bytes(ka.path, invalid)
         try:
             tensors = safetensors.torch.load(data)
         except Exception as exc:  # safetensors raises its own error types
@@ -372,7 +367,10 @@ class _Table:
         return value
 
     def number(self, key: str, default: Any = _REQUIRED, *, zero: bool = False) -> Any:
-        """A positive number (int or float; ``zero`` allows 0)."""
+        """A positive number (int or float; ``zero`` allows 0). A duration (``*_s``,
+        ``*_ms``) is at most :data:`MAX_DURATION_S` and, when positive, at least 1 µs: a
+        longer one overflowed the clocks and polls that wait for it (tracebacks at run time,
+        where ``--check`` had said valid)."""
         value = self._get(key, default)
         if key not in self.data:
             return value
@@ -381,6 +379,16 @@ class _Table:
         if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
             what = "a number >= 0" if zero else "a positive number"
             raise self.error(key, f"must be {what}, got {value}", D.SERVICE_CONFIG_RANGE)
+        scale = 1.0 if key.endswith("_s") else 1e-3 if key.endswith("_ms") else None
+        if scale is not None and (value * scale > MAX_DURATION_S or 0 < value * scale < 1e-6):
+            unit = "s" if scale == 1.0 else "ms"
+            top = MAX_DURATION_S / scale
+            raise self.error(
+                key,
+                f"must be at most {top:.0f} {unit} (7 days) and, when not 0, at least "
+                f"{1e-6 / scale:g} {unit}; got {value}",
+                D.SERVICE_CONFIG_RANGE,
+            )
         return float(value)
 
     def flag(self, key: str, default: Any = _REQUIRED) -> Any:
@@ -443,6 +451,53 @@ class _Table:
             allowed = "-1 (any size) or a size >= 0" if any_dim else "sizes >= 0"
             raise self.error(key, f"dims must be {allowed}, got {value}", D.SERVICE_CONFIG_RANGE)
         return tuple(value)
+
+
+def _config_text(p: Path) -> str:
+    """The configuration file's text. A pipe or a device is refused unread (it could block or
+    never end), and so is a file over :data:`MAX_CONFIG_BYTES`: DIA-7202."""
+    problem = None
+    try:
+        data, _ = read_regular(str(p), "configuration file", MAX_CONFIG_BYTES + 1)
+    except NotARegularFile as exc:
+        raise ServiceConfigError(
+            exc.message, diagnostic=D.SERVICE_CONFIG_UNREADABLE, file=str(p)
+        ) from None
+    except OSError as exc:
+        problem = str(exc)
+    else:
+        if len(data) > MAX_CONFIG_BYTES:
+            problem = f"larger than {MAX_CONFIG_BYTES >> 20} MiB"
+        else:
+            try:
+                return data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problem = str(exc)
+    raise ServiceConfigError(
+        f"{p}: cannot read the configuration file: {problem}",
+        diagnostic=D.SERVICE_CONFIG_UNREADABLE,
+        file=str(p),
+    )
+
+
+def _known_answer_bytes(path: Path, invalid: Any) -> bytes:
+    """A known-answer file outside a model directory: a regular file of at most
+    ``_MAX_KNOWN_ANSWER`` bytes, never a pipe or a device (``invalid(message)`` raises)."""
+    try:
+        data, _ = read_regular(str(path), "known answer", _MAX_KNOWN_ANSWER + 1)
+    except NotARegularFile as exc:
+        raise invalid(exc.message) from None
+    except OSError as exc:
+        raise invalid(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > _MAX_KNOWN_ANSWER:
+        raise invalid(f"{path} is larger than {_MAX_KNOWN_ANSWER >> 20} MiB")
+    return data
+
+
+MAX_CONFIG_BYTES = 1 << 20
+"""The largest configuration file read (a real one is a few hundred bytes)."""
+MAX_DURATION_S = 7 * 86400
+"""The longest duration a configuration may give (any ``*_s`` or ``*_ms`` key)."""
 
 
 def _toml_type(value: Any) -> str:
@@ -772,6 +827,12 @@ def _supervisor(t: _Table | None) -> SupervisorSection:
             '"none" cannot be combined with other fallbacks',
             D.SERVICE_CONFIG_INCONSISTENT,
         )
+    if isinstance(raw, list) and kinds in ([], ["none"]):  # one way to say it: "none"
+        raise t.error(
+            "fallback",
+            f'{raw!r}: a chain lists "last_good" and "constant"; no fallback is "none"',
+            D.SERVICE_CONFIG_RANGE,
+        )
     if len(set(kinds)) != len(kinds):
         raise t.error("fallback", f"lists a fallback twice: {kinds}", D.SERVICE_CONFIG_INCONSISTENT)
     chain = tuple(k for k in kinds if k != "none")
@@ -903,16 +964,20 @@ def _listen(t: _Table) -> tuple[str, str, int] | None:
 
 
 def _metrics(t: _Table | None) -> MetricsSection:
-    at = None if t is None else _listen(t)
-    if at is None or t is None:
+    if t is None:
         return MetricsSection()
     d = MetricsSection()
+    at = _listen(t)
+    timeout_s = t.number("timeout_s", d.timeout_s)  # checked with or without listen
+    max_connections = t.integer("max_connections", d.max_connections, maximum=1024)
+    if at is None:
+        return MetricsSection()
     return MetricsSection(
         listen=at[0],
         host=at[1],
         port=at[2],
-        timeout_s=t.number("timeout_s", d.timeout_s),
-        max_connections=t.integer("max_connections", d.max_connections, maximum=1024),
+        timeout_s=timeout_s,
+        max_connections=max_connections,
     )
 
 
