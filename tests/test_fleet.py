@@ -192,6 +192,32 @@ def test_export_is_incremental_and_idempotent(tmp_path: Path) -> None:
     assert entry["watermark"] == entry["settled"] == dumped(log)[-1]["seq"]
 
 
+def test_a_forked_log_is_refused_never_spliced(tmp_path: Path) -> None:
+    """Two copies of one log (a cloned device image) that went on apart, exported into one
+    dataset: the second copy's records were spliced after the first's as one verified log,
+    INTACT, exit 0 (outside audit). A later copy of the same log still exports its news."""
+    import shutil
+
+    log = make_log(tmp_path / "a.vigil", 20)
+    clone = tmp_path / "b.vigil"
+    shutil.copy(log, clone)
+    copy_of_a = tmp_path / "a-later.vigil"
+    ds = tmp_path / "ds"
+    assert fleet.export([str(log)], str(ds)).exit_code == 0
+    for path, model, n in ((log, MODEL_A, 3), (clone, MODEL_B, 6)):
+        with FlightRecorder.open(path, clock=later(1_700_000_100_000_000_000)) as w:
+            write_calls(w, n, start=20, model=model)
+    shutil.copy(log, copy_of_a)
+    run = fleet.export([str(log), str(clone), str(copy_of_a)], str(ds))
+    assert [o.error_code for o in run.logs] == [None, "DIA-8011", None]
+    assert run.exit_code == 3 and "fork of the log" in (run.logs[1].error or "")
+    rows = table(ds, "inferences")
+    assert sorted(r["seq"] for r in rows) == sorted({r["seq"] for r in rows})  # no splice
+    assert {r["model_digest"] for r in rows} == {MODEL_A.hex()}  # none of the clone's calls
+    alone = fleet.export([str(clone)], str(tmp_path / "ds-b"))  # apart, it is a log like any
+    assert alone.exit_code == 0 and alone.logs[0].rows == 6 + 22 + 2
+
+
 def test_records_evicted_between_exports_are_a_gap_finding(tmp_path: Path) -> None:
     log = make_log(tmp_path / "a.vigil", 10)
     ds = tmp_path / "ds"

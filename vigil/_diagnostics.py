@@ -1182,6 +1182,13 @@ REPORT_SCHEMA = _d(
     "not read",
     "export the logs again with this vigil into a new directory (docs/EXPORT.md, schema versions)",
 )
+EXPORT_FORKED = _d(
+    "DIA-8011",
+    "EXPORT_FORKED",
+    "a log whose log id this export already holds has other records at the same seq (a cloned "
+    "device image, a restored backup that went on): it was not exported",
+    "export the other copy into another directory; give a cloned device a fresh log",
+)
 
 REGISTRY: dict[str, Diagnostic] = {
     d.code: d for d in list(globals().values()) if isinstance(d, Diagnostic)

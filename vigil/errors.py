@@ -24,6 +24,7 @@ __all__ = [
     "ConfigError",
     "DeviceFatal",
     "ExportDestinationError",
+    "ExportForked",
     "ExportKeyMismatch",
     "ExportSourceInvalid",
     "ExtraMissing",
@@ -439,6 +440,13 @@ class ExportKeyMismatch(FleetError):
     """No key or seed given matches the log's sealing key. Attributes ``path``, ``key_id``."""
 
     diagnostic = codes.EXPORT_KEY_MISMATCH
+
+
+class ExportForked(FleetError):
+    """A log's log id is already in the export, with other records at the same seq (a fork of
+    the log, not a later copy of it): not exported. Attributes ``path``, ``seq``."""
+
+    diagnostic = codes.EXPORT_FORKED
 
 
 class ExportDestinationError(FleetError):

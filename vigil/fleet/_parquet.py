@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from vigil import _diagnostics as D
-from vigil.errors import ExportDestinationError, ExtraMissing
+from vigil.errors import ExportDestinationError, ExportForked, ExtraMissing
 from vigil.fleet._export import LogOutcome
 from vigil.fleet._extras import need
 from vigil.fleet._rows import COMMON, LOGS, SCHEMA_VERSION, TABLES, row
@@ -200,6 +200,9 @@ class ParquetWriter:
         settled = int(entry["settled"]) if entry else 0
         watermark = int(entry["watermark"]) if entry else 0
         gaps: list[dict[str, Any]] = list(entry.get("gaps", [])) if entry else []
+        anchor = entry.get("settled_chain") if entry else None
+        if anchor is not None:
+            _same_log(vlog, settled, anchor)  # before anything of this log changes
         if self.persist:
             self.begin()
         before = self.before.setdefault(vlog.log_id, settled)
@@ -222,11 +225,14 @@ class ParquetWriter:
         undecodable = rows = 0
         last_seq = settled
         first_tail: int | None = None
+        last_chain = settled_chain = None  # the chain digest of the last settled record
         for rec, status in vlog.records(settled + 1, keep_damaged=self.keep_damaged):
             table, values = row(rec, vlog.log_id, vlog.device, status)
             last_seq = rec.seq
             if status == UNSEALED_TAIL and first_tail is None:
                 first_tail = rec.seq
+                settled_chain = last_chain
+            last_chain = rec.chain.hex()
             if not table:
                 undecodable += 1
                 continue
@@ -242,6 +248,10 @@ class ParquetWriter:
         if removed or out.files:  # only a log whose part files changed has summaries to redo
             self.touched[vlog.log_id] = before
         new_settled = last_seq if first_tail is None else first_tail - 1
+        if first_tail is None:
+            settled_chain = last_chain
+        if new_settled <= settled or settled_chain is None:  # nothing newly settled: as was
+            settled_chain = anchor
         totals = {
             "path": vlog.path,
             "device": vlog.device,
@@ -249,6 +259,7 @@ class ParquetWriter:
             "watermark": max(watermark, last_seq),
             "undecodable": (int(entry.get("undecodable", 0)) if entry else 0) + undecodable,
             "gaps": gaps,
+            "settled_chain": settled_chain,
         }
         self._write_logs_row(vlog, totals)
         self.state["logs"][vlog.log_id] = totals
@@ -304,3 +315,26 @@ class ParquetWriter:
         ]
         data = self.pa.Table.from_arrays(arrays, schema=self.logs_schema)
         self._atomic(self.dest / "logs" / f"log={vlog.log_id}" / "logs.parquet", table=data)
+
+
+def _same_log(vlog: VerifiedLog, settled: int, anchor: str) -> None:
+    """Refuse a log whose record at ``settled`` -- the last one this export settled for its
+    log id -- has another chain digest: a fork of that log (a cloned image that went on
+    apart), whose records would otherwise be spliced into the other's as one log. A log
+    that no longer holds that record (the ring evicted it) cannot be told apart.
+
+    Raises:
+        ExportForked: DIA-8011.
+    """
+    held = next(vlog.records(settled, keep_damaged=True), None)
+    if held is None or held[0].seq != settled or held[0].chain.hex() == anchor:
+        return
+    raise ExportForked(
+        f"{vlog.path}: log {vlog.log_id} is already in this export, and its record {settled} "
+        "here is not the one exported (another chain digest): a fork of the log -- a cloned "
+        "device image, a restored backup that went on -- not a later copy of it; not "
+        "exported. Export this copy into another directory, and give a cloned device a "
+        "fresh log",
+        path=vlog.path,
+        seq=settled,
+    )
