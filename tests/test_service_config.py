@@ -842,3 +842,47 @@ def test_the_buffer_budget_and_the_metrics_limits_are_config_keys() -> None:
 def test_bad_limits_are_refused(sections: dict[str, Any], code: str, key: str) -> None:
     error = refused(with_(**sections))
     assert error.code == code and key in str(error), error
+
+
+def test_a_socket_path_no_client_could_connect_to_is_refused() -> None:
+    """A 180-byte socket path started ("serving on ..."), and no Client could reach it."""
+    err = refused(with_(service={"socket": "/run/" + "s" * 175}))
+    assert err.code == "DIA-7206" and "at most 107" in str(err)
+    ServeConfig.from_dict(with_(service={"socket": "/run/" + "s" * 102}))  # 107: valid
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "make"),
+    [
+        ("log", "path", "dir"),  # DIA-3001 at start, after --check said valid
+        ("log", "path", "fifo"),
+        ("service", "socket", "dir"),  # DIA-7201 at start
+        ("model", "dir", "fifo"),  # a 120 s worker wait, then DIA-7002
+        ("model", "public_key", "fifo"),
+    ],
+)
+def test_check_refuses_a_path_that_names_the_wrong_kind_of_thing(
+    tmp_path: Path, section: str, key: str, make: str
+) -> None:
+    target = tmp_path / f"{section}-{key}"
+    target.mkdir() if make == "dir" else os.mkfifo(target)
+    data = with_(**{section: {key: str(target)}})
+    if section == "model":
+        data["model"] = {"dir": str(tmp_path), "public_key": str(tmp_path / "k.pub")}
+        (tmp_path / "k.pub").write_text("-")
+        data["model"][key] = str(target)
+    cfg = ServeConfig.from_dict(data, source="vigil.toml", base_dir=tmp_path)
+    with pytest.raises(ServiceConfigError) as info:
+        cfg.check_paths(strict=False)
+    assert info.value.code == "DIA-7206" and f"[{section}].{key}" in str(info.value)
+    assert ("a directory" if make == "dir" else "a named pipe") in str(info.value)
+
+
+def test_check_notes_what_is_missing_and_start_refuses_it(tmp_path: Path) -> None:
+    cfg = ServeConfig.from_dict(
+        with_(log={"path": str(tmp_path / "nowhere" / "f.vigil")}), base_dir=tmp_path
+    )
+    (note,) = [n for n in cfg.check_paths(strict=False) if "[log].path" in n]
+    assert "does not exist on this machine" in note
+    with pytest.raises(ServiceConfigError, match=r"\[log\].path"):
+        cfg.check_paths()  # start-up: strict

@@ -28,8 +28,11 @@ def serve_command(args: argparse.Namespace) -> int:
 
     config = ServeConfig.load(args.config)
     if args.check:
+        notes = config.check_paths(strict=False)  # what is there and wrong is refused
         known = config.known_answer()  # reads and verifies the file, as the service would
         extra = "" if known is None else f"; known answer {tuple(known[0].input.shape)} read"
         print(f"{args.config}: valid{extra}")
+        for note in notes:  # not an error: the file may be checked before deployment
+            print(f"  note: {note}")
         return 0
     return Service(config).run()

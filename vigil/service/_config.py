@@ -24,6 +24,7 @@ import difflib
 import math
 import os
 import re
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,6 +216,43 @@ class ServeConfig:
         dtype = getattr(torch, spec.dtype) if spec.dtype else None
         tensor = TensorSpec(shape=shape, dtype=dtype, min=spec.min, max=spec.max)
         return Contract(tensor, name="model.input")
+
+    def check_paths(self, *, strict: bool = True) -> list[str]:
+        """What the paths name on this machine, looked at without opening anything: the log a
+        regular file or absent in an existing directory, the socket not a directory and in
+        one, a model directory a directory, key files regular files, a PTP clock a character
+        device. Start-up runs it strictly; ``serve --check`` refuses what is there and wrong
+        (it used to say valid, then the service failed at start, or after a 120 s worker
+        wait), and only notes what is missing (a configuration checked before deployment).
+
+        Returns:
+            One note per path that does not exist here (not strict).
+
+        Raises:
+            ServiceConfigError: DIA-7206, naming the key and what is (or is not) there.
+        """
+        notes: list[str] = []
+        seal = self.log.seal
+        for where, path, want in (
+            ("[log].path", self.log.path, "file or absent"),
+            ("[service].socket", self.service.socket, "socket or absent"),
+            ("[model].dir", self.model.dir, "directory"),
+            ("[model].public_key", self.model.public_key, "file"),
+            ("[log].clock_device", self.log.clock_device, "device"),
+            ("[log.seal].key", seal.key if seal else None, "file"),
+            ("[log.seal].fss", seal.fss if seal else None, "file"),
+        ):
+            problem = None if path is None else _path_problem(path, want)
+            if problem is not None and not strict and "not exist" in problem:
+                notes.append(f"{where}: {path}: {problem} on this machine")
+            elif problem is not None:
+                raise ServiceConfigError(
+                    f"{self.source}: {where}: {path}: {problem}",
+                    diagnostic=D.SERVICE_CONFIG_RANGE,
+                    file=self.source,
+                    key=where,
+                )
+        return notes
 
     def known_answer(self) -> tuple[KnownAnswer, bytes | None] | None:
         """The probes' known answer, read and checked, or None without
@@ -494,6 +532,42 @@ def _known_answer_bytes(path: Path, invalid: Any) -> bytes:
     return data
 
 
+_KIND = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISREG, "a regular file"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+_WANT = {
+    "file or absent": stat.S_ISREG,
+    "socket or absent": stat.S_ISSOCK,
+    "directory": stat.S_ISDIR,
+    "file": stat.S_ISREG,
+    "device": stat.S_ISCHR,
+}
+
+
+def _path_problem(path: Path, want: str) -> str | None:
+    """What is wrong with what ``path`` names, for ``want`` (see ``check_paths``); None."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if not want.endswith("or absent"):
+            return "does not exist"
+        parent = path.parent
+        return None if parent.is_dir() else f"its directory {parent} does not exist"
+    except OSError as exc:
+        return f"cannot be examined ({exc.strerror})"
+    if _WANT[want](mode):
+        return None
+    kind = next((name for test, name in _KIND if test(mode)), "something else")
+    return f"is {kind}; it must be a {want.replace(' or absent', '')}"
+
+
+MAX_SOCKET_PATH = 107
+"""The longest Unix socket path a client can connect to (``sun_path`` is 108 bytes with NUL)."""
 MAX_CONFIG_BYTES = 1 << 20
 """The largest configuration file read (a real one is a few hundred bytes)."""
 MAX_DURATION_S = 7 * 86400
@@ -591,6 +665,14 @@ def _service(t: _Table | None) -> ServiceSection:
         drain_timeout_s=t.number("drain_timeout_s", d.drain_timeout_s, zero=True),
         max_buffered_mb=t.integer("max_buffered_mb", None, maximum=1 << 20),
     )
+    if len(os.fsencode(section.socket)) > MAX_SOCKET_PATH:
+        raise t.error(
+            "socket",
+            f"{section.socket} is {len(os.fsencode(section.socket))} bytes; a Unix socket path "
+            f"is at most {MAX_SOCKET_PATH} (clients could not connect to a longer one): use a "
+            "shorter directory, e.g. /run/vigil/",
+            D.SERVICE_CONFIG_RANGE,
+        )
     if section.max_buffered_mb is not None and section.max_buffered_mb < section.max_request_mb:
         raise t.error(
             "max_buffered_mb",

@@ -189,6 +189,12 @@ class SocketServer:
         """Bind the socket (mode 0660) and start accepting connections."""
         if self._listener is not None:
             raise ServiceConfigError("the server was already started")
+        if len(os.fsencode(self.path)) > 107:  # sun_path: 108 bytes with its NUL
+            raise ServiceConfigError(
+                f"{self.path}: {len(os.fsencode(self.path))} bytes; a Unix socket path is at "
+                "most 107 (clients could not connect to a longer one)",
+                path=self.path,
+            )
         self._remove_stale()
         name = f".vigil-{os.getpid()}-{id(self) & 0xFFFFFF:x}.sock~"
         tmp = os.path.join(os.path.dirname(self.path) or ".", name)

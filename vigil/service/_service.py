@@ -99,7 +99,8 @@ class Service:
         os.environ.pop("NOTIFY_SOCKET", None)
         torch.set_num_threads(1)  # this process copies bytes; the workers compute
         try:
-            known = cfg.known_answer()  # before anything starts: a bad file is a config error
+            cfg.check_paths()  # before anything starts: what the paths name on this machine
+            known = cfg.known_answer()  # and a bad known-answer file is a config error
             self.log = self._open_log()
             self.pool = WorkerPool(
                 self._spec(),
