@@ -613,3 +613,24 @@ def test_a_key_file_holds_one_key_and_refusals_name_the_algorithm(tmp_path, mode
     with pytest.raises(KeyFileError) as e:
         _keys.load_public(tmp_path / "ed.pub", algorithm=_keys.KeyAlgorithm.ECDSA_P384)
     assert "is an Ed25519 key; this use requires an ECDSA P-384 key" in e.value.message
+
+
+def test_verify_names_what_the_directory_holds_unsigned(model_dir, key, tmp_path, capsys):
+    """VALID said nothing of a symlinked tokenizer, a subdirectory and an unsigned config.json
+    beside the signed files (outside audit): an operator reading them got unsigned content."""
+    pub = tmp_path / "k.pub"
+    key.public.save(pub)
+    (model_dir / "tokenizer.json").symlink_to("/etc/hostname")
+    (model_dir / "sub").mkdir()
+    (model_dir / "config.json").write_text("{}")
+    (model_dir / ".editor-swap").write_text("hidden names are never signed, nor named")
+    assert run_cli("model", "verify", str(model_dir), "--pubkey", str(pub), "--json") == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["unsigned"] == {
+        "config.json": "file",
+        "sub": "directory",
+        "tokenizer.json": "symbolic link",
+    }
+    assert run_cli("model", "verify", str(model_dir), "--pubkey", str(pub)) == 0
+    out = capsys.readouterr().out
+    assert "note: tokenizer.json (symbolic link) is not signed" in out

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +197,8 @@ def verify_command(args: argparse.Namespace) -> int:
         "files": files,
         "tensors": len(tensors),
     }
+    unsigned = _unsigned(args.dir, artifact.files)
+    facts["unsigned"] = unsigned
     if args.json:
         print(json.dumps(facts, sort_keys=True))
         return 0
@@ -204,7 +208,38 @@ def verify_command(args: argparse.Namespace) -> int:
     for fname, size in files.items():
         print(f"  {fname}: {size} bytes")
     print(f"  {len(tensors)} tensors")
+    for name, kind in unsigned.items():
+        print(
+            f"  note: {name} ({kind}) is not signed: the loader never reads it, and nothing "
+            "vouches for it"
+        )
     return 0
+
+
+def _unsigned(directory: str, signed: Mapping[str, bytes]) -> dict[str, str]:
+    """The directory's entries the manifest does not sign (hidden names aside), and what
+    each is: a VALID directory may hold them, and nothing vouches for their content."""
+    from vigil.model import MANIFEST, SIGNATURE  # noqa: PLC0415
+
+    out: dict[str, str] = {}
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError:
+        return out
+    for entry in entries:
+        if entry.name.startswith(".") or entry.name in (MANIFEST, SIGNATURE, *signed):
+            continue
+        kind = (
+            "symbolic link"
+            if entry.is_symlink()
+            else "directory"
+            if entry.is_dir(follow_symlinks=False)
+            else "file"
+            if entry.is_file(follow_symlinks=False)
+            else "special file"
+        )
+        out[entry.name] = kind
+    return out
 
 
 _MAX_CONFIG_BYTES = 1 << 20  # a model's configuration: a few hundred bytes in practice
