@@ -634,3 +634,18 @@ def test_verify_names_what_the_directory_holds_unsigned(model_dir, key, tmp_path
     assert run_cli("model", "verify", str(model_dir), "--pubkey", str(pub)) == 0
     out = capsys.readouterr().out
     assert "note: tokenizer.json (symbolic link) is not signed" in out
+
+
+def test_sign_says_what_is_wrong_with_what_it_was_given(tmp_path, capsys):
+    """--name "" was taken as "not given" (the old name kept); a missing directory was told
+    to give --name and --version."""
+    key, d = str(tmp_path / "k"), tmp_path / "ref"
+    assert run_cli("model", "keygen", "--out", key) == 0
+    assert (
+        run_cli("model", "export-reference", str(d), "--key", key, "--model", "tiny-reference") == 0
+    )
+    capsys.readouterr()
+    assert run_cli("model", "sign", str(d), "--key", key, "--name", "") == 2
+    assert "DIA-5107" in capsys.readouterr().err
+    assert run_cli("model", "sign", str(tmp_path / "nowhere"), "--key", key) == 2
+    assert "not a directory" in capsys.readouterr().err

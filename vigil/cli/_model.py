@@ -100,6 +100,8 @@ def sign_command(args: argparse.Namespace) -> int:
     from vigil.model import MANIFEST, sign_model_dir  # noqa: PLC0415 - torch only when needed
     from vigil.model._manifest import MAX_MANIFEST_BYTES, parse  # noqa: PLC0415
 
+    if not os.path.isdir(args.dir):
+        raise UsageError(f"{args.dir}: not a directory; give the model directory to sign")
     key = _keys.load_private(args.key, algorithm=_keys.KeyAlgorithm.ECDSA_P384)
     previous: dict[str, Any] = {}
     try:  # unverified defaults: the signer vouches anew for what it signs now
@@ -110,9 +112,9 @@ def sign_command(args: argparse.Namespace) -> int:
         previous = {"name": m.name, "version": m.version, "config": m.config}
     except (OSError, ManifestInvalid):
         pass
-    name = args.name or previous.get("name")
-    version = args.version or previous.get("version")
-    if not name or not version:
+    name = args.name if args.name is not None else previous.get("name")  # "" is refused
+    version = args.version if args.version is not None else previous.get("version")
+    if name is None or version is None:
         raise UsageError("give --name and --version (DIR has no readable manifest to keep)")
     config = _read_config(args.config) if args.config else previous.get("config", {})
     digest = sign_model_dir(args.dir, key, name=name, version=version, config=config)
