@@ -420,6 +420,16 @@ def test_report_cli_sql_json_and_errors(fleet_ds: Path, capsys: pytest.CaptureFi
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["fleet", "report", str(fleet_ds), "--sql", "SELECT nope FROM inferences"]) == 2
     assert "DIA-8007" in capsys.readouterr().err
+    # an empty query ran every report; --png DIR wrote DIR.png; an unwritable picture was
+    # the export's DIA-8004 (outside audit)
+    assert main(["fleet", "report", str(fleet_ds), "--sql", ""]) == 2
+    assert "the query is empty" in capsys.readouterr().err
+    assert main(["fleet", "report", str(fleet_ds), "--png", str(fleet_ds.parent)]) == 2
+    assert "ending in .png" in capsys.readouterr().err
+    assert not fleet_ds.parent.with_suffix(".png").exists()
+    nowhere = str(fleet_ds.parent / "no" / "such" / "dir.png")
+    assert main(["fleet", "report", str(fleet_ds), "--report", "fallback", "--png", nowhere]) == 2
+    assert "DIA-8009" in capsys.readouterr().err
     assert main(["fleet", "report", str(fleet_ds.parent)]) == 2
     assert "DIA-8008" in capsys.readouterr().err
     # a dataset whose files lack a column of the schema: a coded error, not a traceback

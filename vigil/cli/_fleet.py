@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from typing import Any
 
@@ -124,9 +125,15 @@ def _jsonable(value: Any) -> Any:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    if args.sql and args.reports:
+    if args.sql is not None and args.reports:
         raise UsageError("give --sql or --report, not both")
-    if args.sql:
+    if args.sql is not None and not args.sql.strip():
+        raise UsageError("--sql: the query is empty (leave --sql out to run the reports)")
+    if args.png is not None and (
+        not args.png.lower().endswith(".png") or os.path.isdir(args.png)
+    ):  # matplotlib would write DIR.png or guess a format from another suffix
+        raise UsageError(f"--png {args.png}: give a file name ending in .png")
+    if args.sql is not None:
         results = {"sql": {"title": args.sql, **fleet.run_sql(args.dir, args.sql)}}
     else:
         results = fleet.report(args.dir, args.reports)

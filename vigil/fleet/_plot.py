@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from vigil.errors import ExportDestinationError
+from vigil.errors import FleetError
 from vigil.fleet._report import REPORTS, run_sql
 
 
@@ -13,7 +13,7 @@ def fallback_png(dest: str | os.PathLike[str], out: str) -> None:
     """Draw the ``fallback`` report (one line per device and model) into ``out``.
 
     Raises:
-        ExportDestinationError: ``out`` cannot be written.
+        FleetError: DIA-8009, ``out`` cannot be written.
     """
     import matplotlib  # noqa: PLC0415 - only for the picture
 
@@ -40,6 +40,6 @@ def fallback_png(dest: str | os.PathLike[str], out: str) -> None:
     try:
         fig.savefig(out, dpi=100)
     except OSError as exc:
-        raise ExportDestinationError(f"{out}: cannot write: {exc.strerror}", path=out) from None
+        raise FleetError(f"{out}: cannot write the picture: {exc.strerror}") from None
     finally:
         plt.close(fig)
