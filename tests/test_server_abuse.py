@@ -10,7 +10,7 @@ import socket
 import struct
 import threading
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -165,9 +165,13 @@ def test_a_crowd_of_good_and_bad_clients(service: Callable[..., Service]) -> Non
     assert sum(1 for r in records if r.type.name == "INFERENCE") == 40
 
 
-def test_a_client_allocates_only_what_a_rogue_server_sends(short_dir: Path) -> None:
-    """Something else on the socket path answers with a header announcing 256 MiB and sends
-    1 KiB: the client once allocated (and zeroed) the whole announced body."""
+@contextlib.contextmanager
+def rogue_server(
+    short_dir: Path, answer: bytes, *, hold: bool = True
+) -> Iterator[tuple[str, threading.Thread]]:
+    """Something else on the socket path: it reads one PING, sends ``answer`` and, with
+    ``hold``, waits for the client to hang up (else closes at once). Yields the path and its
+    thread (joined on exit)."""
     path = str(short_dir / "rogue.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
@@ -177,20 +181,32 @@ def test_a_client_allocates_only_what_a_rogue_server_sends(short_dir: Path) -> N
         conn, _ = listener.accept()
         with conn:
             conn.recv(P.HEADER_SIZE)  # the PING
-            head = P.HEADER.pack(P.MAGIC, 1, int(P.FrameType.PONG), 0, bytes(16), 256 << 20, 0)
-            conn.sendall(head + bytes(1024))
+            with contextlib.suppress(OSError):
+                conn.sendall(answer)
+                if hold:
+                    conn.recv(1)  # until the client hangs up
 
     t = threading.Thread(target=rogue)
     t.start()
-    tracemalloc.start()
     try:
-        with Client(path, timeout_s=10.0) as c, pytest.raises(ServiceUnreachable) as lost:
-            c.ping()
-        _, peak = tracemalloc.get_traced_memory()
+        yield path, t
     finally:
-        tracemalloc.stop()
         t.join(10.0)
         listener.close()
+
+
+def test_a_client_allocates_only_what_a_rogue_server_sends(short_dir: Path) -> None:
+    """Something else on the socket path answers with a header announcing 256 MiB and sends
+    1 KiB: the client once allocated (and zeroed) the whole announced body."""
+    head = P.HEADER.pack(P.MAGIC, 1, int(P.FrameType.PONG), 0, bytes(16), 256 << 20, 0)
+    with rogue_server(short_dir, head + bytes(1024), hold=False) as (path, _):
+        tracemalloc.start()
+        try:
+            with Client(path, timeout_s=10.0) as c, pytest.raises(ServiceUnreachable) as lost:
+                c.ping()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
     assert "1024/268435456 bytes" in lost.value.message
     assert peak < 4 << 20, peak  # was 256 MiB
 
@@ -198,29 +214,12 @@ def test_a_client_allocates_only_what_a_rogue_server_sends(short_dir: Path) -> N
 def test_a_client_refuses_a_pong_with_a_body(short_dir: Path) -> None:
     """PONG has no body (docs/PROTOCOL.md); a PING with one is refused by the service
     (DIA-7109), and the client once read and ignored a rogue PONG's 1 KiB."""
-    path = str(short_dir / "rogue.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(1)
-
-    def rogue() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(P.HEADER_SIZE)  # the PING
-            conn.sendall(b"".join(P.encode_frame(P.FrameType.PONG, P.ZERO_ID, [bytes(1024)])))
-            conn.recv(1)  # until the client hangs up
-
-    t = threading.Thread(target=rogue)
-    t.start()
-    try:
-        with Client(path, timeout_s=10.0) as c:
-            with pytest.raises(ProtocolError) as bad:
-                c.ping()
-            assert bad.value.code == D.BODY_MALFORMED.code
-            assert "1024 body bytes" in bad.value.message
-    finally:
-        t.join(10.0)
-        listener.close()
+    pong = b"".join(P.encode_frame(P.FrameType.PONG, P.ZERO_ID, [bytes(1024)]))
+    with rogue_server(short_dir, pong) as (path, t), Client(path, timeout_s=10.0) as c:
+        with pytest.raises(ProtocolError) as bad:
+            c.ping()
+        assert bad.value.code == D.BODY_MALFORMED.code
+        assert "1024 body bytes" in bad.value.message
     assert not t.is_alive()  # the client dropped the connection: the rogue saw EOF
 
 

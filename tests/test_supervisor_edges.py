@@ -36,6 +36,19 @@ def _records(path: Path) -> list[Any]:
         return list(r.records())
 
 
+def _sup(model: Callable[[Any], Any], path: Path, **kw: Any) -> Supervisor:
+    """A supervisor on the small ring, inline, with a constant fallback unless ``kw`` says
+    otherwise."""
+    kw.setdefault("isolation", "inline")
+    kw.setdefault("fallback", Constant(torch.zeros(1, 4)))
+    return Supervisor(model, log=path, ring=SMALL, **kw)
+
+
+def _timed(model: Callable[[Any], Any], path: Path, clock: Any, **kw: Any) -> Supervisor:
+    """A supervisor on ``clock`` (the deadline and isolation given)."""
+    return _sup(model, path, clock=clock, **kw)
+
+
 def _failing() -> Callable[[Any], Any]:
     def model(x: Any) -> Any:
         raise RuntimeError("primary down")
@@ -50,14 +63,7 @@ def test_a_reset_with_a_reason_that_is_not_text_changes_nothing(tmp_path: Path) 
     """reset(5) once moved the machine DEGRADED -> NORMAL, then failed to record it: an
     unaudited reset, and replay disagreed at the next trip."""
     path = tmp_path / "log.vigil"
-    with Supervisor(
-        _failing(),
-        log=path,
-        ring=SMALL,
-        isolation="inline",
-        fallback=Constant(torch.zeros(1, 4)),
-        policy=Policy(consecutive_failures=1),
-    ) as sup:
+    with _sup(_failing(), path, policy=Policy(consecutive_failures=1)) as sup:
         sup.infer(X)
         assert sup.state is State.DEGRADED
         with pytest.raises(InvalidArgument, match="reset reason"):
@@ -180,15 +186,7 @@ def test_a_primary_answer_after_its_deadline_is_never_served(
         return x * 2
 
     path = tmp_path / "log.vigil"
-    with Supervisor(
-        model,
-        log=path,
-        ring=SMALL,
-        clock=clock,
-        isolation=isolation,
-        deadline_ns=20 * MS,
-        fallback=Constant(torch.zeros(1, 4)),
-    ) as sup:
+    with _timed(model, path, clock, isolation=isolation, deadline_ns=20 * MS) as sup:
         r = sup.infer(X)
         assert (r.outcome, r.served_by) == (Outcome.TIMEOUT, ServedBy.CONSTANT)
         assert r.code is D.DEADLINE_MISSED
@@ -233,15 +231,7 @@ def test_a_clock_read_that_fails_is_bridged(tmp_path: Path, side: str) -> None:
         return x * 2
 
     path = tmp_path / "log.vigil"
-    with Supervisor(
-        model,
-        log=path,
-        ring=SMALL,
-        clock=clock,
-        isolation="thread",
-        deadline_ns=50 * MS,
-        fallback=Constant(torch.zeros(1, 4)),
-    ) as sup:
+    with _timed(model, path, clock, isolation="thread", deadline_ns=50 * MS) as sup:
         clock.fail = 3
         watchdog = sup._watchdog
         watchdog.poke()  # the watchdog thread reads the clock too: it must survive it
@@ -268,12 +258,8 @@ def test_a_fallback_raising_a_base_exception_is_skipped(tmp_path: Path, exc: Bas
         raise exc
 
     path = tmp_path / "log.vigil"
-    with Supervisor(
-        _failing(),
-        log=path,
-        ring=SMALL,
-        isolation="inline",
-        fallback=[FallbackModel(fallback), Constant(torch.zeros(1, 4))],
+    with _sup(
+        _failing(), path, fallback=[FallbackModel(fallback), Constant(torch.zeros(1))]
     ) as sup:
         assert sup.infer(X).served_by is ServedBy.CONSTANT
     (call,) = [r for r in _records(path) if r.type is RecordType.INFERENCE]

@@ -13,7 +13,7 @@ import errno
 import os
 import stat
 
-from vigil.errors import NotARegularFile
+from vigil.errors import NotARegularFile, UsageError
 
 _KINDS = (
     (stat.S_ISFIFO, "a named pipe"),
@@ -24,7 +24,10 @@ _KINDS = (
 )
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
+    """What a file of ``mode`` is, in words ("a named pipe", "a directory", ...)."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
@@ -47,7 +50,7 @@ def check_regular(fd: int, path: str, what: str) -> os.stat_result:
 
 def _check_mode(st: os.stat_result, path: str, what: str) -> None:
     if not stat.S_ISREG(st.st_mode):
-        kind = _kind(st.st_mode)
+        kind = kind_of(st.st_mode)
         raise NotARegularFile(
             f"{path}: is {kind}, not a regular file; give the path of the {what} itself "
             "(nothing was read)",
@@ -86,6 +89,22 @@ def open_regular(
         os.close(fd)
         raise
     return fd
+
+
+def read_small(path: str, what: str, limit: int) -> bytes:
+    """A small regular file the user named (an anchor, a configuration): its bytes.
+
+    Raises:
+        UsageError: DIA-1002, it cannot be read or is larger than ``limit`` bytes.
+        NotARegularFile: DIA-1010.
+    """
+    try:
+        data, _ = read_regular(path, what, limit + 1)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+    if len(data) > limit:
+        raise UsageError(f"{path}: larger than {limit} bytes; not a {what}")
+    return data
 
 
 def read_regular(

@@ -50,7 +50,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from vigil._files import read_regular
+from vigil._files import read_small
 from vigil.auditlog import _format as F
 from vigil.auditlog._seal import FssSeed, checkpoint_message, fss_tag, signed_message
 from vigil.auditlog._verify import FindingSink
@@ -140,12 +140,7 @@ class Anchor:
             UsageError: DIA-1002, unreadable, too large, or not an anchor.
         """
         where = os.fspath(path)
-        try:
-            data, _ = read_regular(where, "anchor file", ANCHOR_LIMIT + 1)
-        except OSError as exc:
-            raise UsageError(f"{where}: cannot read an anchor ({exc.strerror})") from None
-        if len(data) > ANCHOR_LIMIT:
-            raise UsageError(f"{where}: over {ANCHOR_LIMIT} bytes, not an anchor (one is < 1 KiB)")
+        data = read_small(where, "anchor file", ANCHOR_LIMIT)  # one is < 1 KiB
         try:
             value = json.loads(data)
         except RecursionError:

@@ -20,7 +20,7 @@ from typing import Any
 
 from vigil import _diagnostics as codes
 from vigil import keys as _keys
-from vigil._files import read_regular
+from vigil._files import read_regular, read_small
 from vigil.errors import ArtifactError, KeyFileError, ManifestInvalid, UsageError
 
 EXIT_REFUSED = 1
@@ -248,12 +248,7 @@ _MAX_CONFIG_BYTES = 1 << 20  # a model's configuration: a few hundred bytes in p
 
 
 def _read_config(path: str) -> dict[str, Any]:
-    try:
-        data, _ = read_regular(path, "configuration file", _MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise UsageError(f"--config {path}: cannot be read ({exc.strerror})") from None
-    if len(data) > _MAX_CONFIG_BYTES:
-        raise UsageError(f"--config {path}: larger than {_MAX_CONFIG_BYTES} bytes")
+    data = read_small(path, "configuration file", _MAX_CONFIG_BYTES)
     try:
         config = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (ValueError, RecursionError) as exc:

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from vigil import _diagnostics as D
-from vigil._files import read_regular
+from vigil._files import kind_of, read_regular
 from vigil.errors import (
     ConfigError,
     InvalidArgument,
@@ -532,14 +532,6 @@ def _known_answer_bytes(path: Path, invalid: Any) -> bytes:
     return data
 
 
-_KIND = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISREG, "a regular file"),
-    (stat.S_ISFIFO, "a named pipe"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
 _WANT = {
     "file or absent": stat.S_ISREG,
     "socket or absent": stat.S_ISSOCK,
@@ -562,8 +554,7 @@ def _path_problem(path: Path, want: str) -> str | None:
         return f"cannot be examined ({exc.strerror})"
     if _WANT[want](mode):
         return None
-    kind = next((name for test, name in _KIND if test(mode)), "something else")
-    return f"is {kind}; it must be a {want.replace(' or absent', '')}"
+    return f"is {kind_of(mode)}; it must be a {want.replace(' or absent', '')}"
 
 
 MAX_SOCKET_PATH = 107
