@@ -496,3 +496,17 @@ def test_refuse_records_whatever_the_service_passes(tmp_path: Path) -> None:
     assert rejected[0].body["request_id"] == b"A" * 16
     assert rejected[1].body["request_id"] != b"A" * 16  # not bytes: a generated id
     assert "5" in rejected[2].body["reason"] and rejected[3].body["reason"] == "\\udcff"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"log": None}, {"log": b"/tmp/x.vigil"}, {"clock": object()}],
+    ids=["log-none", "log-bytes", "clock-object"],
+)
+def test_a_log_or_clock_of_the_wrong_kind_is_a_config_error(
+    tmp_path: Path, kwargs: dict[str, Any]
+) -> None:
+    """They raised TypeError, a misleading "No such file", and AttributeError."""
+    args = {"log": tmp_path / "log.vigil", **kwargs}
+    with pytest.raises(ConfigError):
+        Supervisor(lambda x: x, ring=SMALL, **args)

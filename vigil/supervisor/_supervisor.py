@@ -369,6 +369,7 @@ class Supervisor:
             digest_threshold=digest_threshold,
             digest_queue=digest_queue,
         )
+        _check_log_and_clock(log, clock)
         self.deadline_ns = deadline_ns
         self.isolation = isolation
         self._chain: list[Fallback] = as_chain(fallback)
@@ -1444,6 +1445,27 @@ def _check_arguments(
         )
     if type(digest_queue) is not int or not 1 <= digest_queue <= 4096:
         raise ConfigError(f"digest_queue={digest_queue!r}: an integer in [1, 4096]")
+
+
+def _check_log_and_clock(log: Any, clock: Any) -> None:
+    """``log`` a path or a FlightRecorder, ``clock`` a Clock (ConfigError, DIA-1001): they
+    raised TypeError and AttributeError from deep inside, outside the vigil hierarchy."""
+    if not isinstance(log, str | os.PathLike | FlightRecorder) or isinstance(
+        os.fspath(log) if isinstance(log, os.PathLike) else log, bytes
+    ):
+        raise ConfigError(
+            f"log={log!r}: a path (str or os.PathLike of str) or a FlightRecorder"[:300]
+        )
+    if clock is not None and not (
+        callable(getattr(clock, "monotonic_ns", None))
+        and callable(getattr(clock, "realtime_ns", None))
+        and isinstance(getattr(clock, "boot_uuid", None), bytes)
+        and hasattr(clock, "source")
+    ):
+        raise ConfigError(
+            f"clock={type(clock).__name__}: a vigil.auditlog.Clock (monotonic_ns(), "
+            "realtime_ns(), source, boot_uuid), e.g. SystemClock()"
+        )
 
 
 def _check_digest(model_digest: Any) -> None:
