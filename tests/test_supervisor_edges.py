@@ -510,3 +510,70 @@ def test_a_log_or_clock_of_the_wrong_kind_is_a_config_error(
     args = {"log": tmp_path / "log.vigil", **kwargs}
     with pytest.raises(ConfigError):
         Supervisor(lambda x: x, ring=SMALL, **args)
+
+
+class _Odd(_Flaky):
+    """Monotonic reads that return what no record can hold, ``fail`` times."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__("monotonic")
+        self.value = value
+
+    def monotonic_ns(self) -> int:
+        if self.fail:
+            self.fail -= 1
+            return self.value  # type: ignore[no-any-return]
+        return self._base.monotonic_ns()
+
+
+@pytest.mark.parametrize("value", [None, 1.5e9, -5, 2**64], ids=["none", "float", "neg", "huge"])
+def test_a_clock_read_no_record_could_hold_is_bridged(tmp_path: Path, value: Any) -> None:
+    """None killed the watchdog (a later hang held its caller 5 s against 50 ms); a float or
+    negative value made every call fail unrecorded and close() raise struct.error."""
+    clock = _Odd(value)
+    path = tmp_path / "log.vigil"
+    with _timed(lambda x: x * 2, path, clock, isolation="thread", deadline_ns=50 * MS) as sup:
+        clock.fail = 5
+        sup._watchdog.poke()
+        for _ in range(3):
+            assert sup.infer(X).served_by is ServedBy.PRIMARY
+        assert sup._watchdog._thread.is_alive()
+    assert len([r for r in _records(path) if r.type is RecordType.INFERENCE]) == 3
+
+
+def test_a_large_last_good_output_is_not_served_unchecked(tmp_path: Path) -> None:
+    """Above digest_threshold the digest is taken off the caller's path, so LastGood had
+    nothing to compare with and served a static buffer the failed call had overwritten."""
+    buffer = torch.empty(100_000)
+    calls = [0]
+
+    def static(x: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        buffer.fill_(float(calls[0]))
+        if calls[0] > 1:
+            raise RuntimeError("wrote its buffer, then failed")
+        return buffer
+
+    with _sup(static, tmp_path / "log.vigil", fallback=[LastGood(10**12), Constant(0.0)]) as sup:
+        assert sup.infer(X).served_by is ServedBy.PRIMARY
+        assert sup.infer(X).served_by is ServedBy.CONSTANT  # was LAST_GOOD, holding 2.0
+
+
+def test_a_second_close_returns_once_the_first_has_finished(tmp_path: Path) -> None:
+    gate = threading.Event()
+    model = _Held(gate)
+    path = tmp_path / "log.vigil"
+    sup = Supervisor(model, log=path, ring=SMALL, isolation="inline", deadline_ns=30_000 * MS)
+    caller = threading.Thread(target=lambda: sup.infer(X))
+    caller.start()
+    assert model.entered.wait(10.0)
+    first, waiting = _closing(sup)
+    assert waiting.wait(10.0)
+    second = threading.Thread(target=sup.close)
+    second.start()
+    second.join(0.2)
+    assert second.is_alive()  # it waits for the first, which waits for the call
+    gate.set()
+    for t in (caller, first, second):
+        t.join(10.0)
+    assert _records(path)[-1].type is RecordType.LIFECYCLE  # CLOSED, after the call's record

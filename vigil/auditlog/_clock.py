@@ -204,19 +204,20 @@ class BridgedClock:
         self.boot_uuid = clock.boot_uuid
         self.failures = 0
         try:
-            start = int(clock.monotonic_ns())
+            start = _ns(clock.monotonic_ns())
+            _ns(clock.realtime_ns())
         except Exception as exc:
             raise ClockUnavailable(
-                f"the injected clock's monotonic_ns() failed when first read: "
-                f"{type(exc).__name__}: {exc}"
+                f"the injected clock failed when first read (it must return int ns in "
+                f"[0, 2^63)): {type(exc).__name__}: {exc}"
             ) from None
         self._offset = start - time.monotonic_ns()
         self._last = start
 
     def monotonic_ns(self) -> int:
         try:
-            now = self.inner.monotonic_ns()
-        except Exception:
+            now = _ns(self.inner.monotonic_ns())
+        except BaseException:  # a raise, or a value no record could hold (float, < 0, huge)
             self.failures += 1
             now = max(self._last, time.monotonic_ns() + self._offset)
         self._last = now
@@ -224,13 +225,20 @@ class BridgedClock:
 
     def realtime_ns(self) -> int:
         try:
-            return self.inner.realtime_ns()
-        except Exception:
+            return _ns(self.inner.realtime_ns())
+        except BaseException:
             self.failures += 1
             return time.time_ns()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)  # describe(), close(), device, ...
+
+
+def _ns(value: object) -> int:
+    """A clock reading a record can hold: an int in [0, 2^63). Raises ValueError."""
+    if type(value) is not int or not 0 <= value < 1 << 63:
+        raise ValueError(f"a clock read {value!r}, not int ns in [0, 2^63)")
+    return value
 
 
 def clock_from_config(source: str, device: str | None = None) -> SystemClock | PosixClock:

@@ -403,6 +403,7 @@ class Supervisor:
         self._closed = False
         self._flight: collections.deque[None] = collections.deque()
         self._drained = threading.Event()
+        self._close_lock = threading.Lock()
         self._counters = _Counters()
         self._open_log(log, ring, durability)
         self._start_primary(primary, model_digest)
@@ -878,8 +879,10 @@ class Supervisor:
                     output, age, served = fb.recall(now)
                     self._recheck(output)
                     out_digest = T.digest(output)
-                    if served is not None and out_digest != served:
-                        continue  # changed in place since it was checked and served
+                    if served is None or out_digest != served:
+                        # changed in place since it was served, or served above
+                        # digest_threshold (its digest off the path: nothing to compare)
+                        continue
                 else:
                     output, age = fb.answer(x, now)
                     if fb.served_by is ServedBy.FALLBACK:
@@ -1321,6 +1324,10 @@ class Supervisor:
         A worker stuck in a hung model call cannot be stopped (threads cannot be killed); it
         is a daemon thread and dies with the process.
         """
+        with self._close_lock:  # a second close() returns once the first has finished
+            self._close()
+
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True  # new calls are refused from here on

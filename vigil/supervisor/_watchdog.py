@@ -109,7 +109,9 @@ class Watchdog:
                         return
                     try:
                         now = self._clock()
-                    except Exception:  # a clock that failed once must not end the watchdog
+                        if type(now) is not int:
+                            raise TypeError(f"the clock read {now!r}")  # noqa: TRY301
+                    except BaseException:  # a clock that failed once must not end the watchdog
                         self.clock_errors += 1
                         self._cv.wait(0.001)
                         continue
