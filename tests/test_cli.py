@@ -202,3 +202,23 @@ def test_a_demo_with_a_small_ring_shows_eviction(
     assert main([*argv, "--segments", "1"]) == 2
     assert main([*argv, "--segment-size", "10000"]) == 2
     assert "--segment-size 10000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["verify", "dump", "inspect"])
+def test_an_output_that_cannot_be_written_is_an_io_error_not_a_verdict(
+    tmp_path: Path, command: str
+) -> None:
+    """`vigil verify LOG >/dev/full` on an intact log printed a traceback and exited 1, the
+    code of an integrity failure; with stdout closed `dump` crashed and `verify` said nothing
+    and exited 0 (outside audit)."""
+    log = tmp_path / "log.vigil"
+    with FlightRecorder.create(log, SMALL, clock=FakeClock()) as w:
+        for i in range(3):
+            infer(w, i)
+    cmd = [sys.executable, "-m", "vigil", command, str(log)]
+    with open("/dev/full", "w") as full:
+        out = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, check=False)
+    assert out.returncode == 2 and "I/O error" in out.stderr and "Traceback" not in out.stderr
+    closed = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            check=False, preexec_fn=lambda: __import__("os").close(1))  # fmt: skip
+    assert closed.returncode == 2 and "standard output is closed" in closed.stderr

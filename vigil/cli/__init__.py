@@ -13,6 +13,8 @@ with their diagnostic code.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -55,20 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``vigil`` command; return its exit code."""
     try:
+        if sys.stdout is None:  # started with stdout closed: a report would be lost silently
+            raise UsageError("standard output is closed; nothing the command says would be seen")
         args = build_parser().parse_args(argv)
         code: int = args.run(args)
-    except UsageError as exc:
-        print(f"vigil: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        sys.stdout.flush()  # a full disk or a closed descriptor surfaces here, not at exit
     except (SuperblockCorrupt, LogGeometryError) as exc:
         print(f"vigil: {exc}", file=sys.stderr)
-        return EXIT_INTEGRITY
-    except VigilError as exc:
+        code = EXIT_INTEGRITY
+    except VigilError as exc:  # UsageError among them
         print(f"vigil: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        code = EXIT_USAGE
     except BrokenPipeError:  # `vigil dump ... | head`
         sys.stderr.close()
-        return EXIT_OK
+        code = EXIT_OK
+    except OSError as exc:  # writing the output failed (ENOSPC, EBADF): an I/O error, not 1
+        with contextlib.suppress(OSError):
+            print(f"vigil: DIA-1002 USAGE: I/O error: {exc}", file=sys.stderr)
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  - nothing more is written at exit
+        code = EXIT_USAGE
     return code
 
 
