@@ -103,7 +103,7 @@ def read_small(path: str, what: str, limit: int) -> bytes:
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the {what} ({exc.strerror})") from None
     if len(data) > limit:
-        raise UsageError(f"{path}: larger than {limit} bytes; not a {what}")
+        raise UsageError(f"{path}: over {limit} bytes; not a {what}")
     return data
 
 
