@@ -57,11 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``vigil`` command; return its exit code."""
     try:
-        if sys.stdout is None:  # started with stdout closed: a report would be lost silently
+        if argv is None and sys.stdout is None:  # a program started with stdout closed (a
+            # caller passing argv may silence it on purpose: redirect_stdout(None))
             raise UsageError("standard output is closed; nothing the command says would be seen")
         args = build_parser().parse_args(argv)
         code: int = args.run(args)
-        sys.stdout.flush()  # a full disk or a closed descriptor surfaces here, not at exit
+        if sys.stdout is not None:  # a full disk or a closed descriptor surfaces here
+            sys.stdout.flush()
     except (SuperblockCorrupt, LogGeometryError) as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         code = EXIT_INTEGRITY
