@@ -242,8 +242,8 @@ class ServeConfig:
             ("[log.seal].key", seal.key if seal else None, "file"),
             ("[log.seal].fss", seal.fss if seal else None, "file"),
         ):
-            problem = None if path is None else _path_problem(path, want)
-            if problem is not None and not strict and "not exist" in problem:
+            problem, missing = (None, False) if path is None else _path_problem(path, want)
+            if problem is not None and missing and not strict:
                 notes.append(f"{where}: {path}: {problem} on this machine")
             elif problem is not None:
                 raise ServiceConfigError(
@@ -541,20 +541,23 @@ _WANT = {
 }
 
 
-def _path_problem(path: Path, want: str) -> str | None:
-    """What is wrong with what ``path`` names, for ``want`` (see ``check_paths``); None."""
+def _path_problem(path: Path, want: str) -> tuple[str | None, bool]:
+    """What is wrong with what ``path`` names, for ``want`` (see ``check_paths``), or None;
+    and whether it is only missing on this machine."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         if not want.endswith("or absent"):
-            return "does not exist"
+            return "does not exist", True
         parent = path.parent
-        return None if parent.is_dir() else f"its directory {parent} does not exist"
+        return (
+            (None, False) if parent.is_dir() else (f"its directory {parent} does not exist", True)
+        )
     except OSError as exc:
-        return f"cannot be examined ({exc.strerror})"
+        return f"cannot be examined ({exc.strerror})", False
     if _WANT[want](mode):
-        return None
-    return f"is {kind_of(mode)}; it must be a {want.replace(' or absent', '')}"
+        return None, False
+    return (f"is {kind_of(mode)}; it must be a {want.replace(' or absent', '')}", False)
 
 
 MAX_SOCKET_PATH = 107

@@ -877,11 +877,11 @@ class Supervisor:
             try:
                 if fb is self._last_good:
                     output, age, served = fb.recall(now)
+                    if served is None:  # served above digest_threshold: nothing to compare
+                        continue
                     self._recheck(output)
                     out_digest = T.digest(output)
-                    if served is None or out_digest != served:
-                        # changed in place since it was served, or served above
-                        # digest_threshold (its digest off the path: nothing to compare)
+                    if out_digest != served:  # changed in place since it was served
                         continue
                 else:
                     output, age = fb.answer(x, now)
